@@ -1,0 +1,215 @@
+/**
+ * The arbiter: the control plane's witness role. It holds no rules of its own — those are the
+ * pure functions of shared/lease.ts — only the loop that applies them to the store:
+ *
+ *   snapshot → decide → conditional write on the snapshot's version → on conflict, re-read.
+ *
+ * The snapshot is the last lease this process saw. Deciding on it saves the read on the hot
+ * path (a holder's renewal is one conditional write); it is safe because a decision that writes
+ * commits only if the snapshot was still current, and a decision that would not write (stay
+ * passive, reject a report) is always re-made on a fresh read before it is answered.
+ */
+import type { ClusterEvent } from '../shared/events.ts';
+import {
+  type Decision,
+  type Directive,
+  type FencingReport,
+  type Heartbeat,
+  isMember,
+  type Lease,
+  leaseTerms,
+  onFencingConfirmed,
+  onHeartbeat,
+  onRelease,
+  type PhaseReport,
+  phaseEvent,
+  type Rejection,
+  type Release,
+  vacantLease,
+} from '../shared/lease.ts';
+import type { ClusterSpec } from '../shared/spec.ts';
+import type { Clock } from './clock.ts';
+import { ApiError } from './errors.ts';
+import type { Logger } from './log.ts';
+import type { Store } from './store/store.ts';
+
+/** Conditional-write conflicts tolerated in one request before answering 503. */
+const MAX_ATTEMPTS = 8;
+/** A node's status item is rewritten when something changes, or at least this often. */
+export const NODE_STATUS_REFRESH_MS = 5000;
+/** Snapshots kept; beyond this the oldest are dropped (they are only a hint). */
+const MAX_SNAPSHOTS = 10_000;
+
+type Outcome<T> = Rejection | { next: Lease | null; result: T };
+
+export interface HeartbeatOutcome {
+  lease: Lease;
+  directive: Directive;
+  /** This heartbeat committed a grant or renewal for the asking node. */
+  renewed: boolean;
+}
+
+export class Arbiter {
+  readonly #snapshots = new Map<string, Lease>();
+  readonly #statusWritten = new Map<string, { at: number; key: string }>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  /** Writes the vacant lease of a newly created cluster (idempotent). */
+  async openLease(spec: ClusterSpec, specVersion: number): Promise<void> {
+    const now = this.clock.now();
+    const created: ClusterEvent = { id: 'e0.cluster.created', clusterId: spec.id, at: now, epoch: 0, type: 'cluster.created', data: { nodes: spec.nodes.map((n) => n.id) } };
+    const lease = { ...vacantLease(spec.id, leaseTerms(spec, specVersion), now), outbox: [created] };
+    if (await this.store.putLeaseIfAbsent(lease)) await this.#flush(lease);
+  }
+
+  /** The current lease, read from the store (never from the snapshot). */
+  async read(clusterId: string): Promise<Lease> {
+    let lease = await this.store.getLease(clusterId);
+    if (!lease) {
+      // The cluster item is written before its lease; a crash in between leaves a cluster
+      // without one, which is repaired here rather than refused forever.
+      const cluster = await this.store.getCluster(clusterId);
+      if (!cluster) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
+      await this.openLease(cluster.spec, cluster.specVersion);
+      lease = await this.store.getLease(clusterId);
+      if (!lease) throw new ApiError(503, 'store_unavailable', `the lease of ${clusterId} could not be read back`);
+    }
+    this.#remember(lease);
+    if (lease.outbox.length > 0) await this.#flush(lease);
+    return lease;
+  }
+
+  async heartbeat(clusterId: string, node: string, hb: Heartbeat): Promise<HeartbeatOutcome> {
+    const { lease, result, wrote } = await this.#decide(clusterId, node, (l, now): Outcome<Decision> => {
+      const d = onHeartbeat(l, node, hb, now);
+      return { next: d.next, result: d };
+    });
+    const outcome = { lease, directive: result.directive, renewed: wrote && lease.holder === node };
+    await this.#noteHeartbeat(clusterId, node, hb, result.directive);
+    if (wrote && result.directive.action === 'activate' && !result.directive.fence.confirmed) {
+      this.log.info({ clusterId, node, epoch: lease.epoch, directive: result.directive }, result.directive.reason);
+    } else {
+      this.log.debug({ clusterId, node, epoch: lease.epoch, action: result.directive.action }, result.directive.reason);
+    }
+    return outcome;
+  }
+
+  async confirmFencing(clusterId: string, node: string, report: FencingReport): Promise<Lease> {
+    const { lease, wrote } = await this.#decide(clusterId, node, (l, now): Outcome<null> => {
+      const r = onFencingConfirmed(l, node, report, now);
+      return 'code' in r ? r : { next: r.next, result: null };
+    });
+    if (wrote) this.log.info({ clusterId, node, epoch: lease.epoch, keys: report.keys }, `fencing confirmed for epoch ${lease.epoch}`);
+    return lease;
+  }
+
+  async release(clusterId: string, node: string, release: Release): Promise<Lease> {
+    const { lease } = await this.#decide(clusterId, node, (l, now): Outcome<null> => {
+      const r = onRelease(l, node, release, now);
+      return 'code' in r ? r : { next: r.next, result: null };
+    });
+    this.log.info({ clusterId, node, epoch: release.epoch, reason: release.reason }, `${node} released epoch ${release.epoch}`);
+    return lease;
+  }
+
+  async reportPhase(clusterId: string, node: string, report: PhaseReport): Promise<ClusterEvent> {
+    const { result: event } = await this.#decide(clusterId, node, (l, now): Outcome<ClusterEvent> => {
+      const r = phaseEvent(l, node, report, now);
+      return 'code' in r ? r : { next: null, result: r.event };
+    });
+    await this.store.putEvents([event]);
+    return event;
+  }
+
+  async #decide<T>(
+    clusterId: string,
+    node: string,
+    decide: (lease: Lease, now: number) => Outcome<T>,
+  ): Promise<{ lease: Lease; result: T; wrote: boolean }> {
+    let lease = this.#snapshots.get(clusterId);
+    let fresh = false;
+    if (!lease) {
+      lease = await this.read(clusterId);
+      fresh = true;
+    }
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      if (!isMember(lease.terms, node)) {
+        if (!fresh) {
+          lease = await this.read(clusterId);
+          fresh = true;
+          continue;
+        }
+        throw new ApiError(404, 'node_not_found', `"${node}" is not a node of cluster ${clusterId} (nodes: ${lease.terms.nodes.join(', ')})`);
+      }
+      const outcome = decide(lease, this.clock.now());
+      if ('code' in outcome || outcome.next === null) {
+        if (!fresh) {
+          lease = await this.read(clusterId);
+          fresh = true;
+          continue;
+        }
+        if ('code' in outcome) throw new ApiError(409, outcome.code, outcome.message);
+        return { lease, result: outcome.result, wrote: false };
+      }
+      if (await this.store.putLease(outcome.next, lease.version)) {
+        this.#remember(outcome.next);
+        if (outcome.next.outbox.length > 0) await this.#flush(outcome.next);
+        return { lease: outcome.next, result: outcome.result, wrote: true };
+      }
+      lease = await this.read(clusterId);
+      fresh = true;
+    }
+    throw new ApiError(503, 'lease_contention', `the lease of ${clusterId} changed ${MAX_ATTEMPTS} times during this request; retry`);
+  }
+
+  #remember(lease: Lease): void {
+    this.#snapshots.delete(lease.clusterId);
+    this.#snapshots.set(lease.clusterId, lease);
+    if (this.#snapshots.size > MAX_SNAPSHOTS) this.#snapshots.delete(this.#snapshots.keys().next().value!);
+  }
+
+  /**
+   * Stores the outbox's events (idempotent by id), then drops them from the lease if it has not
+   * moved on. A failure here does not undo the decision already committed: the events stay in
+   * the outbox and the next reader of the lease stores them.
+   */
+  async #flush(lease: Lease): Promise<void> {
+    try {
+      await this.store.putEvents(lease.outbox);
+      if (await this.store.clearOutbox(lease.clusterId, lease.version)) {
+        const current = this.#snapshots.get(lease.clusterId);
+        if (current?.version === lease.version) this.#snapshots.set(lease.clusterId, { ...current, outbox: [] });
+      }
+    } catch (err) {
+      this.log.warn({ clusterId: lease.clusterId, err: (err as Error).message }, 'events left in the lease outbox for a later flush');
+    }
+  }
+
+  /** Rate-limited record of what a node last said, for the status view. Never fails the heartbeat. */
+  async #noteHeartbeat(clusterId: string, node: string, hb: Heartbeat, directive: Directive): Promise<void> {
+    const now = this.clock.now();
+    const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}`;
+    const id = `${clusterId}/${node}`;
+    const last = this.#statusWritten.get(id);
+    if (last && last.key === key && now - last.at < NODE_STATUS_REFRESH_MS) return;
+    try {
+      await this.store.putNodeStatus({
+        clusterId,
+        node,
+        role: hb.role,
+        epoch: hb.epoch,
+        peerReachable: hb.peer?.reachable ?? null,
+        lastHeartbeatAt: now,
+        lastDirective: directive.action,
+      });
+      this.#statusWritten.set(id, { at: now, key });
+    } catch (err) {
+      this.log.warn({ clusterId, node, err: (err as Error).message }, 'node status not recorded');
+    }
+  }
+}

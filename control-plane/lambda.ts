@@ -1,0 +1,19 @@
+/**
+ * The control plane on AWS Lambda (Function URL or API Gateway HTTP API, payload format 2.0):
+ * the same app as the Node server, on DynamoDB. The client and app are built once per
+ * instance, at cold start, and reused by every invocation it serves.
+ */
+import { handle } from 'hono/aws-lambda';
+import { createApp } from './app.ts';
+import { systemClock } from './clock.ts';
+import { loadConfig } from './config.ts';
+import { createLogger } from './log.ts';
+import { DynamoStore } from './store/dynamodb.ts';
+import { dynamoClient } from './store/open.ts';
+
+const config = loadConfig(process.env);
+if (config.store.kind !== 'dynamodb') throw new Error('the Lambda handler runs on DynamoDB only');
+const log = createLogger(config.logLevel);
+const store = new DynamoStore({ client: dynamoClient(config.store), tableName: config.store.tableName });
+
+export const handler = handle(createApp({ store, clock: systemClock, log }));

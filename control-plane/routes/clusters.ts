@@ -1,0 +1,139 @@
+/** Operator routes: create a cluster from its spec, list and read clusters, status, events. */
+import { createRoute } from '@hono/zod-openapi';
+import { z } from 'zod';
+import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema } from '../../shared/api.ts';
+import { leaseState } from '../../shared/lease.ts';
+import { ClusterSpecSchema } from '../../shared/spec.ts';
+import type { Arbiter } from '../arbiter.ts';
+import type { Clock } from '../clock.ts';
+import { ApiError } from '../errors.ts';
+import { type ClusterRecord, EVENT_CURSOR, type Store } from '../store/store.ts';
+import { ClusterParams, errors, jsonBody, jsonResponse, router } from './router.ts';
+
+const tags = ['clusters'];
+const iso = (ms: number) => new Date(ms).toISOString();
+
+function clusterView(r: ClusterRecord) {
+  return { spec: r.spec, specVersion: r.specVersion, createdAt: iso(r.createdAt), updatedAt: iso(r.updatedAt) };
+}
+
+export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Clock }) {
+  const { store, arbiter, clock } = deps;
+
+  async function cluster(clusterId: string): Promise<ClusterRecord> {
+    const record = await store.getCluster(clusterId);
+    if (!record) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
+    return record;
+  }
+
+  async function status(clusterId: string): Promise<ClusterStatus> {
+    const record = await cluster(clusterId);
+    const [lease, statuses] = await Promise.all([arbiter.read(clusterId), store.listNodeStatuses(clusterId)]);
+    const now = clock.now();
+    return {
+      clusterId,
+      specVersion: record.specVersion,
+      lease: {
+        holder: lease.holder,
+        epoch: lease.epoch,
+        state: leaseState(lease, now),
+        renewedAgoMs: now - lease.renewedAt,
+        expiresInMs: lease.expiresAt - now,
+        fencing: lease.fencing,
+      },
+      nodes: lease.terms.nodes.map((id, i) => {
+        const s = statuses.find((n) => n.node === id);
+        return {
+          id,
+          reservationKey: lease.terms.keys[i]!,
+          isHolder: lease.holder === id,
+          role: s?.role ?? null,
+          epoch: s?.epoch ?? null,
+          peerReachable: s?.peerReachable ?? null,
+          lastHeartbeatAgoMs: s ? now - s.lastHeartbeatAt : null,
+          lastDirective: s?.lastDirective ?? null,
+        };
+      }),
+    };
+  }
+
+  return router()
+    .openapi(
+      createRoute({
+        method: 'post',
+        path: '/v1/clusters',
+        tags,
+        summary: 'Create a cluster from its spec',
+        description: 'Validates the spec (including the timing safety relations) and creates the cluster with a vacant lease at epoch 0.',
+        request: jsonBody(ClusterSpecSchema),
+        responses: { 201: jsonResponse(ClusterSchema, 'Created'), ...errors(400, 409, 503) },
+      }),
+      async (c) => {
+        const spec = c.req.valid('json');
+        const now = clock.now();
+        const record: ClusterRecord = { spec, specVersion: 1, createdAt: now, updatedAt: now };
+        if (!(await store.putClusterIfAbsent(record))) {
+          throw new ApiError(409, 'cluster_exists', `cluster "${spec.id}" already exists`);
+        }
+        await arbiter.openLease(spec, record.specVersion);
+        return c.json(clusterView(record), 201, { Location: `/v1/clusters/${spec.id}` });
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/v1/clusters',
+        tags,
+        summary: 'List clusters',
+        responses: { 200: jsonResponse(ClusterListSchema, 'All clusters'), ...errors(503) },
+      }),
+      async (c) => {
+        const records = await store.listClusters();
+        const clusters = records.map((r) => ({ id: r.spec.id, nodes: r.spec.nodes.map((n) => n.id), specVersion: r.specVersion, createdAt: iso(r.createdAt) }));
+        return c.json({ clusters }, 200);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/v1/clusters/{clusterId}',
+        tags,
+        summary: 'Get a cluster\'s spec',
+        request: { params: ClusterParams },
+        responses: { 200: jsonResponse(ClusterSchema, 'The cluster'), ...errors(400, 404, 503) },
+      }),
+      async (c) => c.json(clusterView(await cluster(c.req.valid('param').clusterId)), 200),
+    )
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/v1/clusters/{clusterId}/status',
+        tags,
+        summary: 'Who is active, under which epoch, and what each node last reported',
+        request: { params: ClusterParams },
+        responses: { 200: jsonResponse(ClusterStatusSchema, 'Current status'), ...errors(400, 404, 503) },
+      }),
+      async (c) => c.json(await status(c.req.valid('param').clusterId), 200),
+    )
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/v1/clusters/{clusterId}/events',
+        tags,
+        summary: 'The cluster\'s timeline, oldest first',
+        request: {
+          params: ClusterParams,
+          query: z.object({
+            limit: z.coerce.number().int().min(1).max(500).default(100),
+            cursor: z.string().regex(EVENT_CURSOR, 'must be a cursor returned by a previous page').optional(),
+          }),
+        },
+        responses: { 200: jsonResponse(EventPageSchema, 'A page of events'), ...errors(400, 404, 503) },
+      }),
+      async (c) => {
+        const { clusterId } = c.req.valid('param');
+        await cluster(clusterId);
+        return c.json(await store.listEvents(clusterId, c.req.valid('query')), 200);
+      },
+    );
+}

@@ -1,0 +1,251 @@
+/**
+ * The Store on DynamoDB (and on dynalite, which speaks the same protocol).
+ *
+ * Single-table design; every item of a cluster shares its partition:
+ *
+ * | item        | pk             | sk                           | gsi1pk / gsi1sk     | conditional writes            |
+ * |-------------|----------------|------------------------------|---------------------|-------------------------------|
+ * | cluster     | CLUSTER#<id>   | SPEC                         | CLUSTERS / <id>     | create: attribute_not_exists  |
+ * | lease       | CLUSTER#<id>   | LEASE                        | –                   | every write: version = :v     |
+ * | node status | CLUSTER#<id>   | NODE#<node>                  | –                   | none (informational)          |
+ * | event       | CLUSTER#<id>   | EVENT#<at, 15 digits>#<id>   | –                   | attribute_not_exists (dedupe) |
+ *
+ * Index `gsi1` (gsi1pk HASH, gsi1sk RANGE, projection ALL) lists the clusters without a scan.
+ * Attributes are the fields of the stored object, marshalled as native DynamoDB types.
+ * The item operations used are exactly `DYNAMODB_ITEM_ACTIONS`; deployment grants only those.
+ */
+import {
+  ConditionalCheckFailedException,
+  CreateTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  QueryCommand,
+  ResourceNotFoundException,
+  UpdateItemCommand,
+  type AttributeValue,
+} from '@aws-sdk/client-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { type ClusterEvent, EventSchema } from '../../shared/events.ts';
+import { type Lease, LeaseSchema } from '../../shared/lease.ts';
+import { ClusterSpecSchema } from '../../shared/spec.ts';
+import { type ClusterRecord, EVENT_CURSOR, type EventPage, type EventQuery, type NodeStatus, type Store, StoreUnavailableError } from './store.ts';
+
+/** The DynamoDB item operations this adapter performs (the IAM policy is derived from this). */
+export const DYNAMODB_ITEM_ACTIONS = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'] as const;
+
+const CLUSTERS_INDEX = 'gsi1';
+const EVENT_AT_DIGITS = 15;
+
+const clusterPk = (clusterId: string) => `CLUSTER#${clusterId}`;
+const eventSk = (at: number, id: string) => `EVENT#${String(at).padStart(EVENT_AT_DIGITS, '0')}#${id}`;
+
+
+function toItem(keys: Record<string, string>, value: object): Record<string, AttributeValue> {
+  return marshall({ ...value, ...keys }, { removeUndefinedValues: true, convertTopLevelContainer: false });
+}
+
+function fromItem(item: Record<string, AttributeValue>): Record<string, unknown> {
+  const { pk: _pk, sk: _sk, gsi1pk: _g1, gsi1sk: _g2, ...value } = unmarshall(item);
+  return value;
+}
+
+function toClusterRecord(item: Record<string, AttributeValue>): ClusterRecord {
+  const v = fromItem(item) as Omit<ClusterRecord, 'spec'> & { spec: unknown };
+  return { spec: ClusterSpecSchema.parse(v.spec), specVersion: v.specVersion, createdAt: v.createdAt, updatedAt: v.updatedAt };
+}
+
+export interface DynamoStoreOptions {
+  client: DynamoDBClient;
+  tableName: string;
+}
+
+export class DynamoStore implements Store {
+  readonly #db: DynamoDBClient;
+  readonly #table: string;
+
+  constructor(options: DynamoStoreOptions) {
+    this.#db = options.client;
+    this.#table = options.tableName;
+  }
+
+  /** Runs one SDK call; a failed condition is `false`, anything else unexpected is StoreUnavailableError. */
+  async #send<T>(what: string, call: () => Promise<T>): Promise<T | false> {
+    try {
+      return await call();
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException) return false;
+      throw new StoreUnavailableError(`${what} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async #putIfAbsent(item: Record<string, AttributeValue>, what: string): Promise<boolean> {
+    const r = await this.#send(what, () =>
+      this.#db.send(new PutItemCommand({ TableName: this.#table, Item: item, ConditionExpression: 'attribute_not_exists(pk)' })),
+    );
+    return r !== false;
+  }
+
+  async #get(pk: string, sk: string): Promise<Record<string, AttributeValue> | null> {
+    const r = await this.#send(`get ${pk} ${sk}`, () =>
+      this.#db.send(new GetItemCommand({ TableName: this.#table, Key: marshall({ pk, sk }), ConsistentRead: true })),
+    );
+    return (r && r.Item) || null;
+  }
+
+  async #queryPrefix(pk: string, prefix: string, limit?: number, startSk?: string) {
+    const r = await this.#send(`query ${pk} ${prefix}`, () =>
+      this.#db.send(
+        new QueryCommand({
+          TableName: this.#table,
+          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
+          ExpressionAttributeValues: marshall({ ':pk': pk, ':prefix': prefix }),
+          ConsistentRead: true,
+          ...(limit !== undefined && { Limit: limit }),
+          ...(startSk !== undefined && { ExclusiveStartKey: marshall({ pk, sk: startSk }) }),
+        }),
+      ),
+    );
+    return r || { Items: [], LastEvaluatedKey: undefined };
+  }
+
+  putClusterIfAbsent(record: ClusterRecord): Promise<boolean> {
+    const id = record.spec.id;
+    return this.#putIfAbsent(toItem({ pk: clusterPk(id), sk: 'SPEC', gsi1pk: 'CLUSTERS', gsi1sk: id }, record), `create cluster ${id}`);
+  }
+
+  async getCluster(clusterId: string): Promise<ClusterRecord | null> {
+    const item = await this.#get(clusterPk(clusterId), 'SPEC');
+    return item ? toClusterRecord(item) : null;
+  }
+
+  async listClusters(): Promise<ClusterRecord[]> {
+    const records: ClusterRecord[] = [];
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const r = await this.#send('list clusters', () =>
+        this.#db.send(
+          new QueryCommand({
+            TableName: this.#table,
+            IndexName: CLUSTERS_INDEX,
+            KeyConditionExpression: 'gsi1pk = :kind',
+            ExpressionAttributeValues: marshall({ ':kind': 'CLUSTERS' }),
+            ExclusiveStartKey: start,
+          }),
+        ),
+      );
+      if (!r) break;
+      records.push(...(r.Items ?? []).map(toClusterRecord));
+      start = r.LastEvaluatedKey;
+    } while (start);
+    return records;
+  }
+
+  putLeaseIfAbsent(lease: Lease): Promise<boolean> {
+    return this.#putIfAbsent(toItem({ pk: clusterPk(lease.clusterId), sk: 'LEASE' }, lease), `create lease of ${lease.clusterId}`);
+  }
+
+  async getLease(clusterId: string): Promise<Lease | null> {
+    const item = await this.#get(clusterPk(clusterId), 'LEASE');
+    return item ? LeaseSchema.parse(fromItem(item)) : null;
+  }
+
+  async putLease(next: Lease, expectedVersion: number): Promise<boolean> {
+    const r = await this.#send(`write lease of ${next.clusterId}`, () =>
+      this.#db.send(
+        new PutItemCommand({
+          TableName: this.#table,
+          Item: toItem({ pk: clusterPk(next.clusterId), sk: 'LEASE' }, next),
+          ConditionExpression: 'version = :expected',
+          ExpressionAttributeValues: marshall({ ':expected': expectedVersion }),
+        }),
+      ),
+    );
+    return r !== false;
+  }
+
+  async clearOutbox(clusterId: string, version: number): Promise<boolean> {
+    const r = await this.#send(`clear outbox of ${clusterId}`, () =>
+      this.#db.send(
+        new UpdateItemCommand({
+          TableName: this.#table,
+          Key: marshall({ pk: clusterPk(clusterId), sk: 'LEASE' }),
+          UpdateExpression: 'SET outbox = :empty',
+          ConditionExpression: 'version = :version',
+          ExpressionAttributeValues: marshall({ ':empty': [], ':version': version }),
+        }),
+      ),
+    );
+    return r !== false;
+  }
+
+  async putEvents(events: ClusterEvent[]): Promise<void> {
+    await Promise.all(
+      events.map((e) => this.#putIfAbsent(toItem({ pk: clusterPk(e.clusterId), sk: eventSk(e.at, e.id) }, e), `record event ${e.id}`)),
+    );
+  }
+
+  async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
+    const after = query.cursor ? EVENT_CURSOR.exec(query.cursor) : null;
+    const r = await this.#queryPrefix(clusterPk(clusterId), 'EVENT#', query.limit, after ? eventSk(Number(after[1]), after[2]!) : undefined);
+    const events = (r.Items ?? []).map((item) => EventSchema.parse(fromItem(item)));
+    const last = events.at(-1);
+    return { events, cursor: r.LastEvaluatedKey && last ? `${last.at}.${last.id}` : null };
+  }
+
+  async putNodeStatus(status: NodeStatus): Promise<void> {
+    await this.#send(`record status of ${status.node}`, () =>
+      this.#db.send(new PutItemCommand({ TableName: this.#table, Item: toItem({ pk: clusterPk(status.clusterId), sk: `NODE#${status.node}` }, status) })),
+    );
+  }
+
+  async listNodeStatuses(clusterId: string): Promise<NodeStatus[]> {
+    const r = await this.#queryPrefix(clusterPk(clusterId), 'NODE#');
+    return (r.Items ?? []).map((item) => fromItem(item) as unknown as NodeStatus);
+  }
+}
+
+/** Creates the table with its index if it does not exist, and waits until it is usable. */
+export async function ensureTable(client: DynamoDBClient, tableName: string): Promise<'created' | 'exists'> {
+  const describe = async () => {
+    try {
+      return (await client.send(new DescribeTableCommand({ TableName: tableName }))).Table?.TableStatus ?? null;
+    } catch (err) {
+      if (err instanceof ResourceNotFoundException) return null;
+      throw err;
+    }
+  };
+  if ((await describe()) === 'ACTIVE') return 'exists';
+  try {
+    await client.send(
+      new CreateTableCommand({
+        TableName: tableName,
+        BillingMode: 'PAY_PER_REQUEST',
+        AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk'].map((name) => ({ AttributeName: name, AttributeType: 'S' })),
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+        GlobalSecondaryIndexes: [
+          {
+            IndexName: CLUSTERS_INDEX,
+            KeySchema: [
+              { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+              { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+            ],
+            Projection: { ProjectionType: 'ALL' },
+          },
+        ],
+      }),
+    );
+  } catch (err) {
+    // Another process created it between our describe and create: fine.
+    if ((err as Error).name !== 'ResourceInUseException') throw err;
+  }
+  for (let i = 0; i < 600; i++) {
+    if ((await describe()) === 'ACTIVE') return 'created';
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`table ${tableName} did not become ACTIVE within 60 s`);
+}

@@ -1,0 +1,75 @@
+/**
+ * The control plane's durable state.
+ *
+ * Contract every backend must keep (the conformance tests check it):
+ * - Reads of the lease are strongly consistent: they see every write that completed before them.
+ * - `putLease(next, expectedVersion)` is an atomic compare-and-set: it writes only if the stored
+ *   lease's version equals `expectedVersion`, and reports whether it wrote. This single
+ *   operation serialises every change of the lease; nothing else writes the lease except
+ *   `clearOutbox`, which is conditional on the version too and leaves the version unchanged.
+ * - `putClusterIfAbsent` / `putLeaseIfAbsent` / `putEvents` never overwrite: a second write of
+ *   the same key is a no-op (events are idempotent by id).
+ * - No multi-item transactions are assumed (dynalite has none), and no store-side expiry (TTL)
+ *   is used for anything the protocol depends on.
+ * - Each operation either completes or throws `StoreUnavailableError`; a thrown write may or may
+ *   not have been applied, so callers re-read before deciding again.
+ */
+import type { ClusterEvent } from '../../shared/events.ts';
+import type { AgentRole, Lease } from '../../shared/lease.ts';
+import type { ClusterSpec } from '../../shared/spec.ts';
+
+export interface ClusterRecord {
+  spec: ClusterSpec;
+  specVersion: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** What the control plane last heard from a node; for operators, not for decisions. */
+export interface NodeStatus {
+  clusterId: string;
+  node: string;
+  role: AgentRole;
+  epoch: number;
+  peerReachable: boolean | null;
+  lastHeartbeatAt: number;
+  lastDirective: string;
+}
+
+/** Event-page cursors name the last event of the previous page: "<at>.<id>". */
+export const EVENT_CURSOR = /^(\d{1,15})\.([A-Za-z0-9._-]{1,200})$/;
+
+export interface EventQuery {
+  limit: number;
+  /** Opaque cursor from a previous page. */
+  cursor?: string | undefined;
+}
+
+export interface EventPage {
+  events: ClusterEvent[];
+  /** Cursor for the next page, null when there is none. */
+  cursor: string | null;
+}
+
+export interface Store {
+  putClusterIfAbsent(record: ClusterRecord): Promise<boolean>;
+  getCluster(clusterId: string): Promise<ClusterRecord | null>;
+  listClusters(): Promise<ClusterRecord[]>;
+
+  putLeaseIfAbsent(lease: Lease): Promise<boolean>;
+  getLease(clusterId: string): Promise<Lease | null>;
+  putLease(next: Lease, expectedVersion: number): Promise<boolean>;
+  /** Drops the outbox once its events are stored, if the lease is still at `version`. */
+  clearOutbox(clusterId: string, version: number): Promise<boolean>;
+
+  putEvents(events: ClusterEvent[]): Promise<void>;
+  listEvents(clusterId: string, query: EventQuery): Promise<EventPage>;
+
+  putNodeStatus(status: NodeStatus): Promise<void>;
+  listNodeStatuses(clusterId: string): Promise<NodeStatus[]>;
+}
+
+/** The store could not be reached or refused the operation for a reason of its own. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}

@@ -1,0 +1,68 @@
+/**
+ * Response shapes of the REST API (/v1). Request shapes live beside the rules they feed
+ * (shared/lease.ts, shared/spec.ts). The agent and the CLI parse responses with these.
+ */
+import { z } from 'zod';
+import { EventSchema } from './events.ts';
+import { AgentRole, DirectiveSchema, FencingDecisionSchema } from './lease.ts';
+import { ClusterId, NodeId } from './names.ts';
+import { ReservationKey } from './reservation-key.ts';
+import { ClusterSpecSchema } from './spec.ts';
+
+export const HeartbeatResponseSchema = z.object({
+  lease: z.object({
+    holder: NodeId.nullable(),
+    epoch: z.number().int(),
+    ttlMs: z.number().int().describe('Lease duration the control plane granted; the agent computes its own deadline from the moment it sent the request'),
+    renewed: z.boolean().describe('This request granted or renewed the lease for the asking node'),
+    specVersion: z.number().int().describe('Refetch the spec when this changes'),
+  }),
+  directive: DirectiveSchema,
+});
+export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
+
+export const LeaseViewSchema = z.object({
+  holder: NodeId.nullable(),
+  epoch: z.number().int(),
+  state: z.enum(['vacant', 'fencing', 'held', 'expired']),
+  renewedAgoMs: z.number().int().describe('Time since the last grant or renewal, on the control plane\'s clock'),
+  expiresInMs: z.number().int().describe('Time until the lease lapses (negative: lapsed)'),
+  fencing: FencingDecisionSchema.nullable(),
+});
+
+export const NodeStatusViewSchema = z.object({
+  id: NodeId,
+  reservationKey: ReservationKey,
+  isHolder: z.boolean(),
+  role: AgentRole.nullable().describe('Role the node last reported (null: never heard from)'),
+  epoch: z.number().int().nullable(),
+  peerReachable: z.boolean().nullable(),
+  lastHeartbeatAgoMs: z.number().int().nullable().describe('Refreshed at least every 5 s while the node heartbeats'),
+  lastDirective: z.string().nullable(),
+});
+
+export const ClusterStatusSchema = z.object({
+  clusterId: ClusterId,
+  specVersion: z.number().int(),
+  lease: LeaseViewSchema,
+  nodes: z.array(NodeStatusViewSchema),
+});
+export type ClusterStatus = z.infer<typeof ClusterStatusSchema>;
+
+export const ClusterSchema = z.object({
+  spec: ClusterSpecSchema,
+  specVersion: z.number().int(),
+  createdAt: z.string().describe('ISO 8601'),
+  updatedAt: z.string().describe('ISO 8601'),
+});
+
+export const ClusterListSchema = z.object({
+  clusters: z.array(z.object({ id: ClusterId, nodes: z.array(NodeId), specVersion: z.number().int(), createdAt: z.string() })),
+});
+
+export const EventPageSchema = z.object({
+  events: z.array(EventSchema),
+  cursor: z.string().nullable().describe('Pass as ?cursor= for the next page; null at the end'),
+});
+
+export const LeaseAckSchema = z.object({ holder: NodeId.nullable(), epoch: z.number().int() });

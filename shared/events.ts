@@ -1,0 +1,70 @@
+/**
+ * Cluster events: the timeline operators read and webhooks are made from.
+ * Ids are deterministic (derived from the epoch, or from the agent's report id), so recording
+ * an event twice — a retried request, an outbox flushed by two instances — stores it once.
+ */
+import { z } from 'zod';
+import { ClusterId, NodeId } from './names.ts';
+import { ReservationKey } from './reservation-key.ts';
+
+export const GrantReason = z
+  .enum(['cold-start', 'released', 'lease-expired', 'holder-silent'])
+  .describe('Why the lease went to a new holder');
+export type GrantReason = z.infer<typeof GrantReason>;
+
+export const ReleaseReason = z
+  .enum(['switchover', 'resource-failure', 'shutdown'])
+  .describe('Why the holder gave the lease up');
+export type ReleaseReason = z.infer<typeof ReleaseReason>;
+
+/** The resources in start order, plus the fencing step that precedes them. */
+export const PHASES = ['fence', 'scsi-reservation', 'volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip'] as const;
+export const Phase = z.enum(PHASES);
+export type Phase = z.infer<typeof Phase>;
+
+export const PhaseStatus = z.enum(['started', 'succeeded', 'failed']);
+export const PhaseDirection = z.enum(['start', 'stop']);
+
+const base = {
+  id: z.string().min(1).max(200),
+  clusterId: ClusterId,
+  at: z.number().int().describe('Control-plane time, ms since the Unix epoch'),
+  epoch: z.number().int().nonnegative(),
+};
+
+export const EventSchema = z.discriminatedUnion('type', [
+  z.object({ ...base, type: z.literal('cluster.created'), data: z.object({ nodes: z.array(NodeId) }) }),
+  z.object({
+    ...base,
+    type: z.literal('lease.granted'),
+    node: NodeId,
+    data: z.object({ previousHolder: NodeId.nullable(), reason: GrantReason }),
+  }),
+  z.object({
+    ...base,
+    type: z.literal('fencing.decided'),
+    node: NodeId,
+    data: z.object({ victim: NodeId.nullable(), keys: z.array(ReservationKey), reason: GrantReason }),
+  }),
+  z.object({
+    ...base,
+    type: z.literal('fencing.confirmed'),
+    node: NodeId,
+    data: z.object({ keys: z.array(ReservationKey), durationMs: z.number().nonnegative().optional() }),
+  }),
+  z.object({ ...base, type: z.literal('lease.released'), node: NodeId, data: z.object({ reason: ReleaseReason }) }),
+  z.object({
+    ...base,
+    type: z.literal('phase.reported'),
+    node: NodeId,
+    data: z.object({
+      phase: Phase,
+      direction: PhaseDirection,
+      status: PhaseStatus,
+      durationMs: z.number().nonnegative().optional(),
+      message: z.string().max(2000).optional(),
+    }),
+  }),
+]);
+export type ClusterEvent = z.infer<typeof EventSchema>;
+export type EventType = ClusterEvent['type'];

@@ -1,0 +1,328 @@
+/**
+ * The lease protocol: one lease per cluster, pure functions from (lease, request, now) to the
+ * next lease and a directive. The control plane commits `next` with a conditional write on
+ * `version`; if another writer got there first it re-reads and asks again, so every decision
+ * here is made on the current lease or not at all.
+ *
+ * Rules:
+ * - The epoch grows by one on every change of holder and never otherwise; it is the fencing token.
+ * - Every grant carries a fencing decision naming the other node's reservation key: the new
+ *   holder must preempt-and-abort it (and report that) before it activates anything. Only the
+ *   holder is ever registered on the disk, so a grant is also the only way to be unfenced.
+ * - A holder's heartbeat renews its lease, even a lapsed one nobody else has taken.
+ * - A lease held by the peer goes to the asking node only when it has expired (plus the
+ *   control-plane skew allowance), or — with early fencing — when the holder has been silent to
+ *   the arbiter for suspectAfterMs and the asking node reports it unreachable too.
+ * - Nothing else changes hands: no directive other than a committed grant lets a node activate.
+ */
+import { z } from 'zod';
+import { type ClusterEvent, EventSchema, GrantReason, Phase, PhaseDirection, PhaseStatus, ReleaseReason } from './events.ts';
+import { ClusterId, NodeId } from './names.ts';
+import { ReservationKey, reservationKey } from './reservation-key.ts';
+import type { ClusterSpec } from './spec.ts';
+import { grantableAfter, leaseExpiry } from './timing.ts';
+
+export const FencingDecisionSchema = z.object({
+  epoch: z.number().int().positive(),
+  holder: NodeId.describe('The node that must fence before it activates'),
+  victim: NodeId.nullable().describe('The previous holder being fenced, if there was one'),
+  keys: z.array(ReservationKey).describe('Reservation keys to preempt-and-abort'),
+  reason: GrantReason,
+  decidedAt: z.number().int(),
+  confirmedAt: z.number().int().nullable(),
+});
+export type FencingDecision = z.infer<typeof FencingDecisionSchema>;
+
+/** What the arbiter needs from the spec, kept in the lease so one read serves a heartbeat. */
+export const LeaseTermsSchema = z.object({
+  nodes: z.tuple([NodeId, NodeId]),
+  keys: z.tuple([ReservationKey, ReservationKey]),
+  leaseTtlMs: z.number().int().positive(),
+  skewAllowanceMs: z.number().int().nonnegative(),
+  suspectAfterMs: z.number().int().positive(),
+  earlyFencing: z.boolean(),
+  specVersion: z.number().int().positive(),
+});
+export type LeaseTerms = z.infer<typeof LeaseTermsSchema>;
+
+export const LeaseSchema = z.object({
+  clusterId: ClusterId,
+  holder: NodeId.nullable(),
+  epoch: z.number().int().nonnegative(),
+  version: z.number().int().nonnegative().describe('Incremented by every write; the condition of every write'),
+  renewedAt: z.number().int().describe('Control-plane time of the last grant or renewal'),
+  expiresAt: z.number().int().describe('Control-plane time the lease lapses'),
+  releasedBy: NodeId.nullable().describe('The node that last released the lease, given no first claim on it'),
+  fencing: FencingDecisionSchema.nullable(),
+  terms: LeaseTermsSchema,
+  outbox: z.array(EventSchema).describe('Events decided with this lease state, not yet written as event items'),
+});
+export type Lease = z.infer<typeof LeaseSchema>;
+
+/** Role an agent reports for itself. */
+export const AgentRole = z.enum(['passive', 'activating', 'active', 'demoting']);
+export type AgentRole = z.infer<typeof AgentRole>;
+
+export const HeartbeatSchema = z
+  .object({
+    role: AgentRole,
+    epoch: z
+      .number()
+      .int()
+      .nonnegative()
+      .describe('Epoch the node\'s resources run under (0 when it has none running)'),
+    peer: z
+      .object({ reachable: z.boolean().describe('Result of this node\'s latest direct check of its peer') })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type Heartbeat = z.infer<typeof HeartbeatSchema>;
+
+export const DirectiveSchema = z.discriminatedUnion('action', [
+  z.object({ action: z.literal('stay-passive'), epoch: z.number().int(), holder: NodeId.nullable(), reason: z.string() }),
+  z.object({
+    action: z.literal('activate'),
+    epoch: z.number().int(),
+    fence: z.object({ victim: NodeId.nullable(), keys: z.array(ReservationKey), confirmed: z.boolean() }),
+    reason: z.string(),
+  }),
+  z.object({ action: z.literal('stay-active'), epoch: z.number().int(), reason: z.string() }),
+  z.object({ action: z.literal('demote'), epoch: z.number().int(), holder: NodeId.nullable(), reason: z.string() }),
+]);
+export type Directive = z.infer<typeof DirectiveSchema>;
+
+export const FencingReportSchema = z
+  .object({
+    epoch: z.number().int().positive(),
+    keys: z.array(ReservationKey).max(16).describe('Keys the node preempted (or found already gone)'),
+    durationMs: z.number().nonnegative().max(3_600_000).optional(),
+  })
+  .strict();
+export type FencingReport = z.infer<typeof FencingReportSchema>;
+
+export const ReleaseSchema = z.object({ epoch: z.number().int().positive(), reason: ReleaseReason }).strict();
+export type Release = z.infer<typeof ReleaseSchema>;
+
+export const PhaseReportSchema = z
+  .object({
+    reportId: z.string().regex(/^[A-Za-z0-9-]{8,64}$/, 'must be 8–64 letters, digits or "-" (a UUID); reuse it when retrying the same report'),
+    epoch: z.number().int().positive(),
+    phase: Phase,
+    direction: PhaseDirection,
+    status: PhaseStatus,
+    durationMs: z.number().nonnegative().max(3_600_000).optional(),
+    message: z.string().max(2000).optional(),
+  })
+  .strict();
+export type PhaseReport = z.infer<typeof PhaseReportSchema>;
+
+export type LeaseState = 'vacant' | 'fencing' | 'held' | 'expired';
+
+/** A decision: the lease to commit (null: no write) and what the asking node is told. */
+export interface Decision {
+  next: Lease | null;
+  directive: Directive;
+}
+
+/** A report the lease cannot accept, with the reason. */
+export interface Rejection {
+  code: 'stale_epoch';
+  message: string;
+}
+
+/** The lease's own events, in the order they happen within an epoch. */
+const EPOCH_STEPS = { 'lease.granted': 1, 'fencing.decided': 2, 'fencing.confirmed': 3, 'lease.released': 4 } as const;
+type EpochEventType = keyof typeof EPOCH_STEPS;
+
+/**
+ * An event of the lease's lifecycle. Its id names the epoch and the step, so it is unique per
+ * epoch (recording it twice stores it once) and sorts in lifecycle order within a millisecond.
+ */
+function epochEvent<T extends EpochEventType>(
+  clusterId: string,
+  epoch: number,
+  at: number,
+  node: string,
+  type: T,
+  data: Extract<ClusterEvent, { type: T }>['data'],
+): ClusterEvent {
+  return { id: `e${epoch}.${EPOCH_STEPS[type]}.${type}`, clusterId, at, epoch, type, node, data } as ClusterEvent;
+}
+
+export function leaseTerms(spec: ClusterSpec, specVersion: number): LeaseTerms {
+  const [a, b] = spec.nodes;
+  return {
+    nodes: [a.id, b.id],
+    keys: [reservationKey(spec.id, a.id), reservationKey(spec.id, b.id)],
+    leaseTtlMs: spec.timing.leaseTtlMs,
+    skewAllowanceMs: spec.timing.skewAllowanceMs,
+    suspectAfterMs: spec.timing.suspectAfterMs,
+    earlyFencing: spec.policy.earlyFencing,
+    specVersion,
+  };
+}
+
+/** The lease of a new cluster: nobody holds it, epoch 0. */
+export function vacantLease(clusterId: string, terms: LeaseTerms, now: number): Lease {
+  return {
+    clusterId,
+    holder: null,
+    epoch: 0,
+    version: 0,
+    renewedAt: now,
+    expiresAt: now,
+    releasedBy: null,
+    fencing: null,
+    terms,
+    outbox: [],
+  };
+}
+
+export function isMember(terms: LeaseTerms, node: string): boolean {
+  return terms.nodes.includes(node);
+}
+
+function peerIndex(terms: LeaseTerms, node: string): 0 | 1 {
+  return terms.nodes[0] === node ? 1 : 0;
+}
+
+export function leaseState(lease: Lease, now: number): LeaseState {
+  if (lease.holder === null) return 'vacant';
+  if (now > grantableAfter(lease.expiresAt, lease.terms.skewAllowanceMs)) return 'expired';
+  return lease.fencing?.confirmedAt == null ? 'fencing' : 'held';
+}
+
+function holderDirective(lease: Lease, hb: Heartbeat): Directive {
+  const fencing = lease.fencing;
+  if (!fencing || fencing.epoch !== lease.epoch) throw new Error(`lease of ${lease.clusterId} has a holder but no fencing decision for epoch ${lease.epoch}`);
+  const fence = { victim: fencing.victim, keys: fencing.keys, confirmed: fencing.confirmedAt !== null };
+  if (!fence.confirmed) {
+    return {
+      action: 'activate',
+      epoch: lease.epoch,
+      fence,
+      reason: `granted epoch ${lease.epoch} (${fencing.reason}): preempt ${fencing.keys.join(', ')}${fencing.victim ? ` of ${fencing.victim}` : ''}, report it, then activate`,
+    };
+  }
+  if (hb.role === 'active' && hb.epoch === lease.epoch) {
+    return { action: 'stay-active', epoch: lease.epoch, reason: `renewed: holder of epoch ${lease.epoch}` };
+  }
+  return { action: 'activate', epoch: lease.epoch, fence, reason: `holder of epoch ${lease.epoch}, fencing confirmed: start the resources` };
+}
+
+function followerDirective(lease: Lease, hb: Heartbeat, why: string): Directive {
+  if (hb.role === 'passive') return { action: 'stay-passive', epoch: lease.epoch, holder: lease.holder, reason: why };
+  return {
+    action: 'demote',
+    epoch: lease.epoch,
+    holder: lease.holder,
+    reason: `${why}; this node reports ${hb.role} under epoch ${hb.epoch} without the lease: demote`,
+  };
+}
+
+function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: GrantReason): Decision {
+  const epoch = lease.epoch + 1;
+  const peer = peerIndex(lease.terms, node);
+  const victim = reason === 'lease-expired' || reason === 'holder-silent' ? lease.holder : null;
+  const keys = [lease.terms.keys[peer]];
+  const fencing: FencingDecision = { epoch, holder: node, victim, keys, reason, decidedAt: now, confirmedAt: null };
+  const events = [
+    epochEvent(lease.clusterId, epoch, now, node, 'lease.granted', { previousHolder: lease.holder, reason }),
+    epochEvent(lease.clusterId, epoch, now, node, 'fencing.decided', { victim, keys, reason }),
+  ];
+  const next: Lease = {
+    ...lease,
+    holder: node,
+    epoch,
+    version: lease.version + 1,
+    renewedAt: now,
+    expiresAt: leaseExpiry(now, lease.terms.leaseTtlMs),
+    releasedBy: null,
+    fencing,
+    outbox: [...lease.outbox, ...events],
+  };
+  return { next, directive: holderDirective(next, hb) };
+}
+
+/** A node's heartbeat: renew, acquire, take over, or be told to stay passive / demote. */
+export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: number): Decision {
+  const { terms } = lease;
+  if (lease.holder === node) {
+    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt: leaseExpiry(now, terms.leaseTtlMs) };
+    return { next, directive: holderDirective(next, hb) };
+  }
+  if (lease.holder === null) {
+    const holdoffEnds = lease.expiresAt + terms.leaseTtlMs;
+    if (lease.releasedBy === node && now <= holdoffEnds) {
+      return { next: null, directive: followerDirective(lease, hb, `released the lease ${now - lease.expiresAt} ms ago; the peer has the first claim for ${terms.leaseTtlMs} ms`) };
+    }
+    return grant(lease, node, hb, now, lease.epoch === 0 ? 'cold-start' : 'released');
+  }
+  if (now > grantableAfter(lease.expiresAt, terms.skewAllowanceMs)) return grant(lease, node, hb, now, 'lease-expired');
+  const silentMs = now - lease.renewedAt;
+  if (terms.earlyFencing && silentMs > terms.suspectAfterMs && hb.peer?.reachable === false) {
+    return grant(lease, node, hb, now, 'holder-silent');
+  }
+  const why =
+    silentMs > terms.suspectAfterMs
+      ? `${lease.holder} holds epoch ${lease.epoch} and has been silent for ${silentMs} ms, but ${hb.peer ? 'this node still reaches it' : 'this node has not checked it'}`
+      : `${lease.holder} holds epoch ${lease.epoch}, renewed ${silentMs} ms ago`;
+  return { next: null, directive: followerDirective(lease, hb, why) };
+}
+
+function staleEpoch(lease: Lease, node: string, epoch: number): Rejection | null {
+  if (lease.holder === node && lease.epoch === epoch) return null;
+  return {
+    code: 'stale_epoch',
+    message: `epoch ${epoch} of ${node} is not current: ${lease.holder ? `${lease.holder} holds epoch ${lease.epoch}` : `the lease is vacant at epoch ${lease.epoch}`}`,
+  };
+}
+
+/** The holder reports that it preempted the keys of its fencing decision. Idempotent. */
+export function onFencingConfirmed(lease: Lease, node: string, report: FencingReport, now: number): Rejection | { next: Lease | null } {
+  const stale = staleEpoch(lease, node, report.epoch);
+  if (stale) return stale;
+  const fencing = lease.fencing;
+  if (!fencing) throw new Error(`lease of ${lease.clusterId} has a holder but no fencing decision`);
+  if (fencing.confirmedAt !== null) return { next: null };
+  const event = epochEvent(lease.clusterId, lease.epoch, now, node, 'fencing.confirmed', {
+    keys: report.keys,
+    ...(report.durationMs !== undefined && { durationMs: report.durationMs }),
+  });
+  return {
+    next: { ...lease, version: lease.version + 1, fencing: { ...fencing, confirmedAt: now }, outbox: [...lease.outbox, event] },
+  };
+}
+
+/** The holder gives the lease up after demoting. The peer gets the first claim on it. */
+export function onRelease(lease: Lease, node: string, release: Release, now: number): Rejection | { next: Lease } {
+  const stale = staleEpoch(lease, node, release.epoch);
+  if (stale) return stale;
+  const event = epochEvent(lease.clusterId, lease.epoch, now, node, 'lease.released', { reason: release.reason });
+  return { next: { ...lease, holder: null, version: lease.version + 1, expiresAt: now, releasedBy: node, outbox: [...lease.outbox, event] } };
+}
+
+/**
+ * A phase of activation or demotion. Starting a resource is only legitimate for the current
+ * holder under the current epoch; stopping is always reported (a demoting node has often lost
+ * the lease already), as long as the epoch is not from the future.
+ */
+export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now: number): Rejection | { event: ClusterEvent } {
+  if (report.direction === 'start' || report.epoch > lease.epoch) {
+    const stale = staleEpoch(lease, node, report.epoch);
+    if (stale) return stale;
+  }
+  const { reportId, epoch, phase, direction, status, durationMs, message } = report;
+  return {
+    event: {
+      id: `${node}.${reportId}`,
+      clusterId: lease.clusterId,
+      at: now,
+      epoch,
+      type: 'phase.reported',
+      node,
+      data: { phase, direction, status, ...(durationMs !== undefined && { durationMs }), ...(message !== undefined && { message }) },
+    },
+  };
+}

@@ -1,0 +1,75 @@
+/** Test harness: the real app on a real dynalite (on-disk, in a temp dir), with a manual clock. */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createApp } from '../../control-plane/app.ts';
+import type { Clock } from '../../control-plane/clock.ts';
+import { createLogger } from '../../control-plane/log.ts';
+import { openStore } from '../../control-plane/store/open.ts';
+import type { Store } from '../../control-plane/store/store.ts';
+import type { ClusterSpecInput } from '../../shared/spec.ts';
+
+export class ManualClock implements Clock {
+  constructor(public t = 1_800_000_000_000) {}
+  now(): number {
+    return this.t;
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}
+
+export const silentLog = createLogger('silent');
+
+export async function tempDir(prefix = 'nfs-ha-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** The example spec of test/fixtures/cluster.json, optionally under another id. */
+export async function exampleSpec(id = 'nfs-prod'): Promise<ClusterSpecInput> {
+  const spec = JSON.parse(await readFile(new URL('../fixtures/cluster.json', import.meta.url), 'utf8')) as ClusterSpecInput;
+  return { ...spec, id, nfs: { ...spec.nfs, serverScope: id } };
+}
+
+export interface Harness {
+  store: Store;
+  clock: ManualClock;
+  dataDir: string;
+  /** A second app on the same store: another control-plane instance (another Lambda). */
+  instance(): ReturnType<typeof createApp>;
+  app: ReturnType<typeof createApp>;
+  call(method: string, path: string, body?: unknown, app?: ReturnType<typeof createApp>): Promise<{ status: number; body: any }>;
+  close(): Promise<void>;
+}
+
+export async function startHarness(options: { dataDir?: string; keepData?: boolean } = {}): Promise<Harness> {
+  const dataDir = options.dataDir ?? (await tempDir());
+  const opened = await openStore({ kind: 'embedded', dataDir, tableName: 'nfs-ha' });
+  const clock = new ManualClock();
+  const instance = () => createApp({ store: opened.store, clock, log: silentLog });
+  const app = instance();
+  return {
+    store: opened.store,
+    clock,
+    dataDir,
+    app,
+    instance,
+    async call(method, path, body, target = app) {
+      const res = await target.request(path, {
+        method,
+        ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : null };
+    },
+    async close() {
+      await opened.close();
+      if (!options.keepData) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Heartbeat body shorthand. */
+export function hb(role: 'passive' | 'activating' | 'active' | 'demoting', epoch = 0, peerReachable?: boolean) {
+  return { role, epoch, ...(peerReachable !== undefined && { peer: { reachable: peerReachable } }) };
+}

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { ensureTable } from '../../control-plane/store/dynamodb.ts';
+import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
+import { dynamoClient } from '../../control-plane/store/open.ts';
+import { exampleSpec, tempDir } from '../helpers/control-plane.ts';
+
+type Handler = (event: unknown, context: unknown) => Promise<{ statusCode: number; body: string; headers?: Record<string, string>; isBase64Encoded?: boolean }>;
+
+let dynamo: EmbeddedDynamo;
+let handler: Handler;
+
+before(async () => {
+  dynamo = await startEmbeddedDynamo(await tempDir());
+  const client = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+  await ensureTable(client, 'nfs-ha-lambda');
+  client.destroy();
+  // What the Lambda runtime and the deployment set; the handler reads them at cold start.
+  Object.assign(process.env, {
+    AWS_LAMBDA_FUNCTION_NAME: 'nfs-ha-control-plane',
+    NFSHA_TABLE: 'nfs-ha-lambda',
+    DYNAMODB_ENDPOINT: dynamo.endpoint,
+    AWS_REGION: 'local',
+    AWS_ACCESS_KEY_ID: 'test',
+    AWS_SECRET_ACCESS_KEY: 'test',
+    LOG_LEVEL: 'silent',
+  });
+  ({ handler } = (await import('../../control-plane/lambda.ts')) as unknown as { handler: Handler });
+});
+
+after(async () => {
+  await dynamo.close();
+  await rm(dynamo.dataDir, { recursive: true, force: true });
+});
+
+const context = { awsRequestId: 'req-1', functionName: 'nfs-ha-control-plane', getRemainingTimeInMillis: () => 10_000 };
+
+/** An HTTP API (payload 2.0) or Function URL event; both use the 2.0 format. */
+function event(kind: 'apigw' | 'url', method: string, path: string, body?: unknown, options: { base64?: boolean; query?: string } = {}) {
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  const domainName = kind === 'url' ? 'abcdefghijklmnop.lambda-url.eu-west-1.on.aws' : 'abc123.execute-api.eu-west-1.amazonaws.com';
+  return {
+    version: '2.0',
+    routeKey: kind === 'url' ? '$default' : `${method} ${path}`,
+    rawPath: path,
+    rawQueryString: options.query ?? '',
+    headers: { host: domainName, 'content-type': 'application/json', 'user-agent': 'test' },
+    requestContext: {
+      accountId: kind === 'url' ? 'anonymous' : '123456789012',
+      apiId: 'abcdefghijklmnop',
+      domainName,
+      domainPrefix: domainName.split('.')[0],
+      http: { method, path, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'test' },
+      requestId: 'req-1',
+      routeKey: '$default',
+      stage: '$default',
+      time: '26/Nov/2026:02:30:00 +0000',
+      timeEpoch: 1795660200000,
+    },
+    ...(text !== undefined && { body: options.base64 ? Buffer.from(text).toString('base64') : text }),
+    isBase64Encoded: !!options.base64,
+  };
+}
+
+async function invoke(kind: 'apigw' | 'url', method: string, path: string, body?: unknown, options?: { base64?: boolean; query?: string }) {
+  const res = await handler(event(kind, method, path, body, options), context);
+  const text = res.isBase64Encoded ? Buffer.from(res.body, 'base64').toString('utf8') : res.body;
+  return { status: res.statusCode, body: text ? JSON.parse(text) : null };
+}
+
+describe('Lambda handler against dynalite', () => {
+  for (const kind of ['apigw', 'url'] as const) {
+    it(`${kind === 'url' ? 'Function URL' : 'API Gateway v2'} events: create, heartbeat, fence, status, events, errors`, async () => {
+      const id = `lambda-${kind}`;
+      const created = await invoke(kind, 'POST', '/v1/clusters', await exampleSpec(id), { base64: kind === 'url' });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+
+      const a = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, { role: 'passive', epoch: 0 });
+      assert.equal(a.status, 200);
+      assert.equal(a.body.directive.action, 'activate');
+      assert.equal(a.body.lease.epoch, 1);
+      const fenced = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: a.body.directive.fence.keys });
+      assert.equal(fenced.status, 200);
+      const b = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, { role: 'passive', epoch: 0 });
+      assert.equal(b.body.directive.action, 'stay-passive');
+
+      const status = await invoke(kind, 'GET', `/v1/clusters/${id}/status`);
+      assert.equal(status.status, 200);
+      assert.equal(status.body.lease.state, 'held');
+      assert.equal(status.body.lease.holder, 'node-a');
+
+      const events = await invoke(kind, 'GET', `/v1/clusters/${id}/events`, undefined, { query: 'limit=3' });
+      assert.deepEqual(events.body.events.map((e: { type: string }) => e.type), ['cluster.created', 'lease.granted', 'fencing.decided']);
+
+      const bad = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, { role: 'passive' });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error.code, 'invalid_request');
+      const missing = await invoke(kind, 'GET', '/v1/clusters/nope');
+      assert.equal(missing.status, 404);
+    });
+  }
+});

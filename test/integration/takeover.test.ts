@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { exampleSpec, type Harness, hb, startHarness } from '../helpers/control-plane.ts';
+
+let h: Harness;
+before(async () => {
+  h = await startHarness();
+});
+after(() => h.close());
+
+describe('takeover under concurrency', () => {
+  it('expiry then takeover: the passive and its retries, on several instances at once, yield one fencing decision', async () => {
+    for (let round = 0; round < 5; round++) {
+      const id = `takeover-${round}`;
+      await h.call('POST', '/v1/clusters', await exampleSpec(id));
+      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('passive'));
+      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: [] });
+      h.clock.advance(3000 + 200 + 1);
+
+      // The same heartbeat of node-b sent to three instances (retries after a timeout land on
+      // another instance) and twice to one, all at once.
+      const instances = [h.app, h.app, h.instance(), h.instance(), h.instance()];
+      const answers = await Promise.all(instances.map((app) => h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive', 0, false), app)));
+      for (const a of answers) {
+        assert.equal(a.status, 200, JSON.stringify(a.body));
+        assert.equal(a.body.directive.action, 'activate');
+        assert.equal(a.body.directive.epoch, 2);
+        assert.equal(a.body.directive.fence.victim, 'node-a');
+      }
+      const lease = await h.store.getLease(id);
+      assert.equal(lease?.epoch, 2);
+      assert.equal(lease?.holder, 'node-b');
+      const events = (await h.call('GET', `/v1/clusters/${id}/events?limit=500`)).body.events as { type: string; epoch: number }[];
+      assert.equal(events.filter((e) => e.type === 'fencing.decided' && e.epoch === 2).length, 1);
+      assert.equal(events.filter((e) => e.type === 'lease.granted').length, 2, 'epoch 1 and epoch 2, nothing more');
+
+      // The old holder, meanwhile, renewing on yet another instance: refused, told to demote.
+      const old = await h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('active', 1), h.instance());
+      assert.equal(old.body.directive.action, 'demote');
+      assert.equal((await h.store.getLease(id))?.epoch, 2);
+    }
+  });
+
+  it('the holder renewing while the peer takes over on another instance: one of them wins, never both', async () => {
+    for (let round = 0; round < 10; round++) {
+      const id = `contest-${round}`;
+      await h.call('POST', '/v1/clusters', await exampleSpec(id));
+      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('passive'));
+      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: [] });
+      h.clock.advance(3000 + 200 + 1);
+      const [a, b] = await Promise.all([
+        h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('active', 1), h.instance()),
+        h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive'), h.instance()),
+      ]);
+      const active = [a, b].filter((r) => ['activate', 'stay-active'].includes(r.body.directive.action));
+      assert.equal(active.length, 1, JSON.stringify([a.body, b.body]));
+      const lease = await h.store.getLease(id);
+      assert.equal(lease?.holder, active[0] === a ? 'node-a' : 'node-b');
+      assert.equal(lease?.epoch, active[0] === a ? 1 : 2);
+    }
+  });
+});

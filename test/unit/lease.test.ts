@@ -1,0 +1,252 @@
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import {
+  type Decision,
+  type Heartbeat,
+  type Lease,
+  leaseState,
+  leaseTerms,
+  onFencingConfirmed,
+  onHeartbeat,
+  onRelease,
+  phaseEvent,
+  vacantLease,
+} from '../../shared/lease.ts';
+import { ClusterSpecSchema } from '../../shared/spec.ts';
+import { exampleSpec } from '../helpers/control-plane.ts';
+
+const T0 = 1_800_000_000_000;
+const A = 'node-a';
+const B = 'node-b';
+const passive: Heartbeat = { role: 'passive', epoch: 0 };
+let fresh: Lease;
+let KEY_A: string;
+let KEY_B: string;
+
+before(async () => {
+  const spec = ClusterSpecSchema.parse(await exampleSpec());
+  fresh = vacantLease(spec.id, leaseTerms(spec, 1), T0);
+  [KEY_A, KEY_B] = fresh.terms.keys;
+});
+
+function committed(d: Decision): Lease {
+  assert.ok(d.next, `expected a write, got directive ${JSON.stringify(d.directive)}`);
+  return d.next;
+}
+
+/** A holds epoch 1 with fencing confirmed, renewed at `at`. */
+function heldByA(at = T0): Lease {
+  const granted = committed(onHeartbeat(fresh, A, passive, at));
+  const r = onFencingConfirmed(granted, A, { epoch: 1, keys: [KEY_B] }, at);
+  assert.ok(!('code' in r) && r.next);
+  return r.next;
+}
+
+describe('lease: acquisition and renewal', () => {
+  it('cold start: the first node to ask gets epoch 1 and must fence its peer\'s key first', () => {
+    const d = onHeartbeat(fresh, A, passive, T0);
+    const l = committed(d);
+    assert.equal(l.holder, A);
+    assert.equal(l.epoch, 1);
+    assert.equal(l.version, 1);
+    assert.equal(l.expiresAt, T0 + 3000);
+    assert.deepEqual(d.directive, {
+      action: 'activate',
+      epoch: 1,
+      fence: { victim: null, keys: [KEY_B], confirmed: false },
+      reason: `granted epoch 1 (cold-start): preempt ${KEY_B}, report it, then activate`,
+    });
+    assert.deepEqual(l.outbox.map((e) => e.id), ['e1.1.lease.granted', 'e1.2.fencing.decided']);
+    assert.equal(leaseState(l, T0), 'fencing');
+  });
+
+  it('the second node stays passive while the lease is held', () => {
+    const l = committed(onHeartbeat(fresh, A, passive, T0));
+    const d = onHeartbeat(l, B, passive, T0 + 10);
+    assert.equal(d.next, null);
+    assert.equal(d.directive.action, 'stay-passive');
+    assert.match(d.directive.reason, /node-a holds epoch 1, renewed 10 ms ago/);
+  });
+
+  it('renewal keeps the epoch, bumps the version and extends expiry from now', () => {
+    const l = heldByA();
+    const d = onHeartbeat(l, A, { role: 'active', epoch: 1 }, T0 + 500);
+    const n = committed(d);
+    assert.equal(n.epoch, 1);
+    assert.equal(n.version, l.version + 1);
+    assert.equal(n.renewedAt, T0 + 500);
+    assert.equal(n.expiresAt, T0 + 3500);
+    assert.deepEqual(d.directive, { action: 'stay-active', epoch: 1, reason: 'renewed: holder of epoch 1' });
+    assert.equal(n.outbox.length, l.outbox.length, 'a renewal records no event');
+  });
+
+  it('a holder that restarted (reports passive) is told to activate again, fencing already confirmed', () => {
+    const d = onHeartbeat(heldByA(), A, passive, T0 + 500);
+    assert.equal(d.directive.action, 'activate');
+    assert.ok(d.directive.action === 'activate' && d.directive.fence.confirmed);
+  });
+
+  it('a holder whose lease lapsed but was not taken renews it under the same epoch', () => {
+    const n = committed(onHeartbeat(heldByA(), A, passive, T0 + 60_000));
+    assert.equal(n.holder, A);
+    assert.equal(n.epoch, 1);
+  });
+});
+
+describe('lease: takeover', () => {
+  it('the peer cannot take the lease before expiry plus the skew allowance', () => {
+    const l = heldByA();
+    const lastSafe = l.expiresAt + l.terms.skewAllowanceMs;
+    assert.equal(onHeartbeat(l, B, passive, lastSafe).next, null);
+    assert.equal(leaseState(l, lastSafe), 'held');
+    const d = onHeartbeat(l, B, passive, lastSafe + 1);
+    const n = committed(d);
+    assert.equal(n.holder, B);
+    assert.equal(n.epoch, 2);
+    assert.deepEqual(n.fencing, { epoch: 2, holder: B, victim: A, keys: [KEY_A], reason: 'lease-expired', decidedAt: lastSafe + 1, confirmedAt: null });
+    assert.equal(d.directive.action, 'activate');
+  });
+
+  it('early fencing: holder silent to the arbiter and unreachable from the peer', () => {
+    const l = heldByA();
+    const silent = T0 + l.terms.suspectAfterMs + 1;
+    const n = committed(onHeartbeat(l, B, { role: 'passive', epoch: 0, peer: { reachable: false } }, silent));
+    assert.equal(n.epoch, 2);
+    assert.equal(n.fencing?.reason, 'holder-silent');
+    assert.equal(n.fencing?.victim, A);
+    assert.ok(silent < l.expiresAt, 'granted before the old lease expired');
+  });
+
+  it('no early fencing on one kind of evidence alone, or with the policy off', () => {
+    const l = heldByA();
+    const silent = T0 + l.terms.suspectAfterMs + 1;
+    const unreachable: Heartbeat = { role: 'passive', epoch: 0, peer: { reachable: false } };
+    assert.equal(onHeartbeat(l, B, unreachable, T0 + l.terms.suspectAfterMs).next, null, 'not yet silent long enough');
+    const reachable = onHeartbeat(l, B, { role: 'passive', epoch: 0, peer: { reachable: true } }, silent);
+    assert.equal(reachable.next, null, 'the peer still reaches the holder');
+    assert.match(reachable.directive.reason, /this node still reaches it/);
+    assert.equal(onHeartbeat(l, B, passive, silent).next, null, 'the peer did not check');
+    const off = { ...l, terms: { ...l.terms, earlyFencing: false } };
+    assert.equal(onHeartbeat(off, B, unreachable, silent).next, null, 'policy off');
+  });
+
+  it('a node that thinks it is active without the lease is told to demote', () => {
+    const l = committed(onHeartbeat(heldByA(), B, passive, T0 + 3201));
+    const d = onHeartbeat(l, A, { role: 'active', epoch: 1 }, T0 + 3300);
+    assert.equal(d.next, null);
+    assert.equal(d.directive.action, 'demote');
+    assert.match(d.directive.reason, /node-b holds epoch 2.*reports active under epoch 1 without the lease: demote/);
+  });
+});
+
+describe('lease: reports', () => {
+  it('fencing confirmation is accepted only from the holder for its epoch, and only once', () => {
+    const granted = committed(onHeartbeat(fresh, A, passive, T0));
+    assert.deepEqual(onFencingConfirmed(granted, B, { epoch: 1, keys: [] }, T0), {
+      code: 'stale_epoch',
+      message: 'epoch 1 of node-b is not current: node-a holds epoch 1',
+    });
+    assert.equal((onFencingConfirmed(granted, A, { epoch: 2, keys: [] }, T0) as { code: string }).code, 'stale_epoch');
+    const first = onFencingConfirmed(granted, A, { epoch: 1, keys: [KEY_B], durationMs: 120 }, T0 + 5);
+    assert.ok(!('code' in first) && first.next);
+    assert.equal(first.next.fencing?.confirmedAt, T0 + 5);
+    assert.equal(first.next.outbox.at(-1)?.id, 'e1.3.fencing.confirmed');
+    assert.deepEqual(onFencingConfirmed(first.next, A, { epoch: 1, keys: [KEY_B] }, T0 + 9), { next: null });
+  });
+
+  it('release: the releasing node gives the peer the first claim for one TTL', () => {
+    const l = heldByA();
+    assert.equal((onRelease(l, B, { epoch: 1, reason: 'switchover' }, T0) as { code: string }).code, 'stale_epoch');
+    const r = onRelease(l, A, { epoch: 1, reason: 'resource-failure' }, T0 + 100);
+    assert.ok(!('code' in r));
+    assert.equal(r.next.holder, null);
+    assert.equal(r.next.epoch, 1, 'releasing does not change the epoch');
+    assert.equal(leaseState(r.next, T0 + 100), 'vacant');
+    const back = onHeartbeat(r.next, A, passive, T0 + 100 + r.next.terms.leaseTtlMs);
+    assert.equal(back.next, null);
+    assert.match(back.directive.reason, /the peer has the first claim/);
+    const peer = committed(onHeartbeat(r.next, B, passive, T0 + 200));
+    assert.equal(peer.epoch, 2);
+    assert.equal(peer.fencing?.reason, 'released');
+    assert.equal(peer.fencing?.victim, null);
+    assert.deepEqual(peer.fencing?.keys, [KEY_A]);
+    const later = committed(onHeartbeat(r.next, A, passive, T0 + 101 + r.next.terms.leaseTtlMs));
+    assert.equal(later.holder, A);
+    assert.equal(later.epoch, 2);
+  });
+
+  it('phase reports: starting needs the current lease, stopping is always recorded', () => {
+    const l = committed(onHeartbeat(heldByA(), B, passive, T0 + 3201));
+    const base = { reportId: 'r-00000001', phase: 'volume-group', status: 'succeeded' } as const;
+    assert.equal((phaseEvent(l, A, { ...base, epoch: 1, direction: 'start' }, T0) as { code: string }).code, 'stale_epoch');
+    const stop = phaseEvent(l, A, { ...base, epoch: 1, direction: 'stop', durationMs: 350 }, T0);
+    assert.ok('event' in stop);
+    assert.equal(stop.event.id, 'node-a.r-00000001');
+    assert.deepEqual(stop.event.data, { phase: 'volume-group', direction: 'stop', status: 'succeeded', durationMs: 350 });
+    assert.equal((phaseEvent(l, A, { ...base, epoch: 3, direction: 'stop' }, T0) as { code: string }).code, 'stale_epoch');
+    assert.ok('event' in phaseEvent(l, B, { ...base, epoch: 2, direction: 'start' }, T0));
+  });
+});
+
+describe('lease: invariants under any sequence of requests (property)', () => {
+  const op = fc.oneof(
+    fc.record({
+      kind: fc.constant('heartbeat' as const),
+      node: fc.constantFrom(A, B),
+      role: fc.constantFrom('passive', 'activating', 'active', 'demoting'),
+      epoch: fc.integer({ min: 0, max: 6 }),
+      peer: fc.option(fc.boolean(), { nil: undefined }),
+    }),
+    fc.record({ kind: fc.constant('confirm' as const), node: fc.constantFrom(A, B), epoch: fc.integer({ min: 1, max: 6 }) }),
+    fc.record({ kind: fc.constant('release' as const), node: fc.constantFrom(A, B), epoch: fc.integer({ min: 1, max: 6 }) }),
+  );
+  const step = fc.record({ op, advanceMs: fc.integer({ min: 0, max: 5000 }) });
+
+  it('epochs only grow, change exactly with the holder, and each has one fencing decision', () => {
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 60 }), (steps) => {
+        let lease = fresh;
+        let now = T0;
+        const holderOfEpoch = new Map<number, string>();
+        const decisions = new Map<number, number>();
+        for (const { op, advanceMs } of steps) {
+          now += advanceMs;
+          let next: Lease | null = null;
+          if (op.kind === 'heartbeat') {
+            const d = onHeartbeat(lease, op.node, { role: op.role, epoch: op.epoch, ...(op.peer !== undefined && { peer: { reachable: op.peer } }) }, now);
+            next = d.next;
+            // Only a committed grant or renewal for this node may tell it to be active.
+            if (d.directive.action === 'activate' || d.directive.action === 'stay-active') {
+              assert.ok(next && next.holder === op.node && next.epoch === d.directive.epoch);
+            }
+          } else if (op.kind === 'confirm') {
+            const r = onFencingConfirmed(lease, op.node, { epoch: op.epoch, keys: [] }, now);
+            next = 'code' in r ? null : r.next;
+          } else {
+            const r = onRelease(lease, op.node, { epoch: op.epoch, reason: 'switchover' }, now);
+            next = 'code' in r ? null : r.next;
+          }
+          if (!next) continue;
+          assert.equal(next.version, lease.version + 1, 'every write bumps the version by one');
+          assert.ok(next.epoch >= lease.epoch, 'epochs never go back');
+          const newHolder = next.holder !== null && next.holder !== lease.holder;
+          assert.equal(next.epoch !== lease.epoch, newHolder && next.epoch === lease.epoch + 1, 'the epoch moves by one exactly when a node newly takes the lease');
+          if (newHolder) {
+            assert.ok(!holderOfEpoch.has(next.epoch), `epoch ${next.epoch} granted twice`);
+            holderOfEpoch.set(next.epoch, next.holder!);
+            assert.equal(next.fencing?.epoch, next.epoch);
+            assert.deepEqual(next.fencing?.keys, [next.terms.keys[next.terms.nodes.indexOf(next.holder!) === 0 ? 1 : 0]]);
+            if (lease.holder !== null) {
+              assert.ok(now > lease.expiresAt + lease.terms.skewAllowanceMs || (next.fencing?.reason === 'holder-silent' && now - lease.renewedAt > lease.terms.suspectAfterMs));
+            }
+          }
+          for (const e of next.outbox) if (e.type === 'fencing.decided') decisions.set(e.epoch, (decisions.get(e.epoch) ?? 0) + (lease.outbox.includes(e) ? 0 : 1));
+          lease = next;
+        }
+        for (const [epoch, n] of decisions) assert.equal(n, 1, `epoch ${epoch} has ${n} fencing decisions`);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});

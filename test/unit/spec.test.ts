@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { type ClusterSpecInput, ClusterSpecSchema, nodeDevices } from '../../shared/spec.ts';
+import { TIMING_DEFAULTS } from '../../shared/timing.ts';
+import { exampleSpec } from '../helpers/control-plane.ts';
+
+let spec: ClusterSpecInput;
+before(async () => {
+  spec = await exampleSpec();
+});
+
+function rejects(mutate: (s: any) => void, path: string, fragment: RegExp) {
+  const s = structuredClone(spec) as any;
+  mutate(s);
+  const r = ClusterSpecSchema.safeParse(s);
+  assert.equal(r.success, false, 'expected the spec to be rejected');
+  const hit = r.error!.issues.find((i) => i.path.join('.') === path && fragment.test(i.message));
+  assert.ok(hit, `no issue at ${path} matching ${fragment}; got ${JSON.stringify(r.error!.issues.map((i) => [i.path.join('.'), i.message]))}`);
+}
+
+describe('cluster spec', () => {
+  it('parses the example, filling in defaults', () => {
+    const s = ClusterSpecSchema.parse(spec);
+    assert.deepEqual(s.timing, { ...TIMING_DEFAULTS });
+    assert.equal(s.policy.earlyFencing, true);
+    assert.equal(s.nodes[0].peerPort, 7411);
+    assert.deepEqual(s.nfs.exports[1]!.clients[0]!.options, ['rw', 'sync', 'no_subtree_check']);
+    assert.equal(s.nfs.gracePeriodS, 15);
+    assert.deepEqual(nodeDevices(s, 'node-b'), s.storage.devices);
+  });
+
+  it('uses a node\'s own device paths when given', () => {
+    const s = structuredClone(spec) as any;
+    s.nodes[1].devices = ['/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.2003-01.org.lab:t-lun-0'];
+    assert.deepEqual(nodeDevices(ClusterSpecSchema.parse(s), 'node-b'), s.nodes[1].devices);
+  });
+
+  it('requires exactly two nodes with distinct ids and addresses', () => {
+    rejects((s) => s.nodes.pop(), 'nodes', /.*/);
+    rejects((s) => s.nodes.push({ ...s.nodes[0], id: 'node-c' }), 'nodes', /.*/);
+    rejects((s) => (s.nodes[1].id = 'node-a'), 'nodes.1.id', /distinct ids/);
+    rejects((s) => (s.nodes[1].address = '10.88.0.1'), 'nodes.1.address', /both nodes have address/);
+  });
+
+  it('requires a unique fixed fsid per export', () => {
+    rejects((s) => (s.nfs.exports[1].fsid = 101), 'nfs.exports.1.fsid', /already used by export 0/);
+    rejects((s) => delete s.nfs.exports[0].fsid, 'nfs.exports.0.fsid', /.*/);
+    rejects((s) => (s.nfs.exports[0].fsid = 0), 'nfs.exports.0.fsid', /.*/);
+    rejects((s) => s.nfs.exports[0].clients[0].options.push('fsid=7'), 'nfs.exports.0.clients.0.options.3', /fsid is set by the export/);
+  });
+
+  it('keeps exports and the NFS state on the shared filesystem', () => {
+    rejects((s) => (s.nfs.exports[0].path = '/home/data'), 'nfs.exports.0.path', /not on the shared filesystem/);
+    rejects((s) => (s.nfs.exports[1].path = '/srv/nfs/export1'), 'nfs.exports.1.path', /already exported/);
+    rejects((s) => (s.nfs.stateDir = '/var/lib/nfs'), 'nfs.stateDir', /inside the shared filesystem/);
+    rejects((s) => (s.nfs.exports[0].path = '/srv/nfs/.nfs-ha/state/v4recovery'), 'nfs.exports.0.path', /export the NFS state directory/);
+    rejects((s) => (s.nfs.gracePeriodS = 10), 'nfs.gracePeriodS', /at least leaseTimeS/);
+  });
+
+  it('keeps the VIP distinct from the nodes and usable', () => {
+    rejects((s) => (s.vip.address = '10.88.0.2'), 'vip.address', /node 1's own address/);
+    rejects((s) => (s.vip.address = '10.88.0.255'), 'vip.address', /broadcast/);
+    rejects((s) => (s.vip.prefix = 33), 'vip.prefix', /.*/);
+  });
+
+  it('refuses unknown fields (typos) and unsafe timing', () => {
+    rejects((s) => (s.vip.adress = '10.88.0.5'), 'vip', /adress/);
+    rejects((s) => (s.timing = { leaseTtlMs: 1000 }), 'timing.leaseTtlMs', /at least 3 × renewIntervalMs/);
+  });
+
+  it('refuses device paths that are not stable names', () => {
+    rejects((s) => (s.storage.devices = ['/dev/sdb']), 'storage.devices.0', /stable name/);
+    rejects((s) => (s.nodes[0].devices = ['/dev/mapper/a', '/dev/mapper/b']), 'nodes.0.devices', /one path per shared device/);
+  });
+});
