@@ -93,7 +93,7 @@ export class Arbiter {
     await this.#noteHeartbeat(clusterId, node, hb, result.directive);
     if (wrote && result.directive.action === 'activate' && !result.directive.fence.confirmed) {
       this.log.info({ clusterId, node, epoch: lease.epoch, directive: result.directive }, result.directive.reason);
-    } else {
+    } else if (this.log.isLevelEnabled('debug')) {
       this.log.debug({ clusterId, node, epoch: lease.epoch, action: result.directive.action }, result.directive.reason);
     }
     return outcome;
@@ -156,7 +156,7 @@ export class Arbiter {
         if ('code' in outcome) throw new ApiError(409, outcome.code, outcome.message);
         return { lease, result: outcome.result, wrote: false };
       }
-      if (await this.store.putLease(outcome.next, lease.version)) {
+      if (await this.store.putLease(outcome.next, lease)) {
         this.#remember(outcome.next);
         if (outcome.next.outbox.length > 0) await this.#flush(outcome.next);
         return { lease: outcome.next, result: outcome.result, wrote: true };

@@ -151,14 +151,25 @@ export class DynamoStore implements Store {
     return item ? LeaseSchema.parse(fromItem(item)) : null;
   }
 
-  async putLease(next: Lease, expectedVersion: number): Promise<boolean> {
+  /** Writes only the fields that changed: a renewal is three small attributes, not the whole lease. */
+  async putLease(next: Lease, current: Lease): Promise<boolean> {
+    const changed = (Object.keys(next) as (keyof Lease)[]).filter((k) => next[k] !== current[k]);
+    const names: Record<string, string> = { '#version': 'version' };
+    const values: Record<string, unknown> = { ':expected': current.version };
+    const sets = changed.map((k, i) => {
+      names[`#f${i}`] = k;
+      values[`:f${i}`] = next[k];
+      return `#f${i} = :f${i}`;
+    });
     const r = await this.#send(`write lease of ${next.clusterId}`, () =>
       this.#db.send(
-        new PutItemCommand({
+        new UpdateItemCommand({
           TableName: this.#table,
-          Item: toItem({ pk: clusterPk(next.clusterId), sk: 'LEASE' }, next),
-          ConditionExpression: 'version = :expected',
-          ExpressionAttributeValues: marshall({ ':expected': expectedVersion }),
+          Key: marshall({ pk: clusterPk(next.clusterId), sk: 'LEASE' }),
+          UpdateExpression: `SET ${sets.join(', ')}`,
+          ConditionExpression: '#version = :expected',
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: marshall(values, { removeUndefinedValues: true }),
         }),
       ),
     );

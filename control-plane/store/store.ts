@@ -3,10 +3,12 @@
  *
  * Contract every backend must keep (the conformance tests check it):
  * - Reads of the lease are strongly consistent: they see every write that completed before them.
- * - `putLease(next, expectedVersion)` is an atomic compare-and-set: it writes only if the stored
- *   lease's version equals `expectedVersion`, and reports whether it wrote. This single
- *   operation serialises every change of the lease; nothing else writes the lease except
- *   `clearOutbox`, which is conditional on the version too and leaves the version unchanged.
+ * - `putLease(next, current)` is an atomic compare-and-set: it writes `next` only if the stored
+ *   lease's version equals `current.version`, and reports whether it wrote. Since the versions
+ *   match only when the stored lease is `current`, a backend may write just the fields in which
+ *   `next` differs from it. This single operation serialises every change of the lease; nothing
+ *   else writes the lease except `clearOutbox`, which is conditional on the version too and
+ *   leaves the version unchanged.
  * - `putClusterIfAbsent` / `putLeaseIfAbsent` / `putEvents` never overwrite: a second write of
  *   the same key is a no-op (events are idempotent by id).
  * - No multi-item transactions are assumed (dynalite has none), and no store-side expiry (TTL)
@@ -58,7 +60,7 @@ export interface Store {
 
   putLeaseIfAbsent(lease: Lease): Promise<boolean>;
   getLease(clusterId: string): Promise<Lease | null>;
-  putLease(next: Lease, expectedVersion: number): Promise<boolean>;
+  putLease(next: Lease, current: Lease): Promise<boolean>;
   /** Drops the outbox once its events are stored, if the lease is still at `version`. */
   clearOutbox(clusterId: string, version: number): Promise<boolean>;
 
