@@ -1,13 +1,12 @@
 /**
  * The embedded store: dynalite — a DynamoDB-protocol server on LevelDB — started in this process
- * with its data on disk. The control plane talks to it through the same AWS SDK adapter it uses
- * for DynamoDB, over loopback.
+ * (in a worker thread) with its data on disk. The control plane talks to it through the same
+ * AWS SDK adapter it uses for DynamoDB, over loopback.
  */
+import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import dynalite from 'dynalite';
+import { Worker } from 'node:worker_threads';
 import { Level } from 'level';
 
 export class DataDirInUseError extends Error {
@@ -46,17 +45,20 @@ export async function startEmbeddedDynamo(dataDir: string): Promise<EmbeddedDyna
   const dir = resolve(dataDir);
   await mkdir(dir, { recursive: true });
   const lock = await lockDataDir(dir);
-  const server: Server = dynalite({ path: join(dir, 'dynamodb'), createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((ok, fail) => {
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => ok());
-  });
-  const { port } = server.address() as AddressInfo;
+  const worker = new Worker(new URL('./embedded-worker.mjs', import.meta.url), { workerData: { path: join(dir, 'dynamodb') } });
+  const [ready] = (await Promise.race([once(worker, 'message'), once(worker, 'error')])) as [{ port?: number; error?: string } | Error];
+  if (ready instanceof Error || ready.error !== undefined || ready.port === undefined) {
+    await worker.terminate();
+    await lock.close();
+    throw new Error(`embedded store did not start: ${ready instanceof Error ? ready.message : ready.error}`);
+  }
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: `http://127.0.0.1:${ready.port}`,
     dataDir: dir,
     async close() {
-      await new Promise<void>((ok) => server.close(() => ok()));
+      const exited = once(worker, 'exit');
+      worker.postMessage('close');
+      await exited;
       await lock.close();
     },
   };
