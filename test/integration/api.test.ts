@@ -170,6 +170,14 @@ describe('control plane API on dynalite', () => {
       assert.equal(r.body.error.code, code, `${method} ${path}`);
       assert.ok(typeof r.body.error.message === 'string' && r.body.error.message.length > 0);
     }
+    // With a Content-Length the header alone decides (no body read); without one, the body is counted.
+    const declared = await h.app.request('/v1/clusters/api-bad/nodes/node-b/heartbeat', {
+      method: 'POST',
+      body: huge,
+      headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(huge)) },
+    });
+    assert.equal(declared.status, 413);
+    assert.equal(((await declared.json()) as { error: { code: string } }).error.code, 'payload_too_large');
     const wrongType = await h.app.request('/v1/clusters/api-bad/nodes/node-b/heartbeat', { method: 'POST', body: '{"role":"passive","epoch":0}', headers: { 'content-type': 'text/plain' } });
     assert.equal(wrongType.status, 415);
     assert.deepEqual(await snapshot('api-bad'), before);
