@@ -39,6 +39,8 @@ export interface Harness {
   instance(): ReturnType<typeof createApp>;
   app: ReturnType<typeof createApp>;
   call(method: string, path: string, body?: unknown, app?: ReturnType<typeof createApp>): Promise<{ status: number; body: any }>;
+  /** Creates cluster `id` from the example spec, held by node-a under epoch 1 with fencing confirmed. */
+  clusterHeldByNodeA(id: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -48,19 +50,30 @@ export async function startHarness(options: { dataDir?: string; keepData?: boole
   const clock = new ManualClock();
   const instance = () => createApp({ store: opened.store, clock, log: silentLog });
   const app = instance();
+  const call: Harness['call'] = async (method, path, body, target = app) => {
+    const res = await target.request(path, {
+      method,
+      ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  };
   return {
     store: opened.store,
     clock,
     dataDir,
     app,
     instance,
-    async call(method, path, body, target = app) {
-      const res = await target.request(path, {
-        method,
-        ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-      });
-      const text = await res.text();
-      return { status: res.status, body: text ? JSON.parse(text) : null };
+    call,
+    async clusterHeldByNodeA(id) {
+      for (const [path, body] of [
+        ['/v1/clusters', await exampleSpec(id)],
+        [`/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('passive')],
+        [`/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: [] }],
+      ] as const) {
+        const r = await call('POST', path, body);
+        if (r.status >= 300) throw new Error(`setting up ${id}: POST ${path} → ${r.status} ${JSON.stringify(r.body)}`);
+      }
     },
     async close() {
       await opened.close();

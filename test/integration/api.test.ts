@@ -104,9 +104,7 @@ describe('control plane API on dynalite', () => {
   });
 
   it('takeover after expiry; the stale holder\'s renewal and reports are rejected', async () => {
-    await h.call('POST', '/v1/clusters', await exampleSpec('api-stale'));
-    await heartbeat('api-stale', 'node-a', hb('passive'));
-    await h.call('POST', '/v1/clusters/api-stale/nodes/node-a/fencing', { epoch: 1, keys: [] });
+    await h.clusterHeldByNodeA('api-stale');
     h.clock.advance(3000 + 200 + 1);
     const b = await heartbeat('api-stale', 'node-b', hb('passive'));
     assert.equal(b.body.directive.action, 'activate');

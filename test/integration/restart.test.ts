@@ -13,9 +13,7 @@ describe('restart and the data directory', () => {
     const dataDir = await tempDir();
     dirs.push(dataDir);
     const first = await startHarness({ dataDir, keepData: true });
-    await first.call('POST', '/v1/clusters', await exampleSpec('persist'));
-    await first.call('POST', '/v1/clusters/persist/nodes/node-a/heartbeat', hb('passive'));
-    await first.call('POST', '/v1/clusters/persist/nodes/node-a/fencing', { epoch: 1, keys: [] });
+    await first.clusterHeldByNodeA('persist');
     first.clock.advance(3201);
     await first.call('POST', '/v1/clusters/persist/nodes/node-b/heartbeat', hb('passive'));
     const before = await first.store.getLease('persist');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { exampleSpec, type Harness, hb, startHarness } from '../helpers/control-plane.ts';
+import { type Harness, hb, startHarness } from '../helpers/control-plane.ts';
 
 let h: Harness;
 before(async () => {
@@ -12,9 +12,7 @@ describe('takeover under concurrency', () => {
   it('expiry then takeover: the passive and its retries, on several instances at once, yield one fencing decision', async () => {
     for (let round = 0; round < 5; round++) {
       const id = `takeover-${round}`;
-      await h.call('POST', '/v1/clusters', await exampleSpec(id));
-      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('passive'));
-      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: [] });
+      await h.clusterHeldByNodeA(id);
       h.clock.advance(3000 + 200 + 1);
 
       // The same heartbeat of node-b sent to three instances (retries after a timeout land on
@@ -44,9 +42,7 @@ describe('takeover under concurrency', () => {
   it('the holder renewing while the peer takes over on another instance: one of them wins, never both', async () => {
     for (let round = 0; round < 10; round++) {
       const id = `contest-${round}`;
-      await h.call('POST', '/v1/clusters', await exampleSpec(id));
-      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('passive'));
-      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: [] });
+      await h.clusterHeldByNodeA(id);
       h.clock.advance(3000 + 200 + 1);
       const [a, b] = await Promise.all([
         h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('active', 1), h.instance()),
