@@ -1,0 +1,114 @@
+/**
+ * The one way the agent runs a command: execFile with an argument array (never a shell), a
+ * timeout, captured output, a fixed C locale (so output parses the same everywhere), and one
+ * structured log line per run with its duration.
+ */
+import { execFile } from 'node:child_process';
+import type { Logger } from 'pino';
+
+export interface Command {
+  /** Program and arguments; every element reaches the program as one argument, unparsed. */
+  argv: readonly [string, ...string[]];
+  timeoutMs: number;
+  /** Written to the command's standard input (e.g. a file's content for `install /dev/stdin`). */
+  input?: string;
+}
+
+export interface CommandResult {
+  argv: readonly string[];
+  /** Exit code, or null when the process was killed (timeout, signal). */
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+export interface Executor {
+  run(command: Command): Promise<CommandResult>;
+}
+
+/** A command that ended other than expected; carries the whole result for logs and reports. */
+export class CommandFailed extends Error {
+  constructor(
+    readonly result: CommandResult,
+    what?: string,
+  ) {
+    const how = result.timedOut ? `timed out after ${Math.round(result.durationMs)} ms` : result.signal ? `was killed by ${result.signal}` : `exited ${result.exitCode}`;
+    const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
+    super(`${what ?? formatArgv(result.argv)} ${how}${detail ? `: ${detail}` : ''}`);
+    this.name = 'CommandFailed';
+  }
+}
+
+/** The argv as a person would type it (quoted for display only; nothing is ever run through a shell). */
+export function formatArgv(argv: readonly string[]): string {
+  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+/** Throws CommandFailed unless the exit code is one of `ok` (default: 0). */
+export function expectExit(result: CommandResult, ok: readonly number[] = [0], what?: string): CommandResult {
+  if (result.exitCode === null || !ok.includes(result.exitCode)) throw new CommandFailed(result, what);
+  return result;
+}
+
+const ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', LANG: 'C' };
+const MAX_OUTPUT = 4 * 1024 * 1024;
+
+/** Runs commands on this host. */
+export class HostExecutor implements Executor {
+  constructor(private readonly log: Logger) {}
+
+  run(command: Command): Promise<CommandResult> {
+    const [file, ...args] = command.argv;
+    const started = performance.now();
+    return new Promise((resolve) => {
+      const child = execFile(
+        file,
+        args,
+        { shell: false, timeout: command.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT, env: ENV, encoding: 'utf8', windowsHide: true },
+        (error, stdout, stderr) => {
+          const e = error as (NodeJS.ErrnoException & { code?: number | string; killed?: boolean; signal?: string }) | null;
+          const durationMs = performance.now() - started;
+          const timedOut = !!e?.killed && durationMs >= command.timeoutMs;
+          const spawnFailed = typeof e?.code === 'string';
+          const result: CommandResult = {
+            argv: command.argv,
+            exitCode: e ? (typeof e.code === 'number' ? e.code : spawnFailed ? 127 : null) : 0,
+            signal: e?.signal ?? null,
+            timedOut,
+            stdout,
+            stderr: spawnFailed ? `${stderr}${e!.message}` : stderr,
+            durationMs,
+          };
+          const fields = { cmd: formatArgv(command.argv), exitCode: result.exitCode, ms: Math.round(durationMs), ...(timedOut && { timedOut }) };
+          if (result.exitCode === 0) this.log.debug(fields, 'command');
+          else this.log.info({ ...fields, stderr: stderr.trim().slice(0, 500) }, 'command');
+          resolve(result);
+        },
+      );
+      // A command may exit without reading its input; that is its business, not an error here.
+      child.stdin?.on('error', () => {});
+      child.stdin?.end(command.input);
+    });
+  }
+}
+
+/** How a recording executor answers a command it does not run. */
+export type Responder = (argv: readonly string[]) => Partial<Pick<CommandResult, 'exitCode' | 'stdout' | 'stderr'>>;
+
+/**
+ * For --dry-run: records each command instead of running it, answering queries through a
+ * responder that describes the node the dry run assumes (see agent/dry-run.ts).
+ */
+export class RecordingExecutor implements Executor {
+  readonly commands: string[][] = [];
+
+  constructor(private readonly respond: Responder) {}
+
+  async run(command: Command): Promise<CommandResult> {
+    this.commands.push([...command.argv]);
+    return { argv: command.argv, exitCode: 0, signal: null, timedOut: false, stdout: '', stderr: '', durationMs: 0, ...this.respond(command.argv) };
+  }
+}

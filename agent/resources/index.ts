@@ -1,0 +1,22 @@
+/** The node's resources in start order; stop runs them in reverse. */
+import { Exports } from './exports.ts';
+import { Filesystem } from './filesystem.ts';
+import { FloatingIp } from './floating-ip.ts';
+import { NfsServer } from './nfs-server.ts';
+import type { Resource, ResourceContext } from './resource.ts';
+import { ScsiReservation } from './scsi-reservation.ts';
+import { VolumeGroup } from './volume-group.ts';
+
+export interface NodeResources {
+  reservation: ScsiReservation;
+  /** Start order: reservation → volume group → filesystem → NFS server → exports → VIP. */
+  ordered: Resource[];
+}
+
+export function nodeResources(ctx: ResourceContext): NodeResources {
+  const reservation = new ScsiReservation(ctx);
+  return {
+    reservation,
+    ordered: [reservation, new VolumeGroup(ctx), new Filesystem(ctx), new NfsServer(ctx), new Exports(ctx), new FloatingIp(ctx)],
+  };
+}

@@ -1,0 +1,55 @@
+/**
+ * The contract every node resource follows, after OCF resource agents: validate, start, stop,
+ * monitor. Start and stop are idempotent. Stop is a force operation: when it fails, the caller
+ * escalates to self-fencing. Each command has its own timeout; the whole action's timeout
+ * belongs to the caller.
+ */
+import type { Logger } from 'pino';
+import type { Phase } from '../../shared/events.ts';
+import type { ClusterSpec, NodeSpec } from '../../shared/spec.ts';
+import type { Executor } from '../executor.ts';
+
+export type ResourceName = Exclude<Phase, 'fence'>;
+
+export type MonitorResult = { state: 'running' } | { state: 'stopped' } | { state: 'failed'; reason: string };
+
+export interface Resource {
+  readonly name: ResourceName;
+  /** Problems that prevent this resource from working on this node; empty when fine. */
+  validate(): Promise<string[]>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  monitor(): Promise<MonitorResult>;
+}
+
+/**
+ * The epoch the node acts under and the epoch whose fencing the arbiter acknowledged. Owned
+ * by the agent loop; resources that touch the data only read it.
+ */
+export interface FencingState {
+  epoch: number;
+  confirmedEpoch: number;
+}
+
+/** What every resource is built from. */
+export interface ResourceContext {
+  spec: ClusterSpec;
+  node: NodeSpec;
+  exec: Executor;
+  log: Logger;
+  fencing: FencingState;
+}
+
+/** A resource action that cannot proceed, with a sentence for the log and the phase report. */
+export class ResourceError extends Error {
+  constructor(
+    readonly resource: ResourceName,
+    message: string,
+  ) {
+    super(`${resource}: ${message}`);
+    this.name = 'ResourceError';
+  }
+}
+
+/** Per-command timeouts, ms: queries are quick, changes may wait on the SAN or on systemd. */
+export const TIMEOUT = { query: 5_000, change: 15_000, service: 60_000 } as const;

@@ -1,0 +1,106 @@
+/**
+ * The volume group in LVM's system_id access mode (as LVM-activate's vg_access_mode=system_id):
+ * the VG records its owner, and LVM refuses to activate a VG owned by another system ID. After
+ * fencing, the new active takes ownership (`--systemid`, allowed to touch the old owner's VG
+ * through extra_system_ids) and activates. Autoactivation must be off on both nodes.
+ */
+import { z } from 'zod';
+import { expectExit } from '../executor.ts';
+import { type MonitorResult, type Resource, type ResourceContext, ResourceError, TIMEOUT } from './resource.ts';
+
+/** A system ID as LVM prints it; it goes back into a command line, so it is checked first. */
+const SystemId = z.string().regex(/^[A-Za-z0-9_.+-]{1,128}$/, 'unexpected characters in an LVM system ID');
+
+/** The local system ID from `lvm systemid` ("  system ID: nodea"), or null if none is set. */
+export function parseSystemId(stdout: string): string | null {
+  const m = /system ID:[ \t]*(\S*)/.exec(stdout);
+  if (!m) throw new Error(`unrecognised lvm systemid output: ${stdout.trim().slice(0, 200)}`);
+  return m[1] ? SystemId.parse(m[1]) : null;
+}
+
+const report = <T extends z.ZodType>(key: string, row: T) =>
+  z.object({ report: z.array(z.object({ [key]: z.array(row) })).length(1) }).transform((r) => r.report[0]![key] as z.infer<T>[]);
+
+const VgsReport = report('vg', z.object({ vg_name: z.string(), vg_systemid: z.string() }).loose());
+const LvsReport = report('lv', z.object({ lv_name: z.string(), vg_name: z.string(), lv_active: z.string() }).loose());
+
+/** The owner (system ID) of `vg` from `vgs --foreign --reportformat json`, or undefined if absent. */
+export function parseVgOwner(stdout: string, vg: string): string | null | undefined {
+  const row = VgsReport.parse(JSON.parse(stdout)).find((v) => v.vg_name === vg);
+  if (!row) return undefined;
+  return row.vg_systemid ? SystemId.parse(row.vg_systemid) : null;
+}
+
+/** Whether `lv` is active, from `lvs --reportformat json`; undefined if absent. */
+export function parseLvActive(stdout: string, vg: string, lv: string): boolean | undefined {
+  const row = LvsReport.parse(JSON.parse(stdout)).find((l) => l.vg_name === vg && l.lv_name === lv);
+  return row ? row.lv_active === 'active' : undefined;
+}
+
+export class VolumeGroup implements Resource {
+  readonly name = 'volume-group' as const;
+  readonly #vg: string;
+  readonly #lv: string;
+
+  constructor(private readonly ctx: ResourceContext) {
+    this.#vg = ctx.spec.storage.volumeGroup;
+    this.#lv = ctx.spec.storage.logicalVolume;
+  }
+
+  async #localSystemId(): Promise<string | null> {
+    return parseSystemId(expectExit(await this.ctx.exec.run({ argv: ['lvm', 'systemid'], timeoutMs: TIMEOUT.query })).stdout);
+  }
+
+  async #owner(): Promise<string | null | undefined> {
+    const r = await this.ctx.exec.run({
+      argv: ['vgs', '--foreign', '--reportformat', 'json', '-o', 'vg_name,vg_systemid', this.#vg],
+      timeoutMs: TIMEOUT.query,
+    });
+    // vgs exits 5 when the named VG does not exist at all.
+    if (r.exitCode === 5 && /not found/i.test(r.stderr)) return undefined;
+    return parseVgOwner(expectExit(r, [0], `reading the owner of VG ${this.#vg}`).stdout, this.#vg);
+  }
+
+  async validate(): Promise<string[]> {
+    const local = await this.#localSystemId();
+    if (!local) return ['no LVM system ID is configured on this node: set system_id_source (e.g. "lvmlocal" with system_id) in lvm.conf/lvmlocal.conf'];
+    return (await this.#owner()) === undefined ? [`volume group ${this.#vg} is not visible on this node`] : [];
+  }
+
+  async start(): Promise<void> {
+    const { epoch, confirmedEpoch } = this.ctx.fencing;
+    if (epoch === 0 || confirmedEpoch !== epoch) {
+      throw new ResourceError(this.name, `refusing to activate ${this.#vg}: fencing is not confirmed for epoch ${epoch}`);
+    }
+    const local = await this.#localSystemId();
+    if (!local) throw new ResourceError(this.name, 'no LVM system ID is configured on this node');
+    const owner = await this.#owner();
+    if (owner === undefined) throw new ResourceError(this.name, `volume group ${this.#vg} not found`);
+    if (owner !== local) {
+      const config = `local/extra_system_ids=[${owner ? `"${owner}"` : ''}]`;
+      expectExit(
+        await this.ctx.exec.run({ argv: ['vgchange', '--config', config, '--systemid', local, this.#vg], timeoutMs: TIMEOUT.change }),
+        [0],
+        `taking over VG ${this.#vg} from ${owner ?? 'no owner'}`,
+      );
+    }
+    expectExit(await this.ctx.exec.run({ argv: ['vgchange', '-ay', this.#vg], timeoutMs: TIMEOUT.change }), [0], `activating VG ${this.#vg}`);
+  }
+
+  async stop(): Promise<void> {
+    if ((await this.#owner()) === undefined) return;
+    expectExit(await this.ctx.exec.run({ argv: ['vgchange', '-an', this.#vg], timeoutMs: TIMEOUT.change }), [0], `deactivating VG ${this.#vg}`);
+  }
+
+  async monitor(): Promise<MonitorResult> {
+    const r = await this.ctx.exec.run({
+      argv: ['lvs', '--reportformat', 'json', '-o', 'lv_name,vg_name,lv_active', this.#vg],
+      timeoutMs: TIMEOUT.query,
+    });
+    // A VG owned by another node is hidden from lvs: for us it is simply not active.
+    if (r.exitCode !== 0) return { state: 'stopped' };
+    const active = parseLvActive(r.stdout, this.#vg, this.#lv);
+    if (active === undefined) return { state: 'failed', reason: `logical volume ${this.#vg}/${this.#lv} not found` };
+    return active ? { state: 'running' } : { state: 'stopped' };
+  }
+}

@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CommandFailed, expectExit, formatArgv, HostExecutor } from '../../agent/executor.ts';
+import { silentLog } from '../helpers/control-plane.ts';
+
+const exec = new HostExecutor(silentLog);
+
+describe('host executor (real processes)', () => {
+  it('passes every argument literally: no shell ever sees them', async () => {
+    const hostile = ['; rm -rf /tmp/nfs-ha-should-not-exist', '$(touch /tmp/nfs-ha-pwned)', '`id`', 'a\nb', '-o', '*', '$HOME'];
+    const r = await exec.run({ argv: ['printf', '%s|', ...hostile], timeoutMs: 5000 });
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout, `${hostile.join('|')}|`);
+  });
+
+  it('kills a command at its timeout and says so', async () => {
+    const r = await exec.run({ argv: ['sleep', '5'], timeoutMs: 150 });
+    assert.equal(r.timedOut, true);
+    assert.equal(r.exitCode, null);
+    assert.ok(r.durationMs < 2000);
+    assert.throws(() => expectExit(r), (e: Error) => e instanceof CommandFailed && /timed out after \d+ ms/.test(e.message));
+  });
+
+  it('captures exit code, stdout and stderr, in the C locale', async () => {
+    const r = await exec.run({ argv: ['sh', '-c', 'echo out; echo err >&2; echo $LC_ALL; exit 3'], timeoutMs: 5000 });
+    assert.deepEqual([r.exitCode, r.stdout, r.stderr], [3, 'out\nC\n', 'err\n']);
+    assert.throws(() => expectExit(r), /exited 3: err/);
+    assert.doesNotThrow(() => expectExit(r, [0, 3]));
+  });
+
+  it('reports a missing program as exit 127', async () => {
+    const r = await exec.run({ argv: ['nfs-ha-no-such-tool'], timeoutMs: 5000 });
+    assert.equal(r.exitCode, 127);
+    assert.match(r.stderr, /ENOENT/);
+  });
+
+  it('feeds standard input', async () => {
+    const r = await exec.run({ argv: ['cat'], timeoutMs: 5000, input: 'scope=x\n' });
+    assert.equal(r.stdout, 'scope=x\n');
+  });
+
+  it('formats argv for display with quotes where a shell would need them', () => {
+    assert.equal(formatArgv(['vgchange', '--config', 'local/extra_system_ids=["nodea"]', 'vg']), `vgchange --config 'local/extra_system_ids=["nodea"]' vg`);
+  });
+});

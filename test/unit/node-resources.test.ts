@@ -1,0 +1,225 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Exports, parseExportfs } from '../../agent/resources/exports.ts';
+import { Filesystem, parseFindmnt, parseFuserPids } from '../../agent/resources/filesystem.ts';
+import { FloatingIp, GARP_COUNT, parseIpv4Addresses } from '../../agent/resources/floating-ip.ts';
+import { NFS_CONF, NfsServer, nfsConf } from '../../agent/resources/nfs-server.ts';
+import { parseLvActive, parseSystemId, parseVgOwner, VolumeGroup } from '../../agent/resources/volume-group.ts';
+import { resourceContext } from '../helpers/agent.ts';
+import { fixture } from '../helpers/fixtures.ts';
+
+/** Real output with the lab's names replaced by the example spec's. */
+function renamed(name: string, pairs: Record<string, string>) {
+  const f = fixture(name);
+  const sub = (s: string) => Object.entries(pairs).reduce((out, [a, b]) => out.replaceAll(a, b), s);
+  return { exitCode: f.exitCode, stdout: sub(f.stdout), stderr: sub(f.stderr) };
+}
+const LVM = { vgha: 'vg_nfs', '"data"': '"lv_export"' };
+
+describe('LVM parsers (real output)', () => {
+  it('reads the local system ID, or its absence', () => {
+    assert.equal(parseSystemId(fixture('lvm-systemid--node-a').stdout), 'nodea');
+    assert.equal(parseSystemId(fixture('lvm-systemid--no-systemid-configured').stdout), null);
+  });
+  it('reads the VG owner, including a foreign VG', () => {
+    assert.equal(parseVgOwner(fixture('vgs--json--owned-by-a-active').stdout, 'vgha'), 'nodea');
+    assert.equal(parseVgOwner(fixture('vgs--json--foreign--node-b').stdout, 'vgha'), 'nodea');
+    assert.equal(parseVgOwner(fixture('vgs--json--owned-by-b').stdout, 'vgha'), 'nodeb');
+    assert.equal(parseVgOwner(fixture('vgs--json--owned-by-b').stdout, 'other'), undefined);
+  });
+  it('reads LV activation', () => {
+    assert.equal(parseLvActive(fixture('lvs--json--owned-by-a-active').stdout, 'vgha', 'data'), true);
+    assert.equal(parseLvActive(fixture('lvs--json--owned-by-a-inactive').stdout, 'vgha', 'data'), false);
+    assert.equal(parseLvActive(fixture('lvs--json--owned-by-b-active').stdout, 'vgha', 'data'), true);
+  });
+});
+
+describe('volume-group resource', () => {
+  it('takes the VG over from the old owner, then activates — exact argv', async () => {
+    const { ctx, exec } = await resourceContext('node-b', { epoch: 2, confirmedEpoch: 2 });
+    exec.on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' })).on(/^vgs /, renamed('vgs--json--foreign--node-b', LVM));
+    await new VolumeGroup(ctx).start();
+    assert.deepEqual(exec.lines(), [
+      'lvm systemid',
+      'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs',
+      'vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs',
+      'vgchange -ay vg_nfs',
+    ]);
+  });
+
+  it('refuses to activate before fencing is confirmed for the epoch', async () => {
+    const { ctx, exec } = await resourceContext('node-b', { epoch: 2, confirmedEpoch: 1 });
+    await assert.rejects(new VolumeGroup(ctx).start(), /fencing is not confirmed for epoch 2/);
+    assert.deepEqual(exec.calls, [], 'not a single LVM command ran');
+  });
+
+  it('activates without a takeover when already the owner; monitor reads lvs', async () => {
+    const { ctx, exec } = await resourceContext('node-a');
+    exec
+      .on('lvm systemid', 'lvm-systemid--node-a')
+      .on(/^vgs /, renamed('vgs--json--owned-by-a-active', LVM))
+      .on(/^lvs /, renamed('lvs--json--owned-by-a-active', LVM), renamed('lvs--json--owned-by-a-inactive', LVM), renamed('vgchange-ay--foreign-refused--node-b', LVM));
+    const vg = new VolumeGroup(ctx);
+    await vg.start();
+    assert.ok(!exec.lines().some((l) => l.includes('--systemid')));
+    assert.deepEqual(await vg.monitor(), { state: 'running' });
+    assert.deepEqual(await vg.monitor(), { state: 'stopped' });
+    assert.deepEqual(await vg.monitor(), { state: 'stopped' }, 'a foreign VG is not active here');
+  });
+
+  it('a node without an LVM system ID fails validation with the fix', async () => {
+    const { ctx, exec } = await resourceContext('node-a');
+    exec.on('lvm systemid', 'lvm-systemid--no-systemid-configured');
+    assert.match((await new VolumeGroup(ctx).validate())[0]!, /no LVM system ID is configured.*system_id_source/);
+  });
+});
+
+describe('filesystem resource', () => {
+  it('parses findmnt and fuser (real output)', () => {
+    assert.deepEqual(parseFindmnt(fixture('findmnt--json--mounted').stdout), { target: '/srv/ha', source: '/dev/mapper/vgha-data', fstype: 'ext4', uuid: undefined });
+    assert.equal(parseFindmnt(fixture('findmnt--json--not-mounted').stdout), null);
+    assert.deepEqual(parseFuserPids(fixture('fuser--vm--busy').stdout), [1341, 1342]);
+    assert.deepEqual(parseFuserPids(fixture('fuser--m--busy').stdout), [1341, 1342]);
+    assert.deepEqual(parseFuserPids(fixture('fuser--vm--not-busy').stdout), []);
+  });
+
+  it('mounts by UUID with the spec\'s type and options — exact argv', async () => {
+    const { ctx, exec, spec } = await resourceContext();
+    spec.storage.filesystem.options = ['noatime'];
+    exec.on(/^findmnt /, 'findmnt--json--not-mounted');
+    await new Filesystem(ctx).start();
+    assert.deepEqual(exec.lines(), [
+      'findmnt -J -o TARGET,SOURCE,FSTYPE,UUID /srv/nfs',
+      'mkdir -p /srv/nfs',
+      'mount -t ext4 -o noatime UUID=3f1c2b7e-9a4d-4e8b-b6f2-1c0d9e8a7b65 /srv/nfs',
+    ]);
+  });
+
+  it('a busy unmount stops the users (TERM, then KILL) and retries', async () => {
+    const { ctx, exec } = await resourceContext();
+    const mounted = renamed('findmnt--json--mounted', { '/srv/ha': '/srv/nfs' });
+    exec
+      .on(/^findmnt /, mounted)
+      .on(/^fuser /, 'fuser--m--busy')
+      .on(/^umount /, 'umount--busy-fails', 'umount--busy-fails', { exitCode: 0, stdout: '', stderr: '' });
+    const signals: [number, string][] = [];
+    await new Filesystem(ctx, (pid, sig) => signals.push([pid, sig]), async () => {}).stop();
+    assert.deepEqual(signals, [[1341, 'SIGTERM'], [1342, 'SIGTERM'], [1341, 'SIGKILL'], [1342, 'SIGKILL']]);
+    assert.equal(exec.lines().filter((l) => l === 'umount /srv/nfs').length, 3);
+  });
+
+  it('stop fails (escalation to the caller) when still busy after SIGKILL', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(/^findmnt /, renamed('findmnt--json--mounted', { '/srv/ha': '/srv/nfs' })).on(/^fuser /, 'fuser--m--busy').on(/^umount /, 'umount--busy-fails');
+    await assert.rejects(new Filesystem(ctx, () => {}, async () => {}).stop(), /still busy after SIGKILL/);
+  });
+});
+
+describe('nfs-server resource', () => {
+  it('binds the reclaim state, writes the shared settings, starts nfsd, notifies v3 clients — exact argv', async () => {
+    const { ctx, exec, spec } = await resourceContext();
+    exec.on(/^findmnt /, { exitCode: 1, stdout: '', stderr: '' });
+    await new NfsServer(ctx).start();
+    const state = spec.nfs.stateDir;
+    assert.deepEqual(exec.lines(), [
+      ...['nfsdcld', 'v4recovery', 'sm', 'sm.bak'].flatMap((d) => [
+        `mkdir -p ${state}/${d} /var/lib/nfs/${d}`,
+        `findmnt -n -o TARGET /var/lib/nfs/${d}`,
+        `mount --bind ${state}/${d} /var/lib/nfs/${d}`,
+      ]),
+      `install -D -m 0644 /dev/stdin ${NFS_CONF}`,
+      'systemctl start nfs-server',
+      'sm-notify -f -v 10.88.0.100',
+    ]);
+    assert.equal(nfsConf(spec), '# Written by nfs-ha; both nodes carry the same values. Do not edit: the next start rewrites it.\n[nfsd]\nscope=nfs-prod\ngrace-time=15\nlease-time=15\n');
+  });
+
+  it('monitor maps systemctl is-active (real output)', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(/is-active/, 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--stopped', { exitCode: 3, stdout: 'failed\n', stderr: '' });
+    const nfs = new NfsServer(ctx);
+    assert.deepEqual(await nfs.monitor(), { state: 'running' });
+    assert.deepEqual(await nfs.monitor(), { state: 'stopped' });
+    assert.deepEqual(await nfs.monitor(), { state: 'failed', reason: 'nfs-server is failed' });
+  });
+});
+
+describe('exports resource', () => {
+  it('parses the live export table (real output), long and short path layouts', () => {
+    assert.deepEqual(parseExportfs(fixture('exportfs-v--no-exports').stdout), []);
+    const two = parseExportfs(fixture('exportfs-v--two-exports').stdout);
+    assert.deepEqual(two.map((e) => [e.path, e.client, e.options.find((o) => o.startsWith('fsid'))]), [
+      ['/srv/ha/export2', '127.0.0.1', 'fsid=78'],
+      ['/srv/ha/export1', '10.88.0.0/24', 'fsid=77'],
+    ]);
+    assert.deepEqual(parseExportfs('/srv/x    \t*(rw,fsid=5)\n'), [{ path: '/srv/x', client: '*', options: ['rw', 'fsid=5'] }]);
+  });
+
+  it('exports each (path, client) with its fixed fsid — exact argv — and verifies the table', async () => {
+    const { ctx, exec } = await resourceContext();
+    const table = '/srv/nfs/export1\n\t\t10.88.0.0/24(sync,wdelay,hide,no_subtree_check,fsid=101,sec=sys,rw)\n/srv/nfs/export2\n\t\t10.88.0.0/24(sync,wdelay,hide,no_subtree_check,fsid=102,sec=sys,rw)\n';
+    exec.on('exportfs -v', 'exportfs-v--no-exports', { exitCode: 0, stdout: table, stderr: '' });
+    await new Exports(ctx).start();
+    assert.deepEqual(exec.lines(), [
+      'exportfs -v',
+      'exportfs -o rw,sync,no_subtree_check,fsid=101 10.88.0.0/24:/srv/nfs/export1',
+      'exportfs -o rw,sync,no_subtree_check,fsid=102 10.88.0.0/24:/srv/nfs/export2',
+      'exportfs -v',
+    ]);
+  });
+
+  it('a failed export (exit 1, yet listed) is removed again and start fails', async () => {
+    const { ctx, exec } = await resourceContext();
+    const half = '/srv/nfs/export1\n\t\t10.88.0.0/24(sync,fsid=101,rw)\n';
+    exec
+      .on(/^exportfs -o .*export1/, 'exportfs-o--nonexistent-path-fails')
+      .on('exportfs -v', 'exportfs-v--no-exports', { exitCode: 0, stdout: half, stderr: '' }, { exitCode: 0, stdout: half, stderr: '' });
+    await assert.rejects(new Exports(ctx).start(), /could not export 10\.88\.0\.0\/24:\/srv\/nfs\/export1.*Failed to stat/);
+    assert.ok(exec.lines().includes('exportfs -u 10.88.0.0/24:/srv/nfs/export1'));
+  });
+});
+
+describe('floating-ip resource', () => {
+  it('parses ip -j addr (real output)', () => {
+    assert.deepEqual(parseIpv4Addresses(fixture('ip-j-addr--no-vip').stdout), ['10.88.0.1/24']);
+    assert.deepEqual(parseIpv4Addresses(fixture('ip-j-addr--with-vip').stdout), ['10.88.0.1/24', '10.88.0.100/24']);
+  });
+
+  it('probes for a duplicate (Habets arping -0), adds the VIP, sends gratuitous ARP — exact argv', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(/^ip -j addr/, 'ip-j-addr--no-vip').on(/^arping -0/, 'arping-0--dad--no-conflict').on(/^arping -U/, 'arping-U--garp');
+    await new FloatingIp(ctx).start();
+    assert.deepEqual(exec.lines(), [
+      'ip -j addr show dev eth0',
+      'arping -0 -c 1 -w 1 -i eth0 10.88.0.100',
+      'ip addr add 10.88.0.100/24 dev eth0',
+      ...Array.from({ length: GARP_COUNT }, () => 'arping -U -i eth0 -S 10.88.0.100 -c 1 -w 0 10.88.0.100'),
+    ]);
+  });
+
+  it('waits while another host answers for the VIP, then proceeds once it is gone', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(/^ip -j addr/, 'ip-j-addr--no-vip').on(/^arping -0/, 'arping-0--dad--conflict', 'arping-0--dad--no-conflict');
+    const slept: number[] = [];
+    await new FloatingIp(ctx, async (ms) => void slept.push(ms)).start();
+    assert.equal(exec.lines().filter((l) => l.startsWith('arping -0')).length, 2);
+    assert.equal(slept.length, 1);
+  });
+
+  it('gives up after one lease TTL of conflict, naming the MAC that answers', async () => {
+    const { ctx, exec, spec } = await resourceContext();
+    spec.timing.leaseTtlMs = 0;
+    exec.on(/^ip -j addr/, 'ip-j-addr--no-vip').on(/^arping -0/, 'arping-0--dad--conflict');
+    await assert.rejects(new FloatingIp(ctx, async () => {}).start(), /10\.88\.0\.100 is still answered by 0a:3a:dc:41:44:f7/);
+    assert.ok(!exec.lines().some((l) => l.startsWith('ip addr add')));
+  });
+
+  it('stop removes the VIP only when present; monitor follows ip addr', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(/^ip -j addr/, renamed('ip-j-addr--with-vip', { '"va"': '"eth0"' }), 'ip-j-addr--no-vip');
+    const vip = new FloatingIp(ctx);
+    await vip.stop();
+    assert.deepEqual(exec.lines(), ['ip -j addr show dev eth0', 'ip addr del 10.88.0.100/24 dev eth0']);
+    assert.deepEqual(await vip.monitor(), { state: 'stopped' });
+  });
+});

@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CommandFailed } from '../../agent/executor.ts';
+import { ResourceError } from '../../agent/resources/resource.ts';
+import { normalizeKey, parseKeys, parseReservation, ScsiReservation, supportsType5 } from '../../agent/resources/scsi-reservation.ts';
+import { reservationKey } from '../../shared/reservation-key.ts';
+import { resourceContext } from '../helpers/agent.ts';
+import { fixture } from '../helpers/fixtures.ts';
+
+describe('sg_persist parsers (real output)', () => {
+  it('reads registered keys, with and without the INQUIRY lines', () => {
+    assert.deepEqual(parseKeys(fixture('sg_persist--read-keys--no-keys').stdout), []);
+    assert.deepEqual(parseKeys(fixture('sg_persist--read-keys--one-key').stdout), ['0x00000000000000a1']);
+    assert.deepEqual(parseKeys(fixture('sg_persist--read-keys--two-keys').stdout), ['0x00000000000000a1', '0x00000000000000b1']);
+    assert.deepEqual(parseKeys(fixture('sg_persist-noinq--read-keys--two-keys').stdout), ['0x00000000000000a1', '0x00000000000000b1']);
+    assert.deepEqual(parseKeys(fixture('sg_persist--read-keys--after-preempt').stdout), ['0x00000000000000b1']);
+    assert.throws(() => parseKeys('sg_persist: something else'), /unrecognised/);
+  });
+
+  it('reads the reservation holder and type', () => {
+    assert.equal(parseReservation(fixture('sg_persist--read-reservation--none').stdout), null);
+    assert.deepEqual(parseReservation(fixture('sg_persist--read-reservation--type5-held-by-a').stdout), {
+      key: '0x00000000000000a1',
+      type: 'Write Exclusive, registrants only',
+    });
+    assert.equal(parseReservation(fixture('sg_persist-noinq--read-reservation--type5-held-by-a').stdout)?.key, '0x00000000000000a1');
+    assert.equal(parseReservation(fixture('sg_persist--read-reservation--type5-held-by-b').stdout)?.key, '0x00000000000000b1');
+  });
+
+  it('reads type-5 support from the capabilities', () => {
+    assert.equal(supportsType5(fixture('sg_persist--report-capabilities').stdout), true);
+    assert.equal(supportsType5(fixture('sg_persist--report-capabilities').stdout.replace('Write Exclusive, registrants only: 1', 'Write Exclusive, registrants only: 0')), false);
+  });
+
+  it('normalises printed keys to 16 hex digits', () => {
+    assert.equal(normalizeKey('0xA1'), '0x00000000000000a1');
+    assert.equal(normalizeKey('0x17b0d5daf00be581'), '0x17b0d5daf00be581');
+  });
+});
+
+/** Real sg_persist output with the lab's keys replaced by this cluster's. */
+function keysOutput(name: string, keys: Record<string, string>): string {
+  return Object.entries(keys).reduce((out, [lab, ours]) => out.replaceAll(lab, ours), fixture(name).stdout);
+}
+
+describe('scsi-reservation resource', () => {
+  const DEV = '/dev/disk/by-id/wwn-0x6001405a1b2c3d4e5f60718293a4b5c6';
+
+  it('fences: registers, preempt-aborts the named key, reserves type 5, verifies — exact argv', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-b');
+    const own = reservationKey(spec.id, 'node-b');
+    const victim = reservationKey(spec.id, 'node-a');
+    exec
+      .on(`sg_persist --no-inquiry --in --read-keys ${DEV}`, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': victim, '0xb1': own }), stderr: '' }, {
+        exitCode: 0,
+        stdout: keysOutput('sg_persist--read-keys--after-preempt', { '0xb1': own }),
+        stderr: '',
+      })
+      .on(`sg_persist --no-inquiry --in --read-reservation ${DEV}`, {
+        exitCode: 0,
+        stdout: keysOutput('sg_persist--read-reservation--type5-held-by-b', { '0xb1': own }),
+        stderr: '',
+      });
+    const r = new ScsiReservation(ctx);
+    assert.deepEqual(await r.fence([victim]), [victim]);
+    assert.deepEqual(exec.lines(), [
+      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} ${DEV}`,
+      `sg_persist --no-inquiry --in --read-keys ${DEV}`,
+      `sg_persist --no-inquiry --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 ${DEV}`,
+      `sg_persist --no-inquiry --in --read-reservation ${DEV}`,
+      `sg_persist --no-inquiry --in --read-keys ${DEV}`,
+    ]);
+  });
+
+  it('fences a disk nobody holds: registers and reserves, preempts nothing', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-a');
+    const own = reservationKey(spec.id, 'node-a');
+    exec
+      .on(/--read-keys/, { exitCode: 0, stdout: fixture('sg_persist--read-keys--no-keys').stdout, stderr: '' }, {
+        exitCode: 0,
+        stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }),
+        stderr: '',
+      })
+      .on(/--read-reservation/, 'sg_persist--read-reservation--none');
+    assert.deepEqual(await new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-b')]), []);
+    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --reserve --param-rk=${own} --prout-type=5 ${DEV}`));
+    assert.ok(!exec.lines().some((l) => l.includes('--preempt')));
+  });
+
+  it('refuses to finish fencing while a key the arbiter did not name is registered', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-b');
+    const own = reservationKey(spec.id, 'node-b');
+    const stranger = '0x00000000000000a1';
+    exec
+      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xb1': own }), stderr: '' })
+      .on(/--read-reservation/, { exitCode: 0, stdout: keysOutput('sg_persist--read-reservation--type5-held-by-b', { '0xb1': own }), stderr: '' });
+    await assert.rejects(new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]), (e: Error) => e instanceof ResourceError && e.message.includes(stranger));
+    assert.ok(!exec.lines().some((l) => l.includes(`--param-sark=${stranger}`)), 'never preempts a key it was not told to');
+  });
+
+  it('reports a failed preempt with the tool\'s own words (exit 24, reservation conflict)', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-b');
+    exec
+      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': reservationKey(spec.id, 'node-a') }), stderr: '' })
+      .on(/--preempt-abort/, 'sg_persist--register--fenced-old-key-fails');
+    await assert.rejects(new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]), (e: Error) => e instanceof CommandFailed && /exited 24: .*Reservation conflict/.test(e.message));
+  });
+
+  it('start never registers: without our key it fails, asking for fencing', async () => {
+    const { ctx, exec } = await resourceContext('node-a');
+    exec.on(/--read-keys/, 'sg_persist--read-keys--no-keys');
+    await assert.rejects(new ScsiReservation(ctx).start(), /fencing must run first/);
+    assert.ok(!exec.lines().some((l) => l.includes('--register')));
+  });
+
+  it('monitor: running when we hold it, stopped when unregistered, failed when our key is gone from a path we hold', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-a');
+    const own = reservationKey(spec.id, 'node-a');
+    exec
+      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }), stderr: '' }, 'sg_persist--read-keys--after-preempt')
+      .on(/--read-reservation/, { exitCode: 0, stdout: keysOutput('sg_persist--read-reservation--type5-held-by-a', { '0xa1': own }), stderr: '' });
+    const r = new ScsiReservation(ctx);
+    assert.deepEqual(await r.monitor(), { state: 'running' });
+    assert.deepEqual(await r.monitor(), { state: 'stopped' });
+    assert.equal(await r.keyPresent(), false);
+  });
+
+  it('release on switchover: release then unregister (sark 0)', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-a');
+    const own = reservationKey(spec.id, 'node-a');
+    exec
+      .on(/--read-reservation/, { exitCode: 0, stdout: keysOutput('sg_persist--read-reservation--type5-held-by-a', { '0xa1': own }), stderr: '' })
+      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }), stderr: '' });
+    await new ScsiReservation(ctx).release();
+    assert.deepEqual(
+      exec.lines().filter((l) => l.includes('--out')),
+      [`sg_persist --no-inquiry --out --release --param-rk=${own} --prout-type=5 ${DEV}`, `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=0 ${DEV}`],
+    );
+  });
+});
