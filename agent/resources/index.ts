@@ -7,8 +7,11 @@ import type { Resource, ResourceContext } from './resource.ts';
 import { ScsiReservation } from './scsi-reservation.ts';
 import { VolumeGroup } from './volume-group.ts';
 
+/** What the loop needs of the reservation besides the common contract. */
+export type Reservation = Resource & Pick<ScsiReservation, 'fence' | 'keyPresent'>;
+
 export interface NodeResources {
-  reservation: ScsiReservation;
+  reservation: Reservation;
   /** Start order: reservation → volume group → filesystem → NFS server → exports → VIP. */
   ordered: Resource[];
 }

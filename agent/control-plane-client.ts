@@ -1,0 +1,92 @@
+/** The agent's calls to the control plane, each bounded by the spec's request timeout. */
+import { z } from 'zod';
+import { type HeartbeatResponse, HeartbeatResponseSchema, LeaseAckSchema } from '../shared/api.ts';
+import { EventSchema } from '../shared/events.ts';
+import type { FencingReport, Heartbeat, PhaseReport, Release } from '../shared/lease.ts';
+import { type ClusterSpec, ClusterSpecSchema } from '../shared/spec.ts';
+
+export interface ControlPlane {
+  heartbeat(body: Heartbeat): Promise<HeartbeatResponse>;
+  reportFencing(body: FencingReport): Promise<void>;
+  reportPhase(body: PhaseReport): Promise<void>;
+  release(body: Release): Promise<void>;
+}
+
+export class ControlPlaneError extends Error {
+  constructor(
+    message: string,
+    readonly status: number | null,
+    readonly code: string | null,
+  ) {
+    super(message);
+    this.name = 'ControlPlaneError';
+  }
+}
+
+export class ControlPlaneClient implements ControlPlane {
+  readonly #base: string;
+
+  constructor(
+    baseUrl: string,
+    private readonly clusterId: string,
+    private readonly nodeId: string,
+    private readonly options: { timeoutMs: number; token?: string | undefined },
+  ) {
+    this.#base = baseUrl.replace(/\/+$/, '');
+  }
+
+  async #call<T extends z.ZodType>(method: 'GET' | 'POST', path: string, body: unknown, schema: T): Promise<z.infer<T>> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.#base}${path}`, {
+        method,
+        headers: {
+          ...(body !== undefined && { 'content-type': 'application/json' }),
+          ...(this.options.token && { authorization: `Bearer ${this.options.token}` }),
+        },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      });
+    } catch (err) {
+      const e = err as Error;
+      throw new ControlPlaneError(e.name === 'TimeoutError' ? `no answer within ${this.options.timeoutMs} ms` : e.message, null, null);
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new ControlPlaneError(`HTTP ${res.status} with a body that is not JSON`, res.status, null);
+    }
+    if (!res.ok) {
+      const error = (json as { error?: { code?: string; message?: string } }).error;
+      throw new ControlPlaneError(`HTTP ${res.status} ${error?.code ?? ''}: ${error?.message ?? text.slice(0, 200)}`, res.status, error?.code ?? null);
+    }
+    return schema.parse(json);
+  }
+
+  #node(action: string) {
+    return `/v1/clusters/${this.clusterId}/nodes/${this.nodeId}/${action}`;
+  }
+
+  heartbeat(body: Heartbeat): Promise<HeartbeatResponse> {
+    return this.#call('POST', this.#node('heartbeat'), body, HeartbeatResponseSchema);
+  }
+
+  async reportFencing(body: FencingReport): Promise<void> {
+    await this.#call('POST', this.#node('fencing'), body, LeaseAckSchema);
+  }
+
+  async reportPhase(body: PhaseReport): Promise<void> {
+    await this.#call('POST', this.#node('phases'), body, EventSchema);
+  }
+
+  async release(body: Release): Promise<void> {
+    await this.#call('POST', this.#node('release'), body, LeaseAckSchema);
+  }
+
+  async spec(): Promise<ClusterSpec> {
+    const r = await this.#call('GET', `/v1/clusters/${this.clusterId}`, undefined, z.object({ spec: ClusterSpecSchema }));
+    return r.spec;
+  }
+}

@@ -1,0 +1,319 @@
+/**
+ * The agent's HA loop. Every renewIntervalMs a tick sends one heartbeat — always, even while an
+ * action runs, so a slow activation never costs the lease — and, when no action is running,
+ * makes one decision with the pure rules of shared/node-role.ts and starts it. Each decision
+ * is logged as one sentence.
+ *
+ * The deadline is kept on the monotonic clock from the moment a committed renewal was *sent*
+ * (shared/timing.ts). A timer fires at the deadline: whatever is running is told to stop at the
+ * next step, and demotion begins. Demotion that does not finish within its budget, a failed
+ * stop, or our reservation key vanishing while we hold the lease, ends in self-fencing.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Phase } from '../shared/events.ts';
+import { assertTransition, type CycleAction, type CycleSnapshot, decideCycle, type NodeRole, reportedRole } from '../shared/node-role.ts';
+import type { ReservationKey } from '../shared/reservation-key.ts';
+import type { ClusterSpec } from '../shared/spec.ts';
+import { activeDeadline } from '../shared/timing.ts';
+import type { ControlPlane } from './control-plane-client.ts';
+import type { PeerStatus } from './peer.ts';
+import type { NodeResources } from './resources/index.ts';
+import type { FencingState, Resource } from './resources/resource.ts';
+import type { SelfFence } from './self-fence.ts';
+
+export interface AgentDeps {
+  spec: ClusterSpec;
+  nodeId: string;
+  controlPlane: ControlPlane;
+  resources: NodeResources;
+  /** Shared with the resources: the volume group refuses to activate without it. */
+  fencing: FencingState;
+  selfFence: SelfFence;
+  /** The passive's view of its peer; undefined until checked. */
+  peer: { reachable(): boolean | undefined; check(): Promise<void> } | null;
+  /** Monotonic milliseconds. */
+  now: () => number;
+  log: Logger;
+  maxRestarts: number;
+  monitorIntervalMs: number;
+  demoteBudgetMs: number;
+}
+
+class Interrupted extends Error {}
+
+export class NodeAgent {
+  #role: NodeRole = 'passive';
+  #deadline: number | null = null;
+  #lastHeartbeat: CycleSnapshot['heartbeat'] = { ok: false, error: 'no heartbeat yet' };
+  #heartbeatInFlight = false;
+  #action: Promise<void> | null = null;
+  #interrupt = false;
+  #keyPresent: boolean | null = null;
+  #failure: CycleSnapshot['failure'] = null;
+  #restarts = new Map<string, number>();
+  #lastMonitorAt = Number.NEGATIVE_INFINITY;
+  #lastSituation = '';
+  #timers: NodeJS.Timeout[] = [];
+  #deadlineTimer: NodeJS.Timeout | null = null;
+  #running = false;
+
+  constructor(private readonly d: AgentDeps) {}
+
+  get role(): NodeRole {
+    return this.#role;
+  }
+
+  get deadline(): number | null {
+    return this.#deadline;
+  }
+
+  status(): PeerStatus {
+    return {
+      node: this.d.nodeId,
+      role: this.#role,
+      epoch: this.#role === 'passive' ? 0 : this.d.fencing.epoch,
+      leaseRemainingMs: this.#deadline === null ? null : Math.round(this.#deadline - this.d.now()),
+    };
+  }
+
+  /** Resolves when the action in progress (if any) has finished. */
+  async settled(): Promise<void> {
+    while (this.#action) await this.#action;
+  }
+
+  /** One heartbeat; a committed renewal for the epoch we act under extends the deadline. */
+  async heartbeat(): Promise<void> {
+    if (this.#heartbeatInFlight) return;
+    this.#heartbeatInFlight = true;
+    const sentAt = this.d.now();
+    const holding = this.#role !== 'passive';
+    try {
+      const reachable = this.d.peer?.reachable();
+      const r = await this.d.controlPlane.heartbeat({
+        role: reportedRole(this.#role),
+        epoch: holding ? this.d.fencing.epoch : 0,
+        ...(reachable !== undefined && { peer: { reachable } }),
+      });
+      this.#lastHeartbeat = { ok: true, directive: r.directive, renewed: r.lease.renewed };
+      const forUs = r.lease.renewed && r.lease.holder === this.d.nodeId && (r.directive.action === 'activate' || r.directive.action === 'stay-active');
+      if (forUs && (!holding || r.lease.epoch === this.d.fencing.epoch) && this.#role !== 'demoting') {
+        this.#setDeadline(activeDeadline(sentAt, this.d.spec.timing));
+        if (holding) await this.d.selfFence.pet();
+      }
+    } catch (err) {
+      this.#lastHeartbeat = { ok: false, error: (err as Error).message };
+    } finally {
+      this.#heartbeatInFlight = false;
+    }
+  }
+
+  #setDeadline(deadline: number | null): void {
+    this.#deadline = deadline;
+    if (!this.#running) return;
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = deadline === null ? null : setTimeout(() => void this.onDeadline(), Math.max(0, deadline - this.d.now()));
+  }
+
+  /** The deadline passed: stop whatever runs at its next step, and demote. */
+  async onDeadline(): Promise<void> {
+    if (this.#role === 'passive' || this.#role === 'demoting' || this.#deadline === null || this.d.now() < this.#deadline) return;
+    this.#interrupt = true;
+    await this.settled();
+    await this.decide();
+  }
+
+  /** One tick: heartbeat, then (when idle) one decision. */
+  async tick(): Promise<CycleAction | null> {
+    await Promise.all([this.heartbeat(), this.#role === 'passive' ? this.d.peer?.check() : undefined]);
+    return this.#action ? null : this.decide();
+  }
+
+  /** Makes one decision from the current snapshot and starts it; returns it. */
+  async decide(): Promise<CycleAction> {
+    if (this.#action) throw new Error('an action is already running');
+    if (this.#role === 'active') await this.#monitorIfDue();
+    const decision = decideCycle({
+      role: this.#role,
+      epoch: this.d.fencing.epoch,
+      confirmedEpoch: this.d.fencing.confirmedEpoch,
+      now: this.d.now(),
+      deadline: this.#deadline,
+      heartbeat: this.#lastHeartbeat,
+      keyPresent: this.#role === 'active' ? this.#keyPresent : null,
+      failure: this.#failure,
+      maxRestarts: this.d.maxRestarts,
+    });
+    this.#logDecision(decision);
+    if (decision.action !== 'none') {
+      this.#interrupt = false;
+      this.#action = this.#perform(decision).finally(() => {
+        this.#action = null;
+        // Fencing acknowledged: activate now rather than at the next tick; the deadline still rules.
+        if (this.#running && decision.action === 'fence' && this.d.fencing.confirmedEpoch === decision.epoch) {
+          void this.decide().catch((err: Error) => this.d.log.error({ err: err.message }, 'decision failed'));
+        }
+      });
+    }
+    return decision;
+  }
+
+  #logDecision(decision: CycleAction): void {
+    const situation = `${decision.action}/${this.#role}/${this.d.fencing.epoch}/${this.#lastHeartbeat.ok ? this.#lastHeartbeat.directive.action : 'unreachable'}`;
+    const fields = { action: decision.action, role: this.#role, epoch: this.d.fencing.epoch };
+    if (situation !== this.#lastSituation || decision.action !== 'none') this.d.log.info(fields, decision.reason);
+    else this.d.log.debug(fields, decision.reason);
+    this.#lastSituation = situation;
+  }
+
+  async #monitorIfDue(): Promise<void> {
+    if (this.d.now() - this.#lastMonitorAt < this.d.monitorIntervalMs) return;
+    this.#lastMonitorAt = this.d.now();
+    this.#keyPresent = await this.d.resources.reservation.keyPresent().catch(() => null);
+    this.#failure = null;
+    for (const r of this.d.resources.ordered) {
+      const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
+      if (m.state !== 'running') {
+        this.#failure = { resource: r.name, reason: m.state === 'failed' ? m.reason : 'stopped unexpectedly', restarts: this.#restarts.get(r.name) ?? 0 };
+        break;
+      }
+    }
+  }
+
+  #become(role: NodeRole): void {
+    assertTransition(this.#role, role);
+    if (role !== this.#role) this.d.log.info({ from: this.#role, to: role, epoch: this.d.fencing.epoch }, `role ${this.#role} → ${role}`);
+    this.#role = role;
+  }
+
+  async #perform(decision: CycleAction): Promise<void> {
+    try {
+      switch (decision.action) {
+        case 'fence':
+          return await this.#fence(decision.epoch, decision.keys);
+        case 'activate':
+          return await this.#activate(decision.epoch);
+        case 'restart':
+          return await this.#restart(decision.resource);
+        case 'release':
+          return await this.#release(decision.epoch);
+        case 'demote':
+          return await this.#demote();
+        case 'self-fence':
+          return await this.d.selfFence.reboot(decision.reason);
+        case 'none':
+          return;
+      }
+    } catch (err) {
+      this.d.log.error({ action: decision.action, err: (err as Error).message }, `${decision.action} failed: ${(err as Error).message}`);
+      if (err instanceof Interrupted) {
+        await this.#demote().catch((e: Error) => this.d.selfFence.reboot(`demotion failed: ${e.message}`));
+      } else if (decision.action === 'demote' || decision.action === 'release') {
+        await this.d.selfFence.reboot(`demotion failed: ${(err as Error).message}`);
+      } else if (this.#role !== 'passive' && this.#role !== 'demoting') {
+        await this.#release(this.d.fencing.epoch);
+      }
+    }
+  }
+
+  #report(phase: Phase, direction: 'start' | 'stop', status: 'started' | 'succeeded' | 'failed', extra: { durationMs?: number; message?: string } = {}): void {
+    const epoch = this.d.fencing.epoch;
+    if (epoch === 0) return;
+    // Reports are the timeline, not the protocol: they never hold up a failover.
+    this.d.controlPlane.reportPhase({ reportId: randomUUID(), epoch, phase, direction, status, ...extra }).catch((err: Error) => {
+      this.d.log.debug({ phase, err: err.message }, 'phase report not delivered');
+    });
+  }
+
+  async #timed<T>(phase: Phase, direction: 'start' | 'stop', work: () => Promise<T>): Promise<T> {
+    if (this.#interrupt && direction === 'start') throw new Interrupted('lease deadline reached');
+    const t0 = this.d.now();
+    this.#report(phase, direction, 'started');
+    try {
+      const result = await work();
+      this.#report(phase, direction, 'succeeded', { durationMs: this.d.now() - t0 });
+      return result;
+    } catch (err) {
+      this.#report(phase, direction, 'failed', { durationMs: this.d.now() - t0, message: (err as Error).message });
+      throw err;
+    }
+  }
+
+  async #fence(epoch: number, keys: ReservationKey[]): Promise<void> {
+    this.d.fencing.epoch = epoch;
+    this.#become('fencing');
+    await this.d.selfFence.arm();
+    const t0 = this.d.now();
+    const preempted = await this.#timed('fence', 'start', () => this.d.resources.reservation.fence(keys));
+    try {
+      await this.d.controlPlane.reportFencing({ epoch, keys: preempted, durationMs: this.d.now() - t0 });
+    } catch (err) {
+      // Not acknowledged, so nothing may start yet; the next cycle fences (idempotently) and reports again.
+      this.d.log.warn({ epoch, err: (err as Error).message }, 'fencing done but not acknowledged; will report again');
+      return;
+    }
+    this.d.fencing.confirmedEpoch = epoch;
+  }
+
+  async #activate(epoch: number): Promise<void> {
+    this.d.fencing.epoch = epoch;
+    if (this.#role === 'passive') await this.d.selfFence.arm();
+    this.#become('activating');
+    for (const r of this.d.resources.ordered) await this.#timed(r.name, 'start', () => r.start());
+    this.#restarts.clear();
+    this.#failure = null;
+    this.#become('active');
+  }
+
+  /** Restarts a failed resource and those that depend on it (stop from the top down, start back up). */
+  async #restart(name: string): Promise<void> {
+    const order = this.d.resources.ordered;
+    const from = order.findIndex((r) => r.name === name);
+    this.#restarts.set(name, (this.#restarts.get(name) ?? 0) + 1);
+    for (const r of order.slice(from).reverse()) await this.#timed(r.name, 'stop', () => r.stop());
+    for (const r of order.slice(from)) await this.#timed(r.name, 'start', () => r.start());
+    this.#failure = null;
+    this.#lastMonitorAt = Number.NEGATIVE_INFINITY;
+  }
+
+  async #demote(): Promise<void> {
+    this.#become('demoting');
+    const budget = setTimeout(() => void this.d.selfFence.reboot(`demotion did not finish within ${this.d.demoteBudgetMs} ms`), this.d.demoteBudgetMs);
+    try {
+      // Reverse order; the reservation stays (the next holder preempts it).
+      for (const r of [...this.d.resources.ordered].reverse() as Resource[]) await this.#timed(r.name, 'stop', () => r.stop());
+    } finally {
+      clearTimeout(budget);
+    }
+    await this.d.selfFence.disarm();
+    this.#setDeadline(null);
+    this.#become('passive');
+  }
+
+  async #release(epoch: number): Promise<void> {
+    await this.#demote();
+    await this.d.controlPlane.release({ epoch, reason: 'resource-failure' }).catch((err: Error) => {
+      // The lease then simply runs out; the peer takes over at expiry instead.
+      this.d.log.warn({ err: err.message }, 'could not release the lease; it will expire');
+    });
+  }
+
+  /** Runs until stopped: a tick every renewIntervalMs, and at once after an action completes. */
+  run(): void {
+    this.#running = true;
+    const loop = async () => {
+      if (!this.#running) return;
+      const started = this.d.now();
+      await this.tick().catch((err: Error) => this.d.log.error({ err: err.message }, 'tick failed'));
+      const wait = Math.max(0, this.d.spec.timing.renewIntervalMs - (this.d.now() - started));
+      this.#timers = [setTimeout(loop, wait)];
+    };
+    void loop();
+  }
+
+  stop(): void {
+    this.#running = false;
+    for (const t of this.#timers) clearTimeout(t);
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The node's last resort when it may no longer be trusted to stop on its own: its reservation
+ * key vanished while active (the peer fenced it), or demotion did not finish in time. Like sbd
+ * and fence_scsi_check: the hardware watchdog, armed only while this node holds the lease and
+ * petted only after a committed renewal, reboots a hung node; an immediate reboot (sysrq)
+ * serves when the agent itself decides.
+ */
+import { open, writeFile, type FileHandle } from 'node:fs/promises';
+import type { Logger } from 'pino';
+
+export interface SelfFence {
+  /** Holding the lease from now on: arm the watchdog. */
+  arm(): Promise<void>;
+  /** A renewal was committed: the node is still trusted for another timeout. */
+  pet(): Promise<void>;
+  /** Demotion completed cleanly: nothing to guard any more. */
+  disarm(): Promise<void>;
+  /** Reboot now, without syncing (writes would fail with a reservation conflict anyway). */
+  reboot(reason: string): Promise<void>;
+}
+
+async function sysrqReboot(log: Logger, reason: string): Promise<void> {
+  log.fatal({ reason }, `self-fencing: ${reason}`);
+  await writeFile('/proc/sysrq-trigger', 'b');
+}
+
+/** /dev/watchdog while holding the lease, sysrq for an immediate reboot. */
+export class WatchdogSelfFence implements SelfFence {
+  #handle: FileHandle | null = null;
+
+  constructor(
+    private readonly device: string,
+    private readonly log: Logger,
+  ) {}
+
+  async arm(): Promise<void> {
+    if (this.#handle) return;
+    this.#handle = await open(this.device, 'w');
+    this.log.info({ device: this.device }, 'watchdog armed');
+  }
+
+  async pet(): Promise<void> {
+    await this.#handle?.write('\0');
+  }
+
+  async disarm(): Promise<void> {
+    if (!this.#handle) return;
+    // The magic close: 'V' before close tells the driver this is an orderly stop.
+    await this.#handle.write('V');
+    await this.#handle.close();
+    this.#handle = null;
+    this.log.info({ device: this.device }, 'watchdog disarmed');
+  }
+
+  reboot(reason: string): Promise<void> {
+    return sysrqReboot(this.log, reason);
+  }
+}
+
+/** No watchdog device: the agent reboots the node itself when it must. */
+export class RebootSelfFence implements SelfFence {
+  constructor(private readonly log: Logger) {}
+  async arm(): Promise<void> {}
+  async pet(): Promise<void> {}
+  async disarm(): Promise<void> {}
+  reboot(reason: string): Promise<void> {
+    return sysrqReboot(this.log, reason);
+  }
+}

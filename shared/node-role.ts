@@ -1,0 +1,102 @@
+/**
+ * The agent's side of the protocol: what a node does next, decided from an immutable snapshot of
+ * what it knows, one decision per cycle (Patroni's run cycle), each with a sentence saying why.
+ *
+ * Roles and their transitions, as one table (pg_auto_failover's keeper FSM): the agent moves
+ * only along these rows, and `assertTransition` refuses anything else.
+ */
+import type { Directive } from './lease.ts';
+import type { ReservationKey } from './reservation-key.ts';
+
+export const NODE_ROLES = ['passive', 'fencing', 'activating', 'active', 'demoting'] as const;
+export type NodeRole = (typeof NODE_ROLES)[number];
+
+export const TRANSITIONS: readonly { from: NodeRole; to: NodeRole; when: string }[] = [
+  { from: 'passive', to: 'fencing', when: 'granted an epoch whose fencing is not yet confirmed' },
+  { from: 'passive', to: 'activating', when: 'holder of an epoch whose fencing is confirmed (agent restart)' },
+  { from: 'fencing', to: 'activating', when: 'the arbiter acknowledged the fencing report' },
+  { from: 'fencing', to: 'demoting', when: 'fencing failed, the lease was lost, or the deadline passed' },
+  { from: 'activating', to: 'active', when: 'every resource started' },
+  { from: 'activating', to: 'demoting', when: 'a resource failed to start, the lease was lost, or the deadline passed' },
+  { from: 'active', to: 'demoting', when: 'deadline passed, told to demote, or a resource failed past its restart limit' },
+  { from: 'demoting', to: 'passive', when: 'every resource stopped' },
+];
+
+export function assertTransition(from: NodeRole, to: NodeRole): void {
+  if (from !== to && !TRANSITIONS.some((t) => t.from === from && t.to === to)) throw new Error(`illegal role transition ${from} → ${to}`);
+}
+
+/** The role reported to the control plane (fencing is part of activating there). */
+export function reportedRole(role: NodeRole): 'passive' | 'activating' | 'active' | 'demoting' {
+  return role === 'fencing' ? 'activating' : role;
+}
+
+export interface CycleSnapshot {
+  role: NodeRole;
+  /** Epoch this node acts under (0: none). */
+  epoch: number;
+  /** Epoch whose fencing the arbiter acknowledged (0: none). */
+  confirmedEpoch: number;
+  /** Local monotonic time. */
+  now: number;
+  /** Until when this node may act as holder, on its monotonic clock (null: it holds nothing). */
+  deadline: number | null;
+  /** The latest heartbeat's outcome. */
+  heartbeat: { ok: true; directive: Directive; renewed: boolean } | { ok: false; error: string };
+  /** False when our reservation key has vanished from the disk while we hold it; null if not checked. */
+  keyPresent: boolean | null;
+  /** A resource monitor reported failed, with how often it was already restarted locally. */
+  failure: { resource: string; reason: string; restarts: number } | null;
+  maxRestarts: number;
+}
+
+export type CycleAction =
+  | { action: 'none'; reason: string }
+  | { action: 'fence'; epoch: number; keys: ReservationKey[]; reason: string }
+  | { action: 'activate'; epoch: number; reason: string }
+  | { action: 'restart'; resource: string; reason: string }
+  | { action: 'release'; epoch: number; reason: string }
+  | { action: 'demote'; reason: string }
+  | { action: 'self-fence'; reason: string };
+
+const holding = (role: NodeRole) => role === 'fencing' || role === 'activating' || role === 'active';
+
+export function decideCycle(s: CycleSnapshot): CycleAction {
+  if (holding(s.role) && s.keyPresent === false) {
+    return { action: 'self-fence', reason: `our reservation key is gone while ${s.role} under epoch ${s.epoch}: the peer fenced us; self-fencing` };
+  }
+  if (holding(s.role) && (s.deadline === null || s.now >= s.deadline)) {
+    return { action: 'demote', reason: `lease deadline passed ${s.deadline === null ? '' : `${Math.round(s.now - s.deadline)} ms ago `}without a renewal: demoting before anyone else may take over` };
+  }
+  if (!s.heartbeat.ok) {
+    if (!holding(s.role)) return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); staying ${s.role}` };
+    return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); lease valid for ${Math.round(s.deadline! - s.now)} ms more` };
+  }
+  const d = s.heartbeat.directive;
+  switch (d.action) {
+    case 'stay-passive':
+    case 'demote':
+      if (s.role === 'passive') return { action: 'none', reason: `passive: ${d.reason}` };
+      if (s.role === 'demoting') return { action: 'none', reason: 'demotion in progress' };
+      return { action: 'demote', reason: `control plane: ${d.reason}` };
+    case 'activate':
+    case 'stay-active': {
+      if (!s.heartbeat.renewed) return { action: 'none', reason: `${d.action} for epoch ${d.epoch} without a committed renewal; waiting` };
+      if (s.role === 'demoting') return { action: 'none', reason: `demotion in progress; epoch ${d.epoch} can be taken once it completes` };
+      if (holding(s.role) && s.epoch !== d.epoch) return { action: 'demote', reason: `acting under epoch ${s.epoch} but the lease is epoch ${d.epoch}: demote first` };
+      const confirmed = s.confirmedEpoch === d.epoch || (d.action === 'activate' && d.fence.confirmed);
+      if (!confirmed) {
+        if (d.action !== 'activate') return { action: 'none', reason: `epoch ${d.epoch} renewed but its fencing is not confirmed` };
+        return { action: 'fence', epoch: d.epoch, keys: d.fence.keys, reason: `granted epoch ${d.epoch}: fencing ${d.fence.keys.join(', ')}${d.fence.victim ? ` of ${d.fence.victim}` : ''} before anything starts` };
+      }
+      if (s.role !== 'active') return { action: 'activate', epoch: d.epoch, reason: `holder of epoch ${d.epoch}, fencing confirmed: starting resources` };
+      if (s.failure) {
+        if (s.failure.restarts < s.maxRestarts) {
+          return { action: 'restart', resource: s.failure.resource, reason: `${s.failure.resource} failed (${s.failure.reason}); local restart ${s.failure.restarts + 1} of ${s.maxRestarts}` };
+        }
+        return { action: 'release', epoch: s.epoch, reason: `${s.failure.resource} failed ${s.failure.restarts} times (${s.failure.reason}); releasing the lease so the peer takes over` };
+      }
+      return { action: 'none', reason: `active: holder of epoch ${s.epoch}, lease renewed` };
+    }
+  }
+}

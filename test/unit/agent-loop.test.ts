@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { beforeEach, describe, it } from 'node:test';
+import type { ControlPlane } from '../../agent/control-plane-client.ts';
+import { NodeAgent } from '../../agent/loop.ts';
+import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
+import type { FencingState, MonitorResult, Resource, ResourceName } from '../../agent/resources/resource.ts';
+import type { SelfFence } from '../../agent/self-fence.ts';
+import type { HeartbeatResponse } from '../../shared/api.ts';
+import type { Directive, FencingReport, Heartbeat, PhaseReport, Release } from '../../shared/lease.ts';
+import { ClusterSpecSchema } from '../../shared/spec.ts';
+import { activeDeadline } from '../../shared/timing.ts';
+import { exampleSpec, silentLog } from '../helpers/control-plane.ts';
+
+const PEER_KEY = '0x17b0d5daf00be581';
+
+/** Everything the agent did, in order, across resources, control plane and self-fence. */
+let journal: string[];
+let now: number;
+
+class FakeResource implements Resource {
+  state: MonitorResult = { state: 'stopped' };
+  constructor(readonly name: ResourceName) {}
+  async validate() {
+    return [];
+  }
+  async start() {
+    journal.push(`start ${this.name}`);
+    this.state = { state: 'running' };
+  }
+  async stop() {
+    journal.push(`stop ${this.name}`);
+    this.state = { state: 'stopped' };
+  }
+  async monitor() {
+    return this.state;
+  }
+}
+
+class FakeReservation extends FakeResource implements Reservation {
+  present = true;
+  async fence(keys: readonly string[]) {
+    journal.push(`fence ${keys.join(',')}`);
+    return [...keys] as `0x${string}`[];
+  }
+  async keyPresent() {
+    return this.present;
+  }
+}
+
+class FakeControlPlane implements ControlPlane {
+  /** The next heartbeat answers; the last one repeats. An Error means unreachable. */
+  answers: (HeartbeatResponse | Error)[] = [];
+  sent: Heartbeat[] = [];
+  async heartbeat(body: Heartbeat) {
+    this.sent.push(body);
+    const a = this.answers.length > 1 ? this.answers.shift()! : this.answers[0]!;
+    if (a instanceof Error) throw a;
+    return a;
+  }
+  async reportFencing(body: FencingReport) {
+    journal.push(`report fencing epoch ${body.epoch}`);
+  }
+  async reportPhase(_body: PhaseReport) {}
+  async release(body: Release) {
+    journal.push(`release epoch ${body.epoch} (${body.reason})`);
+  }
+}
+
+const selfFence: SelfFence = {
+  arm: async () => void journal.push('watchdog armed'),
+  pet: async () => {},
+  disarm: async () => void journal.push('watchdog disarmed'),
+  reboot: async (reason) => void journal.push(`REBOOT: ${reason}`),
+};
+
+function answer(directive: Directive, renewed: boolean, holder: string | null = 'node-b'): HeartbeatResponse {
+  return { lease: { holder, epoch: directive.epoch, ttlMs: 3000, renewed, specVersion: 1 }, directive };
+}
+const granted = (epoch: number, confirmed = false) =>
+  answer({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [PEER_KEY], confirmed }, reason: 'granted' }, true);
+const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, reason: 'renewed' }, true);
+
+async function agentFor() {
+  const spec = ClusterSpecSchema.parse(await exampleSpec());
+  const reservation = new FakeReservation('scsi-reservation');
+  const others = (['volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip'] as const).map((n) => new FakeResource(n));
+  const resources: NodeResources = { reservation, ordered: [reservation, ...others] };
+  const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
+  const cp = new FakeControlPlane();
+  const agent = new NodeAgent({
+    spec,
+    nodeId: 'node-b',
+    controlPlane: cp,
+    resources,
+    fencing,
+    selfFence,
+    peer: null,
+    now: () => now,
+    log: silentLog,
+    maxRestarts: 2,
+    monitorIntervalMs: 0,
+    demoteBudgetMs: 10_000,
+  });
+  /** A tick, then whatever action it started, to completion. */
+  const step = async () => {
+    const d = await agent.tick();
+    await agent.settled();
+    return d;
+  };
+  return { agent, cp, spec, fencing, reservation, others, step };
+}
+
+beforeEach(() => {
+  journal = [];
+  now = 1_000;
+});
+
+describe('agent loop', () => {
+  it('takes over in order: fence, report, and only then start every resource', async () => {
+    const { agent, cp, step, fencing } = await agentFor();
+    cp.answers = [granted(2)];
+    assert.equal((await step())?.action, 'fence');
+    assert.equal(fencing.confirmedEpoch, 2);
+    now += 10;
+    cp.answers = [granted(2, true)];
+    assert.equal((await step())?.action, 'activate');
+    assert.equal(agent.role, 'active');
+    assert.deepEqual(journal, [
+      'watchdog armed',
+      `fence ${PEER_KEY}`,
+      'report fencing epoch 2',
+      'start scsi-reservation',
+      'start volume-group',
+      'start filesystem',
+      'start nfs-server',
+      'start exports',
+      'start floating-ip',
+    ]);
+    assert.deepEqual(cp.sent.at(-1), { role: 'activating', epoch: 2 }, 'reports itself activating under the epoch while fencing');
+  });
+
+  it('never starts a resource while fencing is unacknowledged', async () => {
+    const { agent, cp, step } = await agentFor();
+    cp.answers = [granted(2)];
+    cp.reportFencing = async () => {
+      throw new Error('control plane down');
+    };
+    await step();
+    await step();
+    assert.equal(agent.role, 'fencing');
+    assert.ok(!journal.some((l) => l.startsWith('start')), journal.join('\n'));
+    assert.equal(journal.filter((l) => l.startsWith('fence')).length, 2, 'fences again (idempotently) to report again');
+  });
+
+  it('demotes itself when its deadline passes without a renewal — not a moment before', async () => {
+    const { agent, cp, spec, step } = await agentFor();
+    cp.answers = [granted(2)];
+    const sentAt = now;
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    assert.equal(agent.role, 'active');
+    // The last committed renewal was the second tick's, sent at `sentAt`: the clock did not move.
+    assert.equal(agent.deadline, activeDeadline(sentAt, spec.timing));
+    cp.answers = [new Error('no answer within 800 ms')];
+    now = agent.deadline! - 1;
+    assert.equal((await step())?.action, 'none');
+    assert.equal(agent.role, 'active');
+    now = agent.deadline!;
+    await agent.onDeadline();
+    await agent.settled();
+    assert.equal(agent.role, 'passive');
+    assert.deepEqual(journal.slice(-7), [
+      'stop floating-ip',
+      'stop exports',
+      'stop nfs-server',
+      'stop filesystem',
+      'stop volume-group',
+      'stop scsi-reservation',
+      'watchdog disarmed',
+    ]);
+  });
+
+  it('a fenced node self-fences and never re-registers on its own', async () => {
+    const { agent, cp, step, reservation } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    reservation.present = false;
+    now += 100;
+    assert.equal((await step())?.action, 'self-fence');
+    assert.match(journal.at(-1)!, /^REBOOT: our reservation key is gone/);
+    assert.equal(journal.filter((l) => l.startsWith('fence')).length, 1, 'only the fencing of its own grant');
+
+    // After the reboot, a new agent for this node: the lease is the peer's; it stays passive.
+    const again = await agentFor();
+    journal = [];
+    again.cp.answers = [answer({ action: 'stay-passive', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
+    for (let i = 0; i < 3; i++) await again.step();
+    assert.equal(again.agent.role, 'passive');
+    assert.deepEqual(journal, [], 'no fencing, no registration, nothing started');
+  });
+
+  it('restarts a failed resource and its dependents up to the limit, then releases the lease', async () => {
+    const { agent, cp, step, others } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    const nfs = others.find((r) => r.name === 'nfs-server')!;
+    for (let round = 1; round <= 2; round++) {
+      journal = [];
+      nfs.state = { state: 'failed', reason: 'nfs-server is failed' };
+      now += 100;
+      assert.equal((await step())?.action, 'restart');
+      assert.deepEqual(journal, ['stop floating-ip', 'stop exports', 'stop nfs-server', 'start nfs-server', 'start exports', 'start floating-ip']);
+    }
+    journal = [];
+    nfs.state = { state: 'failed', reason: 'nfs-server is failed' };
+    now += 100;
+    assert.equal((await step())?.action, 'release');
+    assert.equal(agent.role, 'passive');
+    assert.equal(journal.at(-1), 'release epoch 2 (resource-failure)');
+  });
+
+  it('demotes when the control plane says the lease is another node\'s', async () => {
+    const { agent, cp, step } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    cp.answers = [answer({ action: 'demote', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
+    now += 100;
+    assert.equal((await step())?.action, 'demote');
+    assert.equal(agent.role, 'passive');
+  });
+});

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import type { Directive } from '../../shared/lease.ts';
+import { assertTransition, type CycleSnapshot, decideCycle, NODE_ROLES, TRANSITIONS } from '../../shared/node-role.ts';
+
+const KEY = '0x17b0d5da99e0bd7a';
+const activate = (epoch: number, confirmed: boolean): Directive => ({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [KEY], confirmed }, reason: 'granted' });
+const base: CycleSnapshot = {
+  role: 'passive',
+  epoch: 0,
+  confirmedEpoch: 0,
+  now: 10_000,
+  deadline: null,
+  heartbeat: { ok: true, directive: { action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, renewed: false },
+  keyPresent: null,
+  failure: null,
+  maxRestarts: 2,
+};
+
+describe('node role rules', () => {
+  it('a grant leads to fencing first, naming the keys', () => {
+    const d = decideCycle({ ...base, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, false), renewed: true } });
+    assert.deepEqual(d, { action: 'fence', epoch: 2, keys: [KEY], reason: `granted epoch 2: fencing ${KEY} of node-a before anything starts` });
+  });
+
+  it('activates once fencing is acknowledged, then stays active', () => {
+    const granted = { ...base, role: 'fencing' as const, epoch: 2, deadline: 12_000, heartbeat: { ok: true as const, directive: activate(2, false), renewed: true } };
+    assert.equal(decideCycle(granted).action, 'fence', 'not yet acknowledged');
+    assert.equal(decideCycle({ ...granted, confirmedEpoch: 2 }).action, 'activate');
+    const active = { ...granted, role: 'active' as const, confirmedEpoch: 2, heartbeat: { ok: true as const, directive: { action: 'stay-active', epoch: 2, reason: 'renewed' } as Directive, renewed: true } };
+    assert.deepEqual(decideCycle(active), { action: 'none', reason: 'active: holder of epoch 2, lease renewed' });
+  });
+
+  it('demotes at the deadline whatever the last directive said', () => {
+    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 10_000, heartbeat: { ok: true as const, directive: activate(2, true), renewed: true } };
+    assert.equal(decideCycle({ ...active, now: 9_999 }).action, 'none');
+    assert.match(decideCycle(active).reason, /lease deadline passed 0 ms ago without a renewal/);
+    assert.equal(decideCycle({ ...active, heartbeat: { ok: false, error: 'timeout' } }).action, 'demote');
+  });
+
+  it('keeps serving while the control plane is briefly unreachable and the lease is valid', () => {
+    const d = decideCycle({ ...base, role: 'active', epoch: 2, confirmedEpoch: 2, deadline: 11_500, heartbeat: { ok: false, error: 'no answer within 800 ms' } });
+    assert.deepEqual(d, { action: 'none', reason: 'control plane unreachable (no answer within 800 ms); lease valid for 1500 ms more' });
+  });
+
+  it('self-fences when its key vanished while holding', () => {
+    const d = decideCycle({ ...base, role: 'active', epoch: 2, confirmedEpoch: 2, deadline: 12_000, keyPresent: false, heartbeat: { ok: true, directive: activate(2, true), renewed: true } });
+    assert.equal(d.action, 'self-fence');
+  });
+
+  it('restarts a failed resource locally up to the limit, then releases the lease', () => {
+    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000, heartbeat: { ok: true as const, directive: activate(2, true), renewed: true } };
+    const failure = { resource: 'nfs-server', reason: 'nfs-server is failed', restarts: 1 };
+    assert.deepEqual(decideCycle({ ...active, failure }), { action: 'restart', resource: 'nfs-server', reason: 'nfs-server failed (nfs-server is failed); local restart 2 of 2' });
+    assert.equal(decideCycle({ ...active, failure: { ...failure, restarts: 2 } }).action, 'release');
+  });
+
+  it('demotes when told the lease is someone else\'s, or acting under an old epoch', () => {
+    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000 };
+    assert.equal(decideCycle({ ...active, heartbeat: { ok: true, directive: { action: 'demote', epoch: 3, holder: 'node-b', reason: 'x' }, renewed: false } }).action, 'demote');
+    assert.equal(decideCycle({ ...active, heartbeat: { ok: true, directive: activate(3, false), renewed: true } }).action, 'demote');
+  });
+
+  const snapshot = fc.record({
+    role: fc.constantFrom(...NODE_ROLES),
+    epoch: fc.integer({ min: 0, max: 5 }),
+    confirmedEpoch: fc.integer({ min: 0, max: 5 }),
+    now: fc.integer({ min: 0, max: 20_000 }),
+    deadline: fc.option(fc.integer({ min: 0, max: 20_000 }), { nil: null }),
+    heartbeat: fc.oneof(
+      fc.record({ ok: fc.constant(false as const), error: fc.constant('down') }),
+      fc.record({
+        ok: fc.constant(true as const),
+        renewed: fc.boolean(),
+        directive: fc.oneof(
+          fc.record({ action: fc.constant('activate' as const), epoch: fc.integer({ min: 1, max: 5 }), fence: fc.record({ victim: fc.constant(null), keys: fc.constant([KEY]), confirmed: fc.boolean() }), reason: fc.constant('r') }),
+          fc.record({ action: fc.constant('stay-active' as const), epoch: fc.integer({ min: 1, max: 5 }), reason: fc.constant('r') }),
+          fc.record({ action: fc.constantFrom('stay-passive' as const, 'demote' as const), epoch: fc.integer({ min: 1, max: 5 }), holder: fc.constant('node-b'), reason: fc.constant('r') }),
+        ),
+      }),
+    ),
+    keyPresent: fc.option(fc.boolean(), { nil: null }),
+    failure: fc.option(fc.record({ resource: fc.constant('exports'), reason: fc.constant('x'), restarts: fc.integer({ min: 0, max: 3 }) }), { nil: null }),
+    maxRestarts: fc.constant(2),
+  }) as fc.Arbitrary<CycleSnapshot>;
+
+  it('never starts resources before fencing for that epoch is confirmed (property)', () => {
+    fc.assert(
+      fc.property(snapshot, (s) => {
+        const d = decideCycle(s);
+        if (d.action !== 'activate') return true;
+        const h = s.heartbeat;
+        return h.ok && h.renewed && (s.confirmedEpoch === d.epoch || (h.directive.action === 'activate' && h.directive.fence.confirmed && h.directive.epoch === d.epoch));
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('never fences or activates without a committed renewal, nor past the deadline (property)', () => {
+    fc.assert(
+      fc.property(snapshot, (s) => {
+        const d = decideCycle(s);
+        if (d.action !== 'fence' && d.action !== 'activate') return true;
+        const pastDeadline = s.role !== 'passive' && s.role !== 'demoting' && (s.deadline === null || s.now >= s.deadline);
+        return s.heartbeat.ok && s.heartbeat.renewed && !pastDeadline && s.role !== 'demoting';
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('the transition table is the only way between roles', () => {
+    assert.doesNotThrow(() => assertTransition('passive', 'fencing'));
+    assert.throws(() => assertTransition('passive', 'active'), /illegal role transition passive → active/);
+    assert.throws(() => assertTransition('demoting', 'active'), /illegal/);
+    for (const role of NODE_ROLES) assert.ok(TRANSITIONS.some((t) => t.from === role || t.to === role), `${role} is reachable`);
+  });
+});
