@@ -47,6 +47,11 @@ export function formatArgv(argv: readonly string[]): string {
   return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
+/** A recorded command for display: the argv, and its standard input as a here-document. */
+export function formatCommand(c: { argv: readonly string[]; input?: string }): string {
+  return c.input === undefined ? formatArgv(c.argv) : `${formatArgv(c.argv)} <<'EOF'\n${c.input.replace(/\n$/, '')}\nEOF`;
+}
+
 /** Throws CommandFailed unless the exit code is one of `ok` (default: 0). */
 export function expectExit(result: CommandResult, ok: readonly number[] = [0], what?: string): CommandResult {
   if (result.exitCode === null || !ok.includes(result.exitCode)) throw new CommandFailed(result, what);
@@ -103,12 +108,12 @@ export type Responder = (argv: readonly string[]) => Partial<Pick<CommandResult,
  * responder that describes the node the dry run assumes (see agent/dry-run.ts).
  */
 export class RecordingExecutor implements Executor {
-  readonly commands: string[][] = [];
+  readonly commands: { argv: string[]; input?: string }[] = [];
 
   constructor(private readonly respond: Responder) {}
 
   async run(command: Command): Promise<CommandResult> {
-    this.commands.push([...command.argv]);
+    this.commands.push({ argv: [...command.argv], ...(command.input !== undefined && { input: command.input }) });
     return { argv: command.argv, exitCode: 0, signal: null, timedOut: false, stdout: '', stderr: '', durationMs: 0, ...this.respond(command.argv) };
   }
 }

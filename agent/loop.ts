@@ -12,6 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Phase } from '../shared/events.ts';
+import type { Release } from '../shared/lease.ts';
 import { assertTransition, type CycleAction, type CycleSnapshot, decideCycle, type NodeRole, reportedRole } from '../shared/node-role.ts';
 import type { ReservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
@@ -290,15 +291,21 @@ export class NodeAgent {
     this.#become('passive');
   }
 
-  async #release(epoch: number): Promise<void> {
+  async #release(epoch: number, reason: Release['reason'] = 'resource-failure'): Promise<void> {
     await this.#demote();
-    await this.d.controlPlane.release({ epoch, reason: 'resource-failure' }).catch((err: Error) => {
+    await this.d.controlPlane.release({ epoch, reason }).catch((err: Error) => {
       // The lease then simply runs out; the peer takes over at expiry instead.
       this.d.log.warn({ err: err.message }, 'could not release the lease; it will expire');
     });
   }
 
-  /** Runs until stopped: a tick every renewIntervalMs, and at once after an action completes. */
+  /** Orderly exit of a holder (agent stopped): demote, then hand the lease over at once. */
+  async shutdown(): Promise<void> {
+    await this.settled();
+    if (this.#role !== 'passive') await this.#release(this.d.fencing.epoch, 'shutdown');
+  }
+
+  /** Runs until stopped: a tick every renewIntervalMs, and at once after fencing is acknowledged. */
   run(): void {
     this.#running = true;
     const loop = async () => {

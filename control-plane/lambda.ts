@@ -9,7 +9,7 @@ import { systemClock } from './clock.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { DynamoStore } from './store/dynamodb.ts';
-import { dynamoClient } from './store/open.ts';
+import { dynamoClient } from './store/client.ts';
 
 const config = loadConfig(process.env);
 if (config.store.kind !== 'dynamodb') throw new Error('the Lambda handler runs on DynamoDB only');

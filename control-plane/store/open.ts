@@ -1,7 +1,6 @@
 /** Builds the Store a configuration asks for. */
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { StoreConfig } from '../config.ts';
+import { dynamoClient } from './client.ts';
 import { DynamoStore, ensureTable } from './dynamodb.ts';
 import { startEmbeddedDynamo } from './embedded.ts';
 import type { Store } from './store.ts';
@@ -11,20 +10,6 @@ export interface OpenedStore {
   /** Where the data lives, for the start-up log line. */
   description: string;
   close(): Promise<void>;
-}
-
-/**
- * An SDK client with short, bounded timeouts: a lease arbiter that waits seconds on its store
- * answers after the agents' deadlines, so it fails fast and lets the agent retry instead.
- */
-export function dynamoClient(options: { endpoint?: string | undefined; region?: string | undefined; local?: boolean }): DynamoDBClient {
-  return new DynamoDBClient({
-    ...(options.endpoint && { endpoint: options.endpoint }),
-    region: options.region ?? (options.local ? 'local' : undefined),
-    ...(options.local && { credentials: { accessKeyId: 'embedded', secretAccessKey: 'embedded' } }),
-    maxAttempts: 2,
-    requestHandler: new NodeHttpHandler({ connectionTimeout: 300, requestTimeout: 600 }),
-  });
 }
 
 export async function openStore(config: StoreConfig): Promise<OpenedStore> {

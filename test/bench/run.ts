@@ -20,7 +20,7 @@ import { createApp } from '../../control-plane/app.ts';
 import { monotonicWallClock } from '../../control-plane/clock.ts';
 import { ensureTable } from '../../control-plane/store/dynamodb.ts';
 import { startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
-import { dynamoClient } from '../../control-plane/store/open.ts';
+import { dynamoClient } from '../../control-plane/store/client.ts';
 import { DynamoStore } from '../../control-plane/store/dynamodb.ts';
 import { exampleSpec, silentLog, tempDir } from '../helpers/control-plane.ts';
 import { load, type Round, summarize } from './load.ts';

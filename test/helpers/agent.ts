@@ -1,5 +1,8 @@
-/** Builds resources for node-a of the example spec on a scripted executor. */
-import type { FencingState, ResourceContext } from '../../agent/resources/resource.ts';
+/** Agent test helpers: resources on a scripted executor, and recording fakes of the resources. */
+import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
+import type { FencingState, MonitorResult, Resource, ResourceContext, ResourceName } from '../../agent/resources/resource.ts';
+import type { SelfFence } from '../../agent/self-fence.ts';
+import type { ReservationKey } from '../../shared/reservation-key.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
 import { silentLog, exampleSpec } from './control-plane.ts';
 import { ScriptedExecutor } from './fixtures.ts';
@@ -9,4 +12,54 @@ export async function resourceContext(node: 'node-a' | 'node-b' = 'node-a', fenc
   const exec = new ScriptedExecutor();
   const ctx: ResourceContext = { spec, node: spec.nodes.find((n) => n.id === node)!, exec, log: silentLog, fencing };
   return { ctx, exec, spec };
+}
+
+/** A resource that only records what was asked of it, in a journal shared with the test. */
+export class FakeResource implements Resource {
+  state: MonitorResult = { state: 'stopped' };
+  constructor(
+    readonly name: ResourceName,
+    protected readonly journal: string[],
+  ) {}
+  async validate() {
+    return [];
+  }
+  async start() {
+    this.journal.push(`start ${this.name}`);
+    this.state = { state: 'running' };
+  }
+  async stop() {
+    this.journal.push(`stop ${this.name}`);
+    this.state = { state: 'stopped' };
+  }
+  async monitor() {
+    return this.state;
+  }
+}
+
+export class FakeReservation extends FakeResource implements Reservation {
+  present = true;
+  async fence(keys: readonly ReservationKey[]) {
+    this.journal.push(`fence ${keys.join(',')}`);
+    return [...keys];
+  }
+  async keyPresent() {
+    return this.present;
+  }
+}
+
+export function fakeResources(journal: string[]) {
+  const reservation = new FakeReservation('scsi-reservation', journal);
+  const others = (['volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip'] as const).map((n) => new FakeResource(n, journal));
+  const resources: NodeResources = { reservation, ordered: [reservation, ...others] };
+  return { resources, reservation, others };
+}
+
+export function recordingSelfFence(journal: string[]): SelfFence {
+  return {
+    arm: async () => void journal.push('watchdog armed'),
+    pet: async () => {},
+    disarm: async () => void journal.push('watchdog disarmed'),
+    reboot: async (reason) => void journal.push(`REBOOT: ${reason}`),
+  };
 }

@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { ensureTable } from '../../control-plane/store/dynamodb.ts';
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
-import { dynamoClient } from '../../control-plane/store/open.ts';
+import { dynamoClient } from '../../control-plane/store/client.ts';
 import { exampleSpec, tempDir } from '../helpers/control-plane.ts';
 
 type Handler = (event: unknown, context: unknown) => Promise<{ statusCode: number; body: string; headers?: Record<string, string>; isBase64Encoded?: boolean }>;

@@ -2,50 +2,19 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import { NodeAgent } from '../../agent/loop.ts';
-import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
-import type { FencingState, MonitorResult, Resource, ResourceName } from '../../agent/resources/resource.ts';
-import type { SelfFence } from '../../agent/self-fence.ts';
+import type { FencingState } from '../../agent/resources/resource.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
 import type { Directive, FencingReport, Heartbeat, PhaseReport, Release } from '../../shared/lease.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
 import { activeDeadline } from '../../shared/timing.ts';
+import { fakeResources, recordingSelfFence } from '../helpers/agent.ts';
 import { exampleSpec, silentLog } from '../helpers/control-plane.ts';
 
 const PEER_KEY = '0x17b0d5daf00be581';
 
 /** Everything the agent did, in order, across resources, control plane and self-fence. */
-let journal: string[];
+const journal: string[] = [];
 let now: number;
-
-class FakeResource implements Resource {
-  state: MonitorResult = { state: 'stopped' };
-  constructor(readonly name: ResourceName) {}
-  async validate() {
-    return [];
-  }
-  async start() {
-    journal.push(`start ${this.name}`);
-    this.state = { state: 'running' };
-  }
-  async stop() {
-    journal.push(`stop ${this.name}`);
-    this.state = { state: 'stopped' };
-  }
-  async monitor() {
-    return this.state;
-  }
-}
-
-class FakeReservation extends FakeResource implements Reservation {
-  present = true;
-  async fence(keys: readonly string[]) {
-    journal.push(`fence ${keys.join(',')}`);
-    return [...keys] as `0x${string}`[];
-  }
-  async keyPresent() {
-    return this.present;
-  }
-}
 
 class FakeControlPlane implements ControlPlane {
   /** The next heartbeat answers; the last one repeats. An Error means unreachable. */
@@ -66,12 +35,7 @@ class FakeControlPlane implements ControlPlane {
   }
 }
 
-const selfFence: SelfFence = {
-  arm: async () => void journal.push('watchdog armed'),
-  pet: async () => {},
-  disarm: async () => void journal.push('watchdog disarmed'),
-  reboot: async (reason) => void journal.push(`REBOOT: ${reason}`),
-};
+const selfFence = () => recordingSelfFence(journal);
 
 function answer(directive: Directive, renewed: boolean, holder: string | null = 'node-b'): HeartbeatResponse {
   return { lease: { holder, epoch: directive.epoch, ttlMs: 3000, renewed, specVersion: 1 }, directive };
@@ -82,9 +46,7 @@ const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, rea
 
 async function agentFor() {
   const spec = ClusterSpecSchema.parse(await exampleSpec());
-  const reservation = new FakeReservation('scsi-reservation');
-  const others = (['volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip'] as const).map((n) => new FakeResource(n));
-  const resources: NodeResources = { reservation, ordered: [reservation, ...others] };
+  const { resources, reservation, others } = fakeResources(journal);
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   const cp = new FakeControlPlane();
   const agent = new NodeAgent({
@@ -93,7 +55,7 @@ async function agentFor() {
     controlPlane: cp,
     resources,
     fencing,
-    selfFence,
+    selfFence: selfFence(),
     peer: null,
     now: () => now,
     log: silentLog,
@@ -111,7 +73,7 @@ async function agentFor() {
 }
 
 beforeEach(() => {
-  journal = [];
+  journal.length = 0;
   now = 1_000;
 });
 
@@ -195,7 +157,7 @@ describe('agent loop', () => {
 
     // After the reboot, a new agent for this node: the lease is the peer's; it stays passive.
     const again = await agentFor();
-    journal = [];
+    journal.length = 0;
     again.cp.answers = [answer({ action: 'stay-passive', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
     for (let i = 0; i < 3; i++) await again.step();
     assert.equal(again.agent.role, 'passive');
@@ -210,13 +172,13 @@ describe('agent loop', () => {
     await step();
     const nfs = others.find((r) => r.name === 'nfs-server')!;
     for (let round = 1; round <= 2; round++) {
-      journal = [];
+      journal.length = 0;
       nfs.state = { state: 'failed', reason: 'nfs-server is failed' };
       now += 100;
       assert.equal((await step())?.action, 'restart');
       assert.deepEqual(journal, ['stop floating-ip', 'stop exports', 'stop nfs-server', 'start nfs-server', 'start exports', 'start floating-ip']);
     }
-    journal = [];
+    journal.length = 0;
     nfs.state = { state: 'failed', reason: 'nfs-server is failed' };
     now += 100;
     assert.equal((await step())?.action, 'release');

@@ -1,0 +1,62 @@
+/**
+ * The node-local agent configuration (default /etc/nfs-ha/agent.json, mode 0600): how to reach
+ * the control plane and who this node is. The cluster spec itself comes from the control plane.
+ */
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { AbsolutePath, ClusterId, Ipv4Address, NodeId } from '../shared/names.ts';
+
+export const DEFAULT_CONFIG_PATH = '/etc/nfs-ha/agent.json';
+
+export const AgentConfigSchema = z
+  .object({
+    controlPlane: z
+      .object({
+        url: z.url({ protocol: /^https?$/ }).describe('Base URL of the control plane'),
+        token: z.string().min(16).optional().describe('This node\'s agent credential'),
+      })
+      .strict(),
+    clusterId: ClusterId,
+    nodeId: NodeId,
+    peer: z
+      .object({
+        token: z.string().min(16).describe('Shared secret of the peer channel, the same on both nodes'),
+        listen: Ipv4Address.default('0.0.0.0'),
+      })
+      .strict(),
+    selfFence: z
+      .object({
+        mode: z.enum(['watchdog', 'reboot']).default('watchdog').describe('watchdog: /dev/watchdog armed while active; reboot: sysrq only'),
+        device: AbsolutePath.default('/dev/watchdog'),
+      })
+      .strict()
+      .prefault({}),
+    maxRestarts: z.number().int().min(0).max(10).default(2).describe('Local restarts of a failed resource before the lease is released'),
+    monitorIntervalMs: z.number().int().min(200).max(60_000).default(2000),
+    demoteBudgetMs: z.number().int().min(1000).max(300_000).default(10_000).describe('Self-fence when demotion takes longer'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  })
+  .strict();
+export type AgentConfig = z.output<typeof AgentConfigSchema>;
+
+export class AgentConfigError extends Error {
+  override name = 'AgentConfigError';
+}
+
+export async function loadAgentConfig(path: string): Promise<AgentConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new AgentConfigError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new AgentConfigError(`${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  const r = AgentConfigSchema.safeParse(json);
+  if (!r.success) throw new AgentConfigError(`${path}: ${r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ')}`);
+  return r.data;
+}

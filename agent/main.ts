@@ -1,0 +1,216 @@
+/**
+ * nfs-ha-agent: the node agent's command line.
+ *
+ *   nfs-ha-agent run                          the HA loop (systemd runs this)
+ *   nfs-ha-agent status [--json]              role, epoch, lease left, each resource's monitor
+ *   nfs-ha-agent validate [--json]            can this node run the cluster's resources?
+ *   nfs-ha-agent start|stop --dry-run [--json]  the exact commands, in order, without running them
+ *
+ * The spec comes from the control plane (via the config file) or, for validate and dry runs,
+ * from a local file: --spec cluster.json --node node-a.
+ */
+import { readFile } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import { pino, type Logger } from 'pino';
+import { reservationKey } from '../shared/reservation-key.ts';
+import { type ClusterSpec, ClusterSpecSchema, type NodeSpec } from '../shared/spec.ts';
+import { type AgentConfig, AgentConfigError, DEFAULT_CONFIG_PATH, loadAgentConfig } from './config.ts';
+import { ControlPlaneClient } from './control-plane-client.ts';
+import { dryRunNode } from './dry-run.ts';
+import { type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
+import { NodeAgent } from './loop.ts';
+import { fetchPeerStatus, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
+import { nodeResources } from './resources/index.ts';
+import type { FencingState, MonitorResult } from './resources/resource.ts';
+import { RebootSelfFence, WatchdogSelfFence } from './self-fence.ts';
+
+class UsageError extends Error {}
+
+interface Target {
+  spec: ClusterSpec;
+  node: NodeSpec;
+  config: AgentConfig | null;
+}
+
+interface SpecOptions {
+  config: string;
+  spec?: string;
+  node?: string;
+}
+
+async function target(options: SpecOptions): Promise<Target> {
+  if (options.spec) {
+    if (!options.node) throw new UsageError('--spec needs --node: which node of the spec this is');
+    const parsed = ClusterSpecSchema.safeParse(JSON.parse(await readFile(options.spec, 'utf8')));
+    if (!parsed.success) throw new UsageError(`${options.spec}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    const node = parsed.data.nodes.find((n) => n.id === options.node);
+    if (!node) throw new UsageError(`node "${options.node}" is not in ${options.spec} (nodes: ${parsed.data.nodes.map((n) => n.id).join(', ')})`);
+    return { spec: parsed.data, node, config: null };
+  }
+  const config = await loadAgentConfig(options.config);
+  const spec = await client(config).spec();
+  const node = spec.nodes.find((n) => n.id === config.nodeId);
+  if (!node) throw new UsageError(`this node (${config.nodeId}) is not in cluster ${config.clusterId}`);
+  return { spec, node, config };
+}
+
+function client(config: AgentConfig, timeoutMs = 5000) {
+  return new ControlPlaneClient(config.controlPlane.url, config.clusterId, config.nodeId, { timeoutMs, token: config.controlPlane.token });
+}
+
+function logger(level: string): Logger {
+  return pino({ name: 'nfs-ha-agent', level, base: { service: 'nfs-ha-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+function resourcesFor(t: Target, exec: Executor, log: Logger, fencing: FencingState) {
+  return nodeResources({ spec: t.spec, node: t.node, exec, log, fencing });
+}
+
+async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryRun?: boolean; json?: boolean }) {
+  if (!options.dryRun) {
+    throw new UsageError(`${direction} runs only inside the agent, under a lease from the arbiter; use --dry-run to see its commands`);
+  }
+  const t = await target(options);
+  const exec = new RecordingExecutor(dryRunNode(t.spec, t.node.id, direction));
+  const log = logger('silent');
+  const resources = resourcesFor(t, exec, log, { epoch: 1, confirmedEpoch: 1 });
+  const sections: { step: string; commands: RecordingExecutor['commands'] }[] = [];
+  const section = async (step: string, work: () => Promise<unknown>) => {
+    const before = exec.commands.length;
+    await work();
+    sections.push({ step, commands: exec.commands.slice(before) });
+  };
+  if (direction === 'start') {
+    const peer = t.spec.nodes.find((n) => n.id !== t.node.id)!;
+    await section(`fence: preempt ${peer.id}'s key ${reservationKey(t.spec.id, peer.id)} (as the arbiter's grant directs)`, () => resources.reservation.fence([reservationKey(t.spec.id, peer.id)]));
+    for (const r of resources.ordered) await section(`start ${r.name}`, () => r.start());
+  } else {
+    for (const r of [...resources.ordered].reverse()) await section(`stop ${r.name}${r.name === 'scsi-reservation' ? ' (kept: the next holder preempts it)' : ''}`, () => r.stop());
+  }
+  if (options.json) {
+    console.log(JSON.stringify({ node: t.node.id, cluster: t.spec.id, direction, steps: sections }, null, 2));
+    return;
+  }
+  const situation = direction === 'start' ? `taking over from ${t.spec.nodes.find((n) => n.id !== t.node.id)!.id}` : 'stopping everything it holds';
+  console.log(`# nfs-ha-agent ${direction} --dry-run: node ${t.node.id} of cluster ${t.spec.id}, ${situation}`);
+  for (const s of sections) {
+    console.log(`\n# ${s.step}`);
+    for (const c of s.commands) console.log(formatCommand(c));
+  }
+}
+
+async function validate(options: SpecOptions & { json?: boolean }) {
+  const t = await target(options);
+  const log = logger('silent');
+  const resources = resourcesFor(t, new HostExecutor(log), log, { epoch: 0, confirmedEpoch: 0 });
+  const results = [];
+  for (const r of resources.ordered) results.push({ resource: r.name, problems: await r.validate() });
+  const problems = results.flatMap((r) => r.problems.map((p) => `${r.resource}: ${p}`));
+  if (options.json) console.log(JSON.stringify({ node: t.node.id, ok: problems.length === 0, results }, null, 2));
+  else console.log(problems.length === 0 ? `node ${t.node.id}: every resource can run here` : problems.map((p) => `✗ ${p}`).join('\n'));
+  if (problems.length > 0) process.exitCode = 3;
+}
+
+async function status(options: { config: string; json?: boolean }) {
+  const t = await target(options);
+  const config = t.config!;
+  const log = logger('silent');
+  let agent: PeerStatus | { error: string };
+  try {
+    agent = await fetchPeerStatus(`http://127.0.0.1:${t.node.peerPort}/peer/v1/status`, config.peer.token, 2000);
+  } catch (err) {
+    agent = { error: `the agent is not answering on port ${t.node.peerPort}: ${(err as Error).message}` };
+  }
+  const resources = resourcesFor(t, new HostExecutor(log), log, { epoch: 0, confirmedEpoch: 0 });
+  const monitors: { resource: string; result: MonitorResult }[] = [];
+  for (const r of resources.ordered) monitors.push({ resource: r.name, result: await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message })) });
+  if (options.json) {
+    console.log(JSON.stringify({ node: t.node.id, cluster: t.spec.id, agent, resources: monitors }, null, 2));
+    return;
+  }
+  console.log(`node ${t.node.id} of cluster ${t.spec.id}`);
+  if ('error' in agent) console.log(`agent   ${agent.error}`);
+  else {
+    const lease = agent.leaseRemainingMs === null ? 'holds no lease' : `lease ${(agent.leaseRemainingMs / 1000).toFixed(1)} s left`;
+    console.log(`agent   ${agent.role}, epoch ${agent.epoch}, ${lease}`);
+  }
+  for (const m of monitors) console.log(`${m.resource.padEnd(17)} ${m.result.state}${m.result.state === 'failed' ? `: ${m.result.reason}` : ''}`);
+}
+
+async function run(options: { config: string }) {
+  const config = await loadAgentConfig(options.config);
+  const log = logger(config.logLevel);
+  const cp = client(config);
+  let spec: ClusterSpec | null = null;
+  while (!spec) {
+    try {
+      spec = await cp.spec();
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'cannot fetch the cluster spec yet; retrying');
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  const node = spec.nodes.find((n) => n.id === config.nodeId);
+  if (!node) throw new UsageError(`this node (${config.nodeId}) is not in cluster ${config.clusterId}`);
+  const peer = spec.nodes.find((n) => n.id !== config.nodeId)!;
+  const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
+  const resources = resourcesFor({ spec, node, config }, new HostExecutor(log), log, fencing);
+  const problems = (await Promise.all(resources.ordered.map(async (r) => (await r.validate()).map((p) => `${r.name}: ${p}`)))).flat();
+  if (problems.length > 0) {
+    for (const p of problems) log.error(p);
+    throw new UsageError(`this node cannot run the cluster's resources:\n  ${problems.join('\n  ')}`);
+  }
+  const now = () => performance.now();
+  const agent = new NodeAgent({
+    spec,
+    nodeId: node.id,
+    controlPlane: new ControlPlaneClient(config.controlPlane.url, config.clusterId, config.nodeId, { timeoutMs: spec.timing.requestTimeoutMs, token: config.controlPlane.token }),
+    resources,
+    fencing,
+    selfFence: config.selfFence.mode === 'watchdog' ? new WatchdogSelfFence(config.selfFence.device, log) : new RebootSelfFence(log),
+    peer: new PeerWatch(`http://${peer.address}:${peer.peerPort}/peer/v1/status`, config.peer.token, spec.timing.requestTimeoutMs, spec.timing.suspectAfterMs, now),
+    now,
+    log,
+    maxRestarts: config.maxRestarts,
+    monitorIntervalMs: config.monitorIntervalMs,
+    demoteBudgetMs: config.demoteBudgetMs,
+  });
+  const server = await startPeerServer({ host: config.peer.listen, port: node.peerPort, token: config.peer.token, status: () => agent.status() });
+  log.info({ cluster: spec.id, node: node.id, peer: peer.id }, `nfs-ha-agent running for ${node.id} of ${spec.id}`);
+  agent.run();
+  const shutdown = async (signal: string) => {
+    log.info({ signal }, 'stopping');
+    agent.stop();
+    server.close();
+    await agent.settled();
+    // Leaving the lease to expire would cost a failover its TTL; a holder demotes and releases.
+    if (agent.role !== 'passive') await agent.shutdown();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+const program = new Command('nfs-ha-agent').description('nfs-ha node agent').showHelpAfterError();
+const configOption = new Option('-c, --config <file>', 'agent configuration').default(DEFAULT_CONFIG_PATH);
+const specOptions = (cmd: Command) =>
+  cmd.addOption(configOption).option('--spec <file>', 'cluster spec (JSON) instead of the control plane').option('--node <id>', 'with --spec: this node\'s id');
+
+program.command('run').description('run the HA loop').addOption(configOption).action(run);
+program.command('status').description('role, epoch, lease and resource states of this node').addOption(configOption).option('--json', 'machine-readable output').action(status);
+specOptions(program.command('validate').description('check that this node can run the cluster\'s resources')).option('--json', 'machine-readable output').action(validate);
+for (const direction of ['start', 'stop'] as const) {
+  specOptions(program.command(direction).description(`the commands a ${direction} runs, in order`))
+    .option('--dry-run', 'print the commands without running them')
+    .option('--json', 'machine-readable output')
+    .action((options) => dryRun(direction, options));
+}
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof UsageError || err instanceof AgentConfigError) {
+    console.error(`nfs-ha-agent: ${err.message}`);
+    process.exit(2);
+  }
+  console.error(`nfs-ha-agent: ${(err as Error).stack ?? err}`);
+  process.exit(1);
+});

@@ -1,0 +1,43 @@
+/**
+ * npm run build: the agent as one file runnable with plain `node` on a storage node, and the
+ * control plane's Lambda handler as one minified file. ESM bundles get a createRequire banner:
+ * some dependencies still call require() for Node built-ins, which bare ESM lacks.
+ */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { build } from 'esbuild';
+
+const REQUIRE_SHIM = "import { createRequire as __nfsHaCreateRequire } from 'node:module'; const require = __nfsHaCreateRequire(import.meta.url);";
+
+export const BUNDLES = {
+  agent: { entry: 'agent/main.ts', file: 'nfs-ha-agent.mjs', minify: false, shebang: true },
+  lambda: { entry: 'control-plane/lambda.ts', file: 'lambda/index.mjs', minify: true, shebang: false },
+} as const;
+
+/** Builds one bundle into `outdir`; returns its path and size. */
+export async function buildBundle(name: keyof typeof BUNDLES, outdir = 'dist'): Promise<{ path: string; bytes: number }> {
+  const b = BUNDLES[name];
+  const outfile = join(outdir, b.file);
+  await build({
+    entryPoints: [b.entry],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'esm',
+    minify: b.minify,
+    sourcemap: 'linked',
+    legalComments: 'linked',
+    banner: { js: `${b.shebang ? '#!/usr/bin/env node\n' : ''}${REQUIRE_SHIM}` },
+    logLevel: 'warning',
+  });
+  return { path: outfile, bytes: (await stat(outfile)).size };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  for (const name of Object.keys(BUNDLES) as (keyof typeof BUNDLES)[]) {
+    const { path, bytes } = await buildBundle(name);
+    console.log(`${name.padEnd(7)} ${path.padEnd(26)} ${(bytes / 1024).toFixed(0).padStart(6)} KiB`);
+  }
+}
