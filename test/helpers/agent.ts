@@ -1,4 +1,6 @@
 /** Agent test helpers: resources on a scripted executor, and recording fakes of the resources. */
+import type { ControlPlane } from '../../agent/control-plane-client.ts';
+import { NodeAgent } from '../../agent/loop.ts';
 import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
 import type { FencingState, MonitorResult, Resource, ResourceContext, ResourceName } from '../../agent/resources/resource.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
@@ -62,4 +64,41 @@ export function recordingSelfFence(journal: string[]): SelfFence {
     disarm: async () => void journal.push('watchdog disarmed'),
     reboot: async (reason) => void journal.push(`REBOOT: ${reason}`),
   };
+}
+
+/**
+ * A NodeAgent on recording fakes, for the example spec under `clusterId`, with a clock the test
+ * moves; `step` runs one tick and whatever action it started, to completion.
+ */
+export async function testAgent(options: {
+  nodeId: 'node-a' | 'node-b';
+  controlPlane: ControlPlane;
+  journal: string[];
+  now: () => number;
+  clusterId?: string;
+  peerReachable?: () => boolean | undefined;
+}) {
+  const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
+  const fakes = fakeResources(options.journal);
+  const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
+  const agent = new NodeAgent({
+    spec,
+    nodeId: options.nodeId,
+    controlPlane: options.controlPlane,
+    resources: fakes.resources,
+    fencing,
+    selfFence: recordingSelfFence(options.journal),
+    peer: options.peerReachable ? { reachable: options.peerReachable, check: async () => {} } : null,
+    now: options.now,
+    log: silentLog,
+    maxRestarts: 2,
+    monitorIntervalMs: 0,
+    demoteBudgetMs: 10_000,
+  });
+  const step = async () => {
+    const d = await agent.tick();
+    await agent.settled();
+    return d;
+  };
+  return { agent, spec, fencing, step, ...fakes };
 }

@@ -8,11 +8,9 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { serve, type ServerType } from '@hono/node-server';
 import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
-import { NodeAgent } from '../../agent/loop.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
-import { ClusterSpecSchema } from '../../shared/spec.ts';
-import { fakeResources, recordingSelfFence } from '../helpers/agent.ts';
-import { exampleSpec, type Harness, silentLog, startHarness } from '../helpers/control-plane.ts';
+import { testAgent } from '../helpers/agent.ts';
+import { exampleSpec, type Harness, startHarness } from '../helpers/control-plane.ts';
 
 let h: Harness;
 let server: ServerType;
@@ -29,32 +27,12 @@ after(async () => {
   await h.close();
 });
 
-async function node(clusterId: string, nodeId: 'node-a' | 'node-b', peerReachable: () => boolean | undefined = () => undefined) {
-  const spec = ClusterSpecSchema.parse(await exampleSpec(clusterId));
+async function node(clusterId: string, nodeId: 'node-a' | 'node-b', peerReachable?: () => boolean | undefined) {
   const journal: string[] = [];
   const clock = { t: 0 };
-  const fencing = { epoch: 0, confirmedEpoch: 0 };
-  const fakes = fakeResources(journal);
-  const agent = new NodeAgent({
-    spec,
-    nodeId,
-    controlPlane: new ControlPlaneClient(base, clusterId, nodeId, { timeoutMs: 2000 }),
-    resources: fakes.resources,
-    fencing,
-    selfFence: recordingSelfFence(journal),
-    peer: { reachable: peerReachable, check: async () => {} },
-    now: () => clock.t,
-    log: silentLog,
-    maxRestarts: 2,
-    monitorIntervalMs: 0,
-    demoteBudgetMs: 10_000,
-  });
-  const step = async () => {
-    const d = await agent.tick();
-    await agent.settled();
-    return d?.action ?? 'busy';
-  };
-  return { agent, journal, clock, fencing, step };
+  const controlPlane = new ControlPlaneClient(base, clusterId, nodeId, { timeoutMs: 2000 });
+  const t = await testAgent({ nodeId, controlPlane, journal, now: () => clock.t, clusterId, ...(peerReachable && { peerReachable }) });
+  return { ...t, journal, clock, step: async () => (await t.step())?.action ?? 'busy' };
 }
 
 /** Moves every clock forward together. */

@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
-import { NodeAgent } from '../../agent/loop.ts';
-import type { FencingState } from '../../agent/resources/resource.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
 import type { Directive, FencingReport, Heartbeat, PhaseReport, Release } from '../../shared/lease.ts';
-import { ClusterSpecSchema } from '../../shared/spec.ts';
 import { activeDeadline } from '../../shared/timing.ts';
-import { fakeResources, recordingSelfFence } from '../helpers/agent.ts';
-import { exampleSpec, silentLog } from '../helpers/control-plane.ts';
+import { testAgent } from '../helpers/agent.ts';
 
 const PEER_KEY = '0x17b0d5daf00be581';
 
@@ -35,8 +31,6 @@ class FakeControlPlane implements ControlPlane {
   }
 }
 
-const selfFence = () => recordingSelfFence(journal);
-
 function answer(directive: Directive, renewed: boolean, holder: string | null = 'node-b'): HeartbeatResponse {
   return { lease: { holder, epoch: directive.epoch, ttlMs: 3000, renewed, specVersion: 1 }, directive };
 }
@@ -45,31 +39,8 @@ const granted = (epoch: number, confirmed = false) =>
 const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, reason: 'renewed' }, true);
 
 async function agentFor() {
-  const spec = ClusterSpecSchema.parse(await exampleSpec());
-  const { resources, reservation, others } = fakeResources(journal);
-  const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   const cp = new FakeControlPlane();
-  const agent = new NodeAgent({
-    spec,
-    nodeId: 'node-b',
-    controlPlane: cp,
-    resources,
-    fencing,
-    selfFence: selfFence(),
-    peer: null,
-    now: () => now,
-    log: silentLog,
-    maxRestarts: 2,
-    monitorIntervalMs: 0,
-    demoteBudgetMs: 10_000,
-  });
-  /** A tick, then whatever action it started, to completion. */
-  const step = async () => {
-    const d = await agent.tick();
-    await agent.settled();
-    return d;
-  };
-  return { agent, cp, spec, fencing, reservation, others, step };
+  return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now })) };
 }
 
 beforeEach(() => {
