@@ -58,8 +58,26 @@ export class NodeAgent {
   #timers: NodeJS.Timeout[] = [];
   #deadlineTimer: NodeJS.Timeout | null = null;
   #running = false;
+  #leftovers = false;
 
   constructor(private readonly d: AgentDeps) {}
+
+  /**
+   * At start-up: finds resources a previous agent process left running (it crashed or was
+   * killed while active). They are adopted only if the arbiter says this node holds the lease;
+   * otherwise the first decision stops them.
+   */
+  async recover(): Promise<string[]> {
+    const running: string[] = [];
+    for (const r of this.d.resources.ordered) {
+      if (r === this.d.resources.reservation) continue;
+      const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
+      if (m.state !== 'stopped') running.push(r.name);
+    }
+    this.#leftovers = running.length > 0;
+    if (this.#leftovers) this.d.log.warn({ resources: running }, `found running without this process: ${running.join(', ')}`);
+    return running;
+  }
 
   get role(): NodeRole {
     return this.#role;
@@ -144,6 +162,7 @@ export class NodeAgent {
       keyPresent: this.#role === 'active' ? this.#keyPresent : null,
       failure: this.#failure,
       maxRestarts: this.d.maxRestarts,
+      leftovers: this.#leftovers,
     });
     this.#logDecision(decision);
     if (decision.action !== 'none') {
@@ -263,6 +282,7 @@ export class NodeAgent {
     for (const r of this.d.resources.ordered) await this.#timed(r.name, 'start', () => r.start());
     this.#restarts.clear();
     this.#failure = null;
+    this.#leftovers = false;
     this.#become('active');
   }
 
@@ -288,6 +308,7 @@ export class NodeAgent {
     }
     await this.d.selfFence.disarm();
     this.#setDeadline(null);
+    this.#leftovers = false;
     this.#become('passive');
   }
 

@@ -177,6 +177,7 @@ async function run(options: { config: string }) {
   });
   const server = await startPeerServer({ host: config.peer.listen, port: node.peerPort, token: config.peer.token, status: () => agent.status() });
   log.info({ cluster: spec.id, node: node.id, peer: peer.id }, `nfs-ha-agent running for ${node.id} of ${spec.id}`);
+  await agent.recover();
   agent.run();
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'stopping');

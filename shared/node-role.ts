@@ -14,6 +14,7 @@ export type NodeRole = (typeof NODE_ROLES)[number];
 export const TRANSITIONS: readonly { from: NodeRole; to: NodeRole; when: string }[] = [
   { from: 'passive', to: 'fencing', when: 'granted an epoch whose fencing is not yet confirmed' },
   { from: 'passive', to: 'activating', when: 'holder of an epoch whose fencing is confirmed (agent restart)' },
+  { from: 'passive', to: 'demoting', when: 'resources left running by a previous agent process, and this node does not hold the lease' },
   { from: 'fencing', to: 'activating', when: 'the arbiter acknowledged the fencing report' },
   { from: 'fencing', to: 'demoting', when: 'fencing failed, the lease was lost, or the deadline passed' },
   { from: 'activating', to: 'active', when: 'every resource started' },
@@ -48,6 +49,8 @@ export interface CycleSnapshot {
   /** A resource monitor reported failed, with how often it was already restarted locally. */
   failure: { resource: string; reason: string; restarts: number } | null;
   maxRestarts: number;
+  /** Resources found running at start-up that this agent process did not start. */
+  leftovers: boolean;
 }
 
 export type CycleAction =
@@ -67,6 +70,12 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
   }
   if (holding(s.role) && (s.deadline === null || s.now >= s.deadline)) {
     return { action: 'demote', reason: `lease deadline passed ${s.deadline === null ? '' : `${Math.round(s.now - s.deadline)} ms ago `}without a renewal: demoting before anyone else may take over` };
+  }
+  if (s.role === 'passive' && s.leftovers) {
+    const h = s.heartbeat;
+    const ours = h.ok && h.renewed && (h.directive.action === 'activate' || h.directive.action === 'stay-active');
+    // A fresh process has no lease deadline: it may keep what it found only if the arbiter says the lease is ours.
+    if (!ours) return { action: 'demote', reason: `resources left running by a previous agent process, and this node does not hold the lease (${h.ok ? h.directive.reason : h.error}): stopping them` };
   }
   if (!s.heartbeat.ok) {
     if (!holding(s.role)) return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); staying ${s.role}` };

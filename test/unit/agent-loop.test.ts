@@ -157,6 +157,27 @@ describe('agent loop', () => {
     assert.equal(journal.at(-1), 'release epoch 2 (resource-failure)');
   });
 
+  it('after its process was killed on the active: stops what it finds if the peer has the lease since', async () => {
+    const { agent, cp, step, others } = await agentFor();
+    for (const r of others) r.state = { state: 'running' };
+    assert.deepEqual(await agent.recover(), ['volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip']);
+    cp.answers = [answer({ action: 'stay-passive', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
+    assert.equal((await step())?.action, 'demote');
+    assert.equal(agent.role, 'passive');
+    assert.equal(journal.filter((l) => l.startsWith('stop')).length, 6);
+    assert.equal((await step())?.action, 'none', 'and then stays passive');
+  });
+
+  it('after its process was killed on the active: adopts what it finds if it still holds the lease', async () => {
+    const { agent, cp, step, others } = await agentFor();
+    for (const r of others) r.state = { state: 'running' };
+    await agent.recover();
+    cp.answers = [granted(2, true)];
+    assert.equal((await step())?.action, 'activate');
+    assert.equal(agent.role, 'active');
+    assert.ok(!journal.some((l) => l.startsWith('stop') || l.startsWith('fence')), 'nothing stopped, no new fencing');
+  });
+
   it('demotes when the control plane says the lease is another node\'s', async () => {
     const { agent, cp, step } = await agentFor();
     cp.answers = [granted(2)];

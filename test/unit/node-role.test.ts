@@ -16,6 +16,7 @@ const base: CycleSnapshot = {
   keyPresent: null,
   failure: null,
   maxRestarts: 2,
+  leftovers: false,
 };
 
 describe('node role rules', () => {
@@ -83,6 +84,7 @@ describe('node role rules', () => {
     keyPresent: fc.option(fc.boolean(), { nil: null }),
     failure: fc.option(fc.record({ resource: fc.constant('exports'), reason: fc.constant('x'), restarts: fc.integer({ min: 0, max: 3 }) }), { nil: null }),
     maxRestarts: fc.constant(2),
+    leftovers: fc.boolean(),
   }) as fc.Arbitrary<CycleSnapshot>;
 
   it('never starts resources before fencing for that epoch is confirmed (property)', () => {
@@ -107,6 +109,13 @@ describe('node role rules', () => {
       }),
       { numRuns: 20_000 },
     );
+  });
+
+  it('after an agent crash: stops leftovers unless the arbiter says the lease is ours, then adopts them', () => {
+    const leftovers = { ...base, leftovers: true };
+    assert.match(decideCycle(leftovers).reason, /^resources left running by a previous agent process, and this node does not hold the lease \(node-a holds epoch 1\): stopping them$/);
+    assert.equal(decideCycle({ ...leftovers, heartbeat: { ok: false, error: 'down' } }).action, 'demote', 'no lease deadline: cannot keep serving');
+    assert.equal(decideCycle({ ...leftovers, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, true), renewed: true } }).action, 'activate');
   });
 
   it('the transition table is the only way between roles', () => {
