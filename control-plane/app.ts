@@ -17,10 +17,11 @@ export interface AppDeps {
   store: Store;
   clock: Clock;
   log: Logger;
+  /** The arbiter to serve with (one per process); made here when not given. */
+  arbiter?: Arbiter;
 }
 
-export function createApp({ store, clock, log }: AppDeps) {
-  const arbiter = new Arbiter(store, clock, log);
+export function createApp({ store, clock, log, arbiter = new Arbiter(store, clock, log) }: AppDeps) {
   const app = router();
 
   if (log.isLevelEnabled('debug')) {

@@ -17,6 +17,25 @@ const Env = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
+/**
+ * Who sets each variable in a deployment. The template test checks that every 'template' one is
+ * set on the function; the record's type makes a new variable impossible to leave unclassified.
+ */
+export const ENV_SOURCE: Record<keyof z.input<typeof Env>, 'template' | 'lambda-runtime' | 'node-server-only'> = {
+  NFSHA_TABLE: 'template',
+  LOG_LEVEL: 'template',
+  AWS_REGION: 'lambda-runtime',
+  AWS_LAMBDA_FUNCTION_NAME: 'lambda-runtime',
+  PORT: 'node-server-only',
+  HOST: 'node-server-only',
+  NFSHA_STORE: 'node-server-only',
+  NFSHA_DATA_DIR: 'node-server-only',
+  DYNAMODB_ENDPOINT: 'node-server-only',
+};
+
+/** The variables the control plane reads. */
+export const ENV_VARS = Object.keys(Env.shape) as (keyof typeof ENV_SOURCE)[];
+
 export type StoreConfig =
   | { kind: 'embedded'; dataDir: string; tableName: string }
   | { kind: 'dynamodb'; tableName: string; endpoint: string | undefined; region: string | undefined };

@@ -1,19 +1,25 @@
 /**
  * The control plane on AWS Lambda (Function URL or API Gateway HTTP API, payload format 2.0):
  * the same app as the Node server, on DynamoDB. The client and app are built once per
- * instance, at cold start, and reused by every invocation it serves.
+ * instance, at cold start, and reused by every invocation it serves. The scheduled sweep
+ * (EventBridge Scheduler, input SWEEP_EVENT) arrives through the same handler.
  */
 import { handle } from 'hono/aws-lambda';
 import { createApp } from './app.ts';
+import { Arbiter } from './arbiter.ts';
 import { systemClock } from './clock.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { DynamoStore } from './store/dynamodb.ts';
 import { dynamoClient } from './store/client.ts';
+import { isSweepEvent, sweep } from './sweep.ts';
 
 const config = loadConfig(process.env);
 if (config.store.kind !== 'dynamodb') throw new Error('the Lambda handler runs on DynamoDB only');
 const log = createLogger(config.logLevel);
 const store = new DynamoStore({ client: dynamoClient(config.store), tableName: config.store.tableName });
+const arbiter = new Arbiter(store, systemClock, log);
+const http = handle(createApp({ store, clock: systemClock, log, arbiter }));
 
-export const handler = handle(createApp({ store, clock: systemClock, log }));
+export const handler = (event: Parameters<typeof http>[0], context: Parameters<typeof http>[1]) =>
+  isSweepEvent(event) ? sweep(store, arbiter, log) : http(event, context);

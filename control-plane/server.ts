@@ -4,17 +4,26 @@
  */
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
+import { Arbiter } from './arbiter.ts';
 import { monotonicWallClock } from './clock.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { DataDirInUseError } from './store/embedded.ts';
 import { openStore } from './store/open.ts';
+import { sweep } from './sweep.ts';
+
+/** How often the Node server sweeps, as the deployment's schedule does on Lambda. */
+const SWEEP_INTERVAL_MS = 60_000;
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const log = createLogger(config.logLevel);
   const opened = await openStore(config.store);
-  const app = createApp({ store: opened.store, clock: monotonicWallClock(), log });
+  const clock = monotonicWallClock();
+  const arbiter = new Arbiter(opened.store, clock, log);
+  const app = createApp({ store: opened.store, clock, log, arbiter });
+  const sweeper = setInterval(() => void sweep(opened.store, arbiter, log).catch((err: Error) => log.warn({ err: err.message }, 'sweep failed')), SWEEP_INTERVAL_MS);
+  sweeper.unref();
 
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (info) => {
     log.info({ port: info.port, host: config.host, store: opened.description }, `nfs-ha control plane listening on http://${config.host}:${info.port} (store: ${opened.description})`);
@@ -30,6 +39,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    clearInterval(sweeper);
     server.close();
     await opened.close();
     process.exit(0);

@@ -25,6 +25,7 @@ import {
   ResourceNotFoundException,
   UpdateItemCommand,
   type AttributeValue,
+  type CreateTableCommandInput,
 } from '@aws-sdk/client-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { type ClusterEvent, EventSchema } from '../../shared/events.ts';
@@ -217,6 +218,26 @@ export class DynamoStore implements Store {
   }
 }
 
+/** The table's keys, index and billing; the deployment template must declare the same (tested). */
+export const TABLE_DEFINITION = {
+  BillingMode: 'PAY_PER_REQUEST',
+  AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk'].map((name) => ({ AttributeName: name, AttributeType: 'S' })),
+  KeySchema: [
+    { AttributeName: 'pk', KeyType: 'HASH' },
+    { AttributeName: 'sk', KeyType: 'RANGE' },
+  ],
+  GlobalSecondaryIndexes: [
+    {
+      IndexName: CLUSTERS_INDEX,
+      KeySchema: [
+        { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+        { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+      ],
+      Projection: { ProjectionType: 'ALL' },
+    },
+  ],
+} satisfies Omit<CreateTableCommandInput, 'TableName'>;
+
 /** Creates the table with its index if it does not exist, and waits until it is usable. */
 export async function ensureTable(client: DynamoDBClient, tableName: string): Promise<'created' | 'exists'> {
   const describe = async () => {
@@ -229,27 +250,7 @@ export async function ensureTable(client: DynamoDBClient, tableName: string): Pr
   };
   if ((await describe()) === 'ACTIVE') return 'exists';
   try {
-    await client.send(
-      new CreateTableCommand({
-        TableName: tableName,
-        BillingMode: 'PAY_PER_REQUEST',
-        AttributeDefinitions: ['pk', 'sk', 'gsi1pk', 'gsi1sk'].map((name) => ({ AttributeName: name, AttributeType: 'S' })),
-        KeySchema: [
-          { AttributeName: 'pk', KeyType: 'HASH' },
-          { AttributeName: 'sk', KeyType: 'RANGE' },
-        ],
-        GlobalSecondaryIndexes: [
-          {
-            IndexName: CLUSTERS_INDEX,
-            KeySchema: [
-              { AttributeName: 'gsi1pk', KeyType: 'HASH' },
-              { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
-            ],
-            Projection: { ProjectionType: 'ALL' },
-          },
-        ],
-      }),
-    );
+    await client.send(new CreateTableCommand({ TableName: tableName, ...TABLE_DEFINITION }));
   } catch (err) {
     // Another process created it between our describe and create: fine.
     if ((err as Error).name !== 'ResourceInUseException') throw err;

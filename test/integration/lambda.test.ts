@@ -1,15 +1,20 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { ensureTable } from '../../control-plane/store/dynamodb.ts';
+import { pathToFileURL } from 'node:url';
+import { buildBundle } from '../../infra/build.ts';
+import { DynamoStore, ensureTable } from '../../control-plane/store/dynamodb.ts';
+import { SWEEP_EVENT } from '../../control-plane/sweep.ts';
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
 import { dynamoClient } from '../../control-plane/store/client.ts';
 import { exampleSpec, tempDir } from '../helpers/control-plane.ts';
 
-type Handler = (event: unknown, context: unknown) => Promise<{ statusCode: number; body: string; headers?: Record<string, string>; isBase64Encoded?: boolean }>;
+type Handler = (event: unknown, context: unknown) => Promise<any>;
 
 let dynamo: EmbeddedDynamo;
-let handler: Handler;
+let bundleDir: string;
+/** The handler from the source, and from the bundle `npm run build` makes: both must behave. */
+const handlers: Record<'source' | 'bundle', Handler> = {} as never;
 
 before(async () => {
   dynamo = await startEmbeddedDynamo(await tempDir());
@@ -26,12 +31,16 @@ before(async () => {
     AWS_SECRET_ACCESS_KEY: 'test',
     LOG_LEVEL: 'silent',
   });
-  ({ handler } = (await import('../../control-plane/lambda.ts')) as unknown as { handler: Handler });
+  handlers.source = ((await import('../../control-plane/lambda.ts')) as unknown as { handler: Handler }).handler;
+  bundleDir = await tempDir('nfs-ha-lambda-');
+  const built = await buildBundle('lambda', bundleDir);
+  handlers.bundle = ((await import(pathToFileURL(built.path).href)) as { handler: Handler }).handler;
 });
 
 after(async () => {
   await dynamo.close();
   await rm(dynamo.dataDir, { recursive: true, force: true });
+  await rm(bundleDir, { recursive: true, force: true });
 });
 
 const context = { awsRequestId: 'req-1', functionName: 'nfs-ha-control-plane', getRemainingTimeInMillis: () => 10_000 };
@@ -63,41 +72,60 @@ function event(kind: 'apigw' | 'url', method: string, path: string, body?: unkno
   };
 }
 
-async function invoke(kind: 'apigw' | 'url', method: string, path: string, body?: unknown, options?: { base64?: boolean; query?: string }) {
+async function invoke(handler: Handler, kind: 'apigw' | 'url', method: string, path: string, body?: unknown, options?: { base64?: boolean; query?: string }) {
   const res = await handler(event(kind, method, path, body, options), context);
   const text = res.isBase64Encoded ? Buffer.from(res.body, 'base64').toString('utf8') : res.body;
   return { status: res.statusCode, body: text ? JSON.parse(text) : null };
 }
 
 describe('Lambda handler against dynalite', () => {
-  for (const kind of ['apigw', 'url'] as const) {
-    it(`${kind === 'url' ? 'Function URL' : 'API Gateway v2'} events: create, heartbeat, fence, status, events, errors`, async () => {
-      const id = `lambda-${kind}`;
-      const created = await invoke(kind, 'POST', '/v1/clusters', await exampleSpec(id), { base64: kind === 'url' });
+  for (const [build, kind] of [['source', 'apigw'], ['source', 'url'], ['bundle', 'apigw'], ['bundle', 'url']] as const) {
+    it(`${build}: ${kind === 'url' ? 'Function URL' : 'API Gateway v2'} events: create, heartbeat, fence, status, events, errors`, async () => {
+      const id = `lambda-${build}-${kind}`;
+      const call = (method: string, path: string, body?: unknown, options?: { base64?: boolean; query?: string }) => invoke(handlers[build], kind, method, path, body, options);
+      const created = await call('POST', '/v1/clusters', await exampleSpec(id), { base64: kind === 'url' });
       assert.equal(created.status, 201, JSON.stringify(created.body));
 
-      const a = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, { role: 'passive', epoch: 0 });
+      const a = await call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, { role: 'passive', epoch: 0 });
       assert.equal(a.status, 200);
       assert.equal(a.body.directive.action, 'activate');
       assert.equal(a.body.lease.epoch, 1);
-      const fenced = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: a.body.directive.fence.keys });
+      const fenced = await call('POST', `/v1/clusters/${id}/nodes/node-a/fencing`, { epoch: 1, keys: a.body.directive.fence.keys });
       assert.equal(fenced.status, 200);
-      const b = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, { role: 'passive', epoch: 0 });
+      const b = await call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, { role: 'passive', epoch: 0 });
       assert.equal(b.body.directive.action, 'stay-passive');
 
-      const status = await invoke(kind, 'GET', `/v1/clusters/${id}/status`);
+      const status = await call('GET', `/v1/clusters/${id}/status`);
       assert.equal(status.status, 200);
       assert.equal(status.body.lease.state, 'held');
       assert.equal(status.body.lease.holder, 'node-a');
 
-      const events = await invoke(kind, 'GET', `/v1/clusters/${id}/events`, undefined, { query: 'limit=3' });
+      const events = await call('GET', `/v1/clusters/${id}/events`, undefined, { query: 'limit=3' });
       assert.deepEqual(events.body.events.map((e: { type: string }) => e.type), ['cluster.created', 'lease.granted', 'fencing.decided']);
 
-      const bad = await invoke(kind, 'POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, { role: 'passive' });
+      const bad = await call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, { role: 'passive' });
       assert.equal(bad.status, 400);
       assert.equal(bad.body.error.code, 'invalid_request');
-      const missing = await invoke(kind, 'GET', '/v1/clusters/nope');
+      const missing = await call('GET', '/v1/clusters/nope');
       assert.equal(missing.status, 404);
+    });
+  }
+
+  for (const build of ['source', 'bundle'] as const) {
+    it(`${build}: the scheduled sweep stores events a crash left in a lease's outbox`, async () => {
+      const id = `lambda-sweep-${build}`;
+      await invoke(handlers[build], 'url', 'POST', '/v1/clusters', await exampleSpec(id));
+      const client = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+      const store = new DynamoStore({ client, tableName: 'nfs-ha-lambda' });
+      const lease = (await store.getLease(id))!;
+      const orphan = { id: 'e1.1.lease.granted', clusterId: id, at: lease.renewedAt + 1, epoch: 1, type: 'lease.granted' as const, node: 'node-a', data: { previousHolder: null, reason: 'cold-start' as const } };
+      // As if the process died right after committing a decision, before storing its events.
+      assert.equal(await store.putLease({ ...lease, version: lease.version + 1, outbox: [orphan] }, lease), true);
+      assert.deepEqual(await handlers[build](SWEEP_EVENT, context), { clusters: (await store.listClusters()).length, failed: 0 });
+      const events = (await store.listEvents(id, { limit: 10 })).events.map((e) => e.id);
+      assert.ok(events.includes('e1.1.lease.granted'), events.join(', '));
+      assert.deepEqual((await store.getLease(id))?.outbox, []);
+      client.destroy();
     });
   }
 });

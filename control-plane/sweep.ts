@@ -1,0 +1,30 @@
+/**
+ * Periodic housekeeping, run by EventBridge Scheduler on Lambda and by a timer in the Node
+ * server: reads every cluster's lease, which stores any events a crash left in its outbox
+ * between a decision and its events.
+ */
+import type { Arbiter } from './arbiter.ts';
+import type { Logger } from './log.ts';
+import type { Store } from './store/store.ts';
+
+/** The scheduled event's payload (EventBridge Scheduler target input). */
+export const SWEEP_EVENT = { nfsHaTask: 'sweep' } as const;
+
+export function isSweepEvent(event: unknown): boolean {
+  return typeof event === 'object' && event !== null && (event as { nfsHaTask?: unknown }).nfsHaTask === SWEEP_EVENT.nfsHaTask;
+}
+
+export async function sweep(store: Store, arbiter: Arbiter, log: Logger): Promise<{ clusters: number; failed: number }> {
+  const clusters = await store.listClusters();
+  let failed = 0;
+  for (const c of clusters) {
+    try {
+      await arbiter.read(c.spec.id);
+    } catch (err) {
+      failed++;
+      log.warn({ clusterId: c.spec.id, err: (err as Error).message }, 'sweep: lease not read');
+    }
+  }
+  log.debug({ clusters: clusters.length, failed }, 'sweep done');
+  return { clusters: clusters.length, failed };
+}
