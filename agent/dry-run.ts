@@ -28,9 +28,7 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
   const { volumeGroup: vg, logicalVolume: lv, filesystem } = spec.storage;
 
   const table = () =>
-    spec.nfs.exports
-      .flatMap((e) => e.clients.map((c) => `${e.path}\n\t\t${c.host}(${[...c.options, `fsid=${e.fsid}`].join(',')})`))
-      .join('\n');
+    spec.nfs.exports.flatMap((e) => e.clients.map((c) => `${e.path}\n\t\t${c.host}(${[...c.options, `fsid=${e.fsid}`].join(',')})`)).join('\n');
 
   return (argv): Answer => {
     const [cmd, ...args] = argv;
@@ -45,10 +43,18 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
         }
         if (line.includes('--reserve')) holder = own;
         if (line.includes('--read-keys')) {
-          return { stdout: keys.length ? `  PR generation=0x1, ${keys.length} registered reservation keys follow:\n${keys.map((k) => `    ${k}\n`).join('')}` : '  PR generation=0x0, there are NO registered reservation keys\n' };
+          return {
+            stdout: keys.length
+              ? `  PR generation=0x1, ${keys.length} registered reservation keys follow:\n${keys.map((k) => `    ${k}\n`).join('')}`
+              : '  PR generation=0x0, there are NO registered reservation keys\n',
+          };
         }
         if (line.includes('--read-reservation')) {
-          return { stdout: holder ? `  PR generation=0x1, Reservation follows:\n    Key=${holder}\n    scope: LU_SCOPE,  type: Write Exclusive, registrants only\n` : '  PR generation=0x0, there is NO reservation held\n' };
+          return {
+            stdout: holder
+              ? `  PR generation=0x1, Reservation follows:\n    Key=${holder}\n    scope: LU_SCOPE,  type: Write Exclusive, registrants only\n`
+              : '  PR generation=0x0, there is NO reservation held\n',
+          };
         }
         if (line.includes('--report-capabilities')) return { stdout: '      Write Exclusive, registrants only: 1\n' };
         return {};
@@ -63,7 +69,11 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
         return { stdout: JSON.stringify({ report: [{ lv: [{ lv_name: lv, vg_name: vg, lv_active: holding ? 'active' : '' }] }] }) };
       case 'findmnt':
         if (args.at(-1) === filesystem.mountPoint && mounted) {
-          return { stdout: JSON.stringify({ filesystems: [{ target: filesystem.mountPoint, source: `/dev/mapper/${vg}-${lv}`, fstype: filesystem.type, uuid: filesystem.uuid }] }) };
+          return {
+            stdout: JSON.stringify({
+              filesystems: [{ target: filesystem.mountPoint, source: `/dev/mapper/${vg}-${lv}`, fstype: filesystem.type, uuid: filesystem.uuid }],
+            }),
+          };
         }
         if (args.at(-1)?.startsWith('/var/lib/nfs/') && holding) return { stdout: `${args.at(-1)}\n` };
         return { exitCode: 1 };
@@ -83,7 +93,11 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
         if (args[0] === 'addr' && args[1] === 'add') vip = true;
         if (args[0] === 'addr' && args[1] === 'del') vip = false;
         return args[0] === '-j'
-          ? { stdout: JSON.stringify([{ ifname: args.at(-1), addr_info: vip ? [{ family: 'inet', local: spec.vip.address, prefixlen: spec.vip.prefix }] : [] }]) }
+          ? {
+              stdout: JSON.stringify([
+                { ifname: args.at(-1), addr_info: vip ? [{ family: 'inet', local: spec.vip.address, prefixlen: spec.vip.prefix }] : [] },
+              ]),
+            }
           : {};
       case 'arping':
         // -0: nobody answers for the VIP; -U: nobody replies to a gratuitous ARP.

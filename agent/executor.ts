@@ -35,7 +35,11 @@ export class CommandFailed extends Error {
     readonly result: CommandResult,
     what?: string,
   ) {
-    const how = result.timedOut ? `timed out after ${Math.round(result.durationMs)} ms` : result.signal ? `was killed by ${result.signal}` : `exited ${result.exitCode}`;
+    const how = result.timedOut
+      ? `timed out after ${Math.round(result.durationMs)} ms`
+      : result.signal
+        ? `was killed by ${result.signal}`
+        : `exited ${result.exitCode}`;
     const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
     super(`${what ?? formatArgv(result.argv)} ${how}${detail ? `: ${detail}` : ''}`);
     this.name = 'CommandFailed';

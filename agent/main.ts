@@ -82,10 +82,13 @@ async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryR
   };
   if (direction === 'start') {
     const peer = t.spec.nodes.find((n) => n.id !== t.node.id)!;
-    await section(`fence: preempt ${peer.id}'s key ${reservationKey(t.spec.id, peer.id)} (as the arbiter's grant directs)`, () => resources.reservation.fence([reservationKey(t.spec.id, peer.id)]));
+    await section(`fence: preempt ${peer.id}'s key ${reservationKey(t.spec.id, peer.id)} (as the arbiter's grant directs)`, () =>
+      resources.reservation.fence([reservationKey(t.spec.id, peer.id)]),
+    );
     for (const r of resources.ordered) await section(`start ${r.name}`, () => r.start());
   } else {
-    for (const r of [...resources.ordered].reverse()) await section(`stop ${r.name}${r.name === 'scsi-reservation' ? ' (kept: the next holder preempts it)' : ''}`, () => r.stop());
+    for (const r of [...resources.ordered].reverse())
+      await section(`stop ${r.name}${r.name === 'scsi-reservation' ? ' (kept: the next holder preempts it)' : ''}`, () => r.stop());
   }
   if (options.json) {
     console.log(JSON.stringify({ node: t.node.id, cluster: t.spec.id, direction, steps: sections }, null, 2));
@@ -123,7 +126,8 @@ async function status(options: { config: string; json?: boolean }) {
   }
   const resources = resourcesFor(t, new HostExecutor(log), log, { epoch: 0, confirmedEpoch: 0 });
   const monitors: { resource: string; result: MonitorResult }[] = [];
-  for (const r of resources.ordered) monitors.push({ resource: r.name, result: await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message })) });
+  for (const r of resources.ordered)
+    monitors.push({ resource: r.name, result: await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message })) });
   if (options.json) {
     console.log(JSON.stringify({ node: t.node.id, cluster: t.spec.id, agent, resources: monitors }, null, 2));
     return;
@@ -164,11 +168,20 @@ async function run(options: { config: string }) {
   const agent = new NodeAgent({
     spec,
     nodeId: node.id,
-    controlPlane: new ControlPlaneClient(config.controlPlane.url, config.clusterId, config.nodeId, { timeoutMs: spec.timing.requestTimeoutMs, token: config.controlPlane.token }),
+    controlPlane: new ControlPlaneClient(config.controlPlane.url, config.clusterId, config.nodeId, {
+      timeoutMs: spec.timing.requestTimeoutMs,
+      token: config.controlPlane.token,
+    }),
     resources,
     fencing,
     selfFence: config.selfFence.mode === 'watchdog' ? new WatchdogSelfFence(config.selfFence.device, log) : new RebootSelfFence(log),
-    peer: new PeerWatch(`http://${peer.address}:${peer.peerPort}/peer/v1/status`, config.peer.token, spec.timing.requestTimeoutMs, spec.timing.suspectAfterMs, now),
+    peer: new PeerWatch(
+      `http://${peer.address}:${peer.peerPort}/peer/v1/status`,
+      config.peer.token,
+      spec.timing.requestTimeoutMs,
+      spec.timing.suspectAfterMs,
+      now,
+    ),
     now,
     log,
     maxRestarts: config.maxRestarts,
@@ -195,11 +208,18 @@ async function run(options: { config: string }) {
 const program = new Command('nfs-ha-agent').description('nfs-ha node agent').showHelpAfterError();
 const configOption = new Option('-c, --config <file>', 'agent configuration').default(DEFAULT_CONFIG_PATH);
 const specOptions = (cmd: Command) =>
-  cmd.addOption(configOption).option('--spec <file>', 'cluster spec (JSON) instead of the control plane').option('--node <id>', 'with --spec: this node\'s id');
+  cmd.addOption(configOption).option('--spec <file>', 'cluster spec (JSON) instead of the control plane').option('--node <id>', "with --spec: this node's id");
 
 program.command('run').description('run the HA loop').addOption(configOption).action(run);
-program.command('status').description('role, epoch, lease and resource states of this node').addOption(configOption).option('--json', 'machine-readable output').action(status);
-specOptions(program.command('validate').description('check that this node can run the cluster\'s resources')).option('--json', 'machine-readable output').action(validate);
+program
+  .command('status')
+  .description('role, epoch, lease and resource states of this node')
+  .addOption(configOption)
+  .option('--json', 'machine-readable output')
+  .action(status);
+specOptions(program.command('validate').description("check that this node can run the cluster's resources"))
+  .option('--json', 'machine-readable output')
+  .action(validate);
 for (const direction of ['start', 'stop'] as const) {
   specOptions(program.command(direction).description(`the commands a ${direction} runs, in order`))
     .option('--dry-run', 'print the commands without running them')

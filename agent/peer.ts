@@ -86,4 +86,3 @@ export class PeerWatch {
     return this.#lastSuccess !== null && this.now() - this.#lastSuccess <= this.silenceMs;
   }
 }
-

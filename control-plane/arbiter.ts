@@ -62,7 +62,14 @@ export class Arbiter {
   /** Writes the vacant lease of a newly created cluster (idempotent). */
   async openLease(spec: ClusterSpec, specVersion: number): Promise<void> {
     const now = this.clock.now();
-    const created: ClusterEvent = { id: 'e0.cluster.created', clusterId: spec.id, at: now, epoch: 0, type: 'cluster.created', data: { nodes: spec.nodes.map((n) => n.id) } };
+    const created: ClusterEvent = {
+      id: 'e0.cluster.created',
+      clusterId: spec.id,
+      at: now,
+      epoch: 0,
+      type: 'cluster.created',
+      data: { nodes: spec.nodes.map((n) => n.id) },
+    };
     const lease = { ...vacantLease(spec.id, leaseTerms(spec, specVersion), now), outbox: [created] };
     if (await this.store.putLeaseIfAbsent(lease)) await this.#flush(lease);
   }
@@ -126,11 +133,7 @@ export class Arbiter {
     return event;
   }
 
-  async #decide<T>(
-    clusterId: string,
-    node: string,
-    decide: (lease: Lease, now: number) => Outcome<T>,
-  ): Promise<{ lease: Lease; result: T; wrote: boolean }> {
+  async #decide<T>(clusterId: string, node: string, decide: (lease: Lease, now: number) => Outcome<T>): Promise<{ lease: Lease; result: T; wrote: boolean }> {
     let lease = this.#snapshots.get(clusterId);
     let fresh = false;
     if (!lease) {

@@ -10,7 +10,10 @@ const Env = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   NFSHA_STORE: z.enum(['embedded', 'dynamodb']).optional(),
   NFSHA_DATA_DIR: z.string().min(1).default('./data'),
-  NFSHA_TABLE: z.string().regex(/^[A-Za-z0-9_.-]{3,255}$/, 'must be a DynamoDB table name').default('nfs-ha'),
+  NFSHA_TABLE: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{3,255}$/, 'must be a DynamoDB table name')
+    .default('nfs-ha'),
   DYNAMODB_ENDPOINT: z.url().optional(),
   AWS_REGION: z.string().min(1).optional(),
   AWS_LAMBDA_FUNCTION_NAME: z.string().min(1).optional(),
@@ -37,8 +40,7 @@ export const ENV_SOURCE: Record<keyof z.input<typeof Env>, 'template' | 'lambda-
 export const ENV_VARS = Object.keys(Env.shape) as (keyof typeof ENV_SOURCE)[];
 
 export type StoreConfig =
-  | { kind: 'embedded'; dataDir: string; tableName: string }
-  | { kind: 'dynamodb'; tableName: string; endpoint: string | undefined; region: string | undefined };
+  { kind: 'embedded'; dataDir: string; tableName: string } | { kind: 'dynamodb'; tableName: string; endpoint: string | undefined; region: string | undefined };
 
 export interface Config {
   runtime: 'lambda' | 'node';

@@ -22,11 +22,17 @@ async function main(): Promise<void> {
   const clock = monotonicWallClock();
   const arbiter = new Arbiter(opened.store, clock, log);
   const app = createApp({ store: opened.store, clock, log, arbiter });
-  const sweeper = setInterval(() => void sweep(opened.store, arbiter, log).catch((err: Error) => log.warn({ err: err.message }, 'sweep failed')), SWEEP_INTERVAL_MS);
+  const sweeper = setInterval(
+    () => void sweep(opened.store, arbiter, log).catch((err: Error) => log.warn({ err: err.message }, 'sweep failed')),
+    SWEEP_INTERVAL_MS,
+  );
   sweeper.unref();
 
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (info) => {
-    log.info({ port: info.port, host: config.host, store: opened.description }, `nfs-ha control plane listening on http://${config.host}:${info.port} (store: ${opened.description})`);
+    log.info(
+      { port: info.port, host: config.host, store: opened.description },
+      `nfs-ha control plane listening on http://${config.host}:${info.port} (store: ${opened.description})`,
+    );
   });
   server.on('error', async (err) => {
     log.fatal({ err: err.message }, `cannot listen on ${config.host}:${config.port}: ${err.message}`);

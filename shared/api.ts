@@ -25,7 +25,7 @@ export const LeaseViewSchema = z.object({
   holder: NodeId.nullable(),
   epoch: z.number().int(),
   state: z.enum(['vacant', 'fencing', 'held', 'expired']),
-  renewedAgoMs: z.number().int().describe('Time since the last grant or renewal, on the control plane\'s clock'),
+  renewedAgoMs: z.number().int().describe("Time since the last grant or renewal, on the control plane's clock"),
   expiresInMs: z.number().int().describe('Time until the lease lapses (negative: lapsed)'),
   fencing: FencingDecisionSchema.nullable(),
 });

@@ -7,14 +7,10 @@ import { z } from 'zod';
 import { ClusterId, NodeId } from './names.ts';
 import { ReservationKey } from './reservation-key.ts';
 
-export const GrantReason = z
-  .enum(['cold-start', 'released', 'lease-expired', 'holder-silent'])
-  .describe('Why the lease went to a new holder');
+export const GrantReason = z.enum(['cold-start', 'released', 'lease-expired', 'holder-silent']).describe('Why the lease went to a new holder');
 export type GrantReason = z.infer<typeof GrantReason>;
 
-export const ReleaseReason = z
-  .enum(['switchover', 'resource-failure', 'shutdown'])
-  .describe('Why the holder gave the lease up');
+export const ReleaseReason = z.enum(['switchover', 'resource-failure', 'shutdown']).describe('Why the holder gave the lease up');
 export type ReleaseReason = z.infer<typeof ReleaseReason>;
 
 /** The resources in start order, plus the fencing step that precedes them. */

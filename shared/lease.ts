@@ -66,13 +66,9 @@ export type AgentRole = z.infer<typeof AgentRole>;
 export const HeartbeatSchema = z
   .object({
     role: AgentRole,
-    epoch: z
-      .number()
-      .int()
-      .nonnegative()
-      .describe('Epoch the node\'s resources run under (0 when it has none running)'),
+    epoch: z.number().int().nonnegative().describe("Epoch the node's resources run under (0 when it has none running)"),
     peer: z
-      .object({ reachable: z.boolean().describe('Result of this node\'s latest direct check of its peer') })
+      .object({ reachable: z.boolean().describe("Result of this node's latest direct check of its peer") })
       .strict()
       .optional(),
   })
@@ -255,7 +251,10 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
   if (lease.holder === null) {
     const holdoffEnds = lease.expiresAt + terms.leaseTtlMs;
     if (lease.releasedBy === node && now <= holdoffEnds) {
-      return { next: null, directive: followerDirective(lease, hb, `released the lease ${now - lease.expiresAt} ms ago; the peer has the first claim for ${terms.leaseTtlMs} ms`) };
+      return {
+        next: null,
+        directive: followerDirective(lease, hb, `released the lease ${now - lease.expiresAt} ms ago; the peer has the first claim for ${terms.leaseTtlMs} ms`),
+      };
     }
     return grant(lease, node, hb, now, lease.epoch === 0 ? 'cold-start' : 'released');
   }

@@ -33,7 +33,12 @@ function absolutePath(what: string) {
     .max(4096)
     .refine((p) => p.startsWith('/'), `${what} must be an absolute path`)
     .refine(
-      (p) => p === '/' || p.slice(1).split('/').every((s) => SAFE_SEGMENT.test(s) && s !== '.' && s !== '..'),
+      (p) =>
+        p === '/' ||
+        p
+          .slice(1)
+          .split('/')
+          .every((s) => SAFE_SEGMENT.test(s) && s !== '.' && s !== '..'),
       `${what} may contain only letters, digits and _ . : + @ = - in its segments, with no empty, "." or ".." segment and no trailing "/"`,
     );
 }

@@ -69,13 +69,20 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
     return { action: 'self-fence', reason: `our reservation key is gone while ${s.role} under epoch ${s.epoch}: the peer fenced us; self-fencing` };
   }
   if (holding(s.role) && (s.deadline === null || s.now >= s.deadline)) {
-    return { action: 'demote', reason: `lease deadline passed ${s.deadline === null ? '' : `${Math.round(s.now - s.deadline)} ms ago `}without a renewal: demoting before anyone else may take over` };
+    return {
+      action: 'demote',
+      reason: `lease deadline passed ${s.deadline === null ? '' : `${Math.round(s.now - s.deadline)} ms ago `}without a renewal: demoting before anyone else may take over`,
+    };
   }
   if (s.role === 'passive' && s.leftovers) {
     const h = s.heartbeat;
     const ours = h.ok && h.renewed && (h.directive.action === 'activate' || h.directive.action === 'stay-active');
     // A fresh process has no lease deadline: it may keep what it found only if the arbiter says the lease is ours.
-    if (!ours) return { action: 'demote', reason: `resources left running by a previous agent process, and this node does not hold the lease (${h.ok ? h.directive.reason : h.error}): stopping them` };
+    if (!ours)
+      return {
+        action: 'demote',
+        reason: `resources left running by a previous agent process, and this node does not hold the lease (${h.ok ? h.directive.reason : h.error}): stopping them`,
+      };
   }
   if (!s.heartbeat.ok) {
     if (!holding(s.role)) return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); staying ${s.role}` };
@@ -92,18 +99,32 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
     case 'stay-active': {
       if (!s.heartbeat.renewed) return { action: 'none', reason: `${d.action} for epoch ${d.epoch} without a committed renewal; waiting` };
       if (s.role === 'demoting') return { action: 'none', reason: `demotion in progress; epoch ${d.epoch} can be taken once it completes` };
-      if (holding(s.role) && s.epoch !== d.epoch) return { action: 'demote', reason: `acting under epoch ${s.epoch} but the lease is epoch ${d.epoch}: demote first` };
+      if (holding(s.role) && s.epoch !== d.epoch)
+        return { action: 'demote', reason: `acting under epoch ${s.epoch} but the lease is epoch ${d.epoch}: demote first` };
       const confirmed = s.confirmedEpoch === d.epoch || (d.action === 'activate' && d.fence.confirmed);
       if (!confirmed) {
         if (d.action !== 'activate') return { action: 'none', reason: `epoch ${d.epoch} renewed but its fencing is not confirmed` };
-        return { action: 'fence', epoch: d.epoch, keys: d.fence.keys, reason: `granted epoch ${d.epoch}: fencing ${d.fence.keys.join(', ')}${d.fence.victim ? ` of ${d.fence.victim}` : ''} before anything starts` };
+        return {
+          action: 'fence',
+          epoch: d.epoch,
+          keys: d.fence.keys,
+          reason: `granted epoch ${d.epoch}: fencing ${d.fence.keys.join(', ')}${d.fence.victim ? ` of ${d.fence.victim}` : ''} before anything starts`,
+        };
       }
       if (s.role !== 'active') return { action: 'activate', epoch: d.epoch, reason: `holder of epoch ${d.epoch}, fencing confirmed: starting resources` };
       if (s.failure) {
         if (s.failure.restarts < s.maxRestarts) {
-          return { action: 'restart', resource: s.failure.resource, reason: `${s.failure.resource} failed (${s.failure.reason}); local restart ${s.failure.restarts + 1} of ${s.maxRestarts}` };
+          return {
+            action: 'restart',
+            resource: s.failure.resource,
+            reason: `${s.failure.resource} failed (${s.failure.reason}); local restart ${s.failure.restarts + 1} of ${s.maxRestarts}`,
+          };
         }
-        return { action: 'release', epoch: s.epoch, reason: `${s.failure.resource} failed ${s.failure.restarts} times (${s.failure.reason}); releasing the lease so the peer takes over` };
+        return {
+          action: 'release',
+          epoch: s.epoch,
+          reason: `${s.failure.resource} failed ${s.failure.restarts} times (${s.failure.reason}); releasing the lease so the peer takes over`,
+        };
       }
       return { action: 'none', reason: `active: holder of epoch ${s.epoch}, lease renewed` };
     }

@@ -27,14 +27,14 @@ export const NodeSpecSchema = z
   .object({
     id: NodeId,
     address: HostName.describe('Address the peer agent and operators reach this node on'),
-    peerPort: z.number().int().min(1).max(65535).default(7411).describe('Port of the agent\'s peer channel'),
+    peerPort: z.number().int().min(1).max(65535).default(7411).describe("Port of the agent's peer channel"),
     vipInterface: InterfaceName.describe('Interface the VIP is added to on this node'),
     devices: z
       .array(DevicePath)
       .min(1)
       .max(16)
       .optional()
-      .describe('This node\'s paths to the shared devices, when they differ from storage.devices (e.g. by-path names)'),
+      .describe("This node's paths to the shared devices, when they differ from storage.devices (e.g. by-path names)"),
   })
   .strict();
 export type NodeSpec = z.output<typeof NodeSpecSchema>;
@@ -100,10 +100,7 @@ const VipSchema = z
 
 const PolicySchema = z
   .object({
-    earlyFencing: z
-      .boolean()
-      .default(true)
-      .describe('Fence and grant before the lease expires when the holder is silent to the arbiter and to its peer'),
+    earlyFencing: z.boolean().default(true).describe('Fence and grant before the lease expires when the holder is silent to the arbiter and to its peer'),
   })
   .strict();
 
@@ -136,10 +133,16 @@ export const ClusterSpecSchema = z
     const mount = spec.storage.filesystem.mountPoint;
     if (mount === '/') issue(['storage', 'filesystem', 'mountPoint'], 'the shared filesystem cannot be mounted on /');
     if (!within(spec.nfs.stateDir, mount) || spec.nfs.stateDir === mount) {
-      issue(['nfs', 'stateDir'], `stateDir must be a directory inside the shared filesystem (${mount}/…) so the new active node finds the clients to let them reclaim`);
+      issue(
+        ['nfs', 'stateDir'],
+        `stateDir must be a directory inside the shared filesystem (${mount}/…) so the new active node finds the clients to let them reclaim`,
+      );
     }
     if (spec.nfs.gracePeriodS < spec.nfs.leaseTimeS) {
-      issue(['nfs', 'gracePeriodS'], `gracePeriodS (${spec.nfs.gracePeriodS}) must be at least leaseTimeS (${spec.nfs.leaseTimeS}) or clients may not get to reclaim their state`);
+      issue(
+        ['nfs', 'gracePeriodS'],
+        `gracePeriodS (${spec.nfs.gracePeriodS}) must be at least leaseTimeS (${spec.nfs.leaseTimeS}) or clients may not get to reclaim their state`,
+      );
     }
 
     const fsids = new Map<number, number>();
@@ -158,13 +161,17 @@ export const ClusterSpecSchema = z
     spec.nodes.forEach((n, i) => {
       if (n.address === spec.vip.address) issue(['vip', 'address'], `the VIP ${spec.vip.address} is node ${i}'s own address; it must be an address of its own`);
       if (n.devices && n.devices.length !== spec.storage.devices.length) {
-        issue(['nodes', i, 'devices'], `lists ${n.devices.length} devices but storage.devices lists ${spec.storage.devices.length}; give one path per shared device, in the same order`);
+        issue(
+          ['nodes', i, 'devices'],
+          `lists ${n.devices.length} devices but storage.devices lists ${spec.storage.devices.length}; give one path per shared device, in the same order`,
+        );
       }
     });
     if (spec.vip.prefix < 31) {
       const size = 2 ** (32 - spec.vip.prefix);
       const host = ipv4ToInt(spec.vip.address) % size;
-      if (host === 0 || host === size - 1) issue(['vip', 'address'], `${spec.vip.address}/${spec.vip.prefix} is the network or broadcast address of its subnet`);
+      if (host === 0 || host === size - 1)
+        issue(['vip', 'address'], `${spec.vip.address}/${spec.vip.prefix} is the network or broadcast address of its subnet`);
     }
   });
 

@@ -51,19 +51,30 @@ export const TIMING_DEFAULTS = {
 } as const;
 
 const TimingFields = z.object({
-  renewIntervalMs: z.number().int().min(100).max(60_000).default(TIMING_DEFAULTS.renewIntervalMs)
-    .describe('How often the active renews and the passive polls'),
-  leaseTtlMs: z.number().int().min(300).max(600_000).default(TIMING_DEFAULTS.leaseTtlMs)
-    .describe('Lease duration granted by each renewal'),
-  requestTimeoutMs: z.number().int().min(50).max(60_000).default(TIMING_DEFAULTS.requestTimeoutMs)
-    .describe('Agent timeout for one control-plane request'),
-  maxDriftRatio: z.number().min(0).max(0.1).default(TIMING_DEFAULTS.maxDriftRatio)
-    .describe('Bound on any clock\'s rate error (0.01 = 1 %)'),
-  safetyMarginMs: z.number().int().min(0).max(60_000).default(TIMING_DEFAULTS.safetyMarginMs)
+  renewIntervalMs: z.number().int().min(100).max(60_000).default(TIMING_DEFAULTS.renewIntervalMs).describe('How often the active renews and the passive polls'),
+  leaseTtlMs: z.number().int().min(300).max(600_000).default(TIMING_DEFAULTS.leaseTtlMs).describe('Lease duration granted by each renewal'),
+  requestTimeoutMs: z.number().int().min(50).max(60_000).default(TIMING_DEFAULTS.requestTimeoutMs).describe('Agent timeout for one control-plane request'),
+  maxDriftRatio: z.number().min(0).max(0.1).default(TIMING_DEFAULTS.maxDriftRatio).describe("Bound on any clock's rate error (0.01 = 1 %)"),
+  safetyMarginMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .default(TIMING_DEFAULTS.safetyMarginMs)
     .describe('Time the active keeps in hand before its lease could lapse'),
-  skewAllowanceMs: z.number().int().min(0).max(60_000).default(TIMING_DEFAULTS.skewAllowanceMs)
+  skewAllowanceMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .default(TIMING_DEFAULTS.skewAllowanceMs)
     .describe('Bound on the clock offset between control-plane instances'),
-  suspectAfterMs: z.number().int().min(100).max(600_000).default(TIMING_DEFAULTS.suspectAfterMs)
+  suspectAfterMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(600_000)
+    .default(TIMING_DEFAULTS.suspectAfterMs)
     .describe('Silence after which the arbiter suspects the holder (early fencing)'),
 });
 

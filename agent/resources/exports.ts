@@ -81,7 +81,11 @@ export class Exports implements Resource {
   async stop(): Promise<void> {
     const table = await this.#table();
     for (const w of this.#wanted.filter((w) => table.some((e) => e.path === w.path && e.client === w.client))) {
-      expectExit(await this.ctx.exec.run({ argv: ['exportfs', '-u', `${w.client}:${w.path}`], timeoutMs: TIMEOUT.change }), [0], `unexporting ${w.client}:${w.path}`);
+      expectExit(
+        await this.ctx.exec.run({ argv: ['exportfs', '-u', `${w.client}:${w.path}`], timeoutMs: TIMEOUT.change }),
+        [0],
+        `unexporting ${w.client}:${w.path}`,
+      );
     }
   }
 

@@ -67,7 +67,8 @@ export class Filesystem implements Resource {
   async start(): Promise<void> {
     const m = await this.#mounted();
     if (m) {
-      if (m.uuid !== undefined && m.uuid !== this.#fs.uuid) throw new ResourceError(this.name, `${this.#fs.mountPoint} has another filesystem mounted (UUID ${m.uuid})`);
+      if (m.uuid !== undefined && m.uuid !== this.#fs.uuid)
+        throw new ResourceError(this.name, `${this.#fs.mountPoint} has another filesystem mounted (UUID ${m.uuid})`);
       return;
     }
     expectExit(await this.ctx.exec.run({ argv: ['mkdir', '-p', this.#fs.mountPoint], timeoutMs: TIMEOUT.query }), [0]);
@@ -108,7 +109,8 @@ export class Filesystem implements Resource {
     const m = await this.#mounted();
     if (!m) return { state: 'stopped' };
     if (m.fstype !== this.#fs.type) return { state: 'failed', reason: `${this.#fs.mountPoint} is mounted as ${m.fstype}, expected ${this.#fs.type}` };
-    if (m.uuid !== undefined && m.uuid !== this.#fs.uuid) return { state: 'failed', reason: `${this.#fs.mountPoint} has filesystem ${m.uuid}, expected ${this.#fs.uuid}` };
+    if (m.uuid !== undefined && m.uuid !== this.#fs.uuid)
+      return { state: 'failed', reason: `${this.#fs.mountPoint} has filesystem ${m.uuid}, expected ${this.#fs.uuid}` };
     return { state: 'running' };
   }
 }

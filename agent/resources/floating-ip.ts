@@ -43,7 +43,11 @@ export class FloatingIp implements Resource {
   }
 
   async #present(): Promise<boolean> {
-    const r = expectExit(await this.ctx.exec.run({ argv: ['ip', '-j', 'addr', 'show', 'dev', this.#iface], timeoutMs: TIMEOUT.query }), [0], `reading addresses of ${this.#iface}`);
+    const r = expectExit(
+      await this.ctx.exec.run({ argv: ['ip', '-j', 'addr', 'show', 'dev', this.#iface], timeoutMs: TIMEOUT.query }),
+      [0],
+      `reading addresses of ${this.#iface}`,
+    );
     return parseIpv4Addresses(r.stdout).includes(this.#cidr);
   }
 
@@ -70,18 +74,30 @@ export class FloatingIp implements Resource {
   async start(): Promise<void> {
     if (!(await this.#present())) {
       await this.#probeFree();
-      expectExit(await this.ctx.exec.run({ argv: ['ip', 'addr', 'add', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change }), [0], `adding ${this.#cidr} to ${this.#iface}`);
+      expectExit(
+        await this.ctx.exec.run({ argv: ['ip', 'addr', 'add', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change }),
+        [0],
+        `adding ${this.#cidr} to ${this.#iface}`,
+      );
     }
     const vip = this.ctx.spec.vip.address;
     for (let i = 0; i < GARP_COUNT; i++) {
       // Exit 1 is normal: nobody replies to a gratuitous ARP.
-      expectExit(await this.ctx.exec.run({ argv: ['arping', '-U', '-i', this.#iface, '-S', vip, '-c', '1', '-w', '0', vip], timeoutMs: TIMEOUT.query }), [0, 1], 'sending gratuitous ARP');
+      expectExit(
+        await this.ctx.exec.run({ argv: ['arping', '-U', '-i', this.#iface, '-S', vip, '-c', '1', '-w', '0', vip], timeoutMs: TIMEOUT.query }),
+        [0, 1],
+        'sending gratuitous ARP',
+      );
     }
   }
 
   async stop(): Promise<void> {
     if (!(await this.#present())) return;
-    expectExit(await this.ctx.exec.run({ argv: ['ip', 'addr', 'del', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change }), [0], `removing ${this.#cidr} from ${this.#iface}`);
+    expectExit(
+      await this.ctx.exec.run({ argv: ['ip', 'addr', 'del', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change }),
+      [0],
+      `removing ${this.#cidr} from ${this.#iface}`,
+    );
   }
 
   async monitor(): Promise<MonitorResult> {

@@ -43,7 +43,8 @@ export class NfsServer implements Resource {
   async validate(): Promise<string[]> {
     const r = await this.#run(['systemctl', 'is-enabled', 'nfs-server'], TIMEOUT.query);
     const state = r.stdout.trim();
-    if (r.exitCode === 0 && state === 'enabled') return ['nfs-server is enabled at boot; nfs-ha starts it on the active node only: run `systemctl disable nfs-server`'];
+    if (r.exitCode === 0 && state === 'enabled')
+      return ['nfs-server is enabled at boot; nfs-ha starts it on the active node only: run `systemctl disable nfs-server`'];
     if (state === '' || /not-found|No such file/i.test(r.stderr)) return ['the nfs-server unit is not installed (Debian package nfs-kernel-server)'];
     return [];
   }

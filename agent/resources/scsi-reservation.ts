@@ -44,7 +44,8 @@ export function parseReservation(stdout: string): Reservation | null {
   if (/there is NO reservation held/.test(stdout)) return null;
   const key = /Key=(0x[0-9a-f]+)/i.exec(stdout);
   const type = /scope:\s*\S+?,\s*type:\s*(.+?)\s*$/m.exec(stdout);
-  if (!/Reservation follows:/.test(stdout) || !key || !type) throw new Error(`unrecognised sg_persist --read-reservation output: ${stdout.trim().slice(0, 200)}`);
+  if (!/Reservation follows:/.test(stdout) || !key || !type)
+    throw new Error(`unrecognised sg_persist --read-reservation output: ${stdout.trim().slice(0, 200)}`);
   return { key: normalizeKey(key[1]!), type: type[1]! };
 }
 
@@ -108,7 +109,11 @@ export class ScsiReservation implements Resource {
       }
       await this.#holdReservation(device);
       const others = (await this.readKeys(device)).filter((k) => k !== this.key);
-      if (others.length > 0) throw new ResourceError(this.name, `${device}: keys the arbiter did not name are still registered (${others.join(', ')}); refusing to write alongside them`);
+      if (others.length > 0)
+        throw new ResourceError(
+          this.name,
+          `${device}: keys the arbiter did not name are still registered (${others.join(', ')}); refusing to write alongside them`,
+        );
     }
     return [...preempted];
   }
@@ -143,7 +148,8 @@ export class ScsiReservation implements Resource {
   async release(): Promise<void> {
     for (const device of this.#devices) {
       const held = await this.readReservation(device);
-      if (held?.key === this.key) await this.#expect(`releasing ${device}`, this.#sg(device, '--out', '--release', `--param-rk=${this.key}`, `--prout-type=${TYPE_5}`));
+      if (held?.key === this.key)
+        await this.#expect(`releasing ${device}`, this.#sg(device, '--out', '--release', `--param-rk=${this.key}`, `--prout-type=${TYPE_5}`));
       if ((await this.readKeys(device)).includes(this.key)) {
         await this.#expect(`unregistering from ${device}`, this.#sg(device, '--out', '--register', `--param-rk=${this.key}`, '--param-sark=0'));
       }
@@ -156,7 +162,8 @@ export class ScsiReservation implements Resource {
       if (!(await this.readKeys(device)).includes(this.key)) continue;
       registered++;
       const held = await this.readReservation(device);
-      if (held?.key !== this.key) return { state: 'failed', reason: `${device}: registered but the reservation is ${held ? `held by ${held.key}` : 'not held'}` };
+      if (held?.key !== this.key)
+        return { state: 'failed', reason: `${device}: registered but the reservation is ${held ? `held by ${held.key}` : 'not held'}` };
     }
     if (registered === this.#devices.length) return { state: 'running' };
     if (registered === 0) return { state: 'stopped' };

@@ -22,7 +22,7 @@ export function agentRouter(arbiter: Arbiter) {
         tags,
         summary: 'Renew or acquire the lease; get a directive',
         description:
-          'Sent every renewIntervalMs by both agents. The holder\'s heartbeat renews its lease; the other node\'s heartbeat may take the lease over when it has expired, or early when the holder is silent and the peer reports it unreachable. The directive says what to do: stay passive, activate under an epoch after fencing the named keys, stay active, or demote.',
+          "Sent every renewIntervalMs by both agents. The holder's heartbeat renews its lease; the other node's heartbeat may take the lease over when it has expired, or early when the holder is silent and the peer reports it unreachable. The directive says what to do: stay passive, activate under an epoch after fencing the named keys, stay active, or demote.",
         request: { params: NodeParams, ...jsonBody(HeartbeatSchema) },
         responses: { 200: jsonResponse(HeartbeatResponseSchema, 'The lease as it now stands and the directive'), ...errors(400, 404, 503) },
       }),
@@ -39,7 +39,8 @@ export function agentRouter(arbiter: Arbiter) {
         path: `${nodePath}/fencing`,
         tags,
         summary: 'Report the fencing decision executed',
-        description: 'The holder reports that it preempted the keys named in its fencing decision. Only after this is acknowledged may it start any resource. Idempotent.',
+        description:
+          'The holder reports that it preempted the keys named in its fencing decision. Only after this is acknowledged may it start any resource. Idempotent.',
         request: { params: NodeParams, ...jsonBody(FencingReportSchema) },
         responses: { 200: jsonResponse(LeaseAckSchema, 'Fencing recorded for the epoch'), ...errors(400, 404, 409, 503) },
       }),

@@ -98,7 +98,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         method: 'get',
         path: '/v1/clusters/{clusterId}',
         tags,
-        summary: 'Get a cluster\'s spec',
+        summary: "Get a cluster's spec",
         request: { params: ClusterParams },
         responses: { 200: jsonResponse(ClusterSchema, 'The cluster'), ...errors(400, 404, 503) },
       }),
@@ -120,7 +120,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         method: 'get',
         path: '/v1/clusters/{clusterId}/events',
         tags,
-        summary: 'The cluster\'s timeline, oldest first',
+        summary: "The cluster's timeline, oldest first",
         request: {
           params: ClusterParams,
           query: z.object({

@@ -42,7 +42,6 @@ const EVENT_AT_DIGITS = 15;
 const clusterPk = (clusterId: string) => `CLUSTER#${clusterId}`;
 const eventSk = (at: number, id: string) => `EVENT#${String(at).padStart(EVENT_AT_DIGITS, '0')}#${id}`;
 
-
 function toItem(keys: Record<string, string>, value: object): Record<string, AttributeValue> {
   return marshall({ ...value, ...keys }, { removeUndefinedValues: true, convertTopLevelContainer: false });
 }
@@ -57,48 +56,74 @@ function toClusterRecord(item: Record<string, AttributeValue>): ClusterRecord {
   return { spec: ClusterSpecSchema.parse(v.spec), specVersion: v.specVersion, createdAt: v.createdAt, updatedAt: v.updatedAt };
 }
 
+/** Capacity a call consumed, as DynamoDB reports it (ReturnConsumedCapacity: TOTAL). */
+export interface CapacityUse {
+  operation: string;
+  kind: 'read' | 'write';
+  units: number;
+}
+
 export interface DynamoStoreOptions {
   client: DynamoDBClient;
   tableName: string;
+  /** Called after every call with the capacity it consumed (cost accounting, metrics). */
+  onCapacity?: (use: CapacityUse) => void;
 }
+
+/** Every call asks DynamoDB what it consumed; it costs nothing and makes cost observable. */
+const TOTAL = { ReturnConsumedCapacity: 'TOTAL' } as const;
+const WRITES = new Set(['PutItem', 'UpdateItem', 'DeleteItem']);
 
 export class DynamoStore implements Store {
   readonly #db: DynamoDBClient;
   readonly #table: string;
+  readonly #onCapacity: ((use: CapacityUse) => void) | undefined;
 
   constructor(options: DynamoStoreOptions) {
     this.#db = options.client;
     this.#table = options.tableName;
+    this.#onCapacity = options.onCapacity;
   }
 
-  /** Runs one SDK call; a failed condition is `false`, anything else unexpected is StoreUnavailableError. */
-  async #send<T>(what: string, call: () => Promise<T>): Promise<T | false> {
+  /**
+   * Runs one SDK call and reports the capacity it consumed; a failed condition is `false`,
+   * anything else unexpected is StoreUnavailableError.
+   */
+  async #send<T extends { ConsumedCapacity?: { CapacityUnits?: number } }>(what: string, operation: string, call: () => Promise<T>): Promise<T | false> {
+    const kind = WRITES.has(operation) ? 'write' : 'read';
     try {
-      return await call();
+      const result = await call();
+      this.#onCapacity?.({ operation, kind, units: result.ConsumedCapacity?.CapacityUnits ?? 0 });
+      return result;
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException) return false;
+      if (err instanceof ConditionalCheckFailedException) {
+        // DynamoDB charges a failed conditional write as one write unit (items up to 1 KB).
+        this.#onCapacity?.({ operation, kind, units: 1 });
+        return false;
+      }
       throw new StoreUnavailableError(`${what} failed: ${(err as Error).message}`, { cause: err });
     }
   }
 
   async #putIfAbsent(item: Record<string, AttributeValue>, what: string): Promise<boolean> {
-    const r = await this.#send(what, () =>
-      this.#db.send(new PutItemCommand({ TableName: this.#table, Item: item, ConditionExpression: 'attribute_not_exists(pk)' })),
+    const r = await this.#send(what, 'PutItem', () =>
+      this.#db.send(new PutItemCommand({ ...TOTAL, TableName: this.#table, Item: item, ConditionExpression: 'attribute_not_exists(pk)' })),
     );
     return r !== false;
   }
 
   async #get(pk: string, sk: string): Promise<Record<string, AttributeValue> | null> {
-    const r = await this.#send(`get ${pk} ${sk}`, () =>
-      this.#db.send(new GetItemCommand({ TableName: this.#table, Key: marshall({ pk, sk }), ConsistentRead: true })),
+    const r = await this.#send(`get ${pk} ${sk}`, 'GetItem', () =>
+      this.#db.send(new GetItemCommand({ ...TOTAL, TableName: this.#table, Key: marshall({ pk, sk }), ConsistentRead: true })),
     );
     return (r && r.Item) || null;
   }
 
   async #queryPrefix(pk: string, prefix: string, limit?: number, startSk?: string) {
-    const r = await this.#send(`query ${pk} ${prefix}`, () =>
+    const r = await this.#send(`query ${pk} ${prefix}`, 'Query', () =>
       this.#db.send(
         new QueryCommand({
+          ...TOTAL,
           TableName: this.#table,
           KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
           ExpressionAttributeValues: marshall({ ':pk': pk, ':prefix': prefix }),
@@ -125,9 +150,10 @@ export class DynamoStore implements Store {
     const records: ClusterRecord[] = [];
     let start: Record<string, AttributeValue> | undefined;
     do {
-      const r = await this.#send('list clusters', () =>
+      const r = await this.#send('list clusters', 'Query', () =>
         this.#db.send(
           new QueryCommand({
+            ...TOTAL,
             TableName: this.#table,
             IndexName: CLUSTERS_INDEX,
             KeyConditionExpression: 'gsi1pk = :kind',
@@ -162,9 +188,10 @@ export class DynamoStore implements Store {
       values[`:f${i}`] = next[k];
       return `#f${i} = :f${i}`;
     });
-    const r = await this.#send(`write lease of ${next.clusterId}`, () =>
+    const r = await this.#send(`write lease of ${next.clusterId}`, 'UpdateItem', () =>
       this.#db.send(
         new UpdateItemCommand({
+          ...TOTAL,
           TableName: this.#table,
           Key: marshall({ pk: clusterPk(next.clusterId), sk: 'LEASE' }),
           UpdateExpression: `SET ${sets.join(', ')}`,
@@ -178,9 +205,10 @@ export class DynamoStore implements Store {
   }
 
   async clearOutbox(clusterId: string, version: number): Promise<boolean> {
-    const r = await this.#send(`clear outbox of ${clusterId}`, () =>
+    const r = await this.#send(`clear outbox of ${clusterId}`, 'UpdateItem', () =>
       this.#db.send(
         new UpdateItemCommand({
+          ...TOTAL,
           TableName: this.#table,
           Key: marshall({ pk: clusterPk(clusterId), sk: 'LEASE' }),
           UpdateExpression: 'SET outbox = :empty',
@@ -193,9 +221,7 @@ export class DynamoStore implements Store {
   }
 
   async putEvents(events: ClusterEvent[]): Promise<void> {
-    await Promise.all(
-      events.map((e) => this.#putIfAbsent(toItem({ pk: clusterPk(e.clusterId), sk: eventSk(e.at, e.id) }, e), `record event ${e.id}`)),
-    );
+    await Promise.all(events.map((e) => this.#putIfAbsent(toItem({ pk: clusterPk(e.clusterId), sk: eventSk(e.at, e.id) }, e), `record event ${e.id}`)));
   }
 
   async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
@@ -207,8 +233,10 @@ export class DynamoStore implements Store {
   }
 
   async putNodeStatus(status: NodeStatus): Promise<void> {
-    await this.#send(`record status of ${status.node}`, () =>
-      this.#db.send(new PutItemCommand({ TableName: this.#table, Item: toItem({ pk: clusterPk(status.clusterId), sk: `NODE#${status.node}` }, status) })),
+    await this.#send(`record status of ${status.node}`, 'PutItem', () =>
+      this.#db.send(
+        new PutItemCommand({ ...TOTAL, TableName: this.#table, Item: toItem({ pk: clusterPk(status.clusterId), sk: `NODE#${status.node}` }, status) }),
+      ),
     );
   }
 

@@ -32,9 +32,7 @@ async function lockDataDir(dataDir: string): Promise<Level> {
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause;
     if (cause?.code === 'LEVEL_LOCKED') {
-      throw new DataDirInUseError(
-        `data directory ${dataDir} is in use by another nfs-ha control plane; stop it, or point NFSHA_DATA_DIR at another directory`,
-      );
+      throw new DataDirInUseError(`data directory ${dataDir} is in use by another nfs-ha control plane; stop it, or point NFSHA_DATA_DIR at another directory`);
     }
     throw err;
   }

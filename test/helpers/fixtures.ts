@@ -14,8 +14,15 @@ export function fixture(name: string): Fixture {
   const marker = text.indexOf('# --- stderr ---\n');
   if (marker < 0) throw new Error(`${name}: no stderr marker`);
   const lines = text.slice(0, marker).split('\n');
-  const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('# ')));
-  const field = (key: string) => header.find((l) => l.startsWith(`# ${key}:`))?.slice(key.length + 3).trim();
+  const header = lines.slice(
+    0,
+    lines.findIndex((l) => !l.startsWith('# ')),
+  );
+  const field = (key: string) =>
+    header
+      .find((l) => l.startsWith(`# ${key}:`))
+      ?.slice(key.length + 3)
+      .trim();
   const noteAddedNewline = header.some((l) => l.startsWith('# note:') && /no trailing newline/.test(l));
   let stdout = lines.slice(header.length).join('\n');
   if (noteAddedNewline && stdout.endsWith('\n')) stdout = stdout.slice(0, -1);

@@ -54,7 +54,10 @@ describe('nfs-ha-agent bundle', () => {
   it('stop --dry-run: the reverse order, keeping the reservation', async () => {
     const r = await agent('stop', '--dry-run', '--spec', spec, '--node', 'node-a');
     assert.equal(r.code, 0, r.stderr);
-    const steps = r.stdout.split('\n').filter((l) => l.startsWith('# stop')).map((l) => l.slice(2).split(' (')[0]);
+    const steps = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('# stop'))
+      .map((l) => l.slice(2).split(' (')[0]);
     assert.deepEqual(steps, ['stop floating-ip', 'stop exports', 'stop nfs-server', 'stop filesystem', 'stop volume-group', 'stop scsi-reservation']);
     assert.ok(!/sg_persist .*--out/.test(r.stdout), 'no reservation change on stop');
     assert.match(r.stdout, /^umount \/srv\/nfs$/m);

@@ -75,10 +75,16 @@ describe('agents against the control plane', () => {
     const events = (await h.call('GET', '/v1/clusters/e2e/events?limit=500')).body.events as { type: string; epoch: number; data: { reason?: string } }[];
     assert.deepEqual(
       events.filter((e) => e.type === 'fencing.decided').map((e) => [e.epoch, e.data.reason]),
-      [[1, 'cold-start'], [2, 'lease-expired']],
+      [
+        [1, 'cold-start'],
+        [2, 'lease-expired'],
+      ],
     );
     assert.ok(events.some((e) => e.type === 'fencing.confirmed' && e.epoch === 2));
-    assert.ok(events.some((e) => e.type === 'phase.reported' && e.epoch === 2), 'phases of the takeover are on the timeline');
+    assert.ok(
+      events.some((e) => e.type === 'phase.reported' && e.epoch === 2),
+      'phases of the takeover are on the timeline',
+    );
   });
 
   it('early fencing: the holder silent to the arbiter and to its peer is fenced before its lease expires', async () => {

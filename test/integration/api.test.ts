@@ -35,7 +35,13 @@ describe('control plane API on dynalite', () => {
     assert.equal(status.status, 200);
     assert.equal(status.body.lease.state, 'vacant');
     assert.equal(status.body.lease.epoch, 0);
-    assert.deepEqual(status.body.nodes.map((n: { id: string; role: null }) => [n.id, n.role]), [['node-a', null], ['node-b', null]]);
+    assert.deepEqual(
+      status.body.nodes.map((n: { id: string; role: null }) => [n.id, n.role]),
+      [
+        ['node-a', null],
+        ['node-b', null],
+      ],
+    );
     const dup = await h.call('POST', '/v1/clusters', await exampleSpec('api-basic'));
     assert.equal(dup.status, 409);
     assert.equal(dup.body.error.code, 'cluster_exists');
@@ -53,7 +59,11 @@ describe('control plane API on dynalite', () => {
     assert.equal(b1.body.lease.renewed, false);
 
     const early = await h.call('POST', '/v1/clusters/api-flow/nodes/node-a/phases', {
-      reportId: 'aaaaaaaa-0001', epoch: 1, phase: 'volume-group', direction: 'start', status: 'started',
+      reportId: 'aaaaaaaa-0001',
+      epoch: 1,
+      phase: 'volume-group',
+      direction: 'start',
+      status: 'started',
     });
     assert.equal(early.status, 201, 'the holder may report phases (the agent only starts after fencing)');
     h.clock.advance(20);
@@ -103,7 +113,7 @@ describe('control plane API on dynalite', () => {
     }
   });
 
-  it('takeover after expiry; the stale holder\'s renewal and reports are rejected', async () => {
+  it("takeover after expiry; the stale holder's renewal and reports are rejected", async () => {
     await h.clusterHeldByNodeA('api-stale');
     h.clock.advance(3000 + 200 + 1);
     const b = await heartbeat('api-stale', 'node-b', hb('passive'));
@@ -156,7 +166,13 @@ describe('control plane API on dynalite', () => {
       ['POST', '/v1/clusters/api-bad/nodes/node-b/fencing', { epoch: 1, keys: ['0x0000000000000000'] }, 400, 'invalid_request'],
       ['POST', '/v1/clusters/api-bad/nodes/node-b/fencing', { epoch: 1, keys: [] }, 409, 'stale_epoch'],
       ['POST', '/v1/clusters/api-bad/nodes/node-b/release', { epoch: 1, reason: 'because' }, 400, 'invalid_request'],
-      ['POST', '/v1/clusters/api-bad/nodes/node-b/phases', { reportId: 'x', epoch: 1, phase: 'exports', direction: 'start', status: 'started' }, 400, 'invalid_request'],
+      [
+        'POST',
+        '/v1/clusters/api-bad/nodes/node-b/phases',
+        { reportId: 'x', epoch: 1, phase: 'exports', direction: 'start', status: 'started' },
+        400,
+        'invalid_request',
+      ],
       ['POST', '/v1/clusters', { id: 'api-bad' }, 400, 'invalid_request'],
       ['GET', '/v1/clusters/api-bad/events?limit=0', undefined, 400, 'invalid_request'],
       ['GET', '/v1/clusters/api-bad/events?cursor=%24(reboot)', undefined, 400, 'invalid_request'],
@@ -176,7 +192,11 @@ describe('control plane API on dynalite', () => {
     });
     assert.equal(declared.status, 413);
     assert.equal(((await declared.json()) as { error: { code: string } }).error.code, 'payload_too_large');
-    const wrongType = await h.app.request('/v1/clusters/api-bad/nodes/node-b/heartbeat', { method: 'POST', body: '{"role":"passive","epoch":0}', headers: { 'content-type': 'text/plain' } });
+    const wrongType = await h.app.request('/v1/clusters/api-bad/nodes/node-b/heartbeat', {
+      method: 'POST',
+      body: '{"role":"passive","epoch":0}',
+      headers: { 'content-type': 'text/plain' },
+    });
     assert.equal(wrongType.status, 415);
     assert.deepEqual(await snapshot('api-bad'), before);
   });
@@ -195,7 +215,12 @@ describe('control plane API on dynalite', () => {
   it('serves an OpenAPI 3.1 document of every route', async () => {
     const r = await h.call('GET', '/openapi.json');
     assert.equal(r.body.openapi, '3.1.0');
-    for (const p of ['/v1/clusters', '/v1/clusters/{clusterId}/status', '/v1/clusters/{clusterId}/nodes/{nodeId}/heartbeat', '/v1/clusters/{clusterId}/nodes/{nodeId}/fencing']) {
+    for (const p of [
+      '/v1/clusters',
+      '/v1/clusters/{clusterId}/status',
+      '/v1/clusters/{clusterId}/nodes/{nodeId}/heartbeat',
+      '/v1/clusters/{clusterId}/nodes/{nodeId}/fencing',
+    ]) {
       assert.ok(r.body.paths[p], `missing ${p}`);
     }
   });

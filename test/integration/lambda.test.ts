@@ -79,10 +79,16 @@ async function invoke(handler: Handler, kind: 'apigw' | 'url', method: string, p
 }
 
 describe('Lambda handler against dynalite', () => {
-  for (const [build, kind] of [['source', 'apigw'], ['source', 'url'], ['bundle', 'apigw'], ['bundle', 'url']] as const) {
+  for (const [build, kind] of [
+    ['source', 'apigw'],
+    ['source', 'url'],
+    ['bundle', 'apigw'],
+    ['bundle', 'url'],
+  ] as const) {
     it(`${build}: ${kind === 'url' ? 'Function URL' : 'API Gateway v2'} events: create, heartbeat, fence, status, events, errors`, async () => {
       const id = `lambda-${build}-${kind}`;
-      const call = (method: string, path: string, body?: unknown, options?: { base64?: boolean; query?: string }) => invoke(handlers[build], kind, method, path, body, options);
+      const call = (method: string, path: string, body?: unknown, options?: { base64?: boolean; query?: string }) =>
+        invoke(handlers[build], kind, method, path, body, options);
       const created = await call('POST', '/v1/clusters', await exampleSpec(id), { base64: kind === 'url' });
       assert.equal(created.status, 201, JSON.stringify(created.body));
 
@@ -101,7 +107,10 @@ describe('Lambda handler against dynalite', () => {
       assert.equal(status.body.lease.holder, 'node-a');
 
       const events = await call('GET', `/v1/clusters/${id}/events`, undefined, { query: 'limit=3' });
-      assert.deepEqual(events.body.events.map((e: { type: string }) => e.type), ['cluster.created', 'lease.granted', 'fencing.decided']);
+      assert.deepEqual(
+        events.body.events.map((e: { type: string }) => e.type),
+        ['cluster.created', 'lease.granted', 'fencing.decided'],
+      );
 
       const bad = await call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, { role: 'passive' });
       assert.equal(bad.status, 400);
@@ -118,7 +127,15 @@ describe('Lambda handler against dynalite', () => {
       const client = dynamoClient({ endpoint: dynamo.endpoint, local: true });
       const store = new DynamoStore({ client, tableName: 'nfs-ha-lambda' });
       const lease = (await store.getLease(id))!;
-      const orphan = { id: 'e1.1.lease.granted', clusterId: id, at: lease.renewedAt + 1, epoch: 1, type: 'lease.granted' as const, node: 'node-a', data: { previousHolder: null, reason: 'cold-start' as const } };
+      const orphan = {
+        id: 'e1.1.lease.granted',
+        clusterId: id,
+        at: lease.renewedAt + 1,
+        epoch: 1,
+        type: 'lease.granted' as const,
+        node: 'node-a',
+        data: { previousHolder: null, reason: 'cold-start' as const },
+      };
       // As if the process died right after committing a decision, before storing its events.
       assert.equal(await store.putLease({ ...lease, version: lease.version + 1, outbox: [orphan] }, lease), true);
       assert.deepEqual(await handlers[build](SWEEP_EVENT, context), { clusters: (await store.listClusters()).length, failed: 0 });

@@ -178,7 +178,7 @@ describe('agent loop', () => {
     assert.ok(!journal.some((l) => l.startsWith('stop') || l.startsWith('fence')), 'nothing stopped, no new fencing');
   });
 
-  it('demotes when the control plane says the lease is another node\'s', async () => {
+  it("demotes when the control plane says the lease is another node's", async () => {
     const { agent, cp, step } = await agentFor();
     cp.answers = [granted(2)];
     await step();

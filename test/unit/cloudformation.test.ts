@@ -8,18 +8,34 @@ import { DYNAMODB_ITEM_ACTIONS, TABLE_DEFINITION } from '../../control-plane/sto
 import { SWEEP_EVENT } from '../../control-plane/sweep.ts';
 
 /** CloudFormation's short-form intrinsics, read as their long forms. */
-const intrinsics: Tags = ['Ref', 'Sub', 'GetAtt', 'Join', 'If', 'Equals', 'Not', 'Select', 'Split', 'ImportValue', 'FindInMap', 'Base64', 'GetAZs', 'Condition'].flatMap((name) =>
-  (['scalar', 'seq', 'map'] as const).map((collection) => ({
-    tag: `!${name}`,
-    collection: collection === 'scalar' ? undefined : collection,
-    resolve: (value: unknown) => {
-      const v = (value as { toJSON?: () => unknown }).toJSON?.() ?? value;
-      if (name === 'Ref') return { Ref: v };
-      if (name === 'GetAtt') return { 'Fn::GetAtt': typeof v === 'string' ? v.split('.') : v };
-      if (name === 'Condition') return { Condition: v };
-      return { [`Fn::${name}`]: v };
-    },
-  })) as Tags,
+const intrinsics: Tags = [
+  'Ref',
+  'Sub',
+  'GetAtt',
+  'Join',
+  'If',
+  'Equals',
+  'Not',
+  'Select',
+  'Split',
+  'ImportValue',
+  'FindInMap',
+  'Base64',
+  'GetAZs',
+  'Condition',
+].flatMap(
+  (name) =>
+    (['scalar', 'seq', 'map'] as const).map((collection) => ({
+      tag: `!${name}`,
+      collection: collection === 'scalar' ? undefined : collection,
+      resolve: (value: unknown) => {
+        const v = (value as { toJSON?: () => unknown }).toJSON?.() ?? value;
+        if (name === 'Ref') return { Ref: v };
+        if (name === 'GetAtt') return { 'Fn::GetAtt': typeof v === 'string' ? v.split('.') : v };
+        if (name === 'Condition') return { Condition: v };
+        return { [`Fn::${name}`]: v };
+      },
+    })) as Tags,
 );
 
 const template = parse(readFileSync(new URL('../../infra/cloudformation.yaml', import.meta.url), 'utf8'), { customTags: intrinsics }) as {
@@ -101,6 +117,7 @@ describe('CloudFormation template', () => {
   it('carries no secret: no secret-looking parameter or literal', () => {
     const text = readFileSync(new URL('../../infra/cloudformation.yaml', import.meta.url), 'utf8');
     assert.doesNotMatch(text, /(password|secret|token|apikey|api_key)\s*:/i);
-    for (const [name, p] of Object.entries(template.Parameters)) assert.ok(!/secret|password|token|key$/i.test(name) || name === 'CodeKey', `parameter ${name} looks like a secret`);
+    for (const [name, p] of Object.entries(template.Parameters))
+      assert.ok(!/secret|password|token|key$/i.test(name) || name === 'CodeKey', `parameter ${name} looks like a secret`);
   });
 });

@@ -18,7 +18,10 @@ describe('host executor (real processes)', () => {
     assert.equal(r.timedOut, true);
     assert.equal(r.exitCode, null);
     assert.ok(r.durationMs < 2000);
-    assert.throws(() => expectExit(r), (e: Error) => e instanceof CommandFailed && /timed out after \d+ ms/.test(e.message));
+    assert.throws(
+      () => expectExit(r),
+      (e: Error) => e instanceof CommandFailed && /timed out after \d+ ms/.test(e.message),
+    );
   });
 
   it('captures exit code, stdout and stderr, in the C locale', async () => {

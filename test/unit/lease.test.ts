@@ -44,7 +44,7 @@ function heldByA(at = T0): Lease {
 }
 
 describe('lease: acquisition and renewal', () => {
-  it('cold start: the first node to ask gets epoch 1 and must fence its peer\'s key first', () => {
+  it("cold start: the first node to ask gets epoch 1 and must fence its peer's key first", () => {
     const d = onHeartbeat(fresh, A, passive, T0);
     const l = committed(d);
     assert.equal(l.holder, A);
@@ -57,7 +57,10 @@ describe('lease: acquisition and renewal', () => {
       fence: { victim: null, keys: [KEY_B], confirmed: false },
       reason: `granted epoch 1 (cold-start): preempt ${KEY_B}, report it, then activate`,
     });
-    assert.deepEqual(l.outbox.map((e) => e.id), ['e1.1.lease.granted', 'e1.2.fencing.decided']);
+    assert.deepEqual(
+      l.outbox.map((e) => e.id),
+      ['e1.1.lease.granted', 'e1.2.fencing.decided'],
+    );
     assert.equal(leaseState(l, T0), 'fencing');
   });
 
@@ -231,17 +234,25 @@ describe('lease: invariants under any sequence of requests (property)', () => {
           assert.equal(next.version, lease.version + 1, 'every write bumps the version by one');
           assert.ok(next.epoch >= lease.epoch, 'epochs never go back');
           const newHolder = next.holder !== null && next.holder !== lease.holder;
-          assert.equal(next.epoch !== lease.epoch, newHolder && next.epoch === lease.epoch + 1, 'the epoch moves by one exactly when a node newly takes the lease');
+          assert.equal(
+            next.epoch !== lease.epoch,
+            newHolder && next.epoch === lease.epoch + 1,
+            'the epoch moves by one exactly when a node newly takes the lease',
+          );
           if (newHolder) {
             assert.ok(!holderOfEpoch.has(next.epoch), `epoch ${next.epoch} granted twice`);
             holderOfEpoch.set(next.epoch, next.holder!);
             assert.equal(next.fencing?.epoch, next.epoch);
             assert.deepEqual(next.fencing?.keys, [next.terms.keys[next.terms.nodes.indexOf(next.holder!) === 0 ? 1 : 0]]);
             if (lease.holder !== null) {
-              assert.ok(now > lease.expiresAt + lease.terms.skewAllowanceMs || (next.fencing?.reason === 'holder-silent' && now - lease.renewedAt > lease.terms.suspectAfterMs));
+              assert.ok(
+                now > lease.expiresAt + lease.terms.skewAllowanceMs ||
+                  (next.fencing?.reason === 'holder-silent' && now - lease.renewedAt > lease.terms.suspectAfterMs),
+              );
             }
           }
-          for (const e of next.outbox) if (e.type === 'fencing.decided') decisions.set(e.epoch, (decisions.get(e.epoch) ?? 0) + (lease.outbox.includes(e) ? 0 : 1));
+          for (const e of next.outbox)
+            if (e.type === 'fencing.decided') decisions.set(e.epoch, (decisions.get(e.epoch) ?? 0) + (lease.outbox.includes(e) ? 0 : 1));
           lease = next;
         }
         for (const [epoch, n] of decisions) assert.equal(n, 1, `epoch ${epoch} has ${n} fencing decisions`);

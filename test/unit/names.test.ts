@@ -41,7 +41,12 @@ const HOSTILE = [
 const cases: [string, z.ZodType, string[], string[]][] = [
   ['ClusterId', ClusterId, ['nfs-prod', 'a', 'c1'], ['Nfs', 'a_b', '-a', 'a-', 'a'.repeat(64)]],
   ['NodeId', NodeId, ['node-a', 'storage01'], ['node_a', 'Node-A', 'a.b']],
-  ['AbsolutePath', AbsolutePath, ['/srv/nfs', '/srv/nfs/.nfs-ha/state', '/'], ['srv/nfs', '/srv/../etc', '/srv/./x', '/srv//x', '/srv/', '/srv/-o', '/srv/a b', '/srv/a;b']],
+  [
+    'AbsolutePath',
+    AbsolutePath,
+    ['/srv/nfs', '/srv/nfs/.nfs-ha/state', '/'],
+    ['srv/nfs', '/srv/../etc', '/srv/./x', '/srv//x', '/srv/', '/srv/-o', '/srv/a b', '/srv/a;b'],
+  ],
   [
     'DevicePath',
     DevicePath,
@@ -50,7 +55,12 @@ const cases: [string, z.ZodType, string[], string[]][] = [
   ],
   ['VolumeGroupName', VolumeGroupName, ['vg_nfs', 'vg0', 'vg.data+1'], ['-vg', 'vg nfs', '..', 'snapshot1', 'vg/x']],
   ['LogicalVolumeName', LogicalVolumeName, ['lv_export', 'data'], ['lv_tmeta', 'a_rimage_1', '-lv']],
-  ['FilesystemUuid', FilesystemUuid, ['3f1c2b7e-9a4d-4e8b-b6f2-1c0d9e8a7b65'], ['3F1C2B7E-9A4D-4E8B-B6F2-1C0D9E8A7B65', '3f1c2b7e', 'UUID=3f1c2b7e-9a4d-4e8b-b6f2-1c0d9e8a7b65']],
+  [
+    'FilesystemUuid',
+    FilesystemUuid,
+    ['3f1c2b7e-9a4d-4e8b-b6f2-1c0d9e8a7b65'],
+    ['3F1C2B7E-9A4D-4E8B-B6F2-1C0D9E8A7B65', '3f1c2b7e', 'UUID=3f1c2b7e-9a4d-4e8b-b6f2-1c0d9e8a7b65'],
+  ],
   ['InterfaceName', InterfaceName, ['eth0', 'ens3', 'bond0.100', 'br-lab'], ['-eth0', '.eth0', 'eth0/x', 'a'.repeat(16)]],
   ['Ipv4Address', Ipv4Address, ['10.88.0.100', '192.168.1.1', '0.0.0.0'], ['10.88.0.256', '010.88.0.1', '10.88.0', '::1', '10.88.0.1/24']],
   ['HostName', HostName, ['10.88.0.1', 'node-a.lab.example', 'node-a'], ['node_a', '-node', 'a..b']],

@@ -58,7 +58,12 @@ describe('volume-group resource', () => {
     exec
       .on('lvm systemid', 'lvm-systemid--node-a')
       .on(/^vgs /, renamed('vgs--json--owned-by-a-active', LVM))
-      .on(/^lvs /, renamed('lvs--json--owned-by-a-active', LVM), renamed('lvs--json--owned-by-a-inactive', LVM), renamed('vgchange-ay--foreign-refused--node-b', LVM));
+      .on(
+        /^lvs /,
+        renamed('lvs--json--owned-by-a-active', LVM),
+        renamed('lvs--json--owned-by-a-inactive', LVM),
+        renamed('vgchange-ay--foreign-refused--node-b', LVM),
+      );
     const vg = new VolumeGroup(ctx);
     await vg.start();
     assert.ok(!exec.lines().some((l) => l.includes('--systemid')));
@@ -76,14 +81,19 @@ describe('volume-group resource', () => {
 
 describe('filesystem resource', () => {
   it('parses findmnt and fuser (real output)', () => {
-    assert.deepEqual(parseFindmnt(fixture('findmnt--json--mounted').stdout), { target: '/srv/ha', source: '/dev/mapper/vgha-data', fstype: 'ext4', uuid: undefined });
+    assert.deepEqual(parseFindmnt(fixture('findmnt--json--mounted').stdout), {
+      target: '/srv/ha',
+      source: '/dev/mapper/vgha-data',
+      fstype: 'ext4',
+      uuid: undefined,
+    });
     assert.equal(parseFindmnt(fixture('findmnt--json--not-mounted').stdout), null);
     assert.deepEqual(parseFuserPids(fixture('fuser--vm--busy').stdout), [1341, 1342]);
     assert.deepEqual(parseFuserPids(fixture('fuser--m--busy').stdout), [1341, 1342]);
     assert.deepEqual(parseFuserPids(fixture('fuser--vm--not-busy').stdout), []);
   });
 
-  it('mounts by UUID with the spec\'s type and options — exact argv', async () => {
+  it("mounts by UUID with the spec's type and options — exact argv", async () => {
     const { ctx, exec, spec } = await resourceContext();
     spec.storage.filesystem.options = ['noatime'];
     exec.on(/^findmnt /, 'findmnt--json--not-mounted');
@@ -103,15 +113,34 @@ describe('filesystem resource', () => {
       .on(/^fuser /, 'fuser--m--busy')
       .on(/^umount /, 'umount--busy-fails', 'umount--busy-fails', { exitCode: 0, stdout: '', stderr: '' });
     const signals: [number, string][] = [];
-    await new Filesystem(ctx, (pid, sig) => signals.push([pid, sig]), async () => {}).stop();
-    assert.deepEqual(signals, [[1341, 'SIGTERM'], [1342, 'SIGTERM'], [1341, 'SIGKILL'], [1342, 'SIGKILL']]);
+    await new Filesystem(
+      ctx,
+      (pid, sig) => signals.push([pid, sig]),
+      async () => {},
+    ).stop();
+    assert.deepEqual(signals, [
+      [1341, 'SIGTERM'],
+      [1342, 'SIGTERM'],
+      [1341, 'SIGKILL'],
+      [1342, 'SIGKILL'],
+    ]);
     assert.equal(exec.lines().filter((l) => l === 'umount /srv/nfs').length, 3);
   });
 
   it('stop fails (escalation to the caller) when still busy after SIGKILL', async () => {
     const { ctx, exec } = await resourceContext();
-    exec.on(/^findmnt /, renamed('findmnt--json--mounted', { '/srv/ha': '/srv/nfs' })).on(/^fuser /, 'fuser--m--busy').on(/^umount /, 'umount--busy-fails');
-    await assert.rejects(new Filesystem(ctx, () => {}, async () => {}).stop(), /still busy after SIGKILL/);
+    exec
+      .on(/^findmnt /, renamed('findmnt--json--mounted', { '/srv/ha': '/srv/nfs' }))
+      .on(/^fuser /, 'fuser--m--busy')
+      .on(/^umount /, 'umount--busy-fails');
+    await assert.rejects(
+      new Filesystem(
+        ctx,
+        () => {},
+        async () => {},
+      ).stop(),
+      /still busy after SIGKILL/,
+    );
   });
 });
 
@@ -131,12 +160,19 @@ describe('nfs-server resource', () => {
       'systemctl start nfs-server',
       'sm-notify -f -v 10.88.0.100',
     ]);
-    assert.equal(nfsConf(spec), '# Written by nfs-ha; both nodes carry the same values. Do not edit: the next start rewrites it.\n[nfsd]\nscope=nfs-prod\ngrace-time=15\nlease-time=15\n');
+    assert.equal(
+      nfsConf(spec),
+      '# Written by nfs-ha; both nodes carry the same values. Do not edit: the next start rewrites it.\n[nfsd]\nscope=nfs-prod\ngrace-time=15\nlease-time=15\n',
+    );
   });
 
   it('monitor maps systemctl is-active (real output)', async () => {
     const { ctx, exec } = await resourceContext();
-    exec.on(/is-active/, 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--stopped', { exitCode: 3, stdout: 'failed\n', stderr: '' });
+    exec.on(/is-active/, 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--stopped', {
+      exitCode: 3,
+      stdout: 'failed\n',
+      stderr: '',
+    });
     const nfs = new NfsServer(ctx);
     assert.deepEqual(await nfs.monitor(), { state: 'running' });
     assert.deepEqual(await nfs.monitor(), { state: 'stopped' });
@@ -148,16 +184,20 @@ describe('exports resource', () => {
   it('parses the live export table (real output), long and short path layouts', () => {
     assert.deepEqual(parseExportfs(fixture('exportfs-v--no-exports').stdout), []);
     const two = parseExportfs(fixture('exportfs-v--two-exports').stdout);
-    assert.deepEqual(two.map((e) => [e.path, e.client, e.options.find((o) => o.startsWith('fsid'))]), [
-      ['/srv/ha/export2', '127.0.0.1', 'fsid=78'],
-      ['/srv/ha/export1', '10.88.0.0/24', 'fsid=77'],
-    ]);
+    assert.deepEqual(
+      two.map((e) => [e.path, e.client, e.options.find((o) => o.startsWith('fsid'))]),
+      [
+        ['/srv/ha/export2', '127.0.0.1', 'fsid=78'],
+        ['/srv/ha/export1', '10.88.0.0/24', 'fsid=77'],
+      ],
+    );
     assert.deepEqual(parseExportfs('/srv/x    \t*(rw,fsid=5)\n'), [{ path: '/srv/x', client: '*', options: ['rw', 'fsid=5'] }]);
   });
 
   it('exports each (path, client) with its fixed fsid — exact argv — and verifies the table', async () => {
     const { ctx, exec } = await resourceContext();
-    const table = '/srv/nfs/export1\n\t\t10.88.0.0/24(sync,wdelay,hide,no_subtree_check,fsid=101,sec=sys,rw)\n/srv/nfs/export2\n\t\t10.88.0.0/24(sync,wdelay,hide,no_subtree_check,fsid=102,sec=sys,rw)\n';
+    const table =
+      '/srv/nfs/export1\n\t\t10.88.0.0/24(sync,wdelay,hide,no_subtree_check,fsid=101,sec=sys,rw)\n/srv/nfs/export2\n\t\t10.88.0.0/24(sync,wdelay,hide,no_subtree_check,fsid=102,sec=sys,rw)\n';
     exec.on('exportfs -v', 'exportfs-v--no-exports', { exitCode: 0, stdout: table, stderr: '' });
     await new Exports(ctx).start();
     assert.deepEqual(exec.lines(), [
@@ -187,7 +227,10 @@ describe('floating-ip resource', () => {
 
   it('probes for a duplicate (Habets arping -0), adds the VIP, sends gratuitous ARP — exact argv', async () => {
     const { ctx, exec } = await resourceContext();
-    exec.on(/^ip -j addr/, 'ip-j-addr--no-vip').on(/^arping -0/, 'arping-0--dad--no-conflict').on(/^arping -U/, 'arping-U--garp');
+    exec
+      .on(/^ip -j addr/, 'ip-j-addr--no-vip')
+      .on(/^arping -0/, 'arping-0--dad--no-conflict')
+      .on(/^arping -U/, 'arping-U--garp');
     await new FloatingIp(ctx).start();
     assert.deepEqual(exec.lines(), [
       'ip -j addr show dev eth0',

@@ -5,7 +5,12 @@ import type { Directive } from '../../shared/lease.ts';
 import { assertTransition, type CycleSnapshot, decideCycle, NODE_ROLES, TRANSITIONS } from '../../shared/node-role.ts';
 
 const KEY = '0x17b0d5da99e0bd7a';
-const activate = (epoch: number, confirmed: boolean): Directive => ({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [KEY], confirmed }, reason: 'granted' });
+const activate = (epoch: number, confirmed: boolean): Directive => ({
+  action: 'activate',
+  epoch,
+  fence: { victim: 'node-a', keys: [KEY], confirmed },
+  reason: 'granted',
+});
 const base: CycleSnapshot = {
   role: 'passive',
   epoch: 0,
@@ -26,40 +31,87 @@ describe('node role rules', () => {
   });
 
   it('activates once fencing is acknowledged, then stays active', () => {
-    const granted = { ...base, role: 'fencing' as const, epoch: 2, deadline: 12_000, heartbeat: { ok: true as const, directive: activate(2, false), renewed: true } };
+    const granted = {
+      ...base,
+      role: 'fencing' as const,
+      epoch: 2,
+      deadline: 12_000,
+      heartbeat: { ok: true as const, directive: activate(2, false), renewed: true },
+    };
     assert.equal(decideCycle(granted).action, 'fence', 'not yet acknowledged');
     assert.equal(decideCycle({ ...granted, confirmedEpoch: 2 }).action, 'activate');
-    const active = { ...granted, role: 'active' as const, confirmedEpoch: 2, heartbeat: { ok: true as const, directive: { action: 'stay-active', epoch: 2, reason: 'renewed' } as Directive, renewed: true } };
+    const active = {
+      ...granted,
+      role: 'active' as const,
+      confirmedEpoch: 2,
+      heartbeat: { ok: true as const, directive: { action: 'stay-active', epoch: 2, reason: 'renewed' } as Directive, renewed: true },
+    };
     assert.deepEqual(decideCycle(active), { action: 'none', reason: 'active: holder of epoch 2, lease renewed' });
   });
 
   it('demotes at the deadline whatever the last directive said', () => {
-    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 10_000, heartbeat: { ok: true as const, directive: activate(2, true), renewed: true } };
+    const active = {
+      ...base,
+      role: 'active' as const,
+      epoch: 2,
+      confirmedEpoch: 2,
+      deadline: 10_000,
+      heartbeat: { ok: true as const, directive: activate(2, true), renewed: true },
+    };
     assert.equal(decideCycle({ ...active, now: 9_999 }).action, 'none');
     assert.match(decideCycle(active).reason, /lease deadline passed 0 ms ago without a renewal/);
     assert.equal(decideCycle({ ...active, heartbeat: { ok: false, error: 'timeout' } }).action, 'demote');
   });
 
   it('keeps serving while the control plane is briefly unreachable and the lease is valid', () => {
-    const d = decideCycle({ ...base, role: 'active', epoch: 2, confirmedEpoch: 2, deadline: 11_500, heartbeat: { ok: false, error: 'no answer within 800 ms' } });
+    const d = decideCycle({
+      ...base,
+      role: 'active',
+      epoch: 2,
+      confirmedEpoch: 2,
+      deadline: 11_500,
+      heartbeat: { ok: false, error: 'no answer within 800 ms' },
+    });
     assert.deepEqual(d, { action: 'none', reason: 'control plane unreachable (no answer within 800 ms); lease valid for 1500 ms more' });
   });
 
   it('self-fences when its key vanished while holding', () => {
-    const d = decideCycle({ ...base, role: 'active', epoch: 2, confirmedEpoch: 2, deadline: 12_000, keyPresent: false, heartbeat: { ok: true, directive: activate(2, true), renewed: true } });
+    const d = decideCycle({
+      ...base,
+      role: 'active',
+      epoch: 2,
+      confirmedEpoch: 2,
+      deadline: 12_000,
+      keyPresent: false,
+      heartbeat: { ok: true, directive: activate(2, true), renewed: true },
+    });
     assert.equal(d.action, 'self-fence');
   });
 
   it('restarts a failed resource locally up to the limit, then releases the lease', () => {
-    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000, heartbeat: { ok: true as const, directive: activate(2, true), renewed: true } };
+    const active = {
+      ...base,
+      role: 'active' as const,
+      epoch: 2,
+      confirmedEpoch: 2,
+      deadline: 12_000,
+      heartbeat: { ok: true as const, directive: activate(2, true), renewed: true },
+    };
     const failure = { resource: 'nfs-server', reason: 'nfs-server is failed', restarts: 1 };
-    assert.deepEqual(decideCycle({ ...active, failure }), { action: 'restart', resource: 'nfs-server', reason: 'nfs-server failed (nfs-server is failed); local restart 2 of 2' });
+    assert.deepEqual(decideCycle({ ...active, failure }), {
+      action: 'restart',
+      resource: 'nfs-server',
+      reason: 'nfs-server failed (nfs-server is failed); local restart 2 of 2',
+    });
     assert.equal(decideCycle({ ...active, failure: { ...failure, restarts: 2 } }).action, 'release');
   });
 
-  it('demotes when told the lease is someone else\'s, or acting under an old epoch', () => {
+  it("demotes when told the lease is someone else's, or acting under an old epoch", () => {
     const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000 };
-    assert.equal(decideCycle({ ...active, heartbeat: { ok: true, directive: { action: 'demote', epoch: 3, holder: 'node-b', reason: 'x' }, renewed: false } }).action, 'demote');
+    assert.equal(
+      decideCycle({ ...active, heartbeat: { ok: true, directive: { action: 'demote', epoch: 3, holder: 'node-b', reason: 'x' }, renewed: false } }).action,
+      'demote',
+    );
     assert.equal(decideCycle({ ...active, heartbeat: { ok: true, directive: activate(3, false), renewed: true } }).action, 'demote');
   });
 
@@ -75,9 +127,19 @@ describe('node role rules', () => {
         ok: fc.constant(true as const),
         renewed: fc.boolean(),
         directive: fc.oneof(
-          fc.record({ action: fc.constant('activate' as const), epoch: fc.integer({ min: 1, max: 5 }), fence: fc.record({ victim: fc.constant(null), keys: fc.constant([KEY]), confirmed: fc.boolean() }), reason: fc.constant('r') }),
+          fc.record({
+            action: fc.constant('activate' as const),
+            epoch: fc.integer({ min: 1, max: 5 }),
+            fence: fc.record({ victim: fc.constant(null), keys: fc.constant([KEY]), confirmed: fc.boolean() }),
+            reason: fc.constant('r'),
+          }),
           fc.record({ action: fc.constant('stay-active' as const), epoch: fc.integer({ min: 1, max: 5 }), reason: fc.constant('r') }),
-          fc.record({ action: fc.constantFrom('stay-passive' as const, 'demote' as const), epoch: fc.integer({ min: 1, max: 5 }), holder: fc.constant('node-b'), reason: fc.constant('r') }),
+          fc.record({
+            action: fc.constantFrom('stay-passive' as const, 'demote' as const),
+            epoch: fc.integer({ min: 1, max: 5 }),
+            holder: fc.constant('node-b'),
+            reason: fc.constant('r'),
+          }),
         ),
       }),
     ),
@@ -93,7 +155,11 @@ describe('node role rules', () => {
         const d = decideCycle(s);
         if (d.action !== 'activate') return true;
         const h = s.heartbeat;
-        return h.ok && h.renewed && (s.confirmedEpoch === d.epoch || (h.directive.action === 'activate' && h.directive.fence.confirmed && h.directive.epoch === d.epoch));
+        return (
+          h.ok &&
+          h.renewed &&
+          (s.confirmedEpoch === d.epoch || (h.directive.action === 'activate' && h.directive.fence.confirmed && h.directive.epoch === d.epoch))
+        );
       }),
       { numRuns: 20_000 },
     );
@@ -113,7 +179,10 @@ describe('node role rules', () => {
 
   it('after an agent crash: stops leftovers unless the arbiter says the lease is ours, then adopts them', () => {
     const leftovers = { ...base, leftovers: true };
-    assert.match(decideCycle(leftovers).reason, /^resources left running by a previous agent process, and this node does not hold the lease \(node-a holds epoch 1\): stopping them$/);
+    assert.match(
+      decideCycle(leftovers).reason,
+      /^resources left running by a previous agent process, and this node does not hold the lease \(node-a holds epoch 1\): stopping them$/,
+    );
     assert.equal(decideCycle({ ...leftovers, heartbeat: { ok: false, error: 'down' } }).action, 'demote', 'no lease deadline: cannot keep serving');
     assert.equal(decideCycle({ ...leftovers, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, true), renewed: true } }).action, 'activate');
   });
@@ -122,6 +191,10 @@ describe('node role rules', () => {
     assert.doesNotThrow(() => assertTransition('passive', 'fencing'));
     assert.throws(() => assertTransition('passive', 'active'), /illegal role transition passive → active/);
     assert.throws(() => assertTransition('demoting', 'active'), /illegal/);
-    for (const role of NODE_ROLES) assert.ok(TRANSITIONS.some((t) => t.from === role || t.to === role), `${role} is reachable`);
+    for (const role of NODE_ROLES)
+      assert.ok(
+        TRANSITIONS.some((t) => t.from === role || t.to === role),
+        `${role} is reachable`,
+      );
   });
 });

@@ -29,7 +29,10 @@ describe('sg_persist parsers (real output)', () => {
 
   it('reads type-5 support from the capabilities', () => {
     assert.equal(supportsType5(fixture('sg_persist--report-capabilities').stdout), true);
-    assert.equal(supportsType5(fixture('sg_persist--report-capabilities').stdout.replace('Write Exclusive, registrants only: 1', 'Write Exclusive, registrants only: 0')), false);
+    assert.equal(
+      supportsType5(fixture('sg_persist--report-capabilities').stdout.replace('Write Exclusive, registrants only: 1', 'Write Exclusive, registrants only: 0')),
+      false,
+    );
   });
 
   it('normalises printed keys to 16 hex digits', () => {
@@ -51,11 +54,15 @@ describe('scsi-reservation resource', () => {
     const own = reservationKey(spec.id, 'node-b');
     const victim = reservationKey(spec.id, 'node-a');
     exec
-      .on(`sg_persist --no-inquiry --in --read-keys ${DEV}`, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': victim, '0xb1': own }), stderr: '' }, {
-        exitCode: 0,
-        stdout: keysOutput('sg_persist--read-keys--after-preempt', { '0xb1': own }),
-        stderr: '',
-      })
+      .on(
+        `sg_persist --no-inquiry --in --read-keys ${DEV}`,
+        { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': victim, '0xb1': own }), stderr: '' },
+        {
+          exitCode: 0,
+          stdout: keysOutput('sg_persist--read-keys--after-preempt', { '0xb1': own }),
+          stderr: '',
+        },
+      )
       .on(`sg_persist --no-inquiry --in --read-reservation ${DEV}`, {
         exitCode: 0,
         stdout: keysOutput('sg_persist--read-reservation--type5-held-by-b', { '0xb1': own }),
@@ -76,11 +83,15 @@ describe('scsi-reservation resource', () => {
     const { ctx, exec, spec } = await resourceContext('node-a');
     const own = reservationKey(spec.id, 'node-a');
     exec
-      .on(/--read-keys/, { exitCode: 0, stdout: fixture('sg_persist--read-keys--no-keys').stdout, stderr: '' }, {
-        exitCode: 0,
-        stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }),
-        stderr: '',
-      })
+      .on(
+        /--read-keys/,
+        { exitCode: 0, stdout: fixture('sg_persist--read-keys--no-keys').stdout, stderr: '' },
+        {
+          exitCode: 0,
+          stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }),
+          stderr: '',
+        },
+      )
       .on(/--read-reservation/, 'sg_persist--read-reservation--none');
     assert.deepEqual(await new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-b')]), []);
     assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --reserve --param-rk=${own} --prout-type=5 ${DEV}`));
@@ -94,16 +105,22 @@ describe('scsi-reservation resource', () => {
     exec
       .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xb1': own }), stderr: '' })
       .on(/--read-reservation/, { exitCode: 0, stdout: keysOutput('sg_persist--read-reservation--type5-held-by-b', { '0xb1': own }), stderr: '' });
-    await assert.rejects(new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]), (e: Error) => e instanceof ResourceError && e.message.includes(stranger));
+    await assert.rejects(
+      new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]),
+      (e: Error) => e instanceof ResourceError && e.message.includes(stranger),
+    );
     assert.ok(!exec.lines().some((l) => l.includes(`--param-sark=${stranger}`)), 'never preempts a key it was not told to');
   });
 
-  it('reports a failed preempt with the tool\'s own words (exit 24, reservation conflict)', async () => {
+  it("reports a failed preempt with the tool's own words (exit 24, reservation conflict)", async () => {
     const { ctx, exec, spec } = await resourceContext('node-b');
     exec
       .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': reservationKey(spec.id, 'node-a') }), stderr: '' })
       .on(/--preempt-abort/, 'sg_persist--register--fenced-old-key-fails');
-    await assert.rejects(new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]), (e: Error) => e instanceof CommandFailed && /exited 24: .*Reservation conflict/.test(e.message));
+    await assert.rejects(
+      new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]),
+      (e: Error) => e instanceof CommandFailed && /exited 24: .*Reservation conflict/.test(e.message),
+    );
   });
 
   it('start never registers: without our key it fails, asking for fencing', async () => {
@@ -117,7 +134,11 @@ describe('scsi-reservation resource', () => {
     const { ctx, exec, spec } = await resourceContext('node-a');
     const own = reservationKey(spec.id, 'node-a');
     exec
-      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }), stderr: '' }, 'sg_persist--read-keys--after-preempt')
+      .on(
+        /--read-keys/,
+        { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }), stderr: '' },
+        'sg_persist--read-keys--after-preempt',
+      )
       .on(/--read-reservation/, { exitCode: 0, stdout: keysOutput('sg_persist--read-reservation--type5-held-by-a', { '0xa1': own }), stderr: '' });
     const r = new ScsiReservation(ctx);
     assert.deepEqual(await r.monitor(), { state: 'running' });
@@ -134,7 +155,10 @@ describe('scsi-reservation resource', () => {
     await new ScsiReservation(ctx).release();
     assert.deepEqual(
       exec.lines().filter((l) => l.includes('--out')),
-      [`sg_persist --no-inquiry --out --release --param-rk=${own} --prout-type=5 ${DEV}`, `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=0 ${DEV}`],
+      [
+        `sg_persist --no-inquiry --out --release --param-rk=${own} --prout-type=5 ${DEV}`,
+        `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=0 ${DEV}`,
+      ],
     );
   });
 });

@@ -29,7 +29,7 @@ describe('cluster spec', () => {
     assert.deepEqual(nodeDevices(s, 'node-b'), s.storage.devices);
   });
 
-  it('uses a node\'s own device paths when given', () => {
+  it("uses a node's own device paths when given", () => {
     const s = structuredClone(spec) as any;
     s.nodes[1].devices = ['/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.2003-01.org.lab:t-lun-0'];
     assert.deepEqual(nodeDevices(ClusterSpecSchema.parse(s), 'node-b'), s.nodes[1].devices);

@@ -30,7 +30,7 @@ describe('timing validation', () => {
   it('rejects a lease that two missed renewals would lose', () => {
     rejects({ renewIntervalMs: 1500, suspectAfterMs: 3000, leaseTtlMs: 4000 }, 'leaseTtlMs', /at least 3 × renewIntervalMs/);
   });
-  it('rejects a safety margin smaller than the control plane\'s possible drift', () => {
+  it("rejects a safety margin smaller than the control plane's possible drift", () => {
     rejects({ maxDriftRatio: 0.05, safetyMarginMs: 100, leaseTtlMs: 6000 }, 'safetyMarginMs', /must be at least 272 ms/);
   });
   it('rejects a window that cannot fit a timed-out request and two more attempts', () => {
@@ -118,7 +118,7 @@ function simulate(t: Timing, w: World, deadline: (sentAtMono: number, t: Timing)
 }
 
 describe('lease deadline safety (property)', () => {
-  it('the holder\'s deadline always precedes the earliest grant to another node', () => {
+  it("the holder's deadline always precedes the earliest grant to another node", () => {
     fc.assert(
       fc.property(validTiming, world, (t, w) => {
         const { holderStopsAt, othersMayHaveItAt } = simulate(t, w, activeDeadline);
