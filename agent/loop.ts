@@ -13,7 +13,16 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Phase } from '../shared/events.ts';
 import type { Release } from '../shared/lease.ts';
-import { assertTransition, type CycleAction, type CycleSnapshot, decideCycle, type NodeRole, reportedRole } from '../shared/node-role.ts';
+import {
+  assertTransition,
+  type CycleAction,
+  type CycleSnapshot,
+  decideCycle,
+  type NodeRole,
+  passivePollIntervalMs,
+  type PeerView,
+  reportedRole,
+} from '../shared/node-role.ts';
 import type { ReservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
 import { activeDeadline } from '../shared/timing.ts';
@@ -31,8 +40,8 @@ export interface AgentDeps {
   /** Shared with the resources: the volume group refuses to activate without it. */
   fencing: FencingState;
   selfFence: SelfFence;
-  /** The passive's view of its peer; undefined until checked. */
-  peer: { reachable(): boolean | undefined; check(): Promise<void> } | null;
+  /** The passive's view of its peer over the peer channel. */
+  peer: { reachable(): boolean | undefined; status(): PeerView | null; check(): Promise<void> } | null;
   /** Monotonic milliseconds. */
   now: () => number;
   log: Logger;
@@ -59,6 +68,7 @@ export class NodeAgent {
   #deadlineTimer: NodeJS.Timeout | null = null;
   #running = false;
   #leftovers = false;
+  #lastPollAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly d: AgentDeps) {}
 
@@ -142,9 +152,20 @@ export class NodeAgent {
     await this.decide();
   }
 
-  /** One tick: heartbeat, then (when idle) one decision. */
+  /**
+   * One tick: heartbeat, then (when idle) one decision. A passive node checks its peer every
+   * tick but polls the arbiter at the rate passivePollIntervalMs allows.
+   */
   async tick(): Promise<CycleAction | null> {
-    await Promise.all([this.heartbeat(), this.#role === 'passive' ? this.d.peer?.check() : undefined]);
+    if (this.#role === 'passive') {
+      await this.d.peer?.check();
+      const interval = passivePollIntervalMs(this.d.spec.timing, this.d.peer?.status() ?? null);
+      // Half a tick of slack: timers fire a little early or late, and a 500 ms poll must not become 1 s.
+      const due = this.d.now() - this.#lastPollAt >= interval - this.d.spec.timing.renewIntervalMs / 2;
+      if (!due && !this.#leftovers) return null;
+    }
+    this.#lastPollAt = this.d.now();
+    await this.heartbeat();
     return this.#action ? null : this.decide();
   }
 

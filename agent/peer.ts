@@ -57,9 +57,10 @@ export async function fetchPeerStatus(url: string, token: string, timeoutMs: num
   return PeerStatusSchema.parse(await res.json());
 }
 
-/** Tracks whether the peer answered recently. */
+/** Tracks whether the peer answered recently, and what it said. */
 export class PeerWatch {
   #lastSuccess: number | null = null;
+  #lastStatus: PeerStatus | null = null;
   #checks = 0;
 
   constructor(
@@ -73,7 +74,7 @@ export class PeerWatch {
   async check(): Promise<void> {
     this.#checks++;
     try {
-      await fetchPeerStatus(this.url, this.token, this.timeoutMs);
+      this.#lastStatus = await fetchPeerStatus(this.url, this.token, this.timeoutMs);
       this.#lastSuccess = this.now();
     } catch {
       // Silence is the signal; the time of the last success says how long it has lasted.
@@ -84,5 +85,10 @@ export class PeerWatch {
   reachable(): boolean | undefined {
     if (this.#checks === 0) return undefined;
     return this.#lastSuccess !== null && this.now() - this.#lastSuccess <= this.silenceMs;
+  }
+
+  /** The peer's latest status while it is reachable; null otherwise. */
+  status(): PeerStatus | null {
+    return this.reachable() ? this.#lastStatus : null;
   }
 }

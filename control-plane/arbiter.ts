@@ -35,8 +35,11 @@ import type { Store } from './store/store.ts';
 
 /** Conditional-write conflicts tolerated in one request before answering 503. */
 const MAX_ATTEMPTS = 8;
-/** A node's status item is rewritten when something changes, or at least this often. */
-export const NODE_STATUS_REFRESH_MS = 5000;
+/**
+ * A node's status item is rewritten when something changes, or at least this often. It is for
+ * operators only (the lease carries what decisions need), so it is kept cheap.
+ */
+export const NODE_STATUS_REFRESH_MS = 30_000;
 /** Snapshots kept; beyond this the oldest are dropped (they are only a hint). */
 const MAX_SNAPSHOTS = 10_000;
 

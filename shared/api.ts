@@ -37,7 +37,7 @@ export const NodeStatusViewSchema = z.object({
   role: AgentRole.nullable().describe('Role the node last reported (null: never heard from)'),
   epoch: z.number().int().nullable(),
   peerReachable: z.boolean().nullable(),
-  lastHeartbeatAgoMs: z.number().int().nullable().describe('Refreshed at least every 5 s while the node heartbeats'),
+  lastHeartbeatAgoMs: z.number().int().nullable().describe('Refreshed at least every 30 s while the node heartbeats (for the holder, at every renewal)'),
   lastDirective: z.string().nullable(),
 });
 

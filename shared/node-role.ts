@@ -7,6 +7,7 @@
  */
 import type { Directive } from './lease.ts';
 import type { ReservationKey } from './reservation-key.ts';
+import { activeWindowMs, type Timing } from './timing.ts';
 
 export const NODE_ROLES = ['passive', 'fencing', 'activating', 'active', 'demoting'] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
@@ -129,4 +130,22 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
       return { action: 'none', reason: `active: holder of epoch ${s.epoch}, lease renewed` };
     }
   }
+}
+
+/** What a passive node last heard from its peer over the peer channel. */
+export interface PeerView {
+  role: NodeRole;
+  leaseRemainingMs: number | null;
+}
+
+/**
+ * How long a passive node may wait between polls of the arbiter. Slowly only while the peer
+ * is an active whose renewals are landing (its lease has at most two renewal intervals fewer
+ * left than a fresh one); at full rate when the peer is silent, renewing late, demoting,
+ * passive, or unknown — everything a takeover may follow.
+ */
+export function passivePollIntervalMs(t: Timing, peer: PeerView | null): number {
+  const healthyFloor = activeWindowMs(t) - 2 * t.renewIntervalMs;
+  const healthy = peer !== null && peer.role === 'active' && peer.leaseRemainingMs !== null && peer.leaseRemainingMs >= healthyFloor;
+  return healthy ? t.passivePollMs : t.renewIntervalMs;
 }

@@ -50,7 +50,9 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           role: s?.role ?? null,
           epoch: s?.epoch ?? null,
           peerReachable: s?.peerReachable ?? null,
-          lastHeartbeatAgoMs: s ? now - s.lastHeartbeatAt : null,
+          // The holder's renewals are the freshest sign of it; the status item may be up to 30 s old.
+          lastHeartbeatAgoMs:
+            lease.holder === id ? Math.min(now - lease.renewedAt, s ? now - s.lastHeartbeatAt : Infinity) : s ? now - s.lastHeartbeatAt : null,
           lastDirective: s?.lastDirective ?? null,
         };
       }),

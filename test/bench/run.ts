@@ -1,6 +1,11 @@
 /**
  * Benchmarks (not tests): `npm run bench [-- <name> [--seconds N] [--concurrency N]]`.
  *
+ * coldstart — the Lambda bundle's load and first request in a fresh process, against bare node.
+ *
+ * cost — what one cluster costs per month on Lambda + DynamoDB (test/bench/cost.ts); --seconds
+ * here is per heartbeat round, so the cost bench runs 30 × that (default 60 s).
+ *
  * heartbeat — holders renewing their leases through the HTTP API of the control plane (Node
  * server on its embedded store, as `npm start` runs it), driven by a separate client process
  * as the agents would be; against a baseline measured in the same run on the same store: the
@@ -23,6 +28,8 @@ import { startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
 import { dynamoClient } from '../../control-plane/store/client.ts';
 import { DynamoStore } from '../../control-plane/store/dynamodb.ts';
 import { exampleSpec, silentLog, tempDir } from '../helpers/control-plane.ts';
+import { coldStartBench } from './coldstart.ts';
+import { costBench } from './cost.ts';
 import { load, type Round, summarize } from './load.ts';
 
 const { values, positionals } = parseArgs({
@@ -122,8 +129,13 @@ async function heartbeatBench(): Promise<void> {
   await rm(dataDir, { recursive: true, force: true });
 }
 
-const benches: Record<string, () => Promise<void>> = { heartbeat: heartbeatBench };
-const names = positionals.length > 0 ? positionals : Object.keys(benches);
+const benches: Record<string, () => Promise<void>> = {
+  heartbeat: heartbeatBench,
+  cost: () => costBench(Number(values.seconds) * 30),
+  coldstart: coldStartBench,
+};
+// Without a name: heartbeat and cold start (the cost bench runs minutes; ask for it by name).
+const names = positionals.length > 0 ? positionals : ['heartbeat', 'coldstart'];
 for (const name of names) {
   const bench = benches[name];
   if (!bench) {

@@ -4,6 +4,7 @@ import { NodeAgent } from '../../agent/loop.ts';
 import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
 import type { FencingState, MonitorResult, Resource, ResourceContext, ResourceName } from '../../agent/resources/resource.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
+import type { PeerView } from '../../shared/node-role.ts';
 import type { ReservationKey } from '../../shared/reservation-key.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
 import { silentLog, exampleSpec } from './control-plane.ts';
@@ -77,6 +78,7 @@ export async function testAgent(options: {
   now: () => number;
   clusterId?: string;
   peerReachable?: () => boolean | undefined;
+  peerStatus?: () => PeerView | null;
 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
   const fakes = fakeResources(options.journal);
@@ -88,7 +90,7 @@ export async function testAgent(options: {
     resources: fakes.resources,
     fencing,
     selfFence: recordingSelfFence(options.journal),
-    peer: options.peerReachable ? { reachable: options.peerReachable, check: async () => {} } : null,
+    peer: options.peerReachable ? { reachable: options.peerReachable, status: () => options.peerStatus?.() ?? null, check: async () => {} } : null,
     now: options.now,
     log: silentLog,
     maxRestarts: 2,

@@ -68,6 +68,7 @@ describe('agents against the control plane', () => {
     // node-a comes back believing it is active under epoch 1; its deadline has passed anyway.
     assert.equal(await a.step(), 'demote');
     assert.equal(a.agent.role, 'passive');
+    advance(500, a, b);
     assert.equal(await a.step(), 'none');
 
     const lease = await h.store.getLease('e2e');
@@ -100,6 +101,7 @@ describe('agents against the control plane', () => {
     advance(1001, a, b);
     assert.equal(await b.step(), 'none', 'silent to the arbiter, but node-b still reaches it');
     bSeesA = false;
+    advance(500, a, b);
     const oldExpiry = (await h.store.getLease('e2e-early'))!.expiresAt;
     assert.equal(await b.step(), 'fence', 'silent to both: fenced at once');
     const lease = await h.store.getLease('e2e-early');

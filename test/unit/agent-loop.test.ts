@@ -3,6 +3,7 @@ import { beforeEach, describe, it } from 'node:test';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
 import type { Directive, FencingReport, Heartbeat, PhaseReport, Release } from '../../shared/lease.ts';
+import type { PeerView } from '../../shared/node-role.ts';
 import { activeDeadline } from '../../shared/timing.ts';
 import { testAgent } from '../helpers/agent.ts';
 
@@ -165,6 +166,7 @@ describe('agent loop', () => {
     assert.equal((await step())?.action, 'demote');
     assert.equal(agent.role, 'passive');
     assert.equal(journal.filter((l) => l.startsWith('stop')).length, 6);
+    now += 500;
     assert.equal((await step())?.action, 'none', 'and then stays passive');
   });
 
@@ -176,6 +178,32 @@ describe('agent loop', () => {
     assert.equal((await step())?.action, 'activate');
     assert.equal(agent.role, 'active');
     assert.ok(!journal.some((l) => l.startsWith('stop') || l.startsWith('fence')), 'nothing stopped, no new fencing');
+  });
+
+  it('a passive node polls every 5 s while its peer is a healthy active, every tick once it is not', async () => {
+    const cp = new FakeControlPlane();
+    let peer: PeerView | null = { role: 'active', leaseRemainingMs: 2600 };
+    const { step } = await testAgent({
+      nodeId: 'node-b',
+      controlPlane: cp,
+      journal,
+      now: () => now,
+      peerReachable: () => peer !== null,
+      peerStatus: () => peer,
+    });
+    cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
+    for (let i = 0; i < 20; i++) {
+      await step();
+      now += 500;
+    }
+    assert.equal(cp.sent.length, 2, '10 s of ticks, one poll per 5 s');
+    peer = null;
+    for (let i = 0; i < 4; i++) {
+      await step();
+      now += 500;
+    }
+    assert.equal(cp.sent.length, 6, 'the peer went silent: a poll every tick');
+    assert.deepEqual(cp.sent.at(-1), { role: 'passive', epoch: 0, peer: { reachable: false } });
   });
 
   it("demotes when the control plane says the lease is another node's", async () => {

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { Directive } from '../../shared/lease.ts';
-import { assertTransition, type CycleSnapshot, decideCycle, NODE_ROLES, TRANSITIONS } from '../../shared/node-role.ts';
+import { assertTransition, type CycleSnapshot, decideCycle, NODE_ROLES, passivePollIntervalMs, TRANSITIONS } from '../../shared/node-role.ts';
+import { activeWindowMs, TimingSchema } from '../../shared/timing.ts';
 
 const KEY = '0x17b0d5da99e0bd7a';
 const activate = (epoch: number, confirmed: boolean): Directive => ({
@@ -185,6 +186,16 @@ describe('node role rules', () => {
     );
     assert.equal(decideCycle({ ...leftovers, heartbeat: { ok: false, error: 'down' } }).action, 'demote', 'no lease deadline: cannot keep serving');
     assert.equal(decideCycle({ ...leftovers, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, true), renewed: true } }).action, 'activate');
+  });
+
+  it('a passive node polls slowly only while its peer is an active whose renewals land', () => {
+    const t = TimingSchema.parse({});
+    const fresh = activeWindowMs(t);
+    assert.equal(passivePollIntervalMs(t, { role: 'active', leaseRemainingMs: fresh - 100 }), 5000);
+    assert.equal(passivePollIntervalMs(t, { role: 'active', leaseRemainingMs: fresh - 2 * t.renewIntervalMs - 1 }), 500, 'renewals are late');
+    assert.equal(passivePollIntervalMs(t, { role: 'demoting', leaseRemainingMs: fresh }), 500, 'the peer is letting go');
+    assert.equal(passivePollIntervalMs(t, { role: 'passive', leaseRemainingMs: null }), 500, 'nobody active');
+    assert.equal(passivePollIntervalMs(t, null), 500, 'the peer is silent');
   });
 
   it('the transition table is the only way between roles', () => {

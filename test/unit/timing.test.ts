@@ -42,6 +42,9 @@ describe('timing validation', () => {
   it('rejects suspecting the holder after a single late renewal', () => {
     rejects({ suspectAfterMs: 600 }, 'suspectAfterMs', /at least 2 × renewIntervalMs/);
   });
+  it('rejects a passive poll faster than the renewal interval', () => {
+    rejects({ passivePollMs: 200 }, 'passivePollMs', /at least renewIntervalMs/);
+  });
   it('rejects early fencing that would never fire before expiry', () => {
     rejects({ suspectAfterMs: 3000 }, 'suspectAfterMs', /must be below leaseTtlMs/);
   });
@@ -86,6 +89,7 @@ const validTiming = fc
       safetyMarginMs: minSafetyMarginMs(leaseTtlMs, maxDriftRatio) + marginExtra,
       skewAllowanceMs,
       suspectAfterMs: Math.round(renewIntervalMs * suspectFactor),
+      passivePollMs: 10 * renewIntervalMs,
     } satisfies Timing;
   })
   .filter((t) => TimingSchema.safeParse(t).success);
@@ -122,7 +126,9 @@ describe('lease deadline safety (property)', () => {
     fc.assert(
       fc.property(validTiming, world, (t, w) => {
         const { holderStopsAt, othersMayHaveItAt } = simulate(t, w, activeDeadline);
-        return holderStopsAt < othersMayHaveItAt;
+        // The arbiter grants only strictly after its threshold (onHeartbeat: now > grantableAfter),
+        // so a holder that stops at that very instant has stopped first.
+        return holderStopsAt <= othersMayHaveItAt;
       }),
       { numRuns: 20_000 },
     );
@@ -133,11 +139,27 @@ describe('lease deadline safety (property)', () => {
     const result = fc.check(
       fc.property(validTiming, world, (t, w) => {
         const { holderStopsAt, othersMayHaveItAt } = simulate(t, w, ignoringDrift);
-        return holderStopsAt < othersMayHaveItAt;
+        return holderStopsAt <= othersMayHaveItAt;
       }),
       { numRuns: 20_000, seed: 42 },
     );
     assert.equal(result.failed, true, 'a deadline without the drift factor must be found unsafe');
+  });
+
+  it('the boundary: no drift, no margin, no skew, no delay — the holder stops exactly at the grant threshold', () => {
+    const t = TimingSchema.parse({
+      renewIntervalMs: 100,
+      leaseTtlMs: 300,
+      requestTimeoutMs: 50,
+      maxDriftRatio: 0,
+      safetyMarginMs: 0,
+      skewAllowanceMs: 0,
+      suspectAfterMs: 200,
+      passivePollMs: 1000,
+    });
+    const w = { delayMs: 0, agentRate: 0, recorderRate: 0, granterRate: 0, offset: 0, agentMonoAtSend: 0, cpClockAtArrival: 1.7e12 };
+    const { holderStopsAt, othersMayHaveItAt } = simulate(t, w, activeDeadline);
+    assert.equal(holderStopsAt, othersMayHaveItAt, 'equal instants: safe only because the grant must come strictly later');
   });
 
   it('the holder keeps a usable window: at least two renewals plus a timeout', () => {
