@@ -30,7 +30,7 @@ export class ControlPlaneClient implements ControlPlane {
     baseUrl: string,
     private readonly clusterId: string,
     private readonly nodeId: string,
-    private readonly options: { timeoutMs: number; token?: string | undefined },
+    private readonly options: { timeoutMs: number; token?: string | undefined; fetch?: typeof fetch },
   ) {
     this.#base = baseUrl.replace(/\/+$/, '');
   }
@@ -38,7 +38,7 @@ export class ControlPlaneClient implements ControlPlane {
   async #call<T extends z.ZodType>(method: 'GET' | 'POST', path: string, body: unknown, schema: T): Promise<z.infer<T>> {
     let res: Response;
     try {
-      res = await fetch(`${this.#base}${path}`, {
+      res = await (this.options.fetch ?? fetch)(`${this.#base}${path}`, {
         method,
         headers: {
           ...(body !== undefined && { 'content-type': 'application/json' }),

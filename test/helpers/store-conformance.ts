@@ -1,0 +1,133 @@
+/**
+ * The Store contract (control-plane/store/store.ts) as tests, run against every backend: the
+ * DynamoDB adapter on dynalite, and the simulator's SimulatedStore. The simulator is only as
+ * good as its store's likeness to DynamoDB; this is where that likeness is checked.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Store } from '../../control-plane/store/store.ts';
+import type { ClusterEvent } from '../../shared/events.ts';
+import { leaseTerms, onHeartbeat, vacantLease } from '../../shared/lease.ts';
+import { ClusterSpecSchema } from '../../shared/spec.ts';
+import { exampleSpec } from './control-plane.ts';
+
+const T = 1_800_000_000_000;
+
+export function storeConformance(backend: string, open: () => Promise<{ store: Store; close(): Promise<void> }>): void {
+  describe(`Store contract: ${backend}`, () => {
+    let store: Store;
+    let close: () => Promise<void>;
+    before(async () => {
+      ({ store, close } = await open());
+    });
+    after(() => close());
+
+    const cluster = async (id: string) => {
+      const spec = ClusterSpecSchema.parse(await exampleSpec(id));
+      const record = { spec, specVersion: 1, createdAt: T, updatedAt: T };
+      return { spec, record, lease: vacantLease(id, leaseTerms(spec, 1), T) };
+    };
+
+    it('creates a cluster once; reads and lists it', async () => {
+      const { record } = await cluster('sc-one');
+      assert.equal(await store.putClusterIfAbsent(record), true);
+      assert.equal(await store.putClusterIfAbsent({ ...record, specVersion: 2 }), false);
+      assert.deepEqual(await store.getCluster('sc-one'), record);
+      assert.equal(await store.getCluster('sc-none'), null);
+      assert.ok((await store.listClusters()).some((c) => c.spec.id === 'sc-one'));
+    });
+
+    it('the lease: created once, compare-and-set on its version, reads see every completed write', async () => {
+      const { lease } = await cluster('sc-lease');
+      assert.equal(await store.putLeaseIfAbsent(lease), true);
+      assert.equal(await store.putLeaseIfAbsent({ ...lease, epoch: 9 }), false);
+      assert.deepEqual(await store.getLease('sc-lease'), lease);
+      const granted = onHeartbeat(lease, 'node-a', { role: 'passive', epoch: 0 }, T + 10).next!;
+      assert.equal(await store.putLease(granted, lease), true);
+      assert.deepEqual(await store.getLease('sc-lease'), granted, 'the stored lease is exactly `next`, whatever the backend writes');
+      assert.equal(await store.putLease({ ...granted, version: granted.version + 1 }, lease), false, 'a stale version does not write');
+      assert.deepEqual(await store.getLease('sc-lease'), granted);
+      assert.equal(await store.putLease(granted, { ...lease, clusterId: 'sc-missing' }), false);
+      assert.equal(await store.getLease('sc-missing'), null);
+    });
+
+    it('concurrent writers on one version: exactly one wins', async () => {
+      const { lease } = await cluster('sc-race');
+      await store.putLeaseIfAbsent(lease);
+      const results = await Promise.all(
+        ['node-a', 'node-b', 'node-a', 'node-b', 'node-a'].map((n, i) =>
+          store.putLease(onHeartbeat(lease, n, { role: 'passive', epoch: 0 }, T + i).next!, lease),
+        ),
+      );
+      assert.equal(results.filter(Boolean).length, 1);
+      assert.equal((await store.getLease('sc-race'))?.version, 1);
+    });
+
+    it('clearOutbox empties it only at the same version, and leaves the version alone', async () => {
+      const { lease } = await cluster('sc-outbox');
+      const granted = onHeartbeat(lease, 'node-a', { role: 'passive', epoch: 0 }, T).next!;
+      await store.putLeaseIfAbsent(granted);
+      assert.equal(await store.clearOutbox('sc-outbox', granted.version + 1), false);
+      assert.equal((await store.getLease('sc-outbox'))?.outbox.length, 2);
+      assert.equal(await store.clearOutbox('sc-outbox', granted.version), true);
+      assert.deepEqual(await store.getLease('sc-outbox'), { ...granted, outbox: [] });
+    });
+
+    it('events: idempotent by id, listed oldest first, paged without loss or repeat', async () => {
+      const events: ClusterEvent[] = Array.from({ length: 7 }, (_, i) => ({
+        id: `e${i}.phase`,
+        clusterId: 'sc-events',
+        at: T + (i % 3),
+        epoch: 1,
+        type: 'phase.reported',
+        node: 'node-a',
+        data: { phase: 'exports', direction: 'start', status: 'succeeded' },
+      }));
+      await store.putEvents(events);
+      await store.putEvents([{ ...events[0]!, data: { phase: 'exports', direction: 'start', status: 'failed' } } as ClusterEvent]);
+      const all = await store.listEvents('sc-events', { limit: 100 });
+      assert.equal(all.cursor, null);
+      assert.deepEqual(
+        all.events.map((e) => e.id),
+        ['e0.phase', 'e3.phase', 'e6.phase', 'e1.phase', 'e4.phase', 'e2.phase', 'e5.phase'],
+      );
+      assert.equal(all.events[0]!.type === 'phase.reported' && all.events[0]!.data.status, 'succeeded', 'the first write of an id stays');
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await store.listEvents('sc-events', { limit: 3, cursor });
+        seen.push(...page.events.map((e) => e.id));
+        cursor = page.cursor ?? undefined;
+      } while (cursor);
+      assert.deepEqual(
+        seen,
+        all.events.map((e) => e.id),
+      );
+    });
+
+    it('node status: last write wins, listed per cluster', async () => {
+      const s = {
+        clusterId: 'sc-status',
+        node: 'node-a',
+        role: 'passive' as const,
+        epoch: 0,
+        peerReachable: null,
+        lastHeartbeatAt: T,
+        lastDirective: 'stay-passive',
+      };
+      await store.putNodeStatus(s);
+      await store.putNodeStatus({ ...s, role: 'active', epoch: 3 });
+      assert.deepEqual(await store.listNodeStatuses('sc-status'), [{ ...s, role: 'active', epoch: 3 }]);
+      assert.deepEqual(await store.listNodeStatuses('sc-nothing'), []);
+    });
+
+    it('reads return copies: changing one changes nothing stored', async () => {
+      const { lease } = await cluster('sc-copy');
+      await store.putLeaseIfAbsent(lease);
+      const read = (await store.getLease('sc-copy'))!;
+      read.epoch = 99;
+      read.terms.nodes[0] = 'mallory';
+      assert.deepEqual(await store.getLease('sc-copy'), lease);
+    });
+  });
+}

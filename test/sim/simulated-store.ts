@@ -1,0 +1,144 @@
+/**
+ * SimulatedStore: the Store contract (control-plane/store/store.ts) in memory, for the
+ * deterministic simulator only. It behaves like the DynamoDB adapter for every operation the
+ * control plane uses — the conformance suite runs against both — and can inject the store's
+ * faults: unavailability, and writes that fail *after* they were applied (a timed-out call
+ * whose write landed), which the contract allows.
+ */
+import {
+  type ClusterRecord,
+  EVENT_CURSOR,
+  type EventPage,
+  type EventQuery,
+  type NodeStatus,
+  type Store,
+  StoreUnavailableError,
+} from '../../control-plane/store/store.ts';
+import type { ClusterEvent } from '../../shared/events.ts';
+import type { Lease } from '../../shared/lease.ts';
+
+export interface StoreFaults {
+  /** Called before each operation; may delay it, or throw StoreUnavailableError. */
+  before(operation: string): Promise<void>;
+  /** After a write was applied: true to report it failed anyway. */
+  failAfterApply(operation: string): boolean;
+}
+
+const noFaults: StoreFaults = { before: async () => {}, failAfterApply: () => false };
+const copy = <T>(v: T): T => structuredClone(v);
+const eventKey = (e: ClusterEvent) => `${String(e.at).padStart(15, '0')}#${e.id}`;
+
+export class SimulatedStore implements Store {
+  readonly #clusters = new Map<string, ClusterRecord>();
+  readonly #leases = new Map<string, Lease>();
+  readonly #events = new Map<string, Map<string, ClusterEvent>>();
+  readonly #statuses = new Map<string, Map<string, NodeStatus>>();
+  faults: StoreFaults = noFaults;
+  /** Observers of every committed lease (the simulator's invariants watch them). */
+  readonly onLease: ((next: Lease, previous: Lease | null) => void)[] = [];
+
+  async #write(operation: string, apply: () => boolean): Promise<boolean> {
+    await this.faults.before(operation);
+    const applied = apply();
+    if (this.faults.failAfterApply(operation)) throw new StoreUnavailableError(`${operation}: timed out (the write may have landed)`);
+    return applied;
+  }
+
+  async putClusterIfAbsent(record: ClusterRecord): Promise<boolean> {
+    return this.#write('putClusterIfAbsent', () => {
+      if (this.#clusters.has(record.spec.id)) return false;
+      this.#clusters.set(record.spec.id, copy(record));
+      return true;
+    });
+  }
+
+  async getCluster(clusterId: string): Promise<ClusterRecord | null> {
+    await this.faults.before('getCluster');
+    return copy(this.#clusters.get(clusterId) ?? null);
+  }
+
+  async listClusters(): Promise<ClusterRecord[]> {
+    await this.faults.before('listClusters');
+    return [...this.#clusters.values()].sort((a, b) => a.spec.id.localeCompare(b.spec.id)).map(copy);
+  }
+
+  async putLeaseIfAbsent(lease: Lease): Promise<boolean> {
+    return this.#write('putLeaseIfAbsent', () => {
+      if (this.#leases.has(lease.clusterId)) return false;
+      this.#commit(copy(lease), null);
+      return true;
+    });
+  }
+
+  async getLease(clusterId: string): Promise<Lease | null> {
+    await this.faults.before('getLease');
+    return copy(this.#leases.get(clusterId) ?? null);
+  }
+
+  async putLease(next: Lease, current: Lease): Promise<boolean> {
+    return this.#write('putLease', () => {
+      const stored = this.#leases.get(next.clusterId);
+      if (!stored || stored.version !== current.version) return false;
+      this.#commit(copy(next), stored);
+      return true;
+    });
+  }
+
+  #commit(next: Lease, previous: Lease | null): void {
+    this.#leases.set(next.clusterId, next);
+    for (const observe of this.onLease) observe(copy(next), previous && copy(previous));
+  }
+
+  async clearOutbox(clusterId: string, version: number): Promise<boolean> {
+    return this.#write('clearOutbox', () => {
+      const stored = this.#leases.get(clusterId);
+      if (!stored || stored.version !== version) return false;
+      this.#leases.set(clusterId, { ...stored, outbox: [] });
+      return true;
+    });
+  }
+
+  async putEvents(events: ClusterEvent[]): Promise<void> {
+    await this.#write('putEvents', () => {
+      for (const e of events) {
+        const byKey = this.#events.get(e.clusterId) ?? new Map<string, ClusterEvent>();
+        if (!byKey.has(eventKey(e))) byKey.set(eventKey(e), copy(e));
+        this.#events.set(e.clusterId, byKey);
+      }
+      return true;
+    });
+  }
+
+  async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
+    await this.faults.before('listEvents');
+    const after = query.cursor ? EVENT_CURSOR.exec(query.cursor) : null;
+    const from = after ? `${after[1]!.padStart(15, '0')}#${after[2]}` : '';
+    const all = [...(this.#events.get(clusterId) ?? new Map()).entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).filter(([k]) => k > from);
+    const page = all.slice(0, query.limit).map(([, e]) => copy(e));
+    const last = page.at(-1);
+    return { events: page, cursor: all.length > query.limit && last ? `${last.at}.${last.id}` : null };
+  }
+
+  async putNodeStatus(status: NodeStatus): Promise<void> {
+    await this.#write('putNodeStatus', () => {
+      const byNode = this.#statuses.get(status.clusterId) ?? new Map<string, NodeStatus>();
+      byNode.set(status.node, copy(status));
+      this.#statuses.set(status.clusterId, byNode);
+      return true;
+    });
+  }
+
+  async listNodeStatuses(clusterId: string): Promise<NodeStatus[]> {
+    await this.faults.before('listNodeStatuses');
+    return [...(this.#statuses.get(clusterId) ?? new Map()).values()].sort((a, b) => a.node.localeCompare(b.node)).map(copy);
+  }
+
+  /** For the simulator's checks: the stored events of a cluster, oldest first. */
+  eventsOf(clusterId: string): ClusterEvent[] {
+    return [...(this.#events.get(clusterId) ?? new Map()).entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, e]) => copy(e));
+  }
+
+  leaseOf(clusterId: string): Lease | null {
+    return copy(this.#leases.get(clusterId) ?? null);
+  }
+}
