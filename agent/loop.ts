@@ -69,6 +69,7 @@ export class NodeAgent {
   #running = false;
   #leftovers = false;
   #lastPollAt = Number.NEGATIVE_INFINITY;
+  #deciding = false;
 
   constructor(private readonly d: AgentDeps) {}
 
@@ -171,7 +172,17 @@ export class NodeAgent {
 
   /** Makes one decision from the current snapshot and starts it; returns it. */
   async decide(): Promise<CycleAction> {
-    if (this.#action) throw new Error('an action is already running');
+    // The deadline timer and the tick may both ask; one decision at a time, one action at a time.
+    if (this.#action || this.#deciding) return { action: 'none', reason: 'a decision or action is already under way' };
+    this.#deciding = true;
+    try {
+      return await this.#decide();
+    } finally {
+      this.#deciding = false;
+    }
+  }
+
+  async #decide(): Promise<CycleAction> {
     if (this.#role === 'active') await this.#monitorIfDue();
     const decision = decideCycle({
       role: this.#role,
@@ -298,6 +309,10 @@ export class NodeAgent {
 
   async #activate(epoch: number): Promise<void> {
     this.d.fencing.epoch = epoch;
+    // Activation is decided only with fencing confirmed for this epoch: by our own report's
+    // answer, or by the arbiter's record of it (our report landed but its answer was lost, or
+    // a previous agent process reported it). The arbiter records it only from this node.
+    this.d.fencing.confirmedEpoch = epoch;
     if (this.#role === 'passive') await this.d.selfFence.arm();
     this.#become('activating');
     for (const r of this.d.resources.ordered) await this.#timed(r.name, 'start', () => r.start());

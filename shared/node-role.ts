@@ -76,14 +76,23 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
     };
   }
   if (s.role === 'passive' && s.leftovers) {
+    // Resources left by a previous agent process may be kept only under the very epoch they
+    // were started in: a grant whose fencing is already confirmed can only be this node's own
+    // earlier epoch. A new epoch means another node may have written since, and a mount from
+    // before that would write over it: stop everything, then fence and start clean.
     const h = s.heartbeat;
-    const ours = h.ok && h.renewed && (h.directive.action === 'activate' || h.directive.action === 'stay-active');
-    // A fresh process has no lease deadline: it may keep what it found only if the arbiter says the lease is ours.
-    if (!ours)
+    const sameEpoch = h.ok && h.renewed && (h.directive.action === 'stay-active' || (h.directive.action === 'activate' && h.directive.fence.confirmed));
+    if (!sameEpoch) {
+      const why = !h.ok
+        ? h.error
+        : h.renewed && h.directive.action === 'activate'
+          ? `granted a new epoch ${h.directive.epoch}; another node may have written since`
+          : h.directive.reason;
       return {
         action: 'demote',
-        reason: `resources left running by a previous agent process, and this node does not hold the lease (${h.ok ? h.directive.reason : h.error}): stopping them`,
+        reason: `resources left running by a previous agent process, and this node does not hold their epoch (${why}): stopping them`,
       };
+    }
   }
   if (!s.heartbeat.ok) {
     if (!holding(s.role)) return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); staying ${s.role}` };

@@ -73,6 +73,21 @@ describe('agent loop', () => {
     assert.deepEqual(cp.sent.at(-1), { role: 'activating', epoch: 2 }, 'reports itself activating under the epoch while fencing');
   });
 
+  it('activates when the arbiter recorded its fencing although the answer to its report was lost', async () => {
+    const { agent, cp, step, fencing } = await agentFor();
+    cp.answers = [granted(2)];
+    cp.reportFencing = async () => {
+      throw new Error('no answer within 800 ms');
+    };
+    await step();
+    assert.equal(fencing.confirmedEpoch, 0, 'not acknowledged to us');
+    now += 500;
+    cp.answers = [granted(2, true)];
+    assert.equal((await step())?.action, 'activate');
+    assert.equal(agent.role, 'active');
+    assert.equal(fencing.confirmedEpoch, 2, "the arbiter's record is the acknowledgement the volume group checks");
+  });
+
   it('never starts a resource while fencing is unacknowledged', async () => {
     const { agent, cp, step } = await agentFor();
     cp.answers = [granted(2)];

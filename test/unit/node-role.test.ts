@@ -182,10 +182,15 @@ describe('node role rules', () => {
     const leftovers = { ...base, leftovers: true };
     assert.match(
       decideCycle(leftovers).reason,
-      /^resources left running by a previous agent process, and this node does not hold the lease \(node-a holds epoch 1\): stopping them$/,
+      /^resources left running by a previous agent process, and this node does not hold their epoch \(node-a holds epoch 1\): stopping them$/,
     );
     assert.equal(decideCycle({ ...leftovers, heartbeat: { ok: false, error: 'down' } }).action, 'demote', 'no lease deadline: cannot keep serving');
     assert.equal(decideCycle({ ...leftovers, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, true), renewed: true } }).action, 'activate');
+    // Found by the simulator: a *new* epoch for this node means the peer may have written in
+    // between; a mount from before must not write again. Stop first, fence and start clean.
+    const newEpoch = decideCycle({ ...leftovers, deadline: 12_000, heartbeat: { ok: true, directive: activate(4, false), renewed: true } });
+    assert.equal(newEpoch.action, 'demote');
+    assert.match(newEpoch.reason, /granted a new epoch 4; another node may have written since/);
   });
 
   it('a passive node polls slowly only while its peer is an active whose renewals land', () => {

@@ -1,0 +1,448 @@
+/**
+ * One simulated run. Real: the control plane (Hono app and arbiter, two instances as on
+ * Lambda), the agents' loops, their HTTP client, and every protocol rule in shared/. Simulated,
+ * behind the interfaces production uses: virtual time and each machine's clock (drifting
+ * within the bound), the network (delay, loss, partitions, one-way), the hosts and the shared
+ * LUN (test/sim/host.ts), the store (test/sim/simulated-store.ts), an NFS client that appends
+ * through the VIP, and the faults. Invariants are checked after every event.
+ */
+import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
+import { NodeAgent } from '../../agent/loop.ts';
+import type { SelfFence } from '../../agent/self-fence.ts';
+import { createApp } from '../../control-plane/app.ts';
+import { StoreUnavailableError } from '../../control-plane/store/store.ts';
+import type { PeerView } from '../../shared/node-role.ts';
+import { type ClusterSpec, ClusterSpecSchema } from '../../shared/spec.ts';
+import { minSafetyMarginMs, type TimingInput } from '../../shared/timing.ts';
+import { exampleSpec, silentLog } from '../helpers/control-plane.ts';
+import { freshHost, type HostState, type HostWorld, SimLun, simResources } from './host.ts';
+import { Random } from './random.ts';
+import { Scheduler, settle } from './scheduler.ts';
+import { SimulatedStore } from './simulated-store.ts';
+
+export const PLANTED_BUGS = ['skip-fencing', 'reregister-when-fenced', 'ignore-drift', 'no-skew-allowance'] as const;
+export type PlantedBug = (typeof PLANTED_BUGS)[number];
+
+export const FAULT_KINDS = [
+  'crash',
+  'agent-crash',
+  'freeze',
+  'partition-cp',
+  'oneway-cp',
+  'partition-peer',
+  'partition-client',
+  'store-errors',
+  'cp-restart',
+  'nfs-dies',
+] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+export interface Fault {
+  at: number;
+  kind: FaultKind;
+  /** 'active' is resolved when the fault strikes: the node serving then (or node-a). */
+  target: 'node-a' | 'node-b' | 'active';
+  durationMs: number;
+}
+
+export interface SimOptions {
+  seed: number;
+  durationMs?: number;
+  /** Planted bugs: configurations of the simulated world that must be caught. */
+  bug?: PlantedBug | undefined;
+  /** Run a bug's world configuration without the bug (the control). */
+  bugConfigOnly?: PlantedBug | undefined;
+  /** Explicit faults (replay, minimisation); default: drawn from the seed. */
+  faults?: Fault[] | undefined;
+  /** Print what happens, for replaying a failing seed. */
+  trace?: boolean | undefined;
+}
+
+export interface SimResult {
+  seed: number;
+  violations: string[];
+  faults: Fault[];
+  /** Client-visible failovers: time between the last write served by one node and the first by the other. */
+  failoversMs: number[];
+  acked: number;
+  longestStallMs: number;
+}
+
+const NODES = ['node-a', 'node-b'] as const;
+const CP_EPOCH = 1_800_000_000_000;
+const CLIENT_INTERVAL_MS = 50;
+const WATCHDOG_MS = 10_000;
+const QUIET_END_MS = 20_000;
+
+/** The world's configuration for a planted bug (or its control): timing and true clock error. */
+function configFor(bug: PlantedBug | undefined) {
+  switch (bug) {
+    case 'ignore-drift':
+      // Clocks really drift by up to 5 %; agents are told 0 % (the bug) and keep a thin margin.
+      return { trueDrift: 0.05, cpOffsetMs: 0, timing: { maxDriftRatio: 0, safetyMarginMs: 20, skewAllowanceMs: 0 } };
+    case 'no-skew-allowance':
+      // Control-plane instances disagree by up to 400 ms; the arbiter allows none (the bug).
+      return { trueDrift: 0.01, cpOffsetMs: 200, timing: { skewAllowanceMs: 0 } };
+    default:
+      return { trueDrift: 0.01, cpOffsetMs: 100, timing: {} };
+  }
+}
+
+function controlTiming(bug: PlantedBug): TimingInput {
+  if (bug === 'ignore-drift') return { maxDriftRatio: 0.05, safetyMarginMs: minSafetyMarginMs(3000, 0.05) + 20, skewAllowanceMs: 0 };
+  if (bug === 'no-skew-allowance') return { skewAllowanceMs: 400 };
+  return {};
+}
+
+export function drawFaults(rng: Random, durationMs: number): Fault[] {
+  const faults: Fault[] = [];
+  const count = rng.int(1, 3);
+  for (let i = 0; i < count; i++) {
+    faults.push({
+      at: rng.int(6_000, durationMs - QUIET_END_MS - 8_000),
+      kind: rng.pick(FAULT_KINDS),
+      target: rng.chance(0.7) ? 'active' : rng.pick(NODES),
+      durationMs: rng.int(500, 8_000),
+    });
+  }
+  return faults.sort((a, b) => a.at - b.at);
+}
+
+interface SimNode {
+  id: string;
+  host: HostState;
+  rate: number;
+  bootAt: number;
+  frozenUntil: number;
+  agent: NodeAgent | null;
+  incarnation: number;
+  watchdog: { armed: boolean; deadline: number };
+}
+
+export async function simulate(options: SimOptions): Promise<SimResult> {
+  const durationMs = options.durationMs ?? 60_000;
+  const rng = new Random(options.seed);
+  const faultRng = new Random(options.seed ^ 0x5bd1e995);
+  const faults = options.faults ?? drawFaults(faultRng, durationMs);
+  const bugs = new Set<string>(options.bug ? [options.bug] : []);
+  const config = configFor(options.bug ?? options.bugConfigOnly);
+  const timing = options.bugConfigOnly ? controlTiming(options.bugConfigOnly) : config.timing;
+  const spec: ClusterSpec = ClusterSpecSchema.parse({ ...(await exampleSpec('sim')), timing });
+  const t = spec.timing;
+  const sched = new Scheduler();
+  const store = new SimulatedStore();
+  const lun = new SimLun();
+  const violations: string[] = [];
+  const trace = (what: string) => options.trace && console.log(`${String(sched.now).padStart(6)} ms  ${what}`);
+  const violation = (what: string) => {
+    trace(`VIOLATION ${what}`);
+    if (violations.length < 20) violations.push(`t=${sched.now} ms: ${what}`);
+  };
+
+  // --- control plane: two instances with their own clocks and arbiter caches ---------------
+  const offsets = [rng.between(-config.cpOffsetMs, config.cpOffsetMs), rng.between(-config.cpOffsetMs, config.cpOffsetMs)];
+  const cpRates = [1 + rng.between(-config.trueDrift, config.trueDrift), 1 + rng.between(-config.trueDrift, config.trueDrift)];
+  const makeInstance = (i: number) => createApp({ store, clock: { now: () => Math.floor(CP_EPOCH + offsets[i]! + sched.now * cpRates[i]!) }, log: silentLog });
+  let instances = [makeInstance(0), makeInstance(1)];
+
+  // --- network ------------------------------------------------------------------------------
+  const blocked = new Map<string, number>();
+  const up = (from: string, to: string) => (blocked.get(`${from}>${to}`) ?? -1) <= sched.now;
+  const block = (from: string, to: string, until: number) => blocked.set(`${from}>${to}`, Math.max(until, blocked.get(`${from}>${to}`) ?? 0));
+  const delay = () => (rng.chance(0.02) ? rng.int(100, 400) : rng.int(1, 15));
+
+  // --- nodes --------------------------------------------------------------------------------
+  const nodes: SimNode[] = NODES.map((id) => ({
+    id,
+    host: freshHost(),
+    rate: 1 + rng.between(-config.trueDrift, config.trueDrift),
+    bootAt: 0,
+    frozenUntil: 0,
+    agent: null,
+    incarnation: 0,
+    watchdog: { armed: false, deadline: 0 },
+  }));
+  const node = (id: string) => nodes.find((n) => n.id === id)!;
+  const frozen = (n: SimNode) => n.frozenUntil > sched.now;
+  /** A node that was frozen cannot have acted on its deadline; it gets this long after waking. */
+  const THAW_GRACE_MS = 300;
+  const justThawed = (n: SimNode) => !frozen(n) && sched.now < n.frozenUntil + THAW_GRACE_MS;
+  const mono = (n: SimNode) => 1000 + (sched.now - n.bootAt) * n.rate;
+  const virtualAt = (n: SimNode, monoTime: number) => n.bootAt + (monoTime - 1000) / n.rate;
+  /** Runs `fn` now, or when the node thaws. */
+  const onNode = (n: SimNode, fn: () => void) => (frozen(n) ? sched.at(n.frozenUntil, () => onNode(n, fn)) : fn());
+
+  const hostWorld: HostWorld = {
+    lun,
+    clusterId: spec.id,
+    now: () => sched.now,
+    bugs,
+    violation,
+    trace,
+    work: (id) =>
+      new Promise((resolve) => {
+        const n = node(id);
+        sched.after(rng.int(5, 40), () => onNode(n, resolve));
+      }),
+    granted: (id, epoch) => {
+      const lease = store.leaseOf(spec.id);
+      const events = store.eventsOf(spec.id);
+      const grant = lease?.holder === id && lease.epoch === epoch ? lease.fencing : null;
+      return {
+        granted: !!grant || events.some((e) => e.type === 'lease.granted' && e.epoch === epoch && e.node === id),
+        confirmed: (grant?.confirmedAt ?? null) !== null || events.some((e) => e.type === 'fencing.confirmed' && e.epoch === epoch && e.node === id),
+      };
+    },
+  };
+
+  const fetchFor =
+    (n: SimNode, incarnation: number): typeof fetch =>
+    async (input, init) =>
+      new Promise<Response>((resolve, reject) => {
+        let done = false;
+        const finish = (fn: () => void) => onNode(n, () => !done && n.incarnation === incarnation && ((done = true), fn()));
+        sched.after(t.requestTimeoutMs, () => finish(() => reject(Object.assign(new Error('timed out'), { name: 'TimeoutError' }))));
+        if (!up(n.id, 'cp') || rng.chance(0.01)) return;
+        sched.after(delay(), () => {
+          const app = rng.pick(instances);
+          const { signal: _signal, ...rest } = init ?? {};
+          void Promise.resolve(app.request(String(input), rest)).then((res) => {
+            if (!up('cp', n.id) || rng.chance(0.01)) return;
+            sched.after(delay(), () => finish(() => resolve(res)));
+          });
+        });
+      });
+
+  class SimPeer {
+    lastSuccess: number | null = null;
+    lastStatus: PeerView | null = null;
+    checks = 0;
+    constructor(private readonly self: SimNode) {}
+    get other() {
+      return nodes.find((p) => p !== this.self)!;
+    }
+    async check() {
+      this.checks++;
+      const p = this.other;
+      if (p.host.powered && !frozen(p) && p.agent && up(this.self.id, p.id) && up(p.id, this.self.id)) {
+        this.lastSuccess = mono(this.self);
+        this.lastStatus = p.agent.status();
+      }
+    }
+    reachable() {
+      if (this.checks === 0) return undefined;
+      return this.lastSuccess !== null && mono(this.self) - this.lastSuccess <= t.suspectAfterMs;
+    }
+    status() {
+      return this.reachable() ? this.lastStatus : null;
+    }
+  }
+
+  const crash = (n: SimNode, downMs: number) => {
+    n.incarnation++;
+    n.agent?.stop();
+    n.agent = null;
+    n.host = { ...freshHost(), powered: false };
+    n.watchdog.armed = false;
+    sched.after(downMs, () => {
+      n.host = freshHost();
+      n.bootAt = sched.now;
+      boot(n);
+    });
+  };
+
+  const selfFenceFor = (n: SimNode, incarnation: number): SelfFence => ({
+    arm: async () => {
+      if (n.incarnation !== incarnation) return;
+      n.watchdog = { armed: true, deadline: sched.now + WATCHDOG_MS };
+      scheduleWatchdog(n);
+    },
+    pet: async () => {
+      if (n.incarnation === incarnation && n.watchdog.armed) n.watchdog.deadline = sched.now + WATCHDOG_MS;
+    },
+    disarm: async () => {
+      if (n.incarnation === incarnation) n.watchdog.armed = false;
+    },
+    reboot: async () => {
+      if (n.incarnation === incarnation) crash(n, 3_000);
+    },
+  });
+
+  const scheduleWatchdog = (n: SimNode) =>
+    sched.at(n.watchdog.deadline, () => {
+      if (!n.watchdog.armed || !n.host.powered) return;
+      if (sched.now >= n.watchdog.deadline) crash(n, 3_000);
+      else scheduleWatchdog(n);
+    });
+
+  const boot = (n: SimNode) => {
+    const incarnation = ++n.incarnation;
+    const fencing = { epoch: 0, confirmedEpoch: 0 };
+    const agent = new NodeAgent({
+      spec,
+      nodeId: n.id,
+      controlPlane: new ControlPlaneClient('http://control-plane', spec.id, n.id, { timeoutMs: t.requestTimeoutMs, fetch: fetchFor(n, incarnation) }),
+      resources: simResources(hostWorld, n.id, n.host, fencing),
+      fencing,
+      selfFence: selfFenceFor(n, incarnation),
+      peer: new SimPeer(n),
+      now: () => mono(n),
+      log: silentLog,
+      maxRestarts: 2,
+      monitorIntervalMs: 1000,
+      demoteBudgetMs: 10_000,
+    });
+    n.agent = agent;
+    const alive = () => n.incarnation === incarnation;
+    const tick = () => {
+      if (!alive()) return;
+      const started = sched.now;
+      void agent
+        .tick()
+        .then(() => {
+          if (!alive()) return;
+          if (agent.deadline !== null) {
+            const at = virtualAt(n, agent.deadline);
+            sched.at(at, () => onNode(n, () => alive() && void agent.onDeadline().catch((e: Error) => violation(`${n.id} onDeadline threw: ${e.message}`))));
+          }
+          sched.at(started + t.renewIntervalMs / n.rate, () => onNode(n, tick));
+        })
+        .catch((e: Error) => violation(`${n.id} agent threw: ${e.stack}`));
+    };
+    void agent.recover().then(() => onNode(n, tick));
+  };
+
+  // --- the NFS client -------------------------------------------------------------------------
+  let seq = 0;
+  let acked = 0;
+  const ackedBy: { seq: number; at: number; node: string }[] = [];
+  const failoversMs: number[] = [];
+  let longestStallMs = 0;
+  const clientWrite = () => {
+    sched.after(CLIENT_INTERVAL_MS, clientWrite);
+    const holders = nodes.filter((n) => n.host.powered && n.host.vip && up('client', n.id)).sort((a, b) => b.host.garpAt - a.host.garpAt);
+    const target = holders[0];
+    if (!target || frozen(target) || !up(target.id, 'client')) return;
+    if (!(target.host.mounted && target.host.nfsRunning && target.host.exported)) return;
+    if (!lun.mayWrite(target.id)) return;
+    const record = seq++;
+    lun.records[target.host.cursor++] = record;
+    const last = ackedBy.at(-1);
+    if (last) {
+      longestStallMs = Math.max(longestStallMs, sched.now - last.at);
+      if (last.node !== target.id) failoversMs.push(sched.now - last.at);
+    }
+    if (ackedBy.at(-1)?.node !== target.id) trace(`client: writes now served by ${target.id} (slot ${target.host.cursor - 1})`);
+    ackedBy.push({ seq: record, at: sched.now, node: target.id });
+    acked++;
+  };
+
+  // --- invariants -------------------------------------------------------------------------------
+  let lastEpoch = 0;
+  const holderOf = new Map<number, string>();
+  store.onLease.push((next, previous) => {
+    if (next.holder !== previous?.holder || next.epoch !== previous?.epoch || next.fencing?.confirmedAt !== previous?.fencing?.confirmedAt) {
+      trace(
+        `lease: ${next.holder ?? 'vacant'} epoch ${next.epoch}${next.fencing ? ` (${next.fencing.reason}${next.fencing.confirmedAt ? ', fencing confirmed' : ''})` : ''}`,
+      );
+    }
+    if (next.epoch < lastEpoch) violation(`epoch went back from ${lastEpoch} to ${next.epoch}`);
+    lastEpoch = Math.max(lastEpoch, next.epoch);
+    if (next.holder && next.epoch > 0) {
+      const h = holderOf.get(next.epoch);
+      if (h && h !== next.holder) violation(`epoch ${next.epoch} held by ${h} and by ${next.holder}`);
+      holderOf.set(next.epoch, next.holder);
+    }
+    // A lease that expired for everyone else: its old holder must have stopped serving by then.
+    if (previous?.holder && next.holder && next.holder !== previous.holder && next.fencing?.reason === 'lease-expired') {
+      const old = node(previous.holder);
+      if (old.host.powered && !frozen(old) && !justThawed(old) && old.agent && old.host.vip)
+        violation(`${old.id} still served when its lease expired and went to ${next.holder} (epoch ${next.epoch})`);
+    }
+  });
+  const check = () => {
+    const writers = nodes.filter((n) => n.host.powered && n.host.mounted && n.host.vgActive && lun.registrations.has(n.id));
+    if (writers.length > 1) violation(`two writers: ${writers.map((n) => n.id).join(' and ')} both have the filesystem mounted and their key registered`);
+    for (const n of nodes) {
+      const a = n.agent;
+      if (!a || !n.host.powered || frozen(n) || justThawed(n) || !n.host.vip || a.deadline === null) continue;
+      if (mono(n) > a.deadline + 300) violation(`${n.id} serves ${Math.round(mono(n) - a.deadline)} ms past its own lease deadline`);
+    }
+  };
+
+  // --- the nemesis ------------------------------------------------------------------------------
+  const serving = () => nodes.find((n) => n.host.vip && n.host.powered)?.id ?? 'node-a';
+  const other = (id: string) => (id === 'node-a' ? 'node-b' : 'node-a');
+  const storeFaultsUntil = { t: -1 };
+  store.faults = {
+    before: async () => {
+      if (sched.now >= storeFaultsUntil.t) return;
+      if (rng.chance(0.1)) await sched.sleep(rng.int(50, 400));
+      if (rng.chance(0.3)) throw new StoreUnavailableError('injected: throttled');
+    },
+    failAfterApply: () => sched.now < storeFaultsUntil.t && rng.chance(0.1),
+  };
+  for (const f of faults) {
+    sched.at(f.at, () => {
+      const id = f.target === 'active' ? serving() : f.target;
+      trace(`FAULT ${f.kind} on ${id} for ${f.durationMs} ms`);
+      const n = node(id);
+      const until = sched.now + f.durationMs;
+      switch (f.kind) {
+        case 'crash':
+          return crash(n, f.durationMs);
+        case 'agent-crash': {
+          n.incarnation++;
+          n.agent?.stop();
+          n.agent = null;
+          return sched.after(f.durationMs, () => n.host.powered && !n.agent && boot(n));
+        }
+        case 'freeze':
+          n.frozenUntil = Math.max(n.frozenUntil, until);
+          return;
+        case 'partition-cp':
+          block(id, 'cp', until);
+          return block('cp', id, until);
+        case 'oneway-cp':
+          return block(id, 'cp', until);
+        case 'partition-peer':
+          block(id, other(id), until);
+          return block(other(id), id, until);
+        case 'partition-client':
+          block(id, 'client', until);
+          return block('client', id, until);
+        case 'store-errors':
+          storeFaultsUntil.t = until;
+          return;
+        case 'cp-restart':
+          instances = [makeInstance(0), makeInstance(1)];
+          return;
+        case 'nfs-dies':
+          n.host.nfsRunning = false;
+          return;
+      }
+    });
+  }
+
+  // --- run ----------------------------------------------------------------------------------------
+  const created = await instances[0]!.request('/v1/clusters', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) });
+  if (created.status !== 201) throw new Error(`cluster not created: ${created.status} ${await created.text()}`);
+  for (const n of nodes) sched.at(rng.int(0, 500), () => boot(n));
+  sched.after(1_000, clientWrite);
+  await sched.run(durationMs, check);
+  await settle();
+
+  // --- end-of-run checks ----------------------------------------------------------------------------
+  const onDisk = new Set(lun.records);
+  const lost = ackedBy.filter((a) => !onDisk.has(a.seq));
+  if (lost.length > 0) violation(`${lost.length} acknowledged writes lost, first #${lost[0]!.seq} (acked by ${lost[0]!.node} at ${lost[0]!.at} ms)`);
+  const decided = new Map<number, number>();
+  for (const e of store.eventsOf(spec.id)) if (e.type === 'fencing.decided') decided.set(e.epoch, (decided.get(e.epoch) ?? 0) + 1);
+  for (const [epoch, count] of decided) if (count > 1) violation(`epoch ${epoch} has ${count} fencing decisions`);
+  const lastAck = ackedBy.at(-1)?.at ?? 0;
+  if (durationMs - lastAck > 5_000)
+    violation(`no write served in the last ${Math.round((durationMs - lastAck) / 1000)} s, ${QUIET_END_MS / 1000} s after the last fault began to heal`);
+  for (const n of nodes) n.agent?.stop();
+  if (options.trace) for (const e of store.eventsOf(spec.id)) if (e.type === 'phase.reported' && e.data.status === 'failed') trace(`phase failed: ${e.node} epoch ${e.epoch} ${e.data.direction} ${e.data.phase}: ${e.data.message}`);
+  return { seed: options.seed, violations, faults, failoversMs, acked, longestStallMs };
+}
