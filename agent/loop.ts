@@ -147,7 +147,14 @@ export class NodeAgent {
 
   /** The deadline passed: stop whatever runs at its next step, and demote. */
   async onDeadline(): Promise<void> {
-    if (this.#role === 'passive' || this.#role === 'demoting' || this.#deadline === null || this.d.now() < this.#deadline) return;
+    if (this.#role === 'passive' || this.#role === 'demoting' || this.#deadline === null) return;
+    const left = this.#deadline - this.d.now();
+    if (left > 0) {
+      // Timers have millisecond granularity and may fire a fraction early: look again then,
+      // rather than leave demotion to the next tick (which may be waiting out a timeout).
+      if (this.#running) this.#deadlineTimer = setTimeout(() => void this.onDeadline(), Math.ceil(left) + 1);
+      return;
+    }
     this.#interrupt = true;
     await this.settled();
     await this.decide();

@@ -78,19 +78,20 @@ const QUIET_END_MS = 20_000;
 function configFor(bug: PlantedBug | undefined) {
   switch (bug) {
     case 'ignore-drift':
-      // Clocks really drift by up to 5 %; agents are told 0 % (the bug) and keep a thin margin.
-      return { trueDrift: 0.05, cpOffsetMs: 0, timing: { maxDriftRatio: 0, safetyMarginMs: 20, skewAllowanceMs: 0 } };
+      // Clocks really drift by up to 10 % (the bound's maximum); agents are told 0 % (the bug)
+      // and keep a thin margin.
+      return { trueDrift: 0.1, cpOffsetMs: 0, timing: { maxDriftRatio: 0, safetyMarginMs: 20, skewAllowanceMs: 0 } };
     case 'no-skew-allowance':
-      // Control-plane instances disagree by up to 400 ms; the arbiter allows none (the bug).
-      return { trueDrift: 0.01, cpOffsetMs: 200, timing: { skewAllowanceMs: 0 } };
+      // Control-plane instances disagree by up to 600 ms; the arbiter allows none (the bug).
+      return { trueDrift: 0.01, cpOffsetMs: 300, timing: { skewAllowanceMs: 0 } };
     default:
       return { trueDrift: 0.01, cpOffsetMs: 100, timing: {} };
   }
 }
 
 function controlTiming(bug: PlantedBug): TimingInput {
-  if (bug === 'ignore-drift') return { maxDriftRatio: 0.05, safetyMarginMs: minSafetyMarginMs(3000, 0.05) + 20, skewAllowanceMs: 0 };
-  if (bug === 'no-skew-allowance') return { skewAllowanceMs: 400 };
+  if (bug === 'ignore-drift') return { maxDriftRatio: 0.1, safetyMarginMs: minSafetyMarginMs(3000, 0.1) + 20, skewAllowanceMs: 0 };
+  if (bug === 'no-skew-allowance') return { skewAllowanceMs: 600 };
   return {};
 }
 
@@ -140,9 +141,18 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   };
 
   // --- control plane: two instances with their own clocks and arbiter caches ---------------
-  const offsets = [rng.between(-config.cpOffsetMs, config.cpOffsetMs), rng.between(-config.cpOffsetMs, config.cpOffsetMs)];
-  const cpRates = [1 + rng.between(-config.trueDrift, config.trueDrift), 1 + rng.between(-config.trueDrift, config.trueDrift)];
-  const makeInstance = (i: number) => createApp({ store, clock: { now: () => Math.floor(CP_EPOCH + offsets[i]! + sched.now * cpRates[i]!) }, log: silentLog });
+  // Their wall clocks are synchronised (NTP, AWS Time Sync): each strays from true time by a
+  // bounded, slowly varying offset (at most cpOffsetMs, so two differ by at most the skew
+  // allowance), whose rate of change stays within the drift bound.
+  const basePhase = rng.between(0, 2 * Math.PI);
+  const cpClocks = [0, 1].map((i) => {
+    // Opposite phases: the two instances swing apart by up to twice the amplitude.
+    const amplitude = config.cpOffsetMs;
+    const phase = basePhase + i * Math.PI;
+    const period = config.trueDrift > 0 ? (2 * Math.PI * Math.max(amplitude, 1)) / config.trueDrift : Infinity;
+    return () => Math.floor(CP_EPOCH + sched.now + (Number.isFinite(period) ? amplitude * Math.sin((2 * Math.PI * sched.now) / period + phase) : 0));
+  });
+  const makeInstance = (i: number) => createApp({ store, clock: { now: cpClocks[i]! }, log: silentLog });
   let instances = [makeInstance(0), makeInstance(1)];
 
   // --- network ------------------------------------------------------------------------------
@@ -302,7 +312,8 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         .then(() => {
           if (!alive()) return;
           if (agent.deadline !== null) {
-            const at = virtualAt(n, agent.deadline);
+            // As the agent's timer does: at the deadline, or a millisecond after (never before).
+            const at = Math.ceil(virtualAt(n, agent.deadline)) + 1;
             sched.at(at, () => onNode(n, () => alive() && void agent.onDeadline().catch((e: Error) => violation(`${n.id} onDeadline threw: ${e.message}`))));
           }
           sched.at(started + t.renewIntervalMs / n.rate, () => onNode(n, tick));
@@ -443,6 +454,9 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   if (durationMs - lastAck > 5_000)
     violation(`no write served in the last ${Math.round((durationMs - lastAck) / 1000)} s, ${QUIET_END_MS / 1000} s after the last fault began to heal`);
   for (const n of nodes) n.agent?.stop();
-  if (options.trace) for (const e of store.eventsOf(spec.id)) if (e.type === 'phase.reported' && e.data.status === 'failed') trace(`phase failed: ${e.node} epoch ${e.epoch} ${e.data.direction} ${e.data.phase}: ${e.data.message}`);
+  if (options.trace)
+    for (const e of store.eventsOf(spec.id))
+      if (e.type === 'phase.reported' && e.data.status === 'failed')
+        trace(`phase failed: ${e.node} epoch ${e.epoch} ${e.data.direction} ${e.data.phase}: ${e.data.message}`);
   return { seed: options.seed, violations, faults, failoversMs, acked, longestStallMs };
 }
