@@ -48,7 +48,14 @@ export interface AgentDeps {
   maxRestarts: number;
   monitorIntervalMs: number;
   demoteBudgetMs: number;
+  /** Runs `fn` after `ms` of the agent's time (default: setTimeout); the simulator supplies its own. */
+  timer?: (ms: number, fn: () => void) => { cancel(): void };
 }
+
+const realTimer = (ms: number, fn: () => void) => {
+  const t = setTimeout(fn, ms);
+  return { cancel: () => clearTimeout(t) };
+};
 
 class Interrupted extends Error {}
 
@@ -342,12 +349,15 @@ export class NodeAgent {
 
   async #demote(): Promise<void> {
     this.#become('demoting');
-    const budget = setTimeout(() => void this.d.selfFence.reboot(`demotion did not finish within ${this.d.demoteBudgetMs} ms`), this.d.demoteBudgetMs);
+    const budget = (this.d.timer ?? realTimer)(
+      this.d.demoteBudgetMs,
+      () => void this.d.selfFence.reboot(`demotion did not finish within ${this.d.demoteBudgetMs} ms`),
+    );
     try {
       // Reverse order; the reservation stays (the next holder preempts it).
       for (const r of [...this.d.resources.ordered].reverse() as Resource[]) await this.#timed(r.name, 'stop', () => r.stop());
     } finally {
-      clearTimeout(budget);
+      budget.cancel();
     }
     await this.d.selfFence.disarm();
     this.#setDeadline(null);

@@ -24,6 +24,10 @@ export class SimLun {
 }
 
 export interface HostState {
+  /** Injected faults: the next mount fails; the next stop of any resource hangs this long. */
+  failNextMount: boolean;
+  hangNextStopMs: number;
+  hangingUntil: number;
   powered: boolean;
   vgActive: boolean;
   mounted: boolean;
@@ -35,7 +39,19 @@ export interface HostState {
 }
 
 export function freshHost(): HostState {
-  return { powered: true, vgActive: false, mounted: false, cursor: 0, nfsRunning: false, exported: false, vip: false, garpAt: 0 };
+  return {
+    failNextMount: false,
+    hangNextStopMs: 0,
+    hangingUntil: 0,
+    powered: true,
+    vgActive: false,
+    mounted: false,
+    cursor: 0,
+    nfsRunning: false,
+    exported: false,
+    vip: false,
+    garpAt: 0,
+  };
 }
 
 /** What the host resources need from the simulated world. */
@@ -45,6 +61,8 @@ export interface HostWorld {
   now(): number;
   /** A step that takes virtual time (longer when the node is frozen). */
   work(node: string): Promise<void>;
+  /** A stop step: like work, unless a hang was injected. */
+  stopWork(node: string, host: HostState): Promise<void>;
   violation(what: string): void;
   trace(what: string): void;
   /** Whether the arbiter's stored lease grants `node` the epoch, and its fencing is confirmed. */
@@ -138,7 +156,7 @@ class SimVolumeGroup extends SimResource {
     this.host.vgActive = true;
   }
   async stop(): Promise<void> {
-    await this.w.work(this.node);
+    await this.w.stopWork(this.node, this.host);
     this.host.vgActive = false;
   }
   async monitor() {
@@ -151,12 +169,16 @@ class SimFilesystem extends SimResource {
   async start(): Promise<void> {
     await this.w.work(this.node);
     if (!this.host.vgActive) throw new Error('no active VG to mount');
+    if (this.host.failNextMount) {
+      this.host.failNextMount = false;
+      throw new Error('mount: wrong fs type, bad option, bad superblock (injected)');
+    }
     if (!this.host.mounted) this.host.cursor = this.w.lun.records.length;
     this.host.mounted = true;
     this.w.trace(`${this.node}: mounted (appends at slot ${this.host.cursor})`);
   }
   async stop(): Promise<void> {
-    await this.w.work(this.node);
+    await this.w.stopWork(this.node, this.host);
     this.host.mounted = false;
     this.w.trace(`${this.node}: unmounted`);
   }
@@ -172,7 +194,7 @@ class SimNfsServer extends SimResource {
     this.host.nfsRunning = true;
   }
   async stop(): Promise<void> {
-    await this.w.work(this.node);
+    await this.w.stopWork(this.node, this.host);
     this.host.nfsRunning = false;
   }
   async monitor(): Promise<MonitorResult> {
@@ -187,7 +209,7 @@ class SimExports extends SimResource {
     this.host.exported = true;
   }
   async stop(): Promise<void> {
-    await this.w.work(this.node);
+    await this.w.stopWork(this.node, this.host);
     this.host.exported = false;
   }
   async monitor() {
@@ -204,9 +226,9 @@ class SimFloatingIp extends SimResource {
     this.w.trace(`${this.node}: VIP up`);
   }
   async stop(): Promise<void> {
+    await this.w.stopWork(this.node, this.host);
     this.host.vip = false;
     this.w.trace(`${this.node}: VIP down`);
-    await this.w.work(this.node);
   }
   async monitor() {
     return this.state(this.host.vip);

@@ -34,6 +34,8 @@ export const FAULT_KINDS = [
   'store-errors',
   'cp-restart',
   'nfs-dies',
+  'mount-fails',
+  'stop-hangs',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -72,6 +74,9 @@ const NODES = ['node-a', 'node-b'] as const;
 const CP_EPOCH = 1_800_000_000_000;
 const CLIENT_INTERVAL_MS = 50;
 const WATCHDOG_MS = 10_000;
+const DEMOTE_BUDGET_MS = 10_000;
+/** After a clean crash of the serving node (no other fault near it), service resumes within this. */
+const CRASH_FAILOVER_BOUND_MS = 4_000;
 const QUIET_END_MS = 20_000;
 
 /** The world's configuration for a planted bug (or its control): timing and true clock error. */
@@ -194,6 +199,14 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         const n = node(id);
         sched.after(rng.int(5, 40), () => onNode(n, resolve));
       }),
+    stopWork: (id, host) => {
+      if (host.hangNextStopMs === 0) return hostWorld.work(id);
+      const hang = host.hangNextStopMs;
+      host.hangNextStopMs = 0;
+      host.hangingUntil = sched.now + hang;
+      trace(`${id}: a stop hangs for ${hang} ms`);
+      return new Promise((resolve) => sched.after(hang, () => onNode(node(id), resolve)));
+    },
     granted: (id, epoch) => {
       const lease = store.leaseOf(spec.id);
       const events = store.eventsOf(spec.id);
@@ -213,6 +226,8 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         const finish = (fn: () => void) => onNode(n, () => !done && n.incarnation === incarnation && ((done = true), fn()));
         sched.after(t.requestTimeoutMs, () => finish(() => reject(Object.assign(new Error('timed out'), { name: 'TimeoutError' }))));
         if (!up(n.id, 'cp') || rng.chance(0.01)) return;
+        // Now and then the network delivers a request twice; the copy's answer is lost.
+        if (rng.chance(0.01)) sched.after(delay(), () => void rng.pick(instances).request(String(input), { ...init, signal: undefined }));
         sched.after(delay(), () => {
           const app = rng.pick(instances);
           const { signal: _signal, ...rest } = init ?? {};
@@ -273,20 +288,25 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     disarm: async () => {
       if (n.incarnation === incarnation) n.watchdog.armed = false;
     },
-    reboot: async () => {
-      if (n.incarnation === incarnation) crash(n, 3_000);
+    reboot: async (reason) => {
+      if (n.incarnation !== incarnation) return;
+      trace(`${n.id}: SELF-FENCE (reboot): ${reason}`);
+      crash(n, 3_000);
     },
   });
 
   const scheduleWatchdog = (n: SimNode) =>
     sched.at(n.watchdog.deadline, () => {
       if (!n.watchdog.armed || !n.host.powered) return;
-      if (sched.now >= n.watchdog.deadline) crash(n, 3_000);
-      else scheduleWatchdog(n);
+      if (sched.now >= n.watchdog.deadline) {
+        trace(`${n.id}: WATCHDOG fired`);
+        crash(n, 3_000);
+      } else scheduleWatchdog(n);
     });
 
   const boot = (n: SimNode) => {
     const incarnation = ++n.incarnation;
+    const alive = () => n.incarnation === incarnation;
     const fencing = { epoch: 0, confirmedEpoch: 0 };
     const agent = new NodeAgent({
       spec,
@@ -300,10 +320,10 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       log: silentLog,
       maxRestarts: 2,
       monitorIntervalMs: 1000,
-      demoteBudgetMs: 10_000,
+      demoteBudgetMs: DEMOTE_BUDGET_MS,
+      timer: (ms, fn) => sched.after(ms / n.rate, () => onNode(n, () => alive() && fn())),
     });
     n.agent = agent;
-    const alive = () => n.incarnation === incarnation;
     const tick = () => {
       if (!alive()) return;
       const started = sched.now;
@@ -367,7 +387,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     // A lease that expired for everyone else: its old holder must have stopped serving by then.
     if (previous?.holder && next.holder && next.holder !== previous.holder && next.fencing?.reason === 'lease-expired') {
       const old = node(previous.holder);
-      if (old.host.powered && !frozen(old) && !justThawed(old) && old.agent && old.host.vip)
+      if (old.host.powered && !frozen(old) && !justThawed(old) && old.host.hangingUntil <= sched.now && old.agent && old.host.vip)
         violation(`${old.id} still served when its lease expired and went to ${next.holder} (epoch ${next.epoch})`);
     }
   });
@@ -377,11 +397,14 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     for (const n of nodes) {
       const a = n.agent;
       if (!a || !n.host.powered || frozen(n) || justThawed(n) || !n.host.vip || a.deadline === null) continue;
-      if (mono(n) > a.deadline + 300) violation(`${n.id} serves ${Math.round(mono(n) - a.deadline)} ms past its own lease deadline`);
+      // A hung stop (injected) may hold the VIP until self-fencing ends it, within the demotion budget.
+      const allowed = n.host.hangingUntil > sched.now ? DEMOTE_BUDGET_MS + 300 : 300;
+      if (mono(n) > a.deadline + allowed) violation(`${n.id} serves ${Math.round(mono(n) - a.deadline)} ms past its own lease deadline`);
     }
   };
 
   // --- the nemesis ------------------------------------------------------------------------------
+  const n0 = (id: string) => node(id);
   const serving = () => nodes.find((n) => n.host.vip && n.host.powered)?.id ?? 'node-a';
   const other = (id: string) => (id === 'node-a' ? 'node-b' : 'node-a');
   const storeFaultsUntil = { t: -1 };
@@ -393,9 +416,12 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     },
     failAfterApply: () => sched.now < storeFaultsUntil.t && rng.chance(0.1),
   };
+  const cleanCrashes: { at: number; of: string }[] = [];
   for (const f of faults) {
     sched.at(f.at, () => {
       const id = f.target === 'active' ? serving() : f.target;
+      const alone = faults.every((g) => g === f || g.at + g.durationMs < f.at - 10_000 || g.at > f.at + 10_000);
+      if (f.kind === 'crash' && alone && n0(id).host.vip && n0(id).host.powered) cleanCrashes.push({ at: f.at, of: id });
       trace(`FAULT ${f.kind} on ${id} for ${f.durationMs} ms`);
       const n = node(id);
       const until = sched.now + f.durationMs;
@@ -431,6 +457,16 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         case 'nfs-dies':
           n.host.nfsRunning = false;
           return;
+        case 'mount-fails':
+          // Strikes the node that would mount next: the peer of the one serving.
+          node(f.target === 'active' ? other(id) : id).host.failNextMount = true;
+          return;
+        case 'stop-hangs':
+          // A stop that hangs, when it matters: the node loses the control plane, must demote
+          // at its deadline, and its first stop hangs past the demotion budget.
+          n.host.hangNextStopMs = 20_000;
+          block(id, 'cp', Math.max(until, sched.now + t.leaseTtlMs + 2_000));
+          return block('cp', id, Math.max(until, sched.now + t.leaseTtlMs + 2_000));
       }
     });
   }
@@ -450,6 +486,16 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   const decided = new Map<number, number>();
   for (const e of store.eventsOf(spec.id)) if (e.type === 'fencing.decided') decided.set(e.epoch, (decided.get(e.epoch) ?? 0) + 1);
   for (const [epoch, count] of decided) if (count > 1) violation(`epoch ${epoch} has ${count} fencing decisions`);
+  for (const c of cleanCrashes) {
+    // Either node may resume: the peer by taking over, or the crashed node itself if it is back
+    // before its lease could go to anyone else.
+    const resumed = ackedBy.find((a) => a.at > c.at);
+    if (!resumed || resumed.at - c.at > CRASH_FAILOVER_BOUND_MS) {
+      violation(
+        `after ${c.of} crashed at ${c.at} ms, service resumed ${resumed ? `only after ${resumed.at - c.at} ms (by ${resumed.node})` : 'never'} (bound ${CRASH_FAILOVER_BOUND_MS} ms)`,
+      );
+    }
+  }
   const lastAck = ackedBy.at(-1)?.at ?? 0;
   if (durationMs - lastAck > 5_000)
     violation(`no write served in the last ${Math.round((durationMs - lastAck) / 1000)} s, ${QUIET_END_MS / 1000} s after the last fault began to heal`);
