@@ -13,7 +13,7 @@ export const AgentConfigSchema = z
     controlPlane: z
       .object({
         url: z.url({ protocol: /^https?$/ }).describe('Base URL of the control plane'),
-        token: z.string().min(16).optional().describe("This node's agent credential"),
+        token: z.string().min(16).describe("This node's agent credential (from the enrolment exchange)"),
       })
       .strict(),
     clusterId: ClusterId,

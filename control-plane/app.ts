@@ -2,11 +2,13 @@
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { Arbiter } from './arbiter.ts';
+import { accessFor, allows, Credentials, FailureLimiter } from './auth.ts';
 import type { Clock } from './clock.ts';
 import { errorHandler, errorResponse } from './errors.ts';
 import type { Logger } from './log.ts';
 import { agentRouter } from './routes/agent.ts';
 import { clustersRouter } from './routes/clusters.ts';
+import { credentialsRouter } from './routes/credentials.ts';
 import { router } from './routes/router.ts';
 import type { Store } from './store/store.ts';
 
@@ -19,10 +21,18 @@ export interface AppDeps {
   log: Logger;
   /** The arbiter to serve with (one per process); made here when not given. */
   arbiter?: Arbiter;
+  credentials?: Credentials;
 }
 
-export function createApp({ store, clock, log, arbiter = new Arbiter(store, clock, log) }: AppDeps) {
+/** The caller's address, for limiting authentication failures (Node server, or Lambda event). */
+function clientAddress(c: Context): string {
+  const env = c.env as { incoming?: { socket?: { remoteAddress?: string } }; event?: { requestContext?: { http?: { sourceIp?: string } } } } | undefined;
+  return env?.incoming?.socket?.remoteAddress ?? env?.event?.requestContext?.http?.sourceIp ?? 'local';
+}
+
+export function createApp({ store, clock, log, arbiter = new Arbiter(store, clock, log), credentials = new Credentials(store, clock) }: AppDeps) {
   const app = router();
+  const limiter = new FailureLimiter();
 
   if (log.isLevelEnabled('debug')) {
     app.use('*', async (c, next) => {
@@ -42,9 +52,28 @@ export function createApp({ store, clock, log, arbiter = new Arbiter(store, cloc
     await next();
   });
 
+  app.use('/v1/*', async (c, next) => {
+    const access = accessFor(c.req.method, c.req.path);
+    if ('public' in access) return next();
+    const client = clientAddress(c);
+    if (limiter.blocked(client, clock.now()))
+      return errorResponse(c, 429, 'too_many_auth_failures', 'too many failed authentications from this address; wait a minute');
+    const header = c.req.header('authorization');
+    if (!header) return errorResponse(c, 401, 'unauthenticated', 'this route needs a credential: Authorization: Bearer <token>');
+    const token = /^Bearer ([\x21-\x7e]{1,200})$/.exec(header)?.[1];
+    const principal = token ? await credentials.authenticate(token) : null;
+    if (!principal) {
+      limiter.fail(client, clock.now());
+      return errorResponse(c, 401, 'invalid_credential', 'the credential is malformed, unknown or revoked');
+    }
+    if (!allows(access, principal)) return errorResponse(c, 403, 'forbidden', `this credential may not ${c.req.method} ${c.req.path}`);
+    await next();
+  });
+
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.route('/', clustersRouter({ store, arbiter, clock }));
   app.route('/', agentRouter(arbiter));
+  app.route('/', credentialsRouter({ store, credentials, clock }));
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
     info: { title: 'nfs-ha control plane', version: '1', description: 'Lease arbiter and fencing authority for two-node NFS clusters.' },

@@ -7,19 +7,27 @@
 import { handle } from 'hono/aws-lambda';
 import { createApp } from './app.ts';
 import { Arbiter } from './arbiter.ts';
+import { Credentials } from './auth.ts';
 import { systemClock } from './clock.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { DynamoStore } from './store/dynamodb.ts';
 import { dynamoClient } from './store/client.ts';
-import { isSweepEvent, sweep } from './sweep.ts';
+import { BOOTSTRAP_EVENT, isTaskEvent, SWEEP_EVENT, sweep } from './sweep.ts';
 
 const config = loadConfig(process.env);
 if (config.store.kind !== 'dynamodb') throw new Error('the Lambda handler runs on DynamoDB only');
 const log = createLogger(config.logLevel);
 const store = new DynamoStore({ client: dynamoClient(config.store), tableName: config.store.tableName });
 const arbiter = new Arbiter(store, systemClock, log);
-const http = handle(createApp({ store, clock: systemClock, log, arbiter }));
+const credentials = new Credentials(store, systemClock);
+const http = handle(createApp({ store, clock: systemClock, log, arbiter, credentials }));
 
-export const handler = (event: Parameters<typeof http>[0], context: Parameters<typeof http>[1]) =>
-  isSweepEvent(event) ? sweep(store, arbiter, log) : http(event, context);
+export const handler = async (event: Parameters<typeof http>[0], context: Parameters<typeof http>[1]) => {
+  if (isTaskEvent(event, SWEEP_EVENT)) return sweep(store, arbiter, log);
+  if (isTaskEvent(event, BOOTSTRAP_EVENT)) {
+    const adminKey = await credentials.bootstrapAdmin();
+    return adminKey ? { adminKey } : { error: 'an operator key already exists; create more with POST /v1/keys' };
+  }
+  return http(event, context);
+};

@@ -5,6 +5,7 @@
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { Arbiter } from './arbiter.ts';
+import { Credentials } from './auth.ts';
 import { monotonicWallClock } from './clock.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
@@ -21,7 +22,15 @@ async function main(): Promise<void> {
   const opened = await openStore(config.store);
   const clock = monotonicWallClock();
   const arbiter = new Arbiter(opened.store, clock, log);
-  const app = createApp({ store: opened.store, clock, log, arbiter });
+  const credentials = new Credentials(opened.store, clock);
+  const adminKey = await credentials.bootstrapAdmin();
+  if (adminKey) {
+    // Shown this once, on the terminal, never in the JSON log; only its hash is stored.
+    process.stderr.write(
+      `\nnfs-ha: first start on an empty store; the admin API key is:\n\n  ${adminKey}\n\nStore it now (e.g. NFSHA_API_KEY); it will not be shown again.\n\n`,
+    );
+  }
+  const app = createApp({ store: opened.store, clock, log, arbiter, credentials });
   const sweeper = setInterval(
     () => void sweep(opened.store, arbiter, log).catch((err: Error) => log.warn({ err: err.message }, 'sweep failed')),
     SWEEP_INTERVAL_MS,

@@ -10,8 +10,11 @@ import type { Store } from './store/store.ts';
 /** The scheduled event's payload (EventBridge Scheduler target input). */
 export const SWEEP_EVENT = { nfsHaTask: 'sweep' } as const;
 
-export function isSweepEvent(event: unknown): boolean {
-  return typeof event === 'object' && event !== null && (event as { nfsHaTask?: unknown }).nfsHaTask === SWEEP_EVENT.nfsHaTask;
+/** The one-off invocation that returns the first admin key (`aws lambda invoke`), never logging it. */
+export const BOOTSTRAP_EVENT = { nfsHaTask: 'bootstrap-admin-key' } as const;
+
+export function isTaskEvent<T extends { nfsHaTask: string }>(event: unknown, task: T): event is T {
+  return typeof event === 'object' && event !== null && (event as { nfsHaTask?: unknown }).nfsHaTask === task.nfsHaTask;
 }
 
 export async function sweep(store: Store, arbiter: Arbiter, log: Logger): Promise<{ clusters: number; failed: number }> {

@@ -27,15 +27,21 @@ export function jsonResponse<T extends z.ZodType>(schema: T, description: string
 
 const ERROR_DESCRIPTIONS = {
   400: 'Invalid request (malformed JSON or a field that fails validation)',
+  401: 'No credential, or one that is malformed, unknown or revoked',
+  403: 'The credential may not use this route (wrong role, node or cluster)',
   404: 'Unknown cluster or node',
   409: 'Conflicts with the current state (e.g. a stale epoch, an existing cluster)',
   413: 'Request body too large',
+  429: 'Too many failed authentications from this address; wait a minute',
   503: 'The state store is unavailable or the lease is contended; retry',
 } as const;
 
+/** Every /v1 route authenticates its caller, so every one can answer these. */
+const AUTH_ERRORS = [401, 403, 429] as const;
+
 /** The error responses a route can give, documented with the shared envelope. */
 export function errors(...statuses: (keyof typeof ERROR_DESCRIPTIONS)[]) {
-  return Object.fromEntries(statuses.map((s) => [s, jsonResponse(ErrorBodySchema, ERROR_DESCRIPTIONS[s])])) as Record<
+  return Object.fromEntries([...AUTH_ERRORS, ...statuses].map((s) => [s, jsonResponse(ErrorBodySchema, ERROR_DESCRIPTIONS[s])])) as Record<
     keyof typeof ERROR_DESCRIPTIONS,
     ReturnType<typeof jsonResponse<typeof ErrorBodySchema>>
   >;

@@ -9,8 +9,10 @@
  * | lease       | CLUSTER#<id>   | LEASE                        | –                   | every write: version = :v     |
  * | node status | CLUSTER#<id>   | NODE#<node>                  | –                   | none (informational)          |
  * | event       | CLUSTER#<id>   | EVENT#<at, 15 digits>#<id>   | –                   | attribute_not_exists (dedupe) |
+ * | secret      | SECRET#<kind>#<id> | SECRET                   | SECRETS#<kind> / <id> | create: attribute_not_exists; revoke/use: once |
  *
- * Index `gsi1` (gsi1pk HASH, gsi1sk RANGE, projection ALL) lists the clusters without a scan.
+ * Index `gsi1` (gsi1pk HASH, gsi1sk RANGE, projection ALL) lists clusters and secrets without a scan.
+ * Secrets are operator keys, agent credentials and enrolment tokens; only their hashes are stored.
  * Attributes are the fields of the stored object, marshalled as native DynamoDB types.
  * The item operations used are exactly `DYNAMODB_ITEM_ACTIONS`; deployment grants only those.
  */
@@ -31,7 +33,17 @@ import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { type ClusterEvent, EventSchema } from '../../shared/events.ts';
 import { type Lease, LeaseSchema } from '../../shared/lease.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
-import { type ClusterRecord, EVENT_CURSOR, type EventPage, type EventQuery, type NodeStatus, type Store, StoreUnavailableError } from './store.ts';
+import type { SecretKind } from '../../shared/credentials.ts';
+import {
+  type ClusterRecord,
+  EVENT_CURSOR,
+  type EventPage,
+  type EventQuery,
+  type NodeStatus,
+  type SecretRecord,
+  type Store,
+  StoreUnavailableError,
+} from './store.ts';
 
 /** The DynamoDB item operations this adapter performs (the IAM policy is derived from this). */
 export const DYNAMODB_ITEM_ACTIONS = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'] as const;
@@ -146,27 +158,32 @@ export class DynamoStore implements Store {
     return item ? toClusterRecord(item) : null;
   }
 
-  async listClusters(): Promise<ClusterRecord[]> {
-    const records: ClusterRecord[] = [];
+  /** Every item of one kind in the index (gsi1pk), following pages. */
+  async #queryIndex(kind: string): Promise<Record<string, AttributeValue>[]> {
+    const items: Record<string, AttributeValue>[] = [];
     let start: Record<string, AttributeValue> | undefined;
     do {
-      const r = await this.#send('list clusters', 'Query', () =>
+      const r = await this.#send(`list ${kind}`, 'Query', () =>
         this.#db.send(
           new QueryCommand({
             ...TOTAL,
             TableName: this.#table,
             IndexName: CLUSTERS_INDEX,
             KeyConditionExpression: 'gsi1pk = :kind',
-            ExpressionAttributeValues: marshall({ ':kind': 'CLUSTERS' }),
+            ExpressionAttributeValues: marshall({ ':kind': kind }),
             ExclusiveStartKey: start,
           }),
         ),
       );
       if (!r) break;
-      records.push(...(r.Items ?? []).map(toClusterRecord));
+      items.push(...(r.Items ?? []));
       start = r.LastEvaluatedKey;
     } while (start);
-    return records;
+    return items;
+  }
+
+  async listClusters(): Promise<ClusterRecord[]> {
+    return (await this.#queryIndex('CLUSTERS')).map(toClusterRecord);
   }
 
   putLeaseIfAbsent(lease: Lease): Promise<boolean> {
@@ -238,6 +255,37 @@ export class DynamoStore implements Store {
         new PutItemCommand({ ...TOTAL, TableName: this.#table, Item: toItem({ pk: clusterPk(status.clusterId), sk: `NODE#${status.node}` }, status) }),
       ),
     );
+  }
+
+  putSecretIfAbsent(record: SecretRecord): Promise<boolean> {
+    const keys = { pk: `SECRET#${record.kind}#${record.id}`, sk: 'SECRET', gsi1pk: `SECRETS#${record.kind}`, gsi1sk: record.id };
+    return this.#putIfAbsent(toItem(keys, record), `create ${record.kind} secret ${record.id}`);
+  }
+
+  async getSecret(kind: SecretKind, id: string): Promise<SecretRecord | null> {
+    const item = await this.#get(`SECRET#${kind}#${id}`, 'SECRET');
+    return item ? (fromItem(item) as unknown as SecretRecord) : null;
+  }
+
+  async listSecrets(kind: SecretKind): Promise<SecretRecord[]> {
+    return (await this.#queryIndex(`SECRETS#${kind}`)).map((item) => fromItem(item) as unknown as SecretRecord);
+  }
+
+  async markSecret(kind: SecretKind, id: string, field: 'revokedAt' | 'usedAt', at: number): Promise<boolean> {
+    const r = await this.#send(`mark ${kind} secret ${id}`, 'UpdateItem', () =>
+      this.#db.send(
+        new UpdateItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Key: marshall({ pk: `SECRET#${kind}#${id}`, sk: 'SECRET' }),
+          UpdateExpression: 'SET #field = :at',
+          ConditionExpression: 'attribute_exists(pk) AND (attribute_not_exists(#field) OR #field = :null)',
+          ExpressionAttributeNames: { '#field': field },
+          ExpressionAttributeValues: marshall({ ':at': at, ':null': null }),
+        }),
+      ),
+    );
+    return r !== false;
   }
 
   async listNodeStatuses(clusterId: string): Promise<NodeStatus[]> {

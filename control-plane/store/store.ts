@@ -16,6 +16,7 @@
  * - Each operation either completes or throws `StoreUnavailableError`; a thrown write may or may
  *   not have been applied, so callers re-read before deciding again.
  */
+import type { OperatorRole, SecretKind } from '../../shared/credentials.ts';
 import type { ClusterEvent } from '../../shared/events.ts';
 import type { AgentRole, Lease } from '../../shared/lease.ts';
 import type { ClusterSpec } from '../../shared/spec.ts';
@@ -53,6 +54,25 @@ export interface EventPage {
   cursor: string | null;
 }
 
+/** An operator key, an agent credential or an enrolment token: only the secret's hash is kept. */
+export interface SecretRecord {
+  kind: SecretKind;
+  id: string;
+  /** SHA-256 of the secret, hex. */
+  hash: string;
+  createdAt: number;
+  revokedAt: number | null;
+  /** Operator keys. */
+  role?: OperatorRole | undefined;
+  name?: string | undefined;
+  /** Agent credentials and enrolment tokens: the node they are for. */
+  clusterId?: string | undefined;
+  node?: string | undefined;
+  /** Enrolment tokens: one use, before this time. */
+  expiresAt?: number | undefined;
+  usedAt?: number | null | undefined;
+}
+
 export interface Store {
   putClusterIfAbsent(record: ClusterRecord): Promise<boolean>;
   getCluster(clusterId: string): Promise<ClusterRecord | null>;
@@ -69,6 +89,12 @@ export interface Store {
 
   putNodeStatus(status: NodeStatus): Promise<void>;
   listNodeStatuses(clusterId: string): Promise<NodeStatus[]>;
+
+  putSecretIfAbsent(record: SecretRecord): Promise<boolean>;
+  getSecret(kind: SecretKind, id: string): Promise<SecretRecord | null>;
+  listSecrets(kind: SecretKind): Promise<SecretRecord[]>;
+  /** Sets revokedAt or usedAt, only if it is not set yet (so an enrolment token is used once). */
+  markSecret(kind: SecretKind, id: string, field: 'revokedAt' | 'usedAt', at: number): Promise<boolean>;
 }
 
 /** The store could not be reached or refused the operation for a reason of its own. */

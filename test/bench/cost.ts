@@ -11,6 +11,7 @@ import { rm } from 'node:fs/promises';
 import { serve } from '@hono/node-server';
 import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
 import { createApp } from '../../control-plane/app.ts';
+import { Credentials } from '../../control-plane/auth.ts';
 import { monotonicWallClock } from '../../control-plane/clock.ts';
 import { dynamoClient } from '../../control-plane/store/client.ts';
 import { type CapacityUse, DynamoStore, ensureTable } from '../../control-plane/store/dynamodb.ts';
@@ -72,7 +73,13 @@ export async function costBench(seconds: number): Promise<void> {
   });
   await new Promise((ok) => server.once('listening', ok));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  await fetch(`${base}/v1/clusters`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(await exampleSpec('cost')) });
+  const issuer = new Credentials(store, monotonicWallClock());
+  const adminToken = (await issuer.issue('operator', { role: 'admin', name: 'cost' })).token;
+  await fetch(`${base}/v1/clusters`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+    body: JSON.stringify(await exampleSpec('cost')),
+  });
 
   const now = () => performance.now();
   const journal: string[] = [];
@@ -88,7 +95,10 @@ export async function costBench(seconds: number): Promise<void> {
         now,
         peerReachable: () => true,
         peerStatus: peerOf,
-        controlPlane: new ControlPlaneClient(base, 'cost', nodeId, { timeoutMs: 800 }),
+        controlPlane: new ControlPlaneClient(base, 'cost', nodeId, {
+          timeoutMs: 800,
+          token: (await issuer.issue('agent', { clusterId: 'cost', node: nodeId })).token,
+        }),
       }),
     );
   }

@@ -10,13 +10,15 @@ import { load } from './load.ts';
 interface Job {
   base: string;
   clusters: string[];
+  /** The agent credential of node-a of each cluster. */
+  tokens: string[];
   seconds: number;
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 const body = Buffer.from('{"role":"active","epoch":1}');
 
-function heartbeat(base: URL, cluster: string): Promise<void> {
+function heartbeat(base: URL, cluster: string, token: string): Promise<void> {
   return new Promise((ok, fail) => {
     const req = request(
       {
@@ -25,7 +27,7 @@ function heartbeat(base: URL, cluster: string): Promise<void> {
         port: base.port,
         method: 'POST',
         path: `/v1/clusters/${cluster}/nodes/node-a/heartbeat`,
-        headers: { 'content-type': 'application/json', 'content-length': body.length },
+        headers: { 'content-type': 'application/json', 'content-length': body.length, authorization: `Bearer ${token}` },
       },
       (res) => {
         let text = '';
@@ -45,5 +47,5 @@ function heartbeat(base: URL, cluster: string): Promise<void> {
 
 process.on('message', async (job: Job) => {
   const base = new URL(job.base);
-  process.send!(await load(job.seconds, job.clusters.length, (w) => heartbeat(base, job.clusters[w]!)));
+  process.send!(await load(job.seconds, job.clusters.length, (w) => heartbeat(base, job.clusters[w]!, job.tokens[w]!)));
 });

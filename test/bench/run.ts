@@ -22,6 +22,7 @@ import { serve } from '@hono/node-server';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { marshall } from '@aws-sdk/util-dynamodb';
 import { createApp } from '../../control-plane/app.ts';
+import { Credentials } from '../../control-plane/auth.ts';
 import { monotonicWallClock } from '../../control-plane/clock.ts';
 import { ensureTable } from '../../control-plane/store/dynamodb.ts';
 import { startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
@@ -49,12 +50,21 @@ async function heartbeatBench(): Promise<void> {
   const dynamo = await startEmbeddedDynamo(dataDir);
   const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: true });
   await ensureTable(sdk, 'nfs-ha');
-  const app = createApp({ store: new DynamoStore({ client: sdk, tableName: 'nfs-ha' }), clock: monotonicWallClock(), log: silentLog });
+  const store = new DynamoStore({ client: sdk, tableName: 'nfs-ha' });
+  const app = createApp({ store, clock: monotonicWallClock(), log: silentLog });
+  const issuer = new Credentials(store, monotonicWallClock());
+  const adminToken = (await issuer.issue('operator', { role: 'admin', name: 'bench' })).token;
+  const agentTokens: string[] = [];
+  for (let w = 0; w < CONCURRENCY; w++) agentTokens.push((await issuer.issue('agent', { clusterId: `bench-${w}`, node: 'node-a' })).token);
   const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise((ok) => server.once('listening', ok));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const post = async (path: string, body: unknown) => {
-    const res = await fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const post = async (path: string, body: unknown, token = adminToken) => {
+    const res = await fetch(base + path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify(body),
+    });
     if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
     return res.json() as Promise<{ directive: { action: string } }>;
   };
@@ -62,8 +72,8 @@ async function heartbeatBench(): Promise<void> {
   // One cluster per worker, each held by node-a with fencing confirmed: the steady state.
   for (let w = 0; w < CONCURRENCY; w++) {
     await post('/v1/clusters', await exampleSpec(`bench-${w}`));
-    await post(`/v1/clusters/bench-${w}/nodes/node-a/heartbeat`, { role: 'passive', epoch: 0 });
-    await post(`/v1/clusters/bench-${w}/nodes/node-a/fencing`, { epoch: 1, keys: [] });
+    await post(`/v1/clusters/bench-${w}/nodes/node-a/heartbeat`, { role: 'passive', epoch: 0 }, agentTokens[w]);
+    await post(`/v1/clusters/bench-${w}/nodes/node-a/fencing`, { epoch: 1, keys: [] }, agentTokens[w]);
   }
   const client = fork(new URL('./heartbeat-client.ts', import.meta.url).pathname, [], { execArgv: ['--import', 'tsx'] });
   const clusters = Array.from({ length: CONCURRENCY }, (_, w) => `bench-${w}`);
@@ -71,7 +81,7 @@ async function heartbeatBench(): Promise<void> {
     new Promise<Round>((ok, fail) => {
       client.once('message', (r) => ok(r as Round));
       client.once('exit', (code) => fail(new Error(`bench client exited with ${code}`)));
-      client.send({ base, clusters, seconds });
+      client.send({ base, clusters, tokens: agentTokens, seconds });
     });
 
   // Baseline: what a renewal is at its core — one conditional update on a version, per worker item.

@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createApp } from '../../control-plane/app.ts';
+import { Credentials } from '../../control-plane/auth.ts';
 import type { Clock } from '../../control-plane/clock.ts';
 import { createLogger } from '../../control-plane/log.ts';
 import { openStore } from '../../control-plane/store/open.ts';
@@ -38,7 +39,14 @@ export interface Harness {
   /** A second app on the same store: another control-plane instance (another Lambda). */
   instance(): ReturnType<typeof createApp>;
   app: ReturnType<typeof createApp>;
-  call(method: string, path: string, body?: unknown, app?: ReturnType<typeof createApp>): Promise<{ status: number; body: any }>;
+  /**
+   * A request to the app. The credential is chosen for the route (the node's agent credential on
+   * node routes, the admin key elsewhere) unless `token` is given; null sends none.
+   */
+  call(method: string, path: string, body?: unknown, app?: ReturnType<typeof createApp>, token?: string | null): Promise<{ status: number; body: any }>;
+  adminToken: string;
+  agentToken(clusterId: string, node: string): Promise<string>;
+  credentials: Credentials;
   /** Creates cluster `id` from the example spec, held by node-a under epoch 1 with fencing confirmed. */
   clusterHeldByNodeA(id: string): Promise<void>;
   close(): Promise<void>;
@@ -50,10 +58,28 @@ export async function startHarness(options: { dataDir?: string; keepData?: boole
   const clock = new ManualClock();
   const instance = () => createApp({ store: opened.store, clock, log: silentLog });
   const app = instance();
-  const call: Harness['call'] = async (method, path, body, target = app) => {
+  const credentials = new Credentials(opened.store, clock);
+  const adminToken = (await credentials.issue('operator', { role: 'admin', name: 'test' })).token;
+  const agentTokens = new Map<string, Promise<string>>();
+  const agentToken = (clusterId: string, node: string) => {
+    const key = `${clusterId}/${node}`;
+    if (!agentTokens.has(key))
+      agentTokens.set(
+        key,
+        credentials.issue('agent', { clusterId, node }).then((r) => r.token),
+      );
+    return agentTokens.get(key)!;
+  };
+  const call: Harness['call'] = async (method, path, body, target = app, token) => {
+    const node = /^\/v1\/clusters\/([^/]+)\/nodes\/([^/]+)\//.exec(path);
+    const credential = token === undefined ? (node ? await agentToken(node[1]!, node[2]!) : adminToken) : token;
     const res = await target.request(path, {
       method,
-      ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+      headers: {
+        ...(body !== undefined && { 'content-type': 'application/json' }),
+        ...(credential !== null && { authorization: `Bearer ${credential}` }),
+      },
+      ...(body !== undefined && { body: typeof body === 'string' ? body : JSON.stringify(body) }),
     });
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : null };
@@ -65,6 +91,9 @@ export async function startHarness(options: { dataDir?: string; keepData?: boole
     app,
     instance,
     call,
+    adminToken,
+    agentToken,
+    credentials,
     async clusterHeldByNodeA(id) {
       for (const [path, body] of [
         ['/v1/clusters', await exampleSpec(id)],

@@ -121,6 +121,45 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
       assert.deepEqual(await store.listNodeStatuses('sc-nothing'), []);
     });
 
+    it('secrets: created once, listed by kind, revoked or used exactly once', async () => {
+      const key = {
+        kind: 'operator' as const,
+        id: '00112233445566aa',
+        hash: 'ab'.repeat(32),
+        createdAt: T,
+        revokedAt: null,
+        role: 'admin' as const,
+        name: 'first',
+      };
+      const token = {
+        kind: 'enrolment' as const,
+        id: '00112233445566bb',
+        hash: 'cd'.repeat(32),
+        createdAt: T,
+        revokedAt: null,
+        clusterId: 'c',
+        node: 'node-a',
+        expiresAt: T + 1,
+        usedAt: null,
+      };
+      assert.equal(await store.putSecretIfAbsent(key), true);
+      assert.equal(await store.putSecretIfAbsent({ ...key, role: 'read-only' }), false);
+      assert.equal(await store.putSecretIfAbsent(token), true);
+      assert.deepEqual(await store.getSecret('operator', key.id), key);
+      assert.equal(await store.getSecret('agent', key.id), null, 'kinds do not mix');
+      assert.deepEqual(
+        (await store.listSecrets('operator')).filter((r) => r.id === key.id),
+        [key],
+      );
+      assert.ok(!(await store.listSecrets('operator')).some((r) => r.id === token.id));
+      const uses = await Promise.all([1, 2, 3].map((i) => store.markSecret('enrolment', token.id, 'usedAt', T + i)));
+      assert.equal(uses.filter(Boolean).length, 1, 'an enrolment token is used once');
+      assert.equal(await store.markSecret('operator', key.id, 'revokedAt', T + 5), true);
+      assert.equal(await store.markSecret('operator', key.id, 'revokedAt', T + 6), false);
+      assert.equal((await store.getSecret('operator', key.id))?.revokedAt, T + 5);
+      assert.equal(await store.markSecret('operator', 'ffffffffffffffff', 'revokedAt', T), false);
+    });
+
     it('reads return copies: changing one changes nothing stored', async () => {
       const { lease } = await cluster('sc-copy');
       await store.putLeaseIfAbsent(lease);

@@ -30,7 +30,7 @@ after(async () => {
 async function node(clusterId: string, nodeId: 'node-a' | 'node-b', peerReachable?: () => boolean | undefined) {
   const journal: string[] = [];
   const clock = { t: 0 };
-  const controlPlane = new ControlPlaneClient(base, clusterId, nodeId, { timeoutMs: 2000 });
+  const controlPlane = new ControlPlaneClient(base, clusterId, nodeId, { timeoutMs: 2000, token: await h.agentToken(clusterId, nodeId) });
   const t = await testAgent({ nodeId, controlPlane, journal, now: () => clock.t, clusterId, ...(peerReachable && { peerReachable }) });
   return { ...t, journal, clock, step: async () => (await t.step())?.action ?? 'busy' };
 }

@@ -195,7 +195,7 @@ describe('control plane API on dynalite', () => {
     const wrongType = await h.app.request('/v1/clusters/api-bad/nodes/node-b/heartbeat', {
       method: 'POST',
       body: '{"role":"passive","epoch":0}',
-      headers: { 'content-type': 'text/plain' },
+      headers: { 'content-type': 'text/plain', authorization: `Bearer ${await h.agentToken('api-bad', 'node-b')}` },
     });
     assert.equal(wrongType.status, 415);
     assert.deepEqual(await snapshot('api-bad'), before);

@@ -4,7 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { buildBundle } from '../../infra/build.ts';
 import { DynamoStore, ensureTable } from '../../control-plane/store/dynamodb.ts';
-import { SWEEP_EVENT } from '../../control-plane/sweep.ts';
+import { BOOTSTRAP_EVENT, SWEEP_EVENT } from '../../control-plane/sweep.ts';
+import { Credentials } from '../../control-plane/auth.ts';
+import { systemClock } from '../../control-plane/clock.ts';
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
 import { dynamoClient } from '../../control-plane/store/client.ts';
 import { exampleSpec, tempDir } from '../helpers/control-plane.ts';
@@ -13,14 +15,18 @@ type Handler = (event: unknown, context: unknown) => Promise<any>;
 
 let dynamo: EmbeddedDynamo;
 let bundleDir: string;
+let credentials: Credentials;
+let adminToken: string;
+let setupClient: ReturnType<typeof dynamoClient>;
 /** The handler from the source, and from the bundle `npm run build` makes: both must behave. */
 const handlers: Record<'source' | 'bundle', Handler> = {} as never;
 
 before(async () => {
   dynamo = await startEmbeddedDynamo(await tempDir());
-  const client = dynamoClient({ endpoint: dynamo.endpoint, local: true });
-  await ensureTable(client, 'nfs-ha-lambda');
-  client.destroy();
+  setupClient = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+  await ensureTable(setupClient, 'nfs-ha-lambda');
+  credentials = new Credentials(new DynamoStore({ client: setupClient, tableName: 'nfs-ha-lambda' }), systemClock);
+  adminToken = (await credentials.issue('operator', { role: 'admin', name: 'test' })).token;
   // What the Lambda runtime and the deployment set; the handler reads them at cold start.
   Object.assign(process.env, {
     AWS_LAMBDA_FUNCTION_NAME: 'nfs-ha-control-plane',
@@ -38,6 +44,7 @@ before(async () => {
 });
 
 after(async () => {
+  setupClient.destroy();
   await dynamo.close();
   await rm(dynamo.dataDir, { recursive: true, force: true });
   await rm(bundleDir, { recursive: true, force: true });
@@ -46,7 +53,7 @@ after(async () => {
 const context = { awsRequestId: 'req-1', functionName: 'nfs-ha-control-plane', getRemainingTimeInMillis: () => 10_000 };
 
 /** An HTTP API (payload 2.0) or Function URL event; both use the 2.0 format. */
-function event(kind: 'apigw' | 'url', method: string, path: string, body?: unknown, options: { base64?: boolean; query?: string } = {}) {
+function event(kind: 'apigw' | 'url', method: string, path: string, body?: unknown, options: { base64?: boolean; query?: string; token?: string } = {}) {
   const text = body === undefined ? undefined : JSON.stringify(body);
   const domainName = kind === 'url' ? 'abcdefghijklmnop.lambda-url.eu-west-1.on.aws' : 'abc123.execute-api.eu-west-1.amazonaws.com';
   return {
@@ -54,7 +61,7 @@ function event(kind: 'apigw' | 'url', method: string, path: string, body?: unkno
     routeKey: kind === 'url' ? '$default' : `${method} ${path}`,
     rawPath: path,
     rawQueryString: options.query ?? '',
-    headers: { host: domainName, 'content-type': 'application/json', 'user-agent': 'test' },
+    headers: { host: domainName, 'content-type': 'application/json', 'user-agent': 'test', authorization: `Bearer ${options.token ?? adminToken}` },
     requestContext: {
       accountId: kind === 'url' ? 'anonymous' : '123456789012',
       apiId: 'abcdefghijklmnop',
@@ -72,8 +79,18 @@ function event(kind: 'apigw' | 'url', method: string, path: string, body?: unkno
   };
 }
 
-async function invoke(handler: Handler, kind: 'apigw' | 'url', method: string, path: string, body?: unknown, options?: { base64?: boolean; query?: string }) {
-  const res = await handler(event(kind, method, path, body, options), context);
+/** Invokes with the admin key, or with the node's agent credential on node routes. */
+async function invoke(
+  handler: Handler,
+  kind: 'apigw' | 'url',
+  method: string,
+  path: string,
+  body?: unknown,
+  options: { base64?: boolean; query?: string } = {},
+) {
+  const node = /^\/v1\/clusters\/([^/]+)\/nodes\/([^/]+)\//.exec(path);
+  const token = node ? (await credentials.issue('agent', { clusterId: node[1], node: node[2] })).token : adminToken;
+  const res = await handler(event(kind, method, path, body, { ...options, token }), context);
   const text = res.isBase64Encoded ? Buffer.from(res.body, 'base64').toString('utf8') : res.body;
   return { status: res.statusCode, body: text ? JSON.parse(text) : null };
 }
@@ -124,8 +141,8 @@ describe('Lambda handler against dynalite', () => {
     it(`${build}: the scheduled sweep stores events a crash left in a lease's outbox`, async () => {
       const id = `lambda-sweep-${build}`;
       await invoke(handlers[build], 'url', 'POST', '/v1/clusters', await exampleSpec(id));
-      const client = dynamoClient({ endpoint: dynamo.endpoint, local: true });
-      const store = new DynamoStore({ client, tableName: 'nfs-ha-lambda' });
+      const sweepClient = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+      const store = new DynamoStore({ client: sweepClient, tableName: 'nfs-ha-lambda' });
       const lease = (await store.getLease(id))!;
       const orphan = {
         id: 'e1.1.lease.granted',
@@ -142,7 +159,14 @@ describe('Lambda handler against dynalite', () => {
       const events = (await store.listEvents(id, { limit: 10 })).events.map((e) => e.id);
       assert.ok(events.includes('e1.1.lease.granted'), events.join(', '));
       assert.deepEqual((await store.getLease(id))?.outbox, []);
-      client.destroy();
+      sweepClient.destroy();
     });
   }
+
+  it('the bootstrap invocation refuses once an operator key exists, and mints nothing', async () => {
+    const store = new DynamoStore({ client: setupClient, tableName: 'nfs-ha-lambda' });
+    const before = (await store.listSecrets('operator')).length;
+    assert.deepEqual(await handlers.source(BOOTSTRAP_EVENT, context), { error: 'an operator key already exists; create more with POST /v1/keys' });
+    assert.equal((await store.listSecrets('operator')).length, before);
+  });
 });

@@ -71,9 +71,22 @@ describe('npm start', () => {
       assert.match(server.output(), /listening on http:\/\/127\.0\.0\.1:\d+ \(store: embedded DynamoDB \(dynalite\) with data in /);
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       assert.equal(health.status, 200);
+      // First start on an empty store: one admin key, shown once on the terminal, not in the log.
+      const adminKey = /the admin API key is:\s+(nfsha_op_\S+)/.exec(server.output())?.[1];
+      assert.ok(adminKey, server.output());
+      assert.equal(server.output().split(adminKey).length - 1, 1, 'printed exactly once');
+      assert.ok(
+        !server
+          .output()
+          .split('\n')
+          .some((l) => l.startsWith('{') && l.includes(adminKey)),
+        'never in a JSON log line',
+      );
+      const anonymous = await fetch(`http://127.0.0.1:${port}/v1/clusters`);
+      assert.equal(anonymous.status, 401);
       const created = await fetch(`http://127.0.0.1:${port}/v1/clusters`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
         body: JSON.stringify(await exampleSpec('via-http')),
       });
       assert.equal(created.status, 201);

@@ -11,9 +11,11 @@ import {
   type EventPage,
   type EventQuery,
   type NodeStatus,
+  type SecretRecord,
   type Store,
   StoreUnavailableError,
 } from '../../control-plane/store/store.ts';
+import type { SecretKind } from '../../shared/credentials.ts';
 import type { ClusterEvent } from '../../shared/events.ts';
 import type { Lease } from '../../shared/lease.ts';
 
@@ -33,6 +35,7 @@ export class SimulatedStore implements Store {
   readonly #leases = new Map<string, Lease>();
   readonly #events = new Map<string, Map<string, ClusterEvent>>();
   readonly #statuses = new Map<string, Map<string, NodeStatus>>();
+  readonly #secrets = new Map<string, SecretRecord>();
   faults: StoreFaults = noFaults;
   /** Observers of every committed lease (the simulator's invariants watch them). */
   readonly onLease: ((next: Lease, previous: Lease | null) => void)[] = [];
@@ -131,6 +134,37 @@ export class SimulatedStore implements Store {
   async listNodeStatuses(clusterId: string): Promise<NodeStatus[]> {
     await this.faults.before('listNodeStatuses');
     return [...(this.#statuses.get(clusterId) ?? new Map()).values()].sort((a, b) => a.node.localeCompare(b.node)).map(copy);
+  }
+
+  async putSecretIfAbsent(record: SecretRecord): Promise<boolean> {
+    return this.#write('putSecretIfAbsent', () => {
+      const key = `${record.kind}#${record.id}`;
+      if (this.#secrets.has(key)) return false;
+      this.#secrets.set(key, copy(record));
+      return true;
+    });
+  }
+
+  async getSecret(kind: SecretKind, id: string): Promise<SecretRecord | null> {
+    await this.faults.before('getSecret');
+    return copy(this.#secrets.get(`${kind}#${id}`) ?? null);
+  }
+
+  async listSecrets(kind: SecretKind): Promise<SecretRecord[]> {
+    await this.faults.before('listSecrets');
+    return [...this.#secrets.values()]
+      .filter((r) => r.kind === kind)
+      .sort((a, b) => a.id.localeCompare(b.id))
+      .map(copy);
+  }
+
+  async markSecret(kind: SecretKind, id: string, field: 'revokedAt' | 'usedAt', at: number): Promise<boolean> {
+    return this.#write('markSecret', () => {
+      const r = this.#secrets.get(`${kind}#${id}`);
+      if (!r || (r[field] !== undefined && r[field] !== null)) return false;
+      this.#secrets.set(`${kind}#${id}`, { ...r, [field]: at });
+      return true;
+    });
   }
 
   /** For the simulator's checks: the stored events of a cluster, oldest first. */

@@ -10,6 +10,7 @@ import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
 import { NodeAgent } from '../../agent/loop.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
 import { createApp } from '../../control-plane/app.ts';
+import { Credentials } from '../../control-plane/auth.ts';
 import { StoreUnavailableError } from '../../control-plane/store/store.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../../shared/spec.ts';
@@ -178,6 +179,8 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     watchdog: { armed: false, deadline: 0 },
   }));
   const node = (id: string) => nodes.find((n) => n.id === id)!;
+  /** Each node's agent credential, as the installer would have left it in its config. */
+  const tokens = new Map<string, string>();
   const frozen = (n: SimNode) => n.frozenUntil > sched.now;
   /** A node that was frozen cannot have acted on its deadline; it gets this long after waking. */
   const THAW_GRACE_MS = 300;
@@ -311,7 +314,11 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     const agent = new NodeAgent({
       spec,
       nodeId: n.id,
-      controlPlane: new ControlPlaneClient('http://control-plane', spec.id, n.id, { timeoutMs: t.requestTimeoutMs, fetch: fetchFor(n, incarnation) }),
+      controlPlane: new ControlPlaneClient('http://control-plane', spec.id, n.id, {
+        timeoutMs: t.requestTimeoutMs,
+        token: tokens.get(n.id),
+        fetch: fetchFor(n, incarnation),
+      }),
       resources: simResources(hostWorld, n.id, n.host, fencing),
       fencing,
       selfFence: selfFenceFor(n, incarnation),
@@ -420,7 +427,10 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   for (const f of faults) {
     sched.at(f.at, () => {
       const id = f.target === 'active' ? serving() : f.target;
-      const alone = faults.every((g) => g === f || g.at + g.durationMs < f.at - 10_000 || g.at > f.at + 10_000);
+      // Clean: no other fault near it, and no latent one armed before it (a mount that will
+      // fail, a stop that will hang: they strike at the takeover the crash causes).
+      const latent = (g: Fault) => g.kind === 'mount-fails' || g.kind === 'stop-hangs';
+      const alone = faults.every((g) => g === f || (latent(g) ? g.at > f.at + 10_000 : g.at + g.durationMs < f.at - 10_000 || g.at > f.at + 10_000));
       if (f.kind === 'crash' && alone && n0(id).host.vip && n0(id).host.powered) cleanCrashes.push({ at: f.at, of: id });
       trace(`FAULT ${f.kind} on ${id} for ${f.durationMs} ms`);
       const n = node(id);
@@ -472,7 +482,14 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   }
 
   // --- run ----------------------------------------------------------------------------------------
-  const created = await instances[0]!.request('/v1/clusters', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) });
+  const issuer = new Credentials(store, { now: () => CP_EPOCH + sched.now });
+  const adminToken = (await issuer.issue('operator', { role: 'admin', name: 'sim' })).token;
+  for (const n of NODES) tokens.set(n, (await issuer.issue('agent', { clusterId: spec.id, node: n })).token);
+  const created = await instances[0]!.request('/v1/clusters', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+    body: JSON.stringify(spec),
+  });
   if (created.status !== 201) throw new Error(`cluster not created: ${created.status} ${await created.text()}`);
   for (const n of nodes) sched.at(rng.int(0, 500), () => boot(n));
   sched.after(1_000, clientWrite);
