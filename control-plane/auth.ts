@@ -124,8 +124,11 @@ export class FailureLimiter {
   ) {}
 
   blocked(client: string, now: number): boolean {
-    const recent = (this.#failures.get(client) ?? []).filter((t) => t > now - this.windowMs);
-    this.#failures.set(client, recent);
+    const failures = this.#failures.get(client);
+    if (!failures) return false;
+    const recent = failures.filter((t) => t > now - this.windowMs);
+    if (recent.length === 0) this.#failures.delete(client);
+    else this.#failures.set(client, recent);
     return recent.length >= this.limit;
   }
 
