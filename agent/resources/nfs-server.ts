@@ -3,25 +3,51 @@
  * reclaim after a failover kept on the shared filesystem: the client-tracking database
  * (nfsdcld, v4recovery) and the NFSv3 lock-monitor lists (sm, sm.bak) are bind-mounted from
  * the spec's stateDir into /var/lib/nfs. Only those: binding over all of /var/lib/nfs would
- * hide the rpc_pipefs mount that idmapd and gssd use. Grace and lease times and the server
- * scope (identical on both nodes) go into /etc/nfs.conf.d. After starting, sm-notify tells
- * NFSv3 clients to reclaim their locks, sent from the VIP's name.
+ * hide the rpc_pipefs mount that idmapd and gssd use.
+ *
+ * Server scope. NFSv4.1+ clients reclaim state after a failover only if both servers present
+ * the same server scope (RFC 8881, 8.4.2.1). Linux's nfsd takes it from the UTS hostname of
+ * the process that starts it, and Debian 12's nfs-utils has no setting for it; so a runtime
+ * systemd drop-in starts rpc.nfsd in a UTS namespace named after the spec's scope. The drop-in's
+ * script is a constant; the validated scope reaches it as an argument.
+ *
+ * Grace and lease times go to /etc/nfs.conf.d. After starting, sm-notify (as a transient unit,
+ * so stop can end it) tells NFSv3 clients to reclaim their locks, sent from the VIP's name.
+ * Stop ends everything that keeps the bound directories open (nfsdcld, rpc.statd, sm-notify)
+ * before unbinding them.
  */
 import { expectExit } from '../executor.ts';
 import { type MonitorResult, type Resource, type ResourceContext, TIMEOUT } from './resource.ts';
 
 export const NFS_STATE_DIRS = ['nfsdcld', 'v4recovery', 'sm', 'sm.bak'] as const;
 export const NFS_CONF = '/etc/nfs.conf.d/nfs-ha.conf';
+export const SCOPE_DROPIN = '/run/systemd/system/nfs-server.service.d/50-nfs-ha-server-scope.conf';
+export const SM_NOTIFY_UNIT = 'nfs-ha-sm-notify';
 const VAR_LIB_NFS = '/var/lib/nfs';
+const RPC_NFSD = '/usr/sbin/rpc.nfsd';
+/** Exit status of `systemctl stop` for a unit that is not loaded. */
+const UNIT_NOT_LOADED = 5;
 
 /** The nfs.conf fragment for a spec: the [nfsd] settings both nodes must share. */
 export function nfsConf(spec: ResourceContext['spec']): string {
   return [
     '# Written by nfs-ha; both nodes carry the same values. Do not edit: the next start rewrites it.',
     '[nfsd]',
-    `scope=${spec.nfs.serverScope}`,
     `grace-time=${spec.nfs.gracePeriodS}`,
     `lease-time=${spec.nfs.leaseTimeS}`,
+    '',
+  ].join('\n');
+}
+
+/** The drop-in that starts nfsd under the shared server scope. */
+export function scopeDropIn(scope: string): string {
+  return [
+    '# Written by nfs-ha: nfsd takes its NFSv4 server scope from the hostname it starts under,',
+    '# so both nodes start it in a UTS namespace named after the same scope.',
+    '[Service]',
+    'ExecStart=',
+    // "$$" is systemd's escape for a literal "$": the shell receives $0 (the scope) and $@.
+    `ExecStart=/usr/bin/unshare --uts /bin/sh -c 'hostname "$$0" && exec "$$@"' ${scope} ${RPC_NFSD}`,
     '',
   ].join('\n');
 }
@@ -38,6 +64,14 @@ export class NfsServer implements Resource {
   async #isMountPoint(path: string): Promise<boolean> {
     const r = await this.#run(['findmnt', '-n', '-o', 'TARGET', path], TIMEOUT.query);
     return r.exitCode === 0 && r.stdout.trim() === path;
+  }
+
+  /** Writes a file only if its content differs; reports whether it did. */
+  async #ensureFile(path: string, content: string): Promise<boolean> {
+    const current = await this.#run(['cat', path], TIMEOUT.query);
+    if (current.exitCode === 0 && current.stdout === content) return false;
+    expectExit(await this.#run(['install', '-D', '-m', '0644', '/dev/stdin', path], TIMEOUT.query, content), [0], `writing ${path}`);
+    return true;
   }
 
   async validate(): Promise<string[]> {
@@ -57,14 +91,19 @@ export class NfsServer implements Resource {
       expectExit(await this.#run(['mkdir', '-p', source, target], TIMEOUT.query));
       if (!(await this.#isMountPoint(target))) expectExit(await this.#run(['mount', '--bind', source, target]), [0], `binding ${source} onto ${target}`);
     }
-    expectExit(await this.#run(['install', '-D', '-m', '0644', '/dev/stdin', NFS_CONF], TIMEOUT.query, nfsConf(this.ctx.spec)), [0], `writing ${NFS_CONF}`);
+    await this.#ensureFile(NFS_CONF, nfsConf(this.ctx.spec));
+    // Normally already in place from an earlier start: a takeover rarely pays for the reload.
+    if (await this.#ensureFile(SCOPE_DROPIN, scopeDropIn(this.ctx.spec.nfs.serverScope))) {
+      expectExit(await this.#run(['systemctl', 'daemon-reload'], TIMEOUT.service), [0], 'reloading systemd units');
+    }
     expectExit(await this.#run(['systemctl', 'start', 'nfs-server'], TIMEOUT.service), [0], 'starting nfs-server');
     // Lock recovery for NFSv3 clients; nothing to wait for, it retries on its own.
-    await this.#run(['sm-notify', '-f', '-v', this.ctx.spec.vip.address], TIMEOUT.query);
+    await this.#run(['systemd-run', '--collect', '--unit', SM_NOTIFY_UNIT, 'sm-notify', '-d', '-f', '-v', this.ctx.spec.vip.address], TIMEOUT.query);
   }
 
   async stop(): Promise<void> {
-    expectExit(await this.#run(['systemctl', 'stop', 'nfs-server'], TIMEOUT.service), [0], 'stopping nfs-server');
+    expectExit(await this.#run(['systemctl', 'stop', SM_NOTIFY_UNIT], TIMEOUT.service), [0, UNIT_NOT_LOADED], 'stopping sm-notify');
+    expectExit(await this.#run(['systemctl', 'stop', 'nfs-server', 'nfsdcld', 'rpc-statd'], TIMEOUT.service), [0], 'stopping nfs-server');
     for (const dir of [...NFS_STATE_DIRS].reverse()) {
       const target = `${VAR_LIB_NFS}/${dir}`;
       if (await this.#isMountPoint(target)) expectExit(await this.#run(['umount', target]), [0], `unmounting ${target}`);

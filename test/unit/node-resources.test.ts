@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { Exports, parseExportfs } from '../../agent/resources/exports.ts';
 import { Filesystem, parseFindmnt, parseFuserPids } from '../../agent/resources/filesystem.ts';
 import { FloatingIp, GARP_COUNT, parseIpv4Addresses } from '../../agent/resources/floating-ip.ts';
-import { NFS_CONF, NfsServer, nfsConf } from '../../agent/resources/nfs-server.ts';
+import { NFS_CONF, NfsServer, nfsConf, SCOPE_DROPIN, scopeDropIn } from '../../agent/resources/nfs-server.ts';
 import { parseLvActive, parseSystemId, parseVgOwner, VolumeGroup } from '../../agent/resources/volume-group.ts';
 import { resourceContext } from '../helpers/agent.ts';
 import { fixture } from '../helpers/fixtures.ts';
@@ -145,9 +145,9 @@ describe('filesystem resource', () => {
 });
 
 describe('nfs-server resource', () => {
-  it('binds the reclaim state, writes the shared settings, starts nfsd, notifies v3 clients — exact argv', async () => {
+  it('binds the reclaim state, writes the settings and the scope drop-in, starts nfsd, notifies v3 clients — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext();
-    exec.on(/^findmnt /, { exitCode: 1, stdout: '', stderr: '' });
+    exec.on(/^findmnt /, { exitCode: 1, stdout: '', stderr: '' }).on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' });
     await new NfsServer(ctx).start();
     const state = spec.nfs.stateDir;
     assert.deepEqual(exec.lines(), [
@@ -156,14 +156,50 @@ describe('nfs-server resource', () => {
         `findmnt -n -o TARGET /var/lib/nfs/${d}`,
         `mount --bind ${state}/${d} /var/lib/nfs/${d}`,
       ]),
+      `cat ${NFS_CONF}`,
       `install -D -m 0644 /dev/stdin ${NFS_CONF}`,
+      `cat ${SCOPE_DROPIN}`,
+      `install -D -m 0644 /dev/stdin ${SCOPE_DROPIN}`,
+      'systemctl daemon-reload',
       'systemctl start nfs-server',
-      'sm-notify -f -v 10.88.0.100',
+      'systemd-run --collect --unit nfs-ha-sm-notify sm-notify -d -f -v 10.88.0.100',
     ]);
     assert.equal(
       nfsConf(spec),
-      '# Written by nfs-ha; both nodes carry the same values. Do not edit: the next start rewrites it.\n[nfsd]\nscope=nfs-prod\ngrace-time=15\nlease-time=15\n',
+      '# Written by nfs-ha; both nodes carry the same values. Do not edit: the next start rewrites it.\n[nfsd]\ngrace-time=15\nlease-time=15\n',
     );
+    assert.match(
+      scopeDropIn('nfs-prod'),
+      /^ExecStart=\nExecStart=\/usr\/bin\/unshare --uts \/bin\/sh -c 'hostname "\$\$0" && exec "\$\$@"' nfs-prod \/usr\/sbin\/rpc\.nfsd$/m,
+    );
+  });
+
+  it('a takeover does not reload systemd when the files are already in place', async () => {
+    const { ctx, exec, spec } = await resourceContext();
+    exec
+      .on(/^findmnt /, { exitCode: 1, stdout: '', stderr: '' })
+      .on(`cat ${NFS_CONF}`, { exitCode: 0, stdout: nfsConf(spec), stderr: '' })
+      .on(`cat ${SCOPE_DROPIN}`, { exitCode: 0, stdout: scopeDropIn(spec.nfs.serverScope), stderr: '' });
+    await new NfsServer(ctx).start();
+    assert.ok(!exec.lines().some((l) => l.startsWith('install ') || l === 'systemctl daemon-reload'));
+  });
+
+  it('stop ends what holds the bound directories open before unbinding them — exact argv', async () => {
+    const { ctx, exec } = await resourceContext();
+    const bound = (d: string) => ({ exitCode: 0, stdout: `/var/lib/nfs/${d}\n`, stderr: '' });
+    exec
+      .on('systemctl stop nfs-ha-sm-notify', {
+        exitCode: 5,
+        stdout: '',
+        stderr: 'Failed to stop nfs-ha-sm-notify.service: Unit nfs-ha-sm-notify.service not loaded.',
+      })
+      .on(/^findmnt /, bound('sm.bak'), bound('sm'), bound('v4recovery'), bound('nfsdcld'));
+    await new NfsServer(ctx).stop();
+    assert.deepEqual(exec.lines(), [
+      'systemctl stop nfs-ha-sm-notify',
+      'systemctl stop nfs-server nfsdcld rpc-statd',
+      ...['sm.bak', 'sm', 'v4recovery', 'nfsdcld'].flatMap((d) => [`findmnt -n -o TARGET /var/lib/nfs/${d}`, `umount /var/lib/nfs/${d}`]),
+    ]);
   });
 
   it('monitor maps systemctl is-active (real output)', async () => {
