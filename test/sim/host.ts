@@ -187,33 +187,29 @@ class SimFilesystem extends SimResource {
   }
 }
 
-class SimNfsServer extends SimResource {
-  readonly name = 'nfs-server' as const;
+/** A resource that is one flag of the host: the NFS server, the exports. */
+class SimFlagResource extends SimResource {
+  constructor(
+    w: HostWorld,
+    node: string,
+    host: HostState,
+    readonly name: ResourceName,
+    private readonly flag: 'nfsRunning' | 'exported',
+    /** What monitor reports when the flag is down: nfs-server dying is a failure, not a stop. */
+    private readonly down: MonitorResult,
+  ) {
+    super(w, node, host);
+  }
   async start(): Promise<void> {
     await this.w.work(this.node);
-    this.host.nfsRunning = true;
+    this.host[this.flag] = true;
   }
   async stop(): Promise<void> {
     await this.w.stopWork(this.node, this.host);
-    this.host.nfsRunning = false;
+    this.host[this.flag] = false;
   }
   async monitor(): Promise<MonitorResult> {
-    return this.host.nfsRunning ? { state: 'running' } : { state: 'failed', reason: 'nfs-server is not running' };
-  }
-}
-
-class SimExports extends SimResource {
-  readonly name = 'exports' as const;
-  async start(): Promise<void> {
-    await this.w.work(this.node);
-    this.host.exported = true;
-  }
-  async stop(): Promise<void> {
-    await this.w.stopWork(this.node, this.host);
-    this.host.exported = false;
-  }
-  async monitor() {
-    return this.state(this.host.exported);
+    return this.host[this.flag] ? { state: 'running' } : this.down;
   }
 }
 
@@ -241,8 +237,8 @@ export function simResources(w: HostWorld, node: string, host: HostState, fencin
     reservation,
     new SimVolumeGroup(w, node, host, fencing),
     new SimFilesystem(w, node, host),
-    new SimNfsServer(w, node, host),
-    new SimExports(w, node, host),
+    new SimFlagResource(w, node, host, 'nfs-server', 'nfsRunning', { state: 'failed', reason: 'nfs-server is not running' }),
+    new SimFlagResource(w, node, host, 'exports', 'exported', { state: 'stopped' }),
     new SimFloatingIp(w, node, host),
   ];
   return { reservation, ordered };
