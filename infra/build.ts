@@ -12,6 +12,7 @@ const REQUIRE_SHIM = "import { createRequire as __nfsHaCreateRequire } from 'nod
 
 export const BUNDLES = {
   agent: { entry: 'agent/main.ts', file: 'nfs-ha-agent.mjs', minify: false, shebang: true },
+  cli: { entry: 'control-plane/cli.ts', file: 'nfs-ha.mjs', minify: false, shebang: true },
   lambda: { entry: 'control-plane/lambda.ts', file: 'lambda/index.mjs', minify: true, shebang: false },
 } as const;
 

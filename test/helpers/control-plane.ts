@@ -1,7 +1,10 @@
 /** Test harness: the real app on a real dynalite (on-disk, in a temp dir), with a manual clock. */
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { createApp } from '../../control-plane/app.ts';
 import { Credentials } from '../../control-plane/auth.ts';
 import type { Clock } from '../../control-plane/clock.ts';
@@ -114,4 +117,24 @@ export async function startHarness(options: { dataDir?: string; keepData?: boole
 /** Heartbeat body shorthand. */
 export function hb(role: 'passive' | 'activating' | 'active' | 'demoting', epoch = 0, peerReachable?: boolean) {
   return { role, epoch, ...(peerReachable !== undefined && { peer: { reachable: peerReachable } }) };
+}
+
+/** The harness's app served over HTTP on loopback, for clients that speak HTTP (agents, the CLI). */
+export async function serveHarness(h: Harness): Promise<{ url: string; close(): void }> {
+  const { serve } = await import('@hono/node-server');
+  const server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise((ok) => server.once('listening', ok));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => void server.close() };
+}
+
+/** Runs a program to completion: exit code, stdout and stderr, whatever the outcome. */
+export async function runCommand(argv: [string, ...string[]], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
+  const [file, ...args] = argv;
+  try {
+    const { stdout, stderr } = await promisify(execFile)(file, args, options);
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
 }

@@ -1,15 +1,13 @@
 /** The agent as shipped: the esbuild bundle, run with plain node. */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { buildBundle } from '../../infra/build.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
+import { runCommand } from '../helpers/control-plane.ts';
 
-const run = promisify(execFile);
 const spec = new URL('../fixtures/cluster.json', import.meta.url).pathname;
 let dir: string;
 let bundle: string;
@@ -20,14 +18,8 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-async function agent(...args: string[]) {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [bundle, ...args]);
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+function agent(...args: string[]) {
+  return runCommand([process.execPath, bundle, ...args]);
 }
 
 describe('nfs-ha-agent bundle', () => {

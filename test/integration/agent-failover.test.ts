@@ -4,33 +4,28 @@
  * clock, moved by hand: the control plane's (wall) and each agent's (monotonic).
  */
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { serve, type ServerType } from '@hono/node-server';
 import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
 import { testAgent } from '../helpers/agent.ts';
-import { exampleSpec, type Harness, startHarness } from '../helpers/control-plane.ts';
+import { exampleSpec, type Harness, serveHarness, startHarness } from '../helpers/control-plane.ts';
 
 let h: Harness;
-let server: ServerType;
-let base: string;
+let http: Awaited<ReturnType<typeof serveHarness>>;
 
 before(async () => {
   h = await startHarness();
-  server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
-  await new Promise((ok) => server.once('listening', ok));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  http = await serveHarness(h);
 });
 after(async () => {
-  server.close();
+  http.close();
   await h.close();
 });
 
 async function node(clusterId: string, nodeId: 'node-a' | 'node-b', peerReachable?: () => boolean | undefined) {
   const journal: string[] = [];
   const clock = { t: 0 };
-  const controlPlane = new ControlPlaneClient(base, clusterId, nodeId, { timeoutMs: 2000, token: await h.agentToken(clusterId, nodeId) });
+  const controlPlane = new ControlPlaneClient(http.url, clusterId, nodeId, { timeoutMs: 2000, token: await h.agentToken(clusterId, nodeId) });
   const t = await testAgent({ nodeId, controlPlane, journal, now: () => clock.t, clusterId, ...(peerReachable && { peerReachable }) });
   return { ...t, journal, clock, step: async () => (await t.step())?.action ?? 'busy' };
 }

@@ -1,0 +1,275 @@
+/**
+ * nfs-ha: the operator's command line, over the REST API.
+ *
+ *   nfs-ha validate -f cluster.yaml        check a spec locally (the same schemas as the API)
+ *   nfs-ha apply -f cluster.yaml           create the cluster (shows the difference if it exists)
+ *   nfs-ha clusters | status <cluster> | events <cluster>
+ *   nfs-ha keys list | keys create --role admin --name ops | keys revoke <id>
+ *   nfs-ha enrol <cluster> <node>          a one-time enrolment token for a node's installer
+ *
+ * --json on every command. The control plane and the key come from --url/--key, or NFSHA_URL /
+ * NFSHA_API_KEY, or ~/.config/nfs-ha/cli.json ({ "url": …, "key": … }).
+ */
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Command, Option } from 'commander';
+import { parse as parseYaml } from 'yaml';
+import type { ClusterStatus } from '../shared/api.ts';
+import { type ClusterSpec, ClusterSpecSchema } from '../shared/spec.ts';
+import { detectionWindowMs } from '../shared/timing.ts';
+
+class CliError extends Error {}
+
+interface Globals {
+  url?: string;
+  key?: string;
+  json?: boolean;
+}
+
+async function connection(g: Globals): Promise<{ url: string; key: string | undefined }> {
+  let file: { url?: string; key?: string } = {};
+  try {
+    file = JSON.parse(await readFile(join(homedir(), '.config', 'nfs-ha', 'cli.json'), 'utf8')) as typeof file;
+  } catch {
+    // No config file: flags and environment only.
+  }
+  return {
+    url: (g.url ?? process.env.NFSHA_URL ?? file.url ?? 'http://127.0.0.1:8080').replace(/\/+$/, ''),
+    key: g.key ?? process.env.NFSHA_API_KEY ?? file.key,
+  };
+}
+
+async function api<T>(g: Globals, method: string, path: string, body?: unknown): Promise<T> {
+  const { url, key } = await connection(g);
+  let res: Response;
+  try {
+    res = await fetch(url + path, {
+      method,
+      headers: { ...(body !== undefined && { 'content-type': 'application/json' }), ...(key && { authorization: `Bearer ${key}` }) },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    throw new CliError(`cannot reach the control plane at ${url}: ${(err as Error).message}`);
+  }
+  const json = (await res.json().catch(() => ({}))) as T & { error?: { code: string; message: string } };
+  if (!res.ok) throw new CliError(`${json.error?.code ?? `HTTP ${res.status}`}: ${json.error?.message ?? 'request failed'}`);
+  return json;
+}
+
+/** Reads a spec file (YAML or JSON) and checks it with the API's own schema. */
+async function readSpec(file: string): Promise<{ spec?: ClusterSpec; problems: string[] }> {
+  let raw: unknown;
+  try {
+    raw = parseYaml(await readFile(file, 'utf8'));
+  } catch (err) {
+    return { problems: [`${file}: ${(err as Error).message}`] };
+  }
+  const r = ClusterSpecSchema.safeParse(raw);
+  if (!r.success) return { problems: r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`) };
+  return { spec: r.data, problems: [] };
+}
+
+/** Where two values differ, as "path: old → new" lines. */
+export function specDiff(before: unknown, after: unknown, path = ''): string[] {
+  if (JSON.stringify(before) === JSON.stringify(after)) return [];
+  if (before && after && typeof before === 'object' && typeof after === 'object' && !Array.isArray(before) && !Array.isArray(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+    return keys.flatMap((k) => specDiff((before as Record<string, unknown>)[k], (after as Record<string, unknown>)[k], path ? `${path}.${k}` : k));
+  }
+  return [`${path || '(spec)'}: ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
+}
+
+const out = (g: Globals, json: unknown, text: () => string) => console.log(g.json ? JSON.stringify(json, null, 2) : text());
+const ago = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(1)} s ago`);
+
+export function statusTable(s: ClusterStatus): string {
+  const l = s.lease;
+  const head =
+    l.holder === null
+      ? `cluster ${s.clusterId}   epoch ${l.epoch}   lease vacant`
+      : `cluster ${s.clusterId}   epoch ${l.epoch}   ${l.state === 'held' ? 'active' : l.state}: ${l.holder} (renewed ${ago(l.renewedAgoMs)}, ${l.expiresInMs >= 0 ? `expires in ${(l.expiresInMs / 1000).toFixed(1)} s` : `lapsed ${(-l.expiresInMs / 1000).toFixed(1)} s ago`})`;
+  const rows = [['NODE', 'ROLE', 'EPOCH', 'LAST HEARTBEAT', 'SEES PEER', 'RESERVATION KEY']];
+  for (const n of s.nodes) {
+    rows.push([
+      `${n.id}${n.isHolder ? ' *' : ''}`,
+      n.role ?? '-',
+      String(n.epoch ?? '-'),
+      ago(n.lastHeartbeatAgoMs),
+      n.peerReachable === null ? '-' : n.peerReachable ? 'yes' : 'NO',
+      n.reservationKey,
+    ]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const table = rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+  const f = l.fencing;
+  const fencing = f
+    ? `\nfencing: epoch ${f.epoch} (${f.reason})${f.victim ? ` fenced ${f.victim}` : ''}, ${f.confirmedAt ? 'confirmed' : 'NOT YET CONFIRMED'}`
+    : '';
+  return `${head}\n${table}${fencing}`;
+}
+
+const program = new Command('nfs-ha').description('nfs-ha operator command line').showHelpAfterError();
+program
+  .addOption(new Option('--url <url>', 'control plane URL (NFSHA_URL)'))
+  .addOption(new Option('--key <key>', 'API key (NFSHA_API_KEY)'))
+  .option('--json', 'machine-readable output');
+const g = () => program.opts<Globals>();
+
+program
+  .command('validate')
+  .description('check a cluster spec (YAML or JSON) without sending it')
+  .requiredOption('-f, --file <file>', 'the spec')
+  .action(async (o: { file: string }) => {
+    const { spec, problems } = await readSpec(o.file);
+    if (!spec) {
+      out(g(), { ok: false, problems }, () => `✗ ${o.file} is not a valid cluster spec:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+      process.exitCode = 1;
+      return;
+    }
+    const early = detectionWindowMs(spec.timing, spec.policy.earlyFencing);
+    const expiry = detectionWindowMs(spec.timing, false);
+    const summary = {
+      ok: true,
+      cluster: spec.id,
+      nodes: spec.nodes.map((n) => n.id),
+      vip: `${spec.vip.address}/${spec.vip.prefix}`,
+      exports: spec.nfs.exports.map((e) => ({ path: e.path, fsid: e.fsid })),
+      detectionMs: { earlyFencing: early, leaseExpiry: expiry },
+    };
+    out(g(), summary, () =>
+      [
+        `✓ ${o.file}: cluster ${spec.id}, nodes ${summary.nodes.join(' and ')}, VIP ${summary.vip}`,
+        `  exports: ${spec.nfs.exports.map((e) => `${e.path} (fsid ${e.fsid})`).join(', ')}; server scope ${spec.nfs.serverScope}; grace ${spec.nfs.gracePeriodS} s, lease ${spec.nfs.leaseTimeS} s`,
+        `  timing: renew every ${spec.timing.renewIntervalMs} ms, lease ${spec.timing.leaseTtlMs} ms — all safety relations hold`,
+        spec.policy.earlyFencing
+          ? `  a dead active is detected in ${early.min / 1000}–${early.max / 1000} s (early fencing), ${expiry.min / 1000}–${expiry.max / 1000} s when only its lease can tell; takeover adds fencing and the resources' start`
+          : `  a dead active is detected in ${expiry.min / 1000}–${expiry.max / 1000} s (lease expiry; early fencing is off); takeover adds fencing and the resources' start`,
+      ].join('\n'),
+    );
+  });
+
+program
+  .command('apply')
+  .description('create the cluster of a spec (validated locally first)')
+  .requiredOption('-f, --file <file>', 'the spec')
+  .action(async (o: { file: string }) => {
+    const { spec, problems } = await readSpec(o.file);
+    if (!spec) throw new CliError(`${o.file} is not a valid cluster spec:\n  ${problems.join('\n  ')}`);
+    const existing = await api<{ spec: ClusterSpec }>(g(), 'GET', `/v1/clusters/${spec.id}`).catch((err: CliError) => {
+      if (/cluster_not_found/.test(err.message)) return null;
+      throw err;
+    });
+    if (existing) {
+      const diff = specDiff(existing.spec, spec);
+      out(g(), { cluster: spec.id, exists: true, diff }, () =>
+        diff.length === 0
+          ? `cluster ${spec.id} already matches ${o.file}`
+          : `cluster ${spec.id} exists and differs:\n${diff.map((d) => `  ${d}`).join('\n')}\nchanging a live cluster's spec is not supported yet`,
+      );
+      if (diff.length > 0) process.exitCode = 3;
+      return;
+    }
+    const created = await api<{ specVersion: number }>(g(), 'POST', '/v1/clusters', spec);
+    out(
+      g(),
+      { cluster: spec.id, created: true, specVersion: created.specVersion },
+      () => `created cluster ${spec.id} (nodes ${spec.nodes.map((n) => n.id).join(', ')}); next: nfs-ha enrol ${spec.id} <node>`,
+    );
+  });
+
+program
+  .command('clusters')
+  .description('list clusters')
+  .action(async () => {
+    const r = await api<{ clusters: { id: string; nodes: string[]; specVersion: number; createdAt: string }[] }>(g(), 'GET', '/v1/clusters');
+    out(g(), r, () =>
+      r.clusters.length === 0 ? 'no clusters' : r.clusters.map((c) => `${c.id.padEnd(24)} ${c.nodes.join(', ').padEnd(30)} created ${c.createdAt}`).join('\n'),
+    );
+  });
+
+program
+  .command('status')
+  .description('who is active, under which epoch, and what each node last said')
+  .argument('<cluster>')
+  .action(async (cluster: string) => {
+    const s = await api<ClusterStatus>(g(), 'GET', `/v1/clusters/${encodeURIComponent(cluster)}/status`);
+    out(g(), s, () => statusTable(s));
+  });
+
+program
+  .command('events')
+  .description("the cluster's timeline, oldest first")
+  .argument('<cluster>')
+  .option('--limit <n>', 'how many', '50')
+  .action(async (cluster: string, o: { limit: string }) => {
+    const r = await api<{ events: { at: number; type: string; node?: string; epoch: number; data: unknown }[] }>(
+      g(),
+      'GET',
+      `/v1/clusters/${encodeURIComponent(cluster)}/events?limit=${Number(o.limit)}`,
+    );
+    out(
+      g(),
+      r,
+      () =>
+        r.events
+          .map(
+            (e) =>
+              `${new Date(e.at).toISOString()}  epoch ${String(e.epoch).padEnd(3)} ${e.type.padEnd(18)} ${(e.node ?? '').padEnd(10)} ${JSON.stringify(e.data)}`,
+          )
+          .join('\n') || 'no events',
+    );
+  });
+
+const keys = program.command('keys').description('operator API keys (admin)');
+keys.command('list').action(async () => {
+  const r = await api<{ keys: { id: string; role: string; name: string; createdAt: string; revokedAt: string | null }[] }>(g(), 'GET', '/v1/keys');
+  out(g(), r, () =>
+    r.keys.map((k) => `${k.id}  ${k.role.padEnd(9)} ${k.name.padEnd(20)} ${k.revokedAt ? `revoked ${k.revokedAt}` : `since ${k.createdAt}`}`).join('\n'),
+  );
+});
+keys
+  .command('create')
+  .requiredOption('--role <role>', 'admin or read-only')
+  .requiredOption('--name <name>', 'what it is for')
+  .action(async (o: { role: string; name: string }) => {
+    const r = await api<{ id: string; key: string }>(g(), 'POST', '/v1/keys', o);
+    out(g(), r, () => `key ${r.id} (${o.role}): ${r.key}\nshown once: store it now`);
+  });
+keys
+  .command('revoke')
+  .argument('<id>')
+  .action(async (id: string) => {
+    const r = await api<{ id: string }>(g(), 'DELETE', `/v1/keys/${encodeURIComponent(id)}`);
+    out(g(), r, () => `key ${r.id} revoked`);
+  });
+
+program
+  .command('enrol')
+  .description("a one-time enrolment token for a node's installer (admin)")
+  .argument('<cluster>')
+  .argument('<node>')
+  .option('--ttl <seconds>', 'how long it is valid', '3600')
+  .action(async (cluster: string, node: string, o: { ttl: string }) => {
+    const r = await api<{ token: string; expiresAt: string }>(g(), 'POST', `/v1/clusters/${encodeURIComponent(cluster)}/enrolments`, {
+      node,
+      ttlSeconds: Number(o.ttl),
+    });
+    out(g(), r, () => `enrolment token for ${node} of ${cluster}, valid until ${r.expiresAt}:\n${r.token}`);
+  });
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href || process.argv[1]?.endsWith('nfs-ha.mjs')) {
+  program.parseAsync().catch((err: unknown) => {
+    console.error(`nfs-ha: ${err instanceof CliError ? err.message : ((err as Error).stack ?? err)}`);
+    process.exit(err instanceof CliError ? 1 : 2);
+  });
+}
