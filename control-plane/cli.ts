@@ -73,7 +73,7 @@ async function readSpec(file: string): Promise<{ spec?: ClusterSpec; problems: s
 }
 
 /** Where two values differ, as "path: old → new" lines. */
-export function specDiff(before: unknown, after: unknown, path = ''): string[] {
+function specDiff(before: unknown, after: unknown, path = ''): string[] {
   if (JSON.stringify(before) === JSON.stringify(after)) return [];
   if (before && after && typeof before === 'object' && typeof after === 'object' && !Array.isArray(before) && !Array.isArray(after)) {
     const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
@@ -85,7 +85,7 @@ export function specDiff(before: unknown, after: unknown, path = ''): string[] {
 const out = (g: Globals, json: unknown, text: () => string) => console.log(g.json ? JSON.stringify(json, null, 2) : text());
 const ago = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(1)} s ago`);
 
-export function statusTable(s: ClusterStatus): string {
+function statusTable(s: ClusterStatus): string {
   const l = s.lease;
   const head =
     l.holder === null

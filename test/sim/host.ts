@@ -76,6 +76,8 @@ abstract class SimResource implements Resource {
     protected readonly w: HostWorld,
     protected readonly node: string,
     protected readonly host: HostState,
+    /** The agent's fencing state (shared with it, as in production). */
+    protected readonly fencing: FencingState,
   ) {}
   async validate(): Promise<string[]> {
     return [];
@@ -90,16 +92,7 @@ abstract class SimResource implements Resource {
 
 class SimReservation extends SimResource implements Reservation {
   readonly name = 'scsi-reservation' as const;
-  readonly key: ReservationKey;
-  constructor(
-    w: HostWorld,
-    node: string,
-    host: HostState,
-    private readonly fencing: FencingState,
-  ) {
-    super(w, node, host);
-    this.key = reservationKey(w.clusterId, node);
-  }
+  readonly key = reservationKey(this.w.clusterId, this.node);
   async fence(keys: readonly ReservationKey[]): Promise<ReservationKey[]> {
     await this.w.work(this.node);
     if (!this.w.granted(this.node, this.fencing.epoch).granted)
@@ -139,14 +132,6 @@ class SimReservation extends SimResource implements Reservation {
 
 class SimVolumeGroup extends SimResource {
   readonly name = 'volume-group' as const;
-  constructor(
-    w: HostWorld,
-    node: string,
-    host: HostState,
-    private readonly fencing: FencingState,
-  ) {
-    super(w, node, host);
-  }
   async start(): Promise<void> {
     if (this.fencing.epoch === 0 || this.fencing.confirmedEpoch !== this.fencing.epoch) throw new Error('fencing not confirmed');
     if (!this.w.granted(this.node, this.fencing.epoch).confirmed)
@@ -193,12 +178,13 @@ class SimFlagResource extends SimResource {
     w: HostWorld,
     node: string,
     host: HostState,
+    fencing: FencingState,
     readonly name: ResourceName,
     private readonly flag: 'nfsRunning' | 'exported',
     /** What monitor reports when the flag is down: nfs-server dying is a failure, not a stop. */
     private readonly down: MonitorResult,
   ) {
-    super(w, node, host);
+    super(w, node, host, fencing);
   }
   async start(): Promise<void> {
     await this.w.work(this.node);
@@ -236,10 +222,10 @@ export function simResources(w: HostWorld, node: string, host: HostState, fencin
   const ordered: Resource[] = [
     reservation,
     new SimVolumeGroup(w, node, host, fencing),
-    new SimFilesystem(w, node, host),
-    new SimFlagResource(w, node, host, 'nfs-server', 'nfsRunning', { state: 'failed', reason: 'nfs-server is not running' }),
-    new SimFlagResource(w, node, host, 'exports', 'exported', { state: 'stopped' }),
-    new SimFloatingIp(w, node, host),
+    new SimFilesystem(w, node, host, fencing),
+    new SimFlagResource(w, node, host, fencing, 'nfs-server', 'nfsRunning', { state: 'failed', reason: 'nfs-server is not running' }),
+    new SimFlagResource(w, node, host, fencing, 'exports', 'exported', { state: 'stopped' }),
+    new SimFloatingIp(w, node, host, fencing),
   ];
   return { reservation, ordered };
 }

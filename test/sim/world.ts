@@ -411,7 +411,6 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   };
 
   // --- the nemesis ------------------------------------------------------------------------------
-  const n0 = (id: string) => node(id);
   const serving = () => nodes.find((n) => n.host.vip && n.host.powered)?.id ?? 'node-a';
   const other = (id: string) => (id === 'node-a' ? 'node-b' : 'node-a');
   const storeFaultsUntil = { t: -1 };
@@ -431,7 +430,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       // fail, a stop that will hang: they strike at the takeover the crash causes).
       const latent = (g: Fault) => g.kind === 'mount-fails' || g.kind === 'stop-hangs';
       const alone = faults.every((g) => g === f || (latent(g) ? g.at > f.at + 10_000 : g.at + g.durationMs < f.at - 10_000 || g.at > f.at + 10_000));
-      if (f.kind === 'crash' && alone && n0(id).host.vip && n0(id).host.powered) cleanCrashes.push({ at: f.at, of: id });
+      if (f.kind === 'crash' && alone && node(id).host.vip && node(id).host.powered) cleanCrashes.push({ at: f.at, of: id });
       trace(`FAULT ${f.kind} on ${id} for ${f.durationMs} ms`);
       const n = node(id);
       const until = sched.now + f.durationMs;

@@ -131,7 +131,7 @@ describe('agent loop', () => {
   });
 
   it('a fenced node self-fences and never re-registers on its own', async () => {
-    const { agent, cp, step, reservation } = await agentFor();
+    const { cp, step, reservation } = await agentFor();
     cp.answers = [granted(2)];
     await step();
     cp.answers = [stayActive(2)];
