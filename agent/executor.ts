@@ -10,7 +10,7 @@ export interface Command {
   /** Program and arguments; every element reaches the program as one argument, unparsed. */
   argv: readonly [string, ...string[]];
   timeoutMs: number;
-  /** Written to the command's standard input (e.g. a file's content for `install /dev/stdin`). */
+  /** Written to the command's standard input (e.g. a file's content for `tee FILE`; it is a socket, so `/dev/stdin` cannot be opened). */
   input?: string;
 }
 

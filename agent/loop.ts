@@ -68,6 +68,9 @@ export class NodeAgent {
   #interrupt = false;
   #keyPresent: boolean | null = null;
   #failure: CycleSnapshot['failure'] = null;
+  #monitoring: Promise<void> | null = null;
+  /** Counts actions started, so a monitor pass that overlapped one is not trusted. */
+  #actionsStarted = 0;
   #restarts = new Map<string, number>();
   #lastMonitorAt = Number.NEGATIVE_INFINITY;
   #lastSituation = '';
@@ -197,7 +200,6 @@ export class NodeAgent {
   }
 
   async #decide(): Promise<CycleAction> {
-    if (this.#role === 'active') await this.#monitorIfDue();
     const decision = decideCycle({
       role: this.#role,
       epoch: this.d.fencing.epoch,
@@ -211,7 +213,9 @@ export class NodeAgent {
       leftovers: this.#leftovers,
     });
     this.#logDecision(decision);
+    if (decision.action === 'none' && this.#role === 'active') this.#monitorIfDue();
     if (decision.action !== 'none') {
+      this.#actionsStarted += 1;
       this.#interrupt = false;
       this.#action = this.#perform(decision).finally(() => {
         this.#action = null;
@@ -232,18 +236,38 @@ export class NodeAgent {
     this.#lastSituation = situation;
   }
 
-  async #monitorIfDue(): Promise<void> {
-    if (this.d.now() - this.#lastMonitorAt < this.d.monitorIntervalMs) return;
+  /**
+   * Starts a monitor pass in the background when one is due. It never runs inside a decision:
+   * probing every resource takes a few commands' time (seconds on a slow host), and neither the
+   * renewals nor the deadline may wait for it. The next decision acts on its findings, which
+   * are dropped if an action or a change of epoch came in between.
+   */
+  #monitorIfDue(): void {
+    if (this.#monitoring || this.d.now() - this.#lastMonitorAt < this.d.monitorIntervalMs) return;
     this.#lastMonitorAt = this.d.now();
-    this.#keyPresent = await this.d.resources.reservation.keyPresent().catch(() => null);
-    this.#failure = null;
-    for (const r of this.d.resources.ordered) {
-      const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
-      if (m.state !== 'running') {
-        this.#failure = { resource: r.name, reason: m.state === 'failed' ? m.reason : 'stopped unexpectedly', restarts: this.#restarts.get(r.name) ?? 0 };
-        break;
+    const startedUnder = { epoch: this.d.fencing.epoch, actions: this.#actionsStarted };
+    this.#monitoring = (async () => {
+      const keyPresent = await this.d.resources.reservation.keyPresent().catch(() => null);
+      let failure: CycleSnapshot['failure'] = null;
+      for (const r of this.d.resources.ordered) {
+        const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
+        if (m.state !== 'running') {
+          failure = { resource: r.name, reason: m.state === 'failed' ? m.reason : 'stopped unexpectedly', restarts: this.#restarts.get(r.name) ?? 0 };
+          break;
+        }
       }
-    }
+      if (this.#role === 'active' && this.d.fencing.epoch === startedUnder.epoch && this.#actionsStarted === startedUnder.actions) {
+        this.#keyPresent = keyPresent;
+        this.#failure = failure;
+      }
+    })()
+      .catch((err: Error) => this.d.log.error({ err: err.message }, 'monitor failed'))
+      .finally(() => (this.#monitoring = null));
+  }
+
+  /** Resolves when no action and no monitor pass is under way (tests, orderly shutdown). */
+  async idle(): Promise<void> {
+    while (this.#action || this.#monitoring) await Promise.all([this.#action, this.#monitoring]);
   }
 
   #become(role: NodeRole): void {
@@ -262,7 +286,7 @@ export class NodeAgent {
         case 'restart':
           return await this.#restart(decision.resource);
         case 'release':
-          return await this.#release(decision.epoch);
+          return await this.#release(decision.epoch, decision.why);
         case 'demote':
           return await this.#demote();
         case 'self-fence':
@@ -277,7 +301,8 @@ export class NodeAgent {
       } else if (decision.action === 'demote' || decision.action === 'release') {
         await this.d.selfFence.reboot(`demotion failed: ${(err as Error).message}`);
       } else if (this.#role !== 'passive' && this.#role !== 'demoting') {
-        await this.#release(this.d.fencing.epoch);
+        // A node that cannot stop what it started may not be trusted to stay out: self-fence.
+        await this.#release(this.d.fencing.epoch).catch((e: Error) => this.d.selfFence.reboot(`demotion failed: ${e.message}`));
       }
     }
   }
@@ -366,7 +391,7 @@ export class NodeAgent {
   }
 
   async #release(epoch: number, reason: Release['reason'] = 'resource-failure'): Promise<void> {
-    await this.#demote();
+    if (this.#role !== 'passive') await this.#demote();
     await this.d.controlPlane.release({ epoch, reason }).catch((err: Error) => {
       // The lease then simply runs out; the peer takes over at expiry instead.
       this.d.log.warn({ err: err.message }, 'could not release the lease; it will expire');
@@ -385,6 +410,8 @@ export class NodeAgent {
     const loop = async () => {
       if (!this.#running) return;
       const started = this.d.now();
+      // The tick's heartbeat is awaited (bounded by the request timeout); its decision only
+      // starts an action, which runs on while the next ticks keep renewing.
       await this.tick().catch((err: Error) => this.d.log.error({ err: err.message }, 'tick failed'));
       const wait = Math.max(0, this.d.spec.timing.renewIntervalMs - (this.d.now() - started));
       this.#timers = [setTimeout(loop, wait)];

@@ -14,6 +14,7 @@ import { Command, Option } from 'commander';
 import { pino, type Logger } from 'pino';
 import { reservationKey } from '../shared/reservation-key.ts';
 import { type ClusterSpec, ClusterSpecSchema, type NodeSpec } from '../shared/spec.ts';
+import { watchdogProblem } from '../shared/timing.ts';
 import { type AgentConfig, AgentConfigError, DEFAULT_CONFIG_PATH, loadAgentConfig } from './config.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { dryRunNode } from './dry-run.ts';
@@ -22,7 +23,7 @@ import { NodeAgent } from './loop.ts';
 import { fetchPeerStatus, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
 import { nodeResources } from './resources/index.ts';
 import type { FencingState, MonitorResult } from './resources/resource.ts';
-import { RebootSelfFence, WatchdogSelfFence } from './self-fence.ts';
+import { RebootSelfFence, WatchdogSelfFence, watchdogTimeoutSeconds } from './self-fence.ts';
 
 class UsageError extends Error {}
 
@@ -160,6 +161,14 @@ async function run(options: { config: string }) {
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   const resources = resourcesFor({ spec, node, config }, new HostExecutor(log), log, fencing);
   const problems = (await Promise.all(resources.ordered.map(async (r) => (await r.validate()).map((p) => `${r.name}: ${p}`)))).flat();
+  if (config.selfFence.mode === 'watchdog') {
+    const timeout = await watchdogTimeoutSeconds(config.selfFence.device);
+    const problem =
+      timeout === null
+        ? `${config.selfFence.device}: no watchdog timeout in sysfs (is the driver loaded? e.g. modprobe softdog)`
+        : watchdogProblem(timeout, spec.timing);
+    if (problem) problems.push(`self-fence: ${problem}`);
+  }
   if (problems.length > 0) {
     for (const p of problems) log.error(p);
     throw new UsageError(`this node cannot run the cluster's resources:\n  ${problems.join('\n  ')}`);

@@ -5,7 +5,8 @@
  * petted only after a committed renewal, reboots a hung node; an immediate reboot (sysrq)
  * serves when the agent itself decides.
  */
-import { open, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, readFile, realpath, writeFile, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type { Logger } from 'pino';
 
 export interface SelfFence {
@@ -55,6 +56,17 @@ export class WatchdogSelfFence implements SelfFence {
   reboot(reason: string): Promise<void> {
     return sysrqReboot(this.log, reason);
   }
+}
+
+/**
+ * The driver's timeout in seconds, from sysfs (`/dev/watchdog` is the legacy name of
+ * watchdog0), or null when the kernel does not say.
+ */
+export async function watchdogTimeoutSeconds(device: string): Promise<number | null> {
+  const name = basename(device) === 'watchdog' ? 'watchdog0' : basename(await realpath(device).catch(() => device));
+  const text = await readFile(`/sys/class/watchdog/${name}/timeout`, 'utf8').catch(() => null);
+  const seconds = text === null ? Number.NaN : Number.parseInt(text.trim(), 10);
+  return Number.isFinite(seconds) ? seconds : null;
 }
 
 /** No watchdog device: the agent reboots the node itself when it must. */

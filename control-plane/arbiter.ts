@@ -25,6 +25,7 @@ import {
   phaseEvent,
   type Rejection,
   type Release,
+  requestSwitchover,
   vacantLease,
 } from '../shared/lease.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
@@ -124,6 +125,16 @@ export class Arbiter {
       return 'code' in r ? r : { next: r.next, result: null };
     });
     this.log.info({ clusterId, node, epoch: release.epoch, reason: release.reason }, `${node} released epoch ${release.epoch}`);
+    return lease;
+  }
+
+  /** An operator's planned switchover to `to`; the holder learns it at its next renewal. */
+  async requestSwitchover(clusterId: string, to: string): Promise<Lease> {
+    const { lease, wrote } = await this.#decide(clusterId, to, (l, now): Outcome<null> => {
+      const r = requestSwitchover(l, to, now);
+      return 'code' in r ? r : { next: r.next, result: null };
+    });
+    if (wrote) this.log.info({ clusterId, from: lease.holder, to, epoch: lease.epoch }, `switchover from ${lease.holder} to ${to} requested`);
     return lease;
   }
 

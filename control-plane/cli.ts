@@ -6,6 +6,7 @@
  *   nfs-ha clusters | status <cluster> | events <cluster>
  *   nfs-ha keys list | keys create --role admin --name ops | keys revoke <id>
  *   nfs-ha enrol <cluster> <node>          a one-time enrolment token for a node's installer
+ *   nfs-ha switchover <cluster> --to <node>  planned switchover, waiting until the target is active
  *
  * --json on every command. The control plane and the key come from --url/--key, or NFSHA_URL /
  * NFSHA_API_KEY, or ~/.config/nfs-ha/cli.json ({ "url": …, "key": … }).
@@ -228,6 +229,37 @@ program
           )
           .join('\n') || 'no events',
     );
+  });
+
+program
+  .command('switchover')
+  .description('planned switchover: the active demotes and releases, the target fences and takes over (admin)')
+  .argument('<cluster>')
+  .requiredOption('--to <node>', 'the node to hand over to')
+  .option('--timeout <seconds>', 'how long to wait for the target to be active', '120')
+  .option('--no-wait', 'return once the request is accepted')
+  .action(async (cluster: string, o: { to: string; timeout: string; wait: boolean }) => {
+    const path = `/v1/clusters/${encodeURIComponent(cluster)}`;
+    const started = performance.now();
+    const r = await api<{ from: string; to: string; epoch: number }>(g(), 'POST', `${path}/switchover`, { to: o.to });
+    if (!g().json) console.log(`switchover requested: ${r.from} → ${r.to} (epoch ${r.epoch})`);
+    if (!o.wait) return out(g(), r, () => '');
+    let last = '';
+    for (;;) {
+      const s = await api<ClusterStatus>(g(), 'GET', `${path}/status`);
+      const target = s.nodes.find((n) => n.id === o.to);
+      const line = `${s.lease.holder ?? 'nobody'} holds epoch ${s.lease.epoch} (${s.lease.state}); ${o.to} reports ${target?.role ?? 'nothing'}`;
+      if (line !== last && !g().json) console.log(`  ${((performance.now() - started) / 1000).toFixed(1).padStart(5)} s  ${line}`);
+      last = line;
+      if (s.lease.holder === o.to && s.lease.epoch > r.epoch && target?.role === 'active' && target.epoch === s.lease.epoch) {
+        const seconds = (performance.now() - started) / 1000;
+        return out(g(), { ...r, epoch: s.lease.epoch, seconds }, () => `${o.to} is active under epoch ${s.lease.epoch} after ${seconds.toFixed(1)} s`);
+      }
+      if (performance.now() - started > Number(o.timeout) * 1000) {
+        throw new CliError(`${o.to} was not active within ${o.timeout} s (${line}); follow it with: nfs-ha events ${cluster}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
   });
 
 const keys = program.command('keys').description('operator API keys (admin)');

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { ClusterId, NodeId } from './names.ts';
 import { ReservationKey } from './reservation-key.ts';
 
-export const GrantReason = z.enum(['cold-start', 'released', 'lease-expired', 'holder-silent']).describe('Why the lease went to a new holder');
+export const GrantReason = z.enum(['cold-start', 'released', 'switchover', 'lease-expired', 'holder-silent']).describe('Why the lease went to a new holder');
 export type GrantReason = z.infer<typeof GrantReason>;
 
 export const ReleaseReason = z.enum(['switchover', 'resource-failure', 'shutdown']).describe('Why the holder gave the lease up');
@@ -49,6 +49,7 @@ export const EventSchema = z.discriminatedUnion('type', [
     data: z.object({ keys: z.array(ReservationKey), durationMs: z.number().nonnegative().optional() }),
   }),
   z.object({ ...base, type: z.literal('lease.released'), node: NodeId, data: z.object({ reason: ReleaseReason }) }),
+  z.object({ ...base, type: z.literal('switchover.requested'), node: NodeId.describe('The target'), data: z.object({ from: NodeId }) }),
   z.object({
     ...base,
     type: z.literal('phase.reported'),

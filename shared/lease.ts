@@ -54,6 +54,11 @@ export const LeaseSchema = z.object({
   expiresAt: z.number().int().describe('Control-plane time the lease lapses'),
   releasedBy: NodeId.nullable().describe('The node that last released the lease, given no first claim on it'),
   fencing: FencingDecisionSchema.nullable(),
+  switchover: z
+    .object({ to: NodeId, requestedAt: z.number().int() })
+    .nullable()
+    .default(null)
+    .describe('An operator asked the holder to hand over to this node: it demotes, then releases'),
   terms: LeaseTermsSchema,
   outbox: z.array(EventSchema).describe('Events decided with this lease state, not yet written as event items'),
 });
@@ -85,6 +90,7 @@ export const DirectiveSchema = z.discriminatedUnion('action', [
   }),
   z.object({ action: z.literal('stay-active'), epoch: z.number().int(), reason: z.string() }),
   z.object({ action: z.literal('demote'), epoch: z.number().int(), holder: NodeId.nullable(), reason: z.string() }),
+  z.object({ action: z.literal('release'), epoch: z.number().int(), reason: z.string() }).describe('Holder: demote, then release this epoch (switchover)'),
 ]);
 export type Directive = z.infer<typeof DirectiveSchema>;
 
@@ -123,7 +129,7 @@ export interface Decision {
 
 /** A report the lease cannot accept, with the reason. */
 export interface Rejection {
-  code: 'stale_epoch';
+  code: 'stale_epoch' | 'switchover_not_possible';
   message: string;
 }
 
@@ -170,6 +176,7 @@ export function vacantLease(clusterId: string, terms: LeaseTerms, now: number): 
     expiresAt: now,
     releasedBy: null,
     fencing: null,
+    switchover: null,
     terms,
     outbox: [],
   };
@@ -193,6 +200,9 @@ function holderDirective(lease: Lease, hb: Heartbeat): Directive {
   const fencing = lease.fencing;
   if (!fencing || fencing.epoch !== lease.epoch) throw new Error(`lease of ${lease.clusterId} has a holder but no fencing decision for epoch ${lease.epoch}`);
   const fence = { victim: fencing.victim, keys: fencing.keys, confirmed: fencing.confirmedAt !== null };
+  if (lease.switchover && fence.confirmed) {
+    return { action: 'release', epoch: lease.epoch, reason: `switchover to ${lease.switchover.to} requested: demote, then release epoch ${lease.epoch}` };
+  }
   if (!fence.confirmed) {
     return {
       action: 'activate',
@@ -236,6 +246,7 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
     expiresAt: leaseExpiry(now, lease.terms.leaseTtlMs),
     releasedBy: null,
     fencing,
+    switchover: null,
     outbox: [...lease.outbox, ...events],
   };
   return { next, directive: holderDirective(next, hb) };
@@ -256,7 +267,7 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
         directive: followerDirective(lease, hb, `released the lease ${now - lease.expiresAt} ms ago; the peer has the first claim for ${terms.leaseTtlMs} ms`),
       };
     }
-    return grant(lease, node, hb, now, lease.epoch === 0 ? 'cold-start' : 'released');
+    return grant(lease, node, hb, now, lease.epoch === 0 ? 'cold-start' : lease.switchover?.to === node ? 'switchover' : 'released');
   }
   if (now > grantableAfter(lease.expiresAt, terms.skewAllowanceMs)) return grant(lease, node, hb, now, 'lease-expired');
   const silentMs = now - lease.renewedAt;
@@ -299,7 +310,34 @@ export function onRelease(lease: Lease, node: string, release: Release, now: num
   const stale = staleEpoch(lease, node, release.epoch);
   if (stale) return stale;
   const event = epochEvent(lease.clusterId, lease.epoch, now, node, 'lease.released', { reason: release.reason });
+  // A pending switchover stays until its target is granted the lease: the releaser's hold-off
+  // gives the target the first claim, and the grant names it a switchover.
   return { next: { ...lease, holder: null, version: lease.version + 1, expiresAt: now, releasedBy: node, outbox: [...lease.outbox, event] } };
+}
+
+/**
+ * An operator asks for a planned switchover to `to`. Only from a holder whose fencing is
+ * confirmed (a node still activating finishes first); the holder is told to demote and release
+ * at its next renewal, and the target takes the lease through the ordinary grant with fencing.
+ */
+export function requestSwitchover(lease: Lease, to: string, now: number): Rejection | { next: Lease | null } {
+  const state = leaseState(lease, now);
+  if (state !== 'held' || lease.holder === null) {
+    return { code: 'switchover_not_possible', message: `the lease is ${state}: a switchover needs an active holder whose fencing is confirmed` };
+  }
+  if (lease.holder === to) return { code: 'switchover_not_possible', message: `${to} already holds the lease (epoch ${lease.epoch})` };
+  if (lease.switchover?.to === to) return { next: null };
+  const event = {
+    // Sorts after the epoch's fencing.confirmed (step 3) and before its release (step 4).
+    id: `e${lease.epoch}.3.switchover.requested.${now}`,
+    clusterId: lease.clusterId,
+    at: now,
+    epoch: lease.epoch,
+    type: 'switchover.requested',
+    node: to,
+    data: { from: lease.holder },
+  } as const satisfies ClusterEvent;
+  return { next: { ...lease, version: lease.version + 1, switchover: { to, requestedAt: now }, outbox: [...lease.outbox, event] } };
 }
 
 /**

@@ -59,7 +59,7 @@ export type CycleAction =
   | { action: 'fence'; epoch: number; keys: ReservationKey[]; reason: string }
   | { action: 'activate'; epoch: number; reason: string }
   | { action: 'restart'; resource: string; reason: string }
-  | { action: 'release'; epoch: number; reason: string }
+  | { action: 'release'; epoch: number; reason: string; why: 'resource-failure' | 'switchover' }
   | { action: 'demote'; reason: string }
   | { action: 'self-fence'; reason: string };
 
@@ -100,6 +100,11 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
   }
   const d = s.heartbeat.directive;
   switch (d.action) {
+    case 'release':
+      // Planned switchover: stop everything, then hand the lease over (a passive holder — an
+      // agent restarted before it activated — has nothing to stop).
+      if (s.role === 'demoting') return { action: 'none', reason: 'demotion in progress' };
+      return { action: 'release', epoch: d.epoch, reason: `control plane: ${d.reason}`, why: 'switchover' };
     case 'stay-passive':
     case 'demote':
       if (s.role === 'passive') return { action: 'none', reason: `passive: ${d.reason}` };
@@ -134,6 +139,7 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
           action: 'release',
           epoch: s.epoch,
           reason: `${s.failure.resource} failed ${s.failure.restarts} times (${s.failure.reason}); releasing the lease so the peer takes over`,
+          why: 'resource-failure',
         };
       }
       return { action: 'none', reason: `active: holder of epoch ${s.epoch}, lease renewed` };

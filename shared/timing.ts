@@ -108,6 +108,26 @@ export function activeWindowMs(t: Timing): number {
 }
 
 /**
+ * The longest watchdog timeout this timing allows. The agent pets the watchdog after each
+ * committed renewal, at most requestTimeoutMs after sending it; a node whose agent died or hung
+ * must be reset before its own deadline — before the arbiter could let the peer fence it —
+ * or it would go on serving clients with I/O errors from a fenced disk (seen in the lab).
+ */
+export function maxWatchdogTimeoutMs(t: Timing): number {
+  return Math.floor(activeWindowMs(t) - t.requestTimeoutMs);
+}
+
+/** Why a watchdog with this timeout cannot guard this timing, or null if it can. */
+export function watchdogProblem(timeoutSeconds: number, t: Timing): string | null {
+  const max = maxWatchdogTimeoutMs(t);
+  if (timeoutSeconds * 1000 <= max) return null;
+  return (
+    `the watchdog's timeout (${timeoutSeconds} s) is longer than this cluster's timing allows (${max} ms = leaseTtlMs × (1 − maxDriftRatio) − safetyMarginMs − requestTimeoutMs): ` +
+    `a node whose agent died would still be serving when the peer fences it. Shorten it (softdog: soft_margin=${Math.max(1, Math.floor(max / 1000))}) or lengthen leaseTtlMs`
+  );
+}
+
+/**
  * Unsafe or useless combinations, each with a message saying what to change. Like client-go's
  * leader election, the relations between the values matter more than the values.
  */

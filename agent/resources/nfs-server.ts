@@ -16,6 +16,7 @@
  * Stop ends everything that keeps the bound directories open (nfsdcld, rpc.statd, sm-notify)
  * before unbinding them.
  */
+import { dirname } from 'node:path';
 import { expectExit } from '../executor.ts';
 import { type MonitorResult, type Resource, type ResourceContext, TIMEOUT } from './resource.ts';
 
@@ -70,7 +71,9 @@ export class NfsServer implements Resource {
   async #ensureFile(path: string, content: string): Promise<boolean> {
     const current = await this.#run(['cat', path], TIMEOUT.query);
     if (current.exitCode === 0 && current.stdout === content) return false;
-    expectExit(await this.#run(['install', '-D', '-m', '0644', '/dev/stdin', path], TIMEOUT.query, content), [0], `writing ${path}`);
+    // tee, not `install /dev/stdin`: the executor's stdin is a socket pair, which /dev/stdin cannot open (ENXIO).
+    expectExit(await this.#run(['mkdir', '-p', dirname(path)], TIMEOUT.query), [0], `creating ${dirname(path)}`);
+    expectExit(await this.#run(['tee', path], TIMEOUT.query, content), [0], `writing ${path}`);
     return true;
   }
 
@@ -113,8 +116,20 @@ export class NfsServer implements Resource {
   async monitor(): Promise<MonitorResult> {
     const r = await this.#run(['systemctl', 'is-active', 'nfs-server'], TIMEOUT.query);
     const state = r.stdout.trim();
-    if (r.exitCode === 0) return { state: 'running' };
     if (state === 'inactive') return { state: 'stopped' };
+    if (r.exitCode === 0) {
+      // The unit is a oneshot that stays "active" after rpc.nfsd returns: the kernel threads
+      // are the server itself, and they can be gone (rpc.nfsd 0, a crash) under an active unit.
+      const threads = await this.#run(['cat', '/proc/fs/nfsd/threads'], TIMEOUT.query);
+      const count = Number.parseInt(threads.stdout.trim(), 10);
+      if (threads.exitCode !== 0 || !(count > 0)) {
+        return {
+          state: 'failed',
+          reason: `nfs-server is active but nfsd runs ${threads.exitCode === 0 ? `${count} threads` : 'no threads (/proc/fs/nfsd not readable)'}`,
+        };
+      }
+      return { state: 'running' };
+    }
     return { state: 'failed', reason: `nfs-server is ${state || `in an unknown state (exit ${r.exitCode})`}` };
   }
 }

@@ -54,6 +54,9 @@ export function supportsType5(stdout: string): boolean {
   return /Write Exclusive, registrants only:\s*1/.test(stdout);
 }
 
+/** sg3_utils' exit status for a UNIT ATTENTION sense (SG_LIB_CAT_UNIT_ATTENTION). */
+const SG_UNIT_ATTENTION = 6;
+
 export class ScsiReservation implements Resource {
   readonly name = 'scsi-reservation' as const;
   readonly key: ReservationKey;
@@ -64,8 +67,17 @@ export class ScsiReservation implements Resource {
     this.#devices = nodeDevices(ctx.spec, ctx.node.id);
   }
 
-  #sg(device: string, ...args: string[]) {
-    return this.ctx.exec.run({ argv: ['sg_persist', '--no-inquiry', ...args, device], timeoutMs: TIMEOUT.change });
+  /**
+   * One sg_persist command. A UNIT ATTENTION (exit 6) reports a past event on this I_T nexus —
+   * "registrations preempted" after a fencing, a reset — and the command did not run; the
+   * target clears it by reporting it, so the command is sent again (as fence_scsi does).
+   */
+  async #sg(device: string, ...args: string[]): Promise<CommandResult> {
+    let r = await this.ctx.exec.run({ argv: ['sg_persist', '--no-inquiry', ...args, device], timeoutMs: TIMEOUT.change });
+    for (let retry = 0; r.exitCode === SG_UNIT_ATTENTION && retry < 2; retry++) {
+      r = await this.ctx.exec.run({ argv: ['sg_persist', '--no-inquiry', ...args, device], timeoutMs: TIMEOUT.change });
+    }
+    return r;
   }
 
   async #expect(what: string, pending: Promise<CommandResult>): Promise<CommandResult> {

@@ -88,8 +88,15 @@ export class VolumeGroup implements Resource {
   }
 
   async stop(): Promise<void> {
-    if ((await this.#owner()) === undefined) return;
-    expectExit(await this.ctx.exec.run({ argv: ['vgchange', '-an', this.#vg], timeoutMs: TIMEOUT.change }), [0], `deactivating VG ${this.#vg}`);
+    const owner = await this.#owner();
+    if (owner === undefined) return;
+    // After a takeover the VG belongs to the new active, and LVM refuses a plain `vgchange -an`
+    // of a foreign VG although its LVs may still be active here: deactivate them locally by
+    // naming the owner as an extra system ID (ownership stays with it).
+    const local = await this.#localSystemId();
+    const argv: [string, ...string[]] =
+      owner && owner !== local ? ['vgchange', '--config', `local/extra_system_ids=["${owner}"]`, '-an', this.#vg] : ['vgchange', '-an', this.#vg];
+    expectExit(await this.ctx.exec.run({ argv, timeoutMs: TIMEOUT.change }), [0], `deactivating VG ${this.#vg}`);
   }
 
   async monitor(): Promise<MonitorResult> {

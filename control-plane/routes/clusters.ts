@@ -3,6 +3,7 @@ import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema } from '../../shared/api.ts';
 import { leaseState } from '../../shared/lease.ts';
+import { NodeId } from '../../shared/names.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
 import type { Arbiter } from '../arbiter.ts';
 import type { Clock } from '../clock.ts';
@@ -11,6 +12,8 @@ import { type ClusterRecord, EVENT_CURSOR, type Store } from '../store/store.ts'
 import { ClusterParams, errors, jsonBody, jsonResponse, router } from './router.ts';
 
 const tags = ['clusters'];
+/** A switchover target must have heartbeated this recently (node status is refreshed every 30 s). */
+const SWITCHOVER_TARGET_SEEN_MS = 45_000;
 const iso = (ms: number) => new Date(ms).toISOString();
 
 function clusterView(r: ClusterRecord) {
@@ -116,6 +119,41 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         responses: { 200: jsonResponse(ClusterStatusSchema, 'Current status'), ...errors(400, 404, 503) },
       }),
       async (c) => c.json(await status(c.req.valid('param').clusterId), 200),
+    )
+    .openapi(
+      createRoute({
+        method: 'post',
+        path: '/v1/clusters/{clusterId}/switchover',
+        tags,
+        summary: 'Planned switchover to a node (admin)',
+        description:
+          'The holder demotes in order (VIP, exports, NFS server, mount, VG), releases the lease, and the target takes it with the ordinary grant: fence, then start. ' +
+          'Accepted only while a holder is active and the target is a passive node heard from recently. Asking again for the same target changes nothing.',
+        request: { params: ClusterParams, ...jsonBody(z.object({ to: NodeId.describe('The node to hand over to') }).strict()) },
+        responses: {
+          202: jsonResponse(
+            z.object({ clusterId: z.string(), from: NodeId, to: NodeId, epoch: z.number().int(), requestedAt: z.string() }),
+            'Requested; follow it in the events',
+          ),
+          ...errors(400, 404, 409, 503),
+        },
+      }),
+      async (c) => {
+        const { clusterId } = c.req.valid('param');
+        const { to } = c.req.valid('json');
+        await cluster(clusterId);
+        const target = (await status(clusterId)).nodes.find((n) => n.id === to);
+        if (!target) throw new ApiError(404, 'node_not_found', `"${to}" is not a node of cluster ${clusterId}`);
+        if (!target.isHolder && (target.role !== 'passive' || target.lastHeartbeatAgoMs === null || target.lastHeartbeatAgoMs > SWITCHOVER_TARGET_SEEN_MS)) {
+          throw new ApiError(
+            409,
+            'target_not_ready',
+            `${to} is not a passive node heard from in the last ${SWITCHOVER_TARGET_SEEN_MS / 1000} s (role ${target.role ?? 'unknown'}, last heartbeat ${target.lastHeartbeatAgoMs === null ? 'never' : `${Math.round(target.lastHeartbeatAgoMs / 1000)} s ago`})`,
+          );
+        }
+        const lease = await arbiter.requestSwitchover(clusterId, to);
+        return c.json({ clusterId, from: lease.holder!, to, epoch: lease.epoch, requestedAt: iso(lease.switchover?.requestedAt ?? clock.now()) }, 202);
+      },
     )
     .openapi(
       createRoute({

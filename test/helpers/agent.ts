@@ -99,7 +99,7 @@ export async function testAgent(options: {
   });
   const step = async () => {
     const d = await agent.tick();
-    await agent.settled();
+    await agent.idle();
     return d;
   };
   return { agent, spec, fencing, step, ...fakes };

@@ -82,4 +82,38 @@ describe('nfs-ha CLI', () => {
     assert.match(anonymous.stderr, /^nfs-ha: unauthenticated: /);
     assert.match((await cli(['events', 'cli-prod'])).stdout, /lease\.granted\s+node-a/);
   });
+
+  it('switchover: requests it, shows progress while the nodes hand over, ends when the target is active', async () => {
+    await h.clusterHeldByNodeA('cli-sw');
+    const node = (n: string) => `/v1/clusters/cli-sw/nodes/${n}`;
+    await h.call('POST', `${node('node-a')}/heartbeat`, hb('active', 1));
+    await h.call('POST', `${node('node-b')}/heartbeat`, hb('passive'));
+    const refused = await cli(['switchover', 'cli-sw', '--to', 'node-a']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^nfs-ha: switchover_not_possible: node-a already holds the lease/);
+
+    const running = cli(['switchover', 'cli-sw', '--to', 'node-b', '--timeout', '30']);
+    let done = false;
+    void running.then(() => (done = true));
+    // The two agents' side, driven by hand: node-a releases when told, node-b fences and starts.
+    let released = false;
+    while (!done) {
+      if (!released && (await h.call('POST', `${node('node-a')}/heartbeat`, hb('active', 1))).body.directive.action === 'release') {
+        await h.call('POST', `${node('node-a')}/release`, { epoch: 1, reason: 'switchover' });
+        released = true;
+      }
+      if (released) {
+        const d = (await h.call('POST', `${node('node-b')}/heartbeat`, hb('passive'))).body.directive;
+        if (d.action === 'activate') {
+          await h.call('POST', `${node('node-b')}/fencing`, { epoch: d.epoch, keys: d.fence.keys });
+          await h.call('POST', `${node('node-b')}/heartbeat`, hb('active', d.epoch));
+        }
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const r = await running;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^switchover requested: node-a → node-b \(epoch 1\)$/m);
+    assert.match(r.stdout, /node-b is active under epoch 2 after \d+\.\d s$/m);
+  });
 });

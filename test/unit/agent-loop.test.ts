@@ -138,6 +138,8 @@ describe('agent loop', () => {
     await step();
     reservation.present = false;
     now += 100;
+    assert.equal((await step())?.action, 'none', 'the monitor pass runs in the background and finds it');
+    now += 100;
     assert.equal((await step())?.action, 'self-fence');
     assert.match(journal.at(-1)!, /^REBOOT: our reservation key is gone/);
     assert.equal(journal.filter((l) => l.startsWith('fence')).length, 1, 'only the fencing of its own grant');
@@ -151,6 +153,32 @@ describe('agent loop', () => {
     assert.deepEqual(journal, [], 'no fencing, no registration, nothing started');
   });
 
+  it('renewals and the deadline never wait for a slow monitor pass (found in the lab)', async () => {
+    const { agent, cp, spec, step, others } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    const nfs = others.find((r) => r.name === 'nfs-server')!;
+    let finishMonitor!: () => void;
+    nfs.monitor = () => new Promise((resolve) => (finishMonitor = () => resolve({ state: 'running' })));
+    now += 100;
+    await agent.tick(); // starts the monitor pass, which now hangs
+    const renewalsBefore = cp.sent.length;
+    cp.answers = [stayActive(2)];
+    now += 500;
+    assert.equal((await agent.tick())?.action, 'none');
+    assert.equal(cp.sent.length, renewalsBefore + 1, 'the renewal went out while the monitor pass hangs');
+    assert.equal(agent.deadline, activeDeadline(now, spec.timing), 'and extended the deadline');
+    cp.answers = [new Error('no answer within 800 ms')];
+    now = agent.deadline!;
+    await agent.onDeadline();
+    await agent.settled();
+    assert.equal(agent.role, 'passive', 'demoted at the deadline, the monitor pass still hanging');
+    finishMonitor();
+    await agent.idle();
+  });
+
   it('restarts a failed resource and its dependents up to the limit, then releases the lease', async () => {
     const { agent, cp, step, others } = await agentFor();
     cp.answers = [granted(2)];
@@ -162,11 +190,16 @@ describe('agent loop', () => {
       journal.length = 0;
       nfs.state = { state: 'failed', reason: 'nfs-server is failed' };
       now += 100;
+      assert.equal((await step())?.action, 'none', 'found by the background monitor pass');
+      assert.deepEqual(journal, []);
+      now += 100;
       assert.equal((await step())?.action, 'restart');
       assert.deepEqual(journal, ['stop floating-ip', 'stop exports', 'stop nfs-server', 'start nfs-server', 'start exports', 'start floating-ip']);
     }
     journal.length = 0;
     nfs.state = { state: 'failed', reason: 'nfs-server is failed' };
+    now += 100;
+    await step();
     now += 100;
     assert.equal((await step())?.action, 'release');
     assert.equal(agent.role, 'passive');

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CommandFailed, expectExit, formatArgv, HostExecutor } from '../../agent/executor.ts';
 import { silentLog } from '../helpers/control-plane.ts';
@@ -40,6 +43,16 @@ describe('host executor (real processes)', () => {
   it('feeds standard input', async () => {
     const r = await exec.run({ argv: ['cat'], timeoutMs: 5000, input: 'scope=x\n' });
     assert.equal(r.stdout, 'scope=x\n');
+  });
+
+  it('standard input is a socket: `tee FILE` writes it, `/dev/stdin` cannot be opened (found in the lab)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'nfs-ha-exec-'));
+    const file = join(dir, 'nfs-ha.conf');
+    assert.equal((await exec.run({ argv: ['tee', file], timeoutMs: 5000, input: '[nfsd]\ngrace-time=15\n' })).exitCode, 0);
+    assert.equal(await readFile(file, 'utf8'), '[nfsd]\ngrace-time=15\n');
+    const refused = await exec.run({ argv: ['install', '-m', '0644', '/dev/stdin', join(dir, 'other')], timeoutMs: 5000, input: 'x' });
+    assert.notEqual(refused.exitCode, 0, 'if this ever passes, the socket-pair caveat no longer holds');
+    await rm(dir, { recursive: true });
   });
 
   it('formats argv for display with quotes where a shell would need them', () => {

@@ -11,6 +11,7 @@ import {
   onHeartbeat,
   onRelease,
   phaseEvent,
+  requestSwitchover,
   vacantLease,
 } from '../../shared/lease.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
@@ -177,6 +178,37 @@ describe('lease: reports', () => {
     const later = committed(onHeartbeat(r.next, A, passive, T0 + 101 + r.next.terms.leaseTtlMs));
     assert.equal(later.holder, A);
     assert.equal(later.epoch, 2);
+  });
+
+  it('switchover: the holder is told to release while renewing, and the target takes the lease with fencing', () => {
+    const l = heldByA();
+    const asked = requestSwitchover(l, B, T0 + 50);
+    assert.ok(!('code' in asked) && asked.next);
+    assert.deepEqual(asked.next.switchover, { to: B, requestedAt: T0 + 50 });
+    assert.equal(asked.next.outbox.at(-1)?.type, 'switchover.requested');
+    assert.deepEqual(requestSwitchover(asked.next, B, T0 + 60), { next: null }, 'asking again changes nothing');
+    // The holder keeps its lease valid while it demotes: renewals go on, the directive is release.
+    const renewed = onHeartbeat(asked.next, A, { role: 'active', epoch: 1 }, T0 + 500);
+    assert.equal(renewed.directive.action, 'release');
+    assert.equal(committed(renewed).expiresAt, T0 + 500 + l.terms.leaseTtlMs);
+    assert.equal(onHeartbeat(renewed.next!, B, passive, T0 + 600).directive.action, 'stay-passive', 'the target waits for the release');
+    const released = onRelease(renewed.next!, A, { epoch: 1, reason: 'switchover' }, T0 + 2000);
+    assert.ok(!('code' in released));
+    const taken = committed(onHeartbeat(released.next, B, passive, T0 + 2100));
+    assert.equal(taken.holder, B);
+    assert.equal(taken.epoch, 2);
+    assert.equal(taken.switchover, null);
+    assert.equal(taken.fencing?.reason, 'switchover');
+    assert.deepEqual(taken.fencing?.keys, [KEY_A], 'the old holder is fenced even in a planned switchover');
+  });
+
+  it('switchover is refused without an active holder or to the holder itself', () => {
+    assert.equal((requestSwitchover(fresh, B, T0) as { code: string }).code, 'switchover_not_possible');
+    const granted = committed(onHeartbeat(fresh, A, passive, T0));
+    assert.match((requestSwitchover(granted, B, T0) as { message: string }).message, /fencing is confirmed/);
+    assert.match((requestSwitchover(heldByA(), A, T0) as { message: string }).message, /already holds/);
+    const lapsed = heldByA();
+    assert.match((requestSwitchover(lapsed, B, T0 + 10 * lapsed.terms.leaseTtlMs) as { message: string }).message, /expired/);
   });
 
   it('phase reports: starting needs the current lease, stopping is always recorded', () => {

@@ -72,6 +72,14 @@ describe('volume-group resource', () => {
     assert.deepEqual(await vg.monitor(), { state: 'stopped' }, 'a foreign VG is not active here');
   });
 
+  it('stop deactivates a VG the new active already took over, naming it as an extra system ID (seen in the lab)', async () => {
+    const { ctx, exec } = await resourceContext('node-a');
+    // The fixture shows a VG owned by nodea seen from nodeb; here the roles are swapped.
+    exec.on('lvm systemid', 'lvm-systemid--node-a').on(/^vgs /, renamed('vgs--json--foreign--node-b', { ...LVM, nodea: 'nodeb' }));
+    await new VolumeGroup(ctx).stop();
+    assert.deepEqual(exec.lines().at(-1), 'vgchange --config local/extra_system_ids=["nodeb"] -an vg_nfs');
+  });
+
   it('a node without an LVM system ID fails validation with the fix', async () => {
     const { ctx, exec } = await resourceContext('node-a');
     exec.on('lvm systemid', 'lvm-systemid--no-systemid-configured');
@@ -157,9 +165,11 @@ describe('nfs-server resource', () => {
         `mount --bind ${state}/${d} /var/lib/nfs/${d}`,
       ]),
       `cat ${NFS_CONF}`,
-      `install -D -m 0644 /dev/stdin ${NFS_CONF}`,
+      'mkdir -p /etc/nfs.conf.d',
+      `tee ${NFS_CONF}`,
       `cat ${SCOPE_DROPIN}`,
-      `install -D -m 0644 /dev/stdin ${SCOPE_DROPIN}`,
+      'mkdir -p /run/systemd/system/nfs-server.service.d',
+      `tee ${SCOPE_DROPIN}`,
       'systemctl daemon-reload',
       'systemctl start nfs-server',
       'systemd-run --collect --unit nfs-ha-sm-notify sm-notify -d -f -v 10.88.0.100',
@@ -181,7 +191,7 @@ describe('nfs-server resource', () => {
       .on(`cat ${NFS_CONF}`, { exitCode: 0, stdout: nfsConf(spec), stderr: '' })
       .on(`cat ${SCOPE_DROPIN}`, { exitCode: 0, stdout: scopeDropIn(spec.nfs.serverScope), stderr: '' });
     await new NfsServer(ctx).start();
-    assert.ok(!exec.lines().some((l) => l.startsWith('install ') || l === 'systemctl daemon-reload'));
+    assert.ok(!exec.lines().some((l) => l.startsWith('tee ') || l === 'systemctl daemon-reload'));
   });
 
   it('stop ends what holds the bound directories open before unbinding them — exact argv', async () => {
@@ -202,15 +212,17 @@ describe('nfs-server resource', () => {
     ]);
   });
 
-  it('monitor maps systemctl is-active (real output)', async () => {
+  it('monitor maps systemctl is-active and the nfsd thread count (real output)', async () => {
     const { ctx, exec } = await resourceContext();
-    exec.on(/is-active/, 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--stopped', {
+    exec.on(/is-active/, 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--stopped', {
       exitCode: 3,
       stdout: 'failed\n',
       stderr: '',
     });
+    exec.on('cat /proc/fs/nfsd/threads', 'cat--proc-fs-nfsd-threads', { exitCode: 0, stdout: '0\n', stderr: '' });
     const nfs = new NfsServer(ctx);
     assert.deepEqual(await nfs.monitor(), { state: 'running' });
+    assert.deepEqual(await nfs.monitor(), { state: 'failed', reason: 'nfs-server is active but nfsd runs 0 threads' }, 'after `rpc.nfsd 0`');
     assert.deepEqual(await nfs.monitor(), { state: 'stopped' });
     assert.deepEqual(await nfs.monitor(), { state: 'failed', reason: 'nfs-server is failed' });
   });

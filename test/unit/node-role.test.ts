@@ -107,6 +107,22 @@ describe('node role rules', () => {
     assert.equal(decideCycle({ ...active, failure: { ...failure, restarts: 2 } }).action, 'release');
   });
 
+  it('switchover: a holder told to release demotes and releases; a demoting one waits', () => {
+    const release: Directive = { action: 'release', epoch: 2, reason: 'switchover to node-b requested' };
+    const active = {
+      ...base,
+      role: 'active' as const,
+      epoch: 2,
+      confirmedEpoch: 2,
+      deadline: 12_000,
+      heartbeat: { ok: true as const, directive: release, renewed: true },
+    };
+    assert.deepEqual(decideCycle(active), { action: 'release', epoch: 2, reason: 'control plane: switchover to node-b requested', why: 'switchover' });
+    assert.equal(decideCycle({ ...active, role: 'passive' }).action, 'release', 'a holder with nothing running still hands the lease over');
+    assert.equal(decideCycle({ ...active, role: 'demoting' }).action, 'none');
+    assert.equal(decideCycle({ ...active, now: 12_000 }).action, 'demote', 'the deadline still comes first');
+  });
+
   it("demotes when told the lease is someone else's, or acting under an old epoch", () => {
     const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000 };
     assert.equal(

@@ -49,6 +49,36 @@ function keysOutput(name: string, keys: Record<string, string>): string {
 describe('scsi-reservation resource', () => {
   const DEV = '/dev/disk/by-id/wwn-0x6001405a1b2c3d4e5f60718293a4b5c6';
 
+  it('sends a command again after a UNIT ATTENTION (exit 6), as after being preempted (seen in the lab)', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-a');
+    const own = reservationKey(spec.id, 'node-a');
+    // stderr as the lab's node-a printed it, registering again after node-b had preempted it.
+    const unitAttention = {
+      exitCode: 6,
+      stdout: '',
+      stderr: 'Additional sense: Registrations preempted\nPR out (Register and ignore existing key): Unit attention\nsg_persist failed: Unit attention\n',
+    };
+    const register = `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} ${DEV}`;
+    exec.on(register, unitAttention, { exitCode: 0, stdout: '', stderr: '' });
+    exec.on(`sg_persist --no-inquiry --in --read-keys ${DEV}`, {
+      exitCode: 0,
+      stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }),
+      stderr: '',
+    });
+    exec.on(`sg_persist --no-inquiry --in --read-reservation ${DEV}`, {
+      exitCode: 0,
+      stdout: keysOutput('sg_persist--read-reservation--type5-held-by-a', { '0xa1': own }),
+      stderr: '',
+    });
+    await new ScsiReservation(ctx).fence([]);
+    assert.deepEqual(exec.lines().slice(0, 2), [register, register]);
+
+    const stuck = await resourceContext('node-a');
+    stuck.exec.on(register, unitAttention);
+    await assert.rejects(new ScsiReservation(stuck.ctx).fence([]), /Unit attention/);
+    assert.equal(stuck.exec.lines().filter((l) => l === register).length, 3, 'two retries, then the failure is reported');
+  });
+
   it('fences: registers, preempt-aborts the named key, reserves type 5, verifies — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext('node-b');
     const own = reservationKey(spec.id, 'node-b');

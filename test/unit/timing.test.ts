@@ -6,11 +6,13 @@ import {
   detectionWindowMs,
   grantableAfter,
   leaseExpiry,
+  maxWatchdogTimeoutMs,
   minSafetyMarginMs,
   type Timing,
   TIMING_DEFAULTS,
   timingProblems,
   TimingSchema,
+  watchdogProblem,
 } from '../../shared/timing.ts';
 
 describe('timing validation', () => {
@@ -131,6 +133,30 @@ describe('lease deadline safety (property)', () => {
         return holderStopsAt <= othersMayHaveItAt;
       }),
       { numRuns: 20_000 },
+    );
+  });
+
+  it('a node whose agent dies just after petting the watchdog is reset before anyone may be granted the lease', () => {
+    fc.assert(
+      fc.property(validTiming, world, fc.double({ min: 0, max: 1, noNaN: true }), (t, w, answerFraction) => {
+        const { othersMayHaveItAt } = simulate(t, w, activeDeadline);
+        // The pet follows the renewal's answer, at most requestTimeoutMs after sending (agent clock).
+        const petAfterSend = answerFraction * t.requestTimeoutMs;
+        const resetAt = (petAfterSend + maxWatchdogTimeoutMs(t)) / (1 + w.agentRate * t.maxDriftRatio);
+        return resetAt <= othersMayHaveItAt;
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('watchdog timeouts: the defaults allow 1 s (softdog soft_margin=1), refuse the 60 s default of softdog', () => {
+    const t = TimingSchema.parse({});
+    assert.equal(maxWatchdogTimeoutMs(t), 1920);
+    assert.equal(watchdogProblem(1, t), null);
+    assert.match(watchdogProblem(60, t)!, /timeout \(60 s\) is longer than this cluster's timing allows \(1920 ms.*soft_margin=1\)/);
+    assert.equal(
+      watchdogProblem(4, TimingSchema.parse({ renewIntervalMs: 1000, leaseTtlMs: 6000, requestTimeoutMs: 1000, safetyMarginMs: 500, suspectAfterMs: 3000 })),
+      null,
     );
   });
 
