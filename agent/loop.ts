@@ -135,9 +135,13 @@ export class NodeAgent {
         epoch: holding ? this.d.fencing.epoch : 0,
         ...(reachable !== undefined && { peer: { reachable } }),
       });
-      this.#lastHeartbeat = { ok: true, directive: r.directive, renewed: r.lease.renewed };
-      const forUs = r.lease.renewed && r.lease.holder === this.d.nodeId && (r.directive.action === 'activate' || r.directive.action === 'stay-active');
-      if (forUs && (!holding || r.lease.epoch === this.d.fencing.epoch) && this.#role !== 'demoting') {
+      this.#lastHeartbeat = { ok: true, directive: r.directive, renewed: r.lease.renewed, maintenance: r.lease.maintenance };
+      const ours = r.lease.renewed && r.lease.holder === this.d.nodeId && (!holding || r.lease.epoch === this.d.fencing.epoch);
+      const keepsActing = (r.directive.action === 'activate' || r.directive.action === 'stay-active') && this.#role !== 'demoting';
+      // A holder handing over (switchover, standby) still holds a renewed lease while it stops
+      // in order: its deadline moves on and its watchdog is petted until it releases.
+      const handingOver = r.directive.action === 'release' && holding;
+      if (ours && (keepsActing || handingOver)) {
         this.#setDeadline(activeDeadline(sentAt, this.d.spec.timing));
         if (holding) await this.d.selfFence.pet();
       }

@@ -26,6 +26,8 @@ import {
   type Rejection,
   type Release,
   requestSwitchover,
+  setMaintenance,
+  setStandby,
   vacantLease,
 } from '../shared/lease.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
@@ -147,7 +149,29 @@ export class Arbiter {
     return event;
   }
 
-  async #decide<T>(clusterId: string, node: string, decide: (lease: Lease, now: number) => Outcome<T>): Promise<{ lease: Lease; result: T; wrote: boolean }> {
+  /** Maintenance mode on or off for the whole cluster. */
+  async setMaintenance(clusterId: string, enabled: boolean): Promise<Lease> {
+    const { lease, wrote } = await this.#decide(clusterId, null, (l, now): Outcome<null> => ({ next: setMaintenance(l, enabled, now).next, result: null }));
+    if (wrote) this.log.info({ clusterId, enabled }, `maintenance mode ${enabled ? 'on' : 'off'}`);
+    return lease;
+  }
+
+  /** A node in or out of standby. */
+  async setStandby(clusterId: string, node: string, enabled: boolean): Promise<Lease> {
+    const { lease, wrote } = await this.#decide(clusterId, node, (l, now): Outcome<null> => {
+      const r = setStandby(l, node, enabled, now);
+      return 'code' in r ? r : { next: r.next, result: null };
+    });
+    if (wrote) this.log.info({ clusterId, node, enabled }, `${node} ${enabled ? 'in' : 'out of'} standby`);
+    return lease;
+  }
+
+  /** `node`: the member the request is about (checked against the lease's terms), or null for the whole cluster. */
+  async #decide<T>(
+    clusterId: string,
+    node: string | null,
+    decide: (lease: Lease, now: number) => Outcome<T>,
+  ): Promise<{ lease: Lease; result: T; wrote: boolean }> {
     let lease = this.#snapshots.get(clusterId);
     let fresh = false;
     if (!lease) {
@@ -155,7 +179,7 @@ export class Arbiter {
       fresh = true;
     }
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      if (!isMember(lease.terms, node)) {
+      if (node !== null && !isMember(lease.terms, node)) {
         if (!fresh) {
           lease = await this.read(clusterId);
           fresh = true;

@@ -7,6 +7,8 @@
  *   nfs-ha keys list | keys create --role admin --name ops | keys revoke <id>
  *   nfs-ha enrol <cluster> <node>          a one-time enrolment token for a node's installer
  *   nfs-ha switchover <cluster> --to <node>  planned switchover, waiting until the target is active
+ *   nfs-ha fencing <cluster>               who fenced whom, when, confirmed how fast
+ *   nfs-ha maintenance <cluster> on|off    |  nfs-ha standby <cluster> <node> [--off]
  *
  * --json on every command. The control plane and the key come from --url/--key, or NFSHA_URL /
  * NFSHA_API_KEY, or ~/.config/nfs-ha/cli.json ({ "url": …, "key": … }).
@@ -17,7 +19,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
-import type { ClusterStatus } from '../shared/api.ts';
+import type { z } from 'zod';
+import type { ClusterStatus, FencingHistorySchema } from '../shared/api.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../shared/spec.ts';
 import { detectionWindowMs } from '../shared/timing.ts';
 
@@ -116,7 +119,12 @@ function statusTable(s: ClusterStatus): string {
   const fencing = f
     ? `\nfencing: epoch ${f.epoch} (${f.reason})${f.victim ? ` fenced ${f.victim}` : ''}, ${f.confirmedAt ? 'confirmed' : 'NOT YET CONFIRMED'}`
     : '';
-  return `${head}\n${table}${fencing}`;
+  const modes = [
+    s.maintenance ? 'MAINTENANCE MODE: no restarts, releases or takeovers' : '',
+    s.standby.length > 0 ? `standby: ${s.standby.join(', ')}` : '',
+    s.switchover ? `switchover to ${s.switchover.to} requested at ${s.switchover.requestedAt}` : '',
+  ].filter(Boolean);
+  return `${head}\n${table}${fencing}${modes.map((m) => `\n${m}`).join('')}`;
 }
 
 const program = new Command('nfs-ha').description('nfs-ha operator command line').showHelpAfterError();
@@ -212,11 +220,20 @@ program
   .description("the cluster's timeline, oldest first")
   .argument('<cluster>')
   .option('--limit <n>', 'how many', '50')
-  .action(async (cluster: string, o: { limit: string }) => {
+  .option('--type <types>', 'only these event types, comma-separated (e.g. lease.granted,fencing.confirmed)')
+  .option('--node <node>', 'only events of this node')
+  .option('--epoch <n>', 'only events of this epoch')
+  .action(async (cluster: string, o: { limit: string; type?: string; node?: string; epoch?: string }) => {
+    const query = new URLSearchParams({
+      limit: String(Number(o.limit)),
+      ...(o.type && { type: o.type }),
+      ...(o.node && { node: o.node }),
+      ...(o.epoch && { epoch: o.epoch }),
+    });
     const r = await api<{ events: { at: number; type: string; node?: string; epoch: number; data: unknown }[] }>(
       g(),
       'GET',
-      `/v1/clusters/${encodeURIComponent(cluster)}/events?limit=${Number(o.limit)}`,
+      `/v1/clusters/${encodeURIComponent(cluster)}/events?${query}`,
     );
     out(
       g(),
@@ -228,6 +245,49 @@ program
               `${new Date(e.at).toISOString()}  epoch ${String(e.epoch).padEnd(3)} ${e.type.padEnd(18)} ${(e.node ?? '').padEnd(10)} ${JSON.stringify(e.data)}`,
           )
           .join('\n') || 'no events',
+    );
+  });
+
+program
+  .command('maintenance')
+  .description('maintenance mode: agents keep the lease but neither restart, release nor take over (admin)')
+  .argument('<cluster>')
+  .argument('<on|off>')
+  .action(async (cluster: string, state: string) => {
+    if (state !== 'on' && state !== 'off') throw new CliError(`maintenance takes "on" or "off", not "${state}"`);
+    const r = await api<{ maintenance: boolean }>(g(), 'PUT', `/v1/clusters/${encodeURIComponent(cluster)}/maintenance`, { enabled: state === 'on' });
+    out(g(), r, () => `maintenance mode ${r.maintenance ? 'ON: no restarts, releases or takeovers until it is turned off' : 'off'} for ${cluster}`);
+  });
+
+program
+  .command('standby')
+  .description('put a node in standby (it hands the lease over if it holds it), or --off to make it eligible again (admin)')
+  .argument('<cluster>')
+  .argument('<node>')
+  .option('--off', 'take the node out of standby')
+  .action(async (cluster: string, node: string, o: { off?: boolean }) => {
+    const r = await api<{ standby: string[] }>(g(), 'PUT', `/v1/clusters/${encodeURIComponent(cluster)}/standby/${encodeURIComponent(node)}`, {
+      enabled: !o.off,
+    });
+    out(g(), r, () => `${node} ${o.off ? 'is eligible again' : 'is in standby'}; in standby now: ${r.standby.join(', ') || 'none'}`);
+  });
+
+program
+  .command('fencing')
+  .description('fencing history: who fenced whom, why, and when it was confirmed')
+  .argument('<cluster>')
+  .action(async (cluster: string) => {
+    const r = await api<z.infer<typeof FencingHistorySchema>>(g(), 'GET', `/v1/clusters/${encodeURIComponent(cluster)}/fencing`);
+    out(g(), r, () =>
+      r.fencing.length === 0
+        ? 'no fencing yet'
+        : [
+            'EPOCH  HOLDER    FENCED    REASON          DECIDED                   CONFIRMED',
+            ...r.fencing.map(
+              (f) =>
+                `${String(f.epoch).padEnd(6)} ${f.holder.padEnd(9)} ${(f.victim ?? '-').padEnd(9)} ${f.reason.padEnd(15)} ${f.decidedAt}  ${f.confirmedAt ? `${f.confirmedAt}${f.durationMs !== null ? ` (${f.durationMs} ms)` : ''}` : 'NOT CONFIRMED'}`,
+            ),
+          ].join('\n'),
     );
   });
 

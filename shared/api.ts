@@ -16,6 +16,7 @@ export const HeartbeatResponseSchema = z.object({
     ttlMs: z.number().int().describe('Lease duration the control plane granted; the agent computes its own deadline from the moment it sent the request'),
     renewed: z.boolean().describe('This request granted or renewed the lease for the asking node'),
     specVersion: z.number().int().describe('Refetch the spec when this changes'),
+    maintenance: z.boolean().default(false).describe('Maintenance mode: keep renewing; do not restart, release or take over'),
   }),
   directive: DirectiveSchema,
 });
@@ -44,6 +45,9 @@ export const NodeStatusViewSchema = z.object({
 export const ClusterStatusSchema = z.object({
   clusterId: ClusterId,
   specVersion: z.number().int(),
+  maintenance: z.boolean().describe('Maintenance mode: agents do not restart, release or take over'),
+  standby: z.array(NodeId).describe('Nodes that may not hold the lease'),
+  switchover: z.object({ to: NodeId, requestedAt: z.string() }).nullable().describe('A planned switchover under way'),
   lease: LeaseViewSchema,
   nodes: z.array(NodeStatusViewSchema),
 });
@@ -63,6 +67,21 @@ export const ClusterListSchema = z.object({
 export const EventPageSchema = z.object({
   events: z.array(EventSchema),
   cursor: z.string().nullable().describe('Pass as ?cursor= for the next page; null at the end'),
+});
+
+export const FencingHistorySchema = z.object({
+  fencing: z.array(
+    z.object({
+      epoch: z.number().int(),
+      holder: NodeId.describe('The node that fenced'),
+      victim: NodeId.nullable().describe('The previous holder, when it was taken over'),
+      keys: z.array(ReservationKey),
+      reason: z.string(),
+      decidedAt: z.string().describe('ISO 8601'),
+      confirmedAt: z.string().nullable().describe('ISO 8601; null while the holder has not reported it'),
+      durationMs: z.number().nullable().describe('How long the preemption took on the node'),
+    }),
+  ),
 });
 
 export const LeaseAckSchema = z.object({ holder: NodeId.nullable(), epoch: z.number().int() });

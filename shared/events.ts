@@ -50,6 +50,8 @@ export const EventSchema = z.discriminatedUnion('type', [
   }),
   z.object({ ...base, type: z.literal('lease.released'), node: NodeId, data: z.object({ reason: ReleaseReason }) }),
   z.object({ ...base, type: z.literal('switchover.requested'), node: NodeId.describe('The target'), data: z.object({ from: NodeId }) }),
+  z.object({ ...base, type: z.literal('maintenance.changed'), data: z.object({ enabled: z.boolean() }) }),
+  z.object({ ...base, type: z.literal('standby.changed'), node: NodeId, data: z.object({ enabled: z.boolean() }) }),
   z.object({
     ...base,
     type: z.literal('phase.reported'),
@@ -65,3 +67,5 @@ export const EventSchema = z.discriminatedUnion('type', [
 ]);
 export type ClusterEvent = z.infer<typeof EventSchema>;
 export type EventType = ClusterEvent['type'];
+export const EVENT_TYPES = EventSchema.options.map((o) => o.shape.type.value) as [EventType, ...EventType[]];
+export const EventTypeSchema = z.enum(EVENT_TYPES);

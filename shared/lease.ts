@@ -59,6 +59,8 @@ export const LeaseSchema = z.object({
     .nullable()
     .default(null)
     .describe('An operator asked the holder to hand over to this node: it demotes, then releases'),
+  maintenance: z.boolean().default(false).describe('Maintenance mode: the holder keeps renewing, but no node restarts, releases or takes over'),
+  standby: z.array(NodeId).default([]).describe('Nodes in standby: they may not hold the lease'),
   terms: LeaseTermsSchema,
   outbox: z.array(EventSchema).describe('Events decided with this lease state, not yet written as event items'),
 });
@@ -129,7 +131,7 @@ export interface Decision {
 
 /** A report the lease cannot accept, with the reason. */
 export interface Rejection {
-  code: 'stale_epoch' | 'switchover_not_possible';
+  code: 'stale_epoch' | 'switchover_not_possible' | 'standby_not_possible';
   message: string;
 }
 
@@ -177,6 +179,8 @@ export function vacantLease(clusterId: string, terms: LeaseTerms, now: number): 
     releasedBy: null,
     fencing: null,
     switchover: null,
+    maintenance: false,
+    standby: [],
     terms,
     outbox: [],
   };
@@ -200,8 +204,9 @@ function holderDirective(lease: Lease, hb: Heartbeat): Directive {
   const fencing = lease.fencing;
   if (!fencing || fencing.epoch !== lease.epoch) throw new Error(`lease of ${lease.clusterId} has a holder but no fencing decision for epoch ${lease.epoch}`);
   const fence = { victim: fencing.victim, keys: fencing.keys, confirmed: fencing.confirmedAt !== null };
-  if (lease.switchover && fence.confirmed) {
-    return { action: 'release', epoch: lease.epoch, reason: `switchover to ${lease.switchover.to} requested: demote, then release epoch ${lease.epoch}` };
+  if (fence.confirmed && !lease.maintenance && (lease.switchover || lease.standby.includes(fencing.holder))) {
+    const why = lease.switchover ? `switchover to ${lease.switchover.to} requested` : `${fencing.holder} was put in standby`;
+    return { action: 'release', epoch: lease.epoch, reason: `${why}: demote, then release epoch ${lease.epoch}` };
   }
   if (!fence.confirmed) {
     return {
@@ -259,6 +264,9 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
     const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt: leaseExpiry(now, terms.leaseTtlMs) };
     return { next, directive: holderDirective(next, hb) };
   }
+  // Neither a node in standby nor, in maintenance, any node other than the holder takes the lease.
+  if (lease.standby.includes(node)) return { next: null, directive: followerDirective(lease, hb, `${node} is in standby`) };
+  if (lease.maintenance) return { next: null, directive: followerDirective(lease, hb, 'maintenance mode: no node takes the lease over') };
   if (lease.holder === null) {
     const holdoffEnds = lease.expiresAt + terms.leaseTtlMs;
     if (lease.releasedBy === node && now <= holdoffEnds) {
@@ -321,22 +329,15 @@ export function onRelease(lease: Lease, node: string, release: Release, now: num
  * at its next renewal, and the target takes the lease through the ordinary grant with fencing.
  */
 export function requestSwitchover(lease: Lease, to: string, now: number): Rejection | { next: Lease | null } {
+  if (lease.maintenance) return { code: 'switchover_not_possible', message: 'the cluster is in maintenance mode: nothing changes hands until it ends' };
+  if (lease.standby.includes(to)) return { code: 'switchover_not_possible', message: `${to} is in standby` };
   const state = leaseState(lease, now);
   if (state !== 'held' || lease.holder === null) {
     return { code: 'switchover_not_possible', message: `the lease is ${state}: a switchover needs an active holder whose fencing is confirmed` };
   }
   if (lease.holder === to) return { code: 'switchover_not_possible', message: `${to} already holds the lease (epoch ${lease.epoch})` };
   if (lease.switchover?.to === to) return { next: null };
-  const event = {
-    // Sorts after the epoch's fencing.confirmed (step 3) and before its release (step 4).
-    id: `e${lease.epoch}.3.switchover.requested.${now}`,
-    clusterId: lease.clusterId,
-    at: now,
-    epoch: lease.epoch,
-    type: 'switchover.requested',
-    node: to,
-    data: { from: lease.holder },
-  } as const satisfies ClusterEvent;
+  const event = operatorEvent(lease, now, { type: 'switchover.requested', node: to, data: { from: lease.holder } });
   return { next: { ...lease, version: lease.version + 1, switchover: { to, requestedAt: now }, outbox: [...lease.outbox, event] } };
 }
 
@@ -362,4 +363,38 @@ export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now:
       data: { phase, direction, status, ...(durationMs !== undefined && { durationMs }), ...(message !== undefined && { message }) },
     },
   };
+}
+
+/**
+ * An operator's event that changes no holder. Its id names the lease version it was decided on
+ * (unique, and the same when a retried request decides it again) and sorts after the epoch's
+ * fencing.confirmed (step 3) and before its release (step 4).
+ */
+function operatorEvent(lease: Lease, now: number, event: Pick<ClusterEvent, 'type' | 'data'> & { node?: string }): ClusterEvent {
+  const id = `e${lease.epoch}.3.${event.type}.v${String(lease.version).padStart(12, '0')}`;
+  return { id, clusterId: lease.clusterId, at: now, epoch: lease.epoch, ...event } as ClusterEvent;
+}
+
+/** Maintenance mode on or off. Idempotent. */
+export function setMaintenance(lease: Lease, enabled: boolean, now: number): { next: Lease | null } {
+  if (lease.maintenance === enabled) return { next: null };
+  const event = operatorEvent(lease, now, { type: 'maintenance.changed', data: { enabled } });
+  return { next: { ...lease, version: lease.version + 1, maintenance: enabled, outbox: [...lease.outbox, event] } };
+}
+
+/**
+ * A node in or out of standby. A holder put in standby is told to release at its next renewal
+ * (as for a switchover); both nodes in standby is refused — that is maintenance or an outage.
+ */
+export function setStandby(lease: Lease, node: string, enabled: boolean, now: number): Rejection | { next: Lease | null } {
+  if (lease.standby.includes(node) === enabled) return { next: null };
+  if (enabled && lease.standby.length > 0) {
+    return {
+      code: 'standby_not_possible',
+      message: `${lease.standby[0]} is already in standby: one node must stay eligible (use maintenance mode to freeze both)`,
+    };
+  }
+  const standby = enabled ? [...lease.standby, node] : lease.standby.filter((n) => n !== node);
+  const event = operatorEvent(lease, now, { type: 'standby.changed', node, data: { enabled } });
+  return { next: { ...lease, version: lease.version + 1, standby, outbox: [...lease.outbox, event] } };
 }

@@ -44,7 +44,7 @@ export interface CycleSnapshot {
   /** Until when this node may act as holder, on its monotonic clock (null: it holds nothing). */
   deadline: number | null;
   /** The latest heartbeat's outcome. */
-  heartbeat: { ok: true; directive: Directive; renewed: boolean } | { ok: false; error: string };
+  heartbeat: { ok: true; directive: Directive; renewed: boolean; maintenance?: boolean } | { ok: false; error: string };
   /** False when our reservation key has vanished from the disk while we hold it; null if not checked. */
   keyPresent: boolean | null;
   /** A resource monitor reported failed, with how often it was already restarted locally. */
@@ -127,6 +127,9 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
         };
       }
       if (s.role !== 'active') return { action: 'activate', epoch: d.epoch, reason: `holder of epoch ${d.epoch}, fencing confirmed: starting resources` };
+      if (s.failure && s.heartbeat.maintenance) {
+        return { action: 'none', reason: `maintenance mode: ${s.failure.resource} failed (${s.failure.reason}); not restarting or releasing` };
+      }
       if (s.failure) {
         if (s.failure.restarts < s.maxRestarts) {
           return {

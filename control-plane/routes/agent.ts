@@ -30,7 +30,13 @@ export function agentRouter(arbiter: Arbiter) {
         const { clusterId, nodeId } = c.req.valid('param');
         const o = await arbiter.heartbeat(clusterId, nodeId, c.req.valid('json'));
         const { holder, epoch, terms } = o.lease;
-        return c.json({ lease: { holder, epoch, ttlMs: terms.leaseTtlMs, renewed: o.renewed, specVersion: terms.specVersion }, directive: o.directive }, 200);
+        return c.json(
+          {
+            lease: { holder, epoch, ttlMs: terms.leaseTtlMs, renewed: o.renewed, specVersion: terms.specVersion, maintenance: o.lease.maintenance },
+            directive: o.directive,
+          },
+          200,
+        );
       },
     )
     .openapi(

@@ -1,14 +1,15 @@
 /** Operator routes: create a cluster from its spec, list and read clusters, status, events. */
 import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
-import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema } from '../../shared/api.ts';
+import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema, FencingHistorySchema } from '../../shared/api.ts';
+import { type ClusterEvent, EVENT_TYPES, EventTypeSchema } from '../../shared/events.ts';
 import { leaseState } from '../../shared/lease.ts';
 import { NodeId } from '../../shared/names.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
 import type { Arbiter } from '../arbiter.ts';
 import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
-import { type ClusterRecord, EVENT_CURSOR, type Store } from '../store/store.ts';
+import { type ClusterRecord, EVENT_CURSOR, type EventPage, type EventQuery, type Store } from '../store/store.ts';
 import { ClusterParams, errors, jsonBody, jsonResponse, router } from './router.ts';
 
 const tags = ['clusters'];
@@ -36,6 +37,9 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     return {
       clusterId,
       specVersion: record.specVersion,
+      maintenance: lease.maintenance,
+      standby: lease.standby,
+      switchover: lease.switchover && { to: lease.switchover.to, requestedAt: iso(lease.switchover.requestedAt) },
       lease: {
         holder: lease.holder,
         epoch: lease.epoch,
@@ -157,6 +161,42 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     )
     .openapi(
       createRoute({
+        method: 'put',
+        path: '/v1/clusters/{clusterId}/maintenance',
+        tags,
+        summary: 'Maintenance mode on or off (admin)',
+        description:
+          'Like Pacemaker maintenance-mode or a Patroni pause: the holder keeps renewing its lease (and demotes at its deadline if it cannot), but no agent restarts or releases a failed resource and no node takes the lease over. Switchovers wait until it ends.',
+        request: { params: ClusterParams, ...jsonBody(z.object({ enabled: z.boolean() }).strict()) },
+        responses: { 200: jsonResponse(z.object({ clusterId: z.string(), maintenance: z.boolean() }), 'The mode now in force'), ...errors(400, 404, 503) },
+      }),
+      async (c) => {
+        const { clusterId } = c.req.valid('param');
+        await cluster(clusterId);
+        const lease = await arbiter.setMaintenance(clusterId, c.req.valid('json').enabled);
+        return c.json({ clusterId, maintenance: lease.maintenance }, 200);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'put',
+        path: '/v1/clusters/{clusterId}/standby/{node}',
+        tags,
+        summary: 'A node in or out of standby (admin)',
+        description:
+          'A node in standby may not hold the lease: if it holds it, it demotes and releases at its next renewal and the peer takes over (fencing it). Only one node at a time; taking it out of standby makes it eligible again.',
+        request: { params: ClusterParams.extend({ node: NodeId }), ...jsonBody(z.object({ enabled: z.boolean() }).strict()) },
+        responses: { 200: jsonResponse(z.object({ clusterId: z.string(), standby: z.array(NodeId) }), 'Nodes now in standby'), ...errors(400, 404, 409, 503) },
+      }),
+      async (c) => {
+        const { clusterId, node } = c.req.valid('param');
+        await cluster(clusterId);
+        const lease = await arbiter.setStandby(clusterId, node, c.req.valid('json').enabled);
+        return c.json({ clusterId, standby: lease.standby }, 200);
+      },
+    )
+    .openapi(
+      createRoute({
         method: 'get',
         path: '/v1/clusters/{clusterId}/events',
         tags,
@@ -166,6 +206,15 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           query: z.object({
             limit: z.coerce.number().int().min(1).max(500).default(100),
             cursor: z.string().regex(EVENT_CURSOR, 'must be a cursor returned by a previous page').optional(),
+            type: z
+              .string()
+              .max(1000)
+              .transform((v) => v.split(','))
+              .pipe(z.array(EventTypeSchema))
+              .optional()
+              .describe(`Only these types, comma-separated (${EVENT_TYPES.join(', ')})`),
+            node: NodeId.optional().describe('Only events of this node'),
+            epoch: z.coerce.number().int().nonnegative().optional().describe('Only events of this epoch'),
           }),
         },
         responses: { 200: jsonResponse(EventPageSchema, 'A page of events'), ...errors(400, 404, 503) },
@@ -173,7 +222,69 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       async (c) => {
         const { clusterId } = c.req.valid('param');
         await cluster(clusterId);
-        return c.json(await store.listEvents(clusterId, c.req.valid('query')), 200);
+        const { type, node, epoch, ...page } = c.req.valid('query');
+        const matches = (e: ClusterEvent) =>
+          (!type || type.includes(e.type)) && (!node || ('node' in e && e.node === node)) && (epoch === undefined || e.epoch === epoch);
+        return c.json(await filteredEvents(store, clusterId, page, type || node || epoch !== undefined ? matches : null), 200);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'get',
+        path: '/v1/clusters/{clusterId}/fencing',
+        tags,
+        summary: 'Fencing history: every fencing decision, who fenced whom, and when it was confirmed',
+        request: { params: ClusterParams },
+        responses: { 200: jsonResponse(FencingHistorySchema, 'Newest first'), ...errors(400, 404, 503) },
+      }),
+      async (c) => {
+        const { clusterId } = c.req.valid('param');
+        await cluster(clusterId);
+        const byEpoch = new Map<number, z.infer<typeof FencingHistorySchema>['fencing'][number]>();
+        let cursor: string | undefined;
+        do {
+          const page = await filteredEvents(store, clusterId, { limit: 500, cursor }, (e) => e.type === 'fencing.decided' || e.type === 'fencing.confirmed');
+          for (const e of page.events) {
+            if (e.type === 'fencing.decided') {
+              byEpoch.set(e.epoch, {
+                epoch: e.epoch,
+                holder: e.node,
+                victim: e.data.victim,
+                keys: e.data.keys,
+                reason: e.data.reason,
+                decidedAt: iso(e.at),
+                confirmedAt: null,
+                durationMs: null,
+              });
+            } else if (e.type === 'fencing.confirmed') {
+              const d = byEpoch.get(e.epoch);
+              if (d) Object.assign(d, { confirmedAt: iso(e.at), durationMs: e.data.durationMs ?? null });
+            }
+          }
+          cursor = page.cursor ?? undefined;
+        } while (cursor);
+        return c.json({ fencing: [...byEpoch.values()].reverse() }, 200);
       },
     );
+}
+
+/**
+ * A page of events that match `filter`, read through as many store pages as it takes (at most
+ * ten, then the cursor says where to go on), so a sparse filter still fills its page.
+ */
+async function filteredEvents(store: Store, clusterId: string, query: EventQuery, filter: ((e: ClusterEvent) => boolean) | null): Promise<EventPage> {
+  if (!filter) return store.listEvents(clusterId, query);
+  const events: ClusterEvent[] = [];
+  let cursor = query.cursor;
+  for (let pages = 0; pages < 10; pages++) {
+    const page = await store.listEvents(clusterId, { limit: query.limit, cursor });
+    for (const e of page.events) {
+      if (!filter(e)) continue;
+      events.push(e);
+      if (events.length === query.limit) return { events, cursor: `${e.at}.${e.id}` };
+    }
+    if (!page.cursor) return { events, cursor: null };
+    cursor = page.cursor;
+  }
+  return { events, cursor: cursor ?? null };
 }

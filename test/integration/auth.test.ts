@@ -37,6 +37,10 @@ const routes: { method: string; path: string; body?: unknown; allowed: Partial<R
   { method: 'GET', path: '/v1/clusters/auth-a', allowed: { 'read-only': 200, admin: 200, 'agent of this node': 200, 'agent of the other node': 200 } },
   { method: 'GET', path: '/v1/clusters/auth-a/status', allowed: { 'read-only': 200, admin: 200 } },
   { method: 'GET', path: '/v1/clusters/auth-a/events', allowed: { 'read-only': 200, admin: 200 } },
+  { method: 'GET', path: '/v1/clusters/auth-a/fencing', allowed: { 'read-only': 200, admin: 200 } },
+  { method: 'POST', path: '/v1/clusters/auth-a/switchover', body: { to: 'node-b' }, allowed: { admin: 409 } },
+  { method: 'PUT', path: '/v1/clusters/auth-a/maintenance', body: { enabled: false }, allowed: { admin: 200 } },
+  { method: 'PUT', path: '/v1/clusters/auth-a/standby/node-b', body: { enabled: false }, allowed: { admin: 200 } },
   { method: 'POST', path: `${node}/heartbeat`, body: hb('passive'), allowed: { 'agent of this node': 200 } },
   { method: 'POST', path: `${node}/fencing`, body: { epoch: 99, keys: [] }, allowed: { 'agent of this node': 409 } },
   {
@@ -80,6 +84,28 @@ describe('authorization matrix', () => {
       }
     }
     assert.deepEqual(failures, []);
+  });
+
+  it('the matrix covers every route of the API document', async () => {
+    const doc = (await h.call('GET', '/openapi.json', undefined, h.app, null)).body as { paths: Record<string, Record<string, unknown>> };
+    const template = (path: string) =>
+      path
+        .replace(/\/auth-a(\/|$)/, '/{clusterId}$1')
+        .replace('/node-a/', '/{node}/')
+        .replace(/\/standby\/node-b$/, '/standby/{node}')
+        .replace(/\/(f{16})$/, '/{id}');
+    const covered = new Set(routes.map((r) => `${r.method} ${template(r.path)}`));
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.keys(ops).map(
+        (m) =>
+          `${m.toUpperCase()} ${path
+            .replace(/\{(keyId|credentialId)\}/, '{id}')
+            .replace('/standby/{node}', '/standby/{node}')
+            .replace('{clusterId}/nodes/{nodeId}', '{clusterId}/nodes/{node}')}`,
+      ),
+    );
+    const missing = documented.filter((d) => !covered.has(d) && d !== 'POST /v1/enrol');
+    assert.deepEqual(missing, [], 'routes without a row in the authorization matrix');
   });
 
   it('public: health, the API document, and the enrolment exchange (authenticated by its own token)', async () => {

@@ -69,6 +69,17 @@ describe('nfs-ha CLI', () => {
     assert.match(r.stdout, /fencing: epoch 1 \(cold-start\), NOT YET CONFIRMED/);
     const json = JSON.parse((await cli(['status', 'cli-prod', '--json'])).stdout);
     assert.equal(json.lease.holder, 'node-a');
+
+    assert.match((await cli(['maintenance', 'cli-prod', 'on'])).stdout, /maintenance mode ON/);
+    assert.match((await cli(['standby', 'cli-prod', 'node-b'])).stdout, /node-b is in standby/);
+    const modes = (await cli(['status', 'cli-prod'])).stdout;
+    assert.match(modes, /^MAINTENANCE MODE: no restarts, releases or takeovers$/m);
+    assert.match(modes, /^standby: node-b$/m);
+    assert.match((await cli(['standby', 'cli-prod', 'node-b', '--off'])).stdout, /node-b is eligible again; in standby now: none/);
+    assert.match((await cli(['maintenance', 'cli-prod', 'off'])).stdout, /maintenance mode off/);
+    const bad = await cli(['maintenance', 'cli-prod', 'maybe']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /takes "on" or "off"/);
   });
 
   it("keys and enrolment tokens; errors come back as one line with the API's code", async () => {
@@ -115,5 +126,14 @@ describe('nfs-ha CLI', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^switchover requested: node-a → node-b \(epoch 1\)$/m);
     assert.match(r.stdout, /node-b is active under epoch 2 after \d+\.\d s$/m);
+
+    const fencing = await cli(['fencing', 'cli-sw']);
+    assert.equal(fencing.code, 0, fencing.stderr);
+    assert.match(fencing.stdout, /^2\s+node-b\s+-\s+switchover\s+\S+\s+\S+/m);
+    const grants = JSON.parse((await cli(['events', 'cli-sw', '--type', 'lease.granted', '--json'])).stdout) as { events: { node: string }[] };
+    assert.deepEqual(
+      grants.events.map((e) => e.node),
+      ['node-a', 'node-b'],
+    );
   });
 });

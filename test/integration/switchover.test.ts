@@ -62,4 +62,28 @@ describe('planned switchover (POST /v1/clusters/{id}/switchover)', () => {
     assert.equal((await h.call('POST', '/v1/clusters/nope/switchover', { to: 'node-b' })).status, 404);
     assert.equal((await h.store.getLease(id))?.version, before?.version);
   });
+
+  it('maintenance and standby through the API, shown in the status and the events', async () => {
+    const id = 'switch-3';
+    await h.clusterHeldByNodeA(id);
+    const base = `/v1/clusters/${id}`;
+    const on = await h.call('PUT', `${base}/maintenance`, { enabled: true });
+    assert.deepEqual([on.status, on.body.maintenance], [200, true]);
+    assert.equal((await h.call('GET', `${base}/status`)).body.maintenance, true);
+    const hbA = await h.call('POST', `${base}/nodes/node-a/heartbeat`, hb('active', 1));
+    assert.equal(hbA.body.lease.maintenance, true, 'the agents learn it with every heartbeat');
+    assert.equal((await h.call('PUT', `${base}/maintenance`, { enabled: 'yes' })).status, 400);
+    await h.call('PUT', `${base}/maintenance`, { enabled: false });
+
+    const standby = await h.call('PUT', `${base}/standby/node-a`, { enabled: true });
+    assert.deepEqual([standby.status, standby.body.standby], [200, ['node-a']]);
+    assert.equal((await h.call('POST', `${base}/nodes/node-a/heartbeat`, hb('active', 1))).body.directive.action, 'release');
+    const both = await h.call('PUT', `${base}/standby/node-b`, { enabled: true });
+    assert.deepEqual([both.status, both.body.error.code], [409, 'standby_not_possible']);
+    assert.equal((await h.call('PUT', `${base}/standby/node-z`, { enabled: true })).status, 404);
+    const status = (await h.call('GET', `${base}/status`)).body;
+    assert.deepEqual(status.standby, ['node-a']);
+    const types = ((await h.call('GET', `${base}/events?type=maintenance.changed,standby.changed`)).body.events as { type: string }[]).map((e) => e.type);
+    assert.deepEqual(types, ['maintenance.changed', 'maintenance.changed', 'standby.changed']);
+  });
 });

@@ -33,7 +33,7 @@ class FakeControlPlane implements ControlPlane {
 }
 
 function answer(directive: Directive, renewed: boolean, holder: string | null = 'node-b'): HeartbeatResponse {
-  return { lease: { holder, epoch: directive.epoch, ttlMs: 3000, renewed, specVersion: 1 }, directive };
+  return { lease: { holder, epoch: directive.epoch, ttlMs: 3000, renewed, specVersion: 1, maintenance: false }, directive };
 }
 const granted = (epoch: number, confirmed = false) =>
   answer({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [PEER_KEY], confirmed }, reason: 'granted' }, true);
@@ -151,6 +151,30 @@ describe('agent loop', () => {
     for (let i = 0; i < 3; i++) await again.step();
     assert.equal(again.agent.role, 'passive');
     assert.deepEqual(journal, [], 'no fencing, no registration, nothing started');
+  });
+
+  it('switchover: while it stops in order, the holder keeps renewing and its deadline moves on (found in the lab)', async () => {
+    const { agent, cp, spec, step, others } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    const vip = others.find((r) => r.name === 'floating-ip')!;
+    let finishStop!: () => void;
+    vip.stop = () => new Promise<void>((resolve) => (finishStop = resolve));
+    const release = answer({ action: 'release', epoch: 2, reason: 'switchover to node-a requested' }, true);
+    cp.answers = [release];
+    now += 500;
+    assert.equal((await agent.tick())?.action, 'release');
+    assert.equal(agent.role, 'demoting');
+    now += 2000;
+    cp.answers = [release];
+    await agent.tick();
+    assert.equal(agent.deadline, activeDeadline(now, spec.timing), 'the renewal during the demotion extended the deadline');
+    finishStop();
+    await agent.idle();
+    assert.equal(agent.role, 'passive');
+    assert.equal(journal.at(-1), 'release epoch 2 (switchover)');
   });
 
   it('renewals and the deadline never wait for a slow monitor pass (found in the lab)', async () => {

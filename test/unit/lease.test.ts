@@ -12,6 +12,8 @@ import {
   onRelease,
   phaseEvent,
   requestSwitchover,
+  setMaintenance,
+  setStandby,
   vacantLease,
 } from '../../shared/lease.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
@@ -209,6 +211,36 @@ describe('lease: reports', () => {
     assert.match((requestSwitchover(heldByA(), A, T0) as { message: string }).message, /already holds/);
     const lapsed = heldByA();
     assert.match((requestSwitchover(lapsed, B, T0 + 10 * lapsed.terms.leaseTtlMs) as { message: string }).message, /expired/);
+  });
+
+  it('maintenance: the holder keeps renewing without release directives; nobody takes over, even at expiry', () => {
+    const l = committed({ next: setMaintenance(heldByA(), true, T0).next, directive: { action: 'stay-passive', epoch: 1, holder: A, reason: '' } });
+    assert.equal(setMaintenance(l, true, T0).next, null, 'idempotent');
+    assert.equal(l.outbox.at(-1)?.type, 'maintenance.changed');
+    const renewed = onHeartbeat(l, A, { role: 'active', epoch: 1 }, T0 + 500);
+    assert.equal(renewed.directive.action, 'stay-active');
+    const late = T0 + 10 * l.terms.leaseTtlMs;
+    const peer = onHeartbeat(l, B, passive, late);
+    assert.equal(peer.next, null);
+    assert.match(peer.directive.reason, /maintenance mode/);
+    assert.equal((requestSwitchover(l, B, T0) as { code: string }).code, 'switchover_not_possible');
+    const off = setMaintenance(l, false, late).next!;
+    assert.equal(committed(onHeartbeat(off, B, passive, late)).holder, B, 'after maintenance, the expired lease is taken over as usual');
+  });
+
+  it('standby: a holder put in standby is told to release; a node in standby is never granted; one node stays eligible', () => {
+    const r = setStandby(heldByA(), A, true, T0);
+    assert.ok(!('code' in r) && r.next);
+    assert.deepEqual(r.next.standby, [A]);
+    assert.equal(onHeartbeat(r.next, A, { role: 'active', epoch: 1 }, T0 + 100).directive.action, 'release');
+    assert.equal((setStandby(r.next, B, true, T0) as { code: string }).code, 'standby_not_possible');
+    const released = onRelease(r.next, A, { epoch: 1, reason: 'switchover' }, T0 + 200);
+    assert.ok(!('code' in released));
+    assert.equal(onHeartbeat(released.next, A, passive, T0 + 10 * fresh.terms.leaseTtlMs).next, null, 'A in standby does not take the vacant lease');
+    assert.equal(committed(onHeartbeat(released.next, B, passive, T0 + 300)).holder, B);
+    const back = setStandby(released.next, A, false, T0 + 400);
+    assert.ok(!('code' in back) && back.next);
+    assert.deepEqual(back.next.standby, []);
   });
 
   it('phase reports: starting needs the current lease, stopping is always recorded', () => {

@@ -105,6 +105,12 @@ describe('node role rules', () => {
       reason: 'nfs-server failed (nfs-server is failed); local restart 2 of 2',
     });
     assert.equal(decideCycle({ ...active, failure: { ...failure, restarts: 2 } }).action, 'release');
+    const maintenance = { ...active, heartbeat: { ...active.heartbeat, maintenance: true }, failure: { ...failure, restarts: 2 } };
+    assert.deepEqual(decideCycle(maintenance), {
+      action: 'none',
+      reason: 'maintenance mode: nfs-server failed (nfs-server is failed); not restarting or releasing',
+    });
+    assert.equal(decideCycle({ ...maintenance, now: 12_000 }).action, 'demote', 'maintenance never suspends the deadline');
   });
 
   it('switchover: a holder told to release demotes and releases; a demoting one waits', () => {
