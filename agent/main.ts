@@ -103,12 +103,26 @@ async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryR
   }
 }
 
+/** Can this node run the cluster? Each resource's own checks, and the watchdog against the timing. */
+async function preflight(t: Target, resources: ReturnType<typeof resourcesFor>): Promise<{ resource: string; problems: string[] }[]> {
+  const results = [];
+  for (const r of resources.ordered) results.push({ resource: r.name as string, problems: await r.validate() });
+  if (t.config?.selfFence.mode === 'watchdog') {
+    const device = t.config.selfFence.device;
+    const timeout = await watchdogTimeoutSeconds(device);
+    const problem =
+      timeout === null
+        ? `${device}: no watchdog timeout in sysfs (is a driver loaded? e.g. modprobe softdog soft_margin=1)`
+        : watchdogProblem(timeout, t.spec.timing);
+    results.push({ resource: 'self-fence', problems: problem ? [problem] : [] });
+  }
+  return results;
+}
+
 async function validate(options: SpecOptions & { json?: boolean }) {
   const t = await target(options);
   const log = logger('silent');
-  const resources = resourcesFor(t, new HostExecutor(log), log, { epoch: 0, confirmedEpoch: 0 });
-  const results = [];
-  for (const r of resources.ordered) results.push({ resource: r.name, problems: await r.validate() });
+  const results = await preflight(t, resourcesFor(t, new HostExecutor(log), log, { epoch: 0, confirmedEpoch: 0 }));
   const problems = results.flatMap((r) => r.problems.map((p) => `${r.resource}: ${p}`));
   if (options.json) console.log(JSON.stringify({ node: t.node.id, ok: problems.length === 0, results }, null, 2));
   else console.log(problems.length === 0 ? `node ${t.node.id}: every resource can run here` : problems.map((p) => `✗ ${p}`).join('\n'));
@@ -160,15 +174,7 @@ async function run(options: { config: string }) {
   const peer = spec.nodes.find((n) => n.id !== config.nodeId)!;
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   const resources = resourcesFor({ spec, node, config }, new HostExecutor(log), log, fencing);
-  const problems = (await Promise.all(resources.ordered.map(async (r) => (await r.validate()).map((p) => `${r.name}: ${p}`)))).flat();
-  if (config.selfFence.mode === 'watchdog') {
-    const timeout = await watchdogTimeoutSeconds(config.selfFence.device);
-    const problem =
-      timeout === null
-        ? `${config.selfFence.device}: no watchdog timeout in sysfs (is the driver loaded? e.g. modprobe softdog)`
-        : watchdogProblem(timeout, spec.timing);
-    if (problem) problems.push(`self-fence: ${problem}`);
-  }
+  const problems = (await preflight({ spec, node, config }, resources)).flatMap((r) => r.problems.map((p) => `${r.resource}: ${p}`));
   if (problems.length > 0) {
     for (const p of problems) log.error(p);
     throw new UsageError(`this node cannot run the cluster's resources:\n  ${problems.join('\n  ')}`);

@@ -2,7 +2,9 @@
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { Arbiter } from './arbiter.ts';
+import { swaggerUI } from '@hono/swagger-ui';
 import { accessFor, allows, Credentials, FailureLimiter } from './auth.ts';
+import { type InstallAssets, installAssets, installRouter } from './install.ts';
 import type { Clock } from './clock.ts';
 import { errorHandler, errorResponse } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -22,6 +24,8 @@ export interface AppDeps {
   /** The arbiter to serve with (one per process); made here when not given. */
   arbiter?: Arbiter;
   credentials?: Credentials;
+  /** Where the installer's files are (tests point it elsewhere). */
+  install?: InstallAssets;
 }
 
 /** The caller's address, for limiting authentication failures (Node server, or Lambda event). */
@@ -30,7 +34,14 @@ function clientAddress(c: Context): string {
   return env?.incoming?.socket?.remoteAddress ?? env?.event?.requestContext?.http?.sourceIp ?? 'local';
 }
 
-export function createApp({ store, clock, log, arbiter = new Arbiter(store, clock, log), credentials = new Credentials(store, clock) }: AppDeps) {
+export function createApp({
+  store,
+  clock,
+  log,
+  arbiter = new Arbiter(store, clock, log),
+  credentials = new Credentials(store, clock),
+  install = installAssets(),
+}: AppDeps) {
   const app = router();
   const limiter = new FailureLimiter();
 
@@ -71,9 +82,12 @@ export function createApp({ store, clock, log, arbiter = new Arbiter(store, cloc
   });
 
   app.get('/healthz', (c) => c.json({ ok: true }));
+  app.route('/', installRouter(install));
   app.route('/', clustersRouter({ store, arbiter, clock }));
   app.route('/', agentRouter(arbiter));
   app.route('/', credentialsRouter({ store, credentials, clock }));
+  // Interactive docs: Swagger UI's page (its scripts come from a CDN) over /openapi.json.
+  app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'nfs-ha control plane API' }));
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
     info: { title: 'nfs-ha control plane', version: '1', description: 'Lease arbiter and fencing authority for two-node NFS clusters.' },

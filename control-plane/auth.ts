@@ -67,7 +67,7 @@ export class Credentials {
   }
 
   /** Exchanges a one-time enrolment token for an agent credential of its node. */
-  async enrol(token: string): Promise<{ token: string; clusterId: string; node: string } | { refused: string }> {
+  async enrol(token: string): Promise<{ token: string; clusterId: string; node: string; peerToken: string | null } | { refused: string }> {
     const parsed = parseToken(token);
     if (!parsed || parsed.kind !== 'enrolment') return { refused: 'not an enrolment token' };
     const record = await this.store.getSecret('enrolment', parsed.id);
@@ -75,7 +75,8 @@ export class Credentials {
     if ((record.expiresAt ?? 0) <= this.clock.now()) return { refused: 'the enrolment token has expired; ask for a new one' };
     if (!(await this.store.markSecret('enrolment', record.id, 'usedAt', this.clock.now()))) return { refused: 'the enrolment token was already used' };
     const issued = await this.issue('agent', { clusterId: record.clusterId, node: record.node });
-    return { token: issued.token, clusterId: record.clusterId!, node: record.node! };
+    const cluster = await this.store.getCluster(record.clusterId!);
+    return { token: issued.token, clusterId: record.clusterId!, node: record.node!, peerToken: cluster?.peerToken ?? null };
   }
 
   /** On an empty store: the first admin key (null when any operator key exists). */

@@ -18,6 +18,8 @@ const Env = z.object({
   AWS_REGION: z.string().min(1).optional(),
   AWS_LAMBDA_FUNCTION_NAME: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  NFSHA_AGENT_BUNDLE: z.string().min(1).optional().describe('The agent bundle the installer hands out (default dist/nfs-ha-agent.mjs)'),
+  LAMBDA_TASK_ROOT: z.string().min(1).optional(),
 });
 
 /**
@@ -34,6 +36,8 @@ export const ENV_SOURCE: Record<keyof z.input<typeof Env>, 'template' | 'lambda-
   NFSHA_STORE: 'node-server-only',
   NFSHA_DATA_DIR: 'node-server-only',
   DYNAMODB_ENDPOINT: 'node-server-only',
+  NFSHA_AGENT_BUNDLE: 'node-server-only',
+  LAMBDA_TASK_ROOT: 'lambda-runtime',
 };
 
 /** The variables the control plane reads. */

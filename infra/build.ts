@@ -3,7 +3,7 @@
  * control plane's Lambda handler as one minified file. ESM bundles get a createRequire banner:
  * some dependencies still call require() for Node built-ins, which bare ESM lacks.
  */
-import { stat } from 'node:fs/promises';
+import { copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
@@ -36,9 +36,18 @@ export async function buildBundle(name: keyof typeof BUNDLES, outdir = 'dist'): 
   return { path: outfile, bytes: (await stat(outfile)).size };
 }
 
+/** The installer's files beside the Lambda handler, where control-plane/install.ts looks for them. */
+export async function copyInstallAssets(outdir = 'dist'): Promise<void> {
+  const lambda = join(outdir, 'lambda');
+  await copyFile('infra/install.sh', join(lambda, 'install.sh'));
+  await copyFile('infra/systemd/nfs-ha-agent.service', join(lambda, 'nfs-ha-agent.service'));
+  await copyFile(join(outdir, BUNDLES.agent.file), join(lambda, 'nfs-ha-agent.mjs'));
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   for (const name of Object.keys(BUNDLES) as (keyof typeof BUNDLES)[]) {
     const { path, bytes } = await buildBundle(name);
     console.log(`${name.padEnd(7)} ${path.padEnd(26)} ${(bytes / 1024).toFixed(0).padStart(6)} KiB`);
   }
+  await copyInstallAssets();
 }

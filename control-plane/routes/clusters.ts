@@ -1,4 +1,5 @@
 /** Operator routes: create a cluster from its spec, list and read clusters, status, events. */
+import { randomBytes } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema, FencingHistorySchema } from '../../shared/api.ts';
@@ -80,7 +81,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       async (c) => {
         const spec = c.req.valid('json');
         const now = clock.now();
-        const record: ClusterRecord = { spec, specVersion: 1, createdAt: now, updatedAt: now };
+        const record: ClusterRecord = { spec, specVersion: 1, peerToken: randomBytes(32).toString('base64url'), createdAt: now, updatedAt: now };
         if (!(await store.putClusterIfAbsent(record))) {
           throw new ApiError(409, 'cluster_exists', `cluster "${spec.id}" already exists`);
         }

@@ -116,7 +116,12 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
         request: jsonBody(z.object({ token: z.string().max(200) }).strict()),
         responses: {
           201: jsonResponse(
-            z.object({ credential: z.string().describe("Shown once: the agent's bearer token"), clusterId: z.string(), node: z.string() }),
+            z.object({
+              credential: z.string().describe("Shown once: the agent's bearer token"),
+              clusterId: z.string(),
+              node: z.string(),
+              peerToken: z.string().nullable().describe("The secret of the nodes' peer channel, the same for both nodes"),
+            }),
             'Enrolled',
           ),
           ...errors(400, 503),
@@ -125,7 +130,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
       async (c) => {
         const result = await credentials.enrol(c.req.valid('json').token);
         if ('refused' in result) throw new ApiError(401, 'invalid_enrolment_token', result.refused);
-        return c.json({ credential: result.token, clusterId: result.clusterId, node: result.node }, 201);
+        return c.json({ credential: result.token, clusterId: result.clusterId, node: result.node, peerToken: result.peerToken }, 201);
       },
     )
     .openapi(

@@ -65,7 +65,13 @@ function fromItem(item: Record<string, AttributeValue>): Record<string, unknown>
 
 function toClusterRecord(item: Record<string, AttributeValue>): ClusterRecord {
   const v = fromItem(item) as Omit<ClusterRecord, 'spec'> & { spec: unknown };
-  return { spec: ClusterSpecSchema.parse(v.spec), specVersion: v.specVersion, createdAt: v.createdAt, updatedAt: v.updatedAt };
+  return {
+    spec: ClusterSpecSchema.parse(v.spec),
+    specVersion: v.specVersion,
+    ...(typeof v.peerToken === 'string' && { peerToken: v.peerToken }),
+    createdAt: v.createdAt,
+    updatedAt: v.updatedAt,
+  };
 }
 
 /** Capacity a call consumed, as DynamoDB reports it (ReturnConsumedCapacity: TOTAL). */

@@ -24,6 +24,8 @@ import type { ClusterSpec } from '../../shared/spec.ts';
 export interface ClusterRecord {
   spec: ClusterSpec;
   specVersion: number;
+  /** The secret of the nodes' peer channel, handed to each node at enrolment. */
+  peerToken?: string;
   createdAt: number;
   updatedAt: number;
 }

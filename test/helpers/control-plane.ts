@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createApp } from '../../control-plane/app.ts';
+import type { InstallAssets } from '../../control-plane/install.ts';
 import { Credentials } from '../../control-plane/auth.ts';
 import type { Clock } from '../../control-plane/clock.ts';
 import { createLogger } from '../../control-plane/log.ts';
@@ -55,11 +56,11 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(options: { dataDir?: string; keepData?: boolean } = {}): Promise<Harness> {
+export async function startHarness(options: { dataDir?: string; keepData?: boolean; install?: InstallAssets } = {}): Promise<Harness> {
   const dataDir = options.dataDir ?? (await tempDir());
   const opened = await openStore({ kind: 'embedded', dataDir, tableName: 'nfs-ha' });
   const clock = new ManualClock();
-  const instance = () => createApp({ store: opened.store, clock, log: silentLog });
+  const instance = () => createApp({ store: opened.store, clock, log: silentLog, ...(options.install && { install: options.install }) });
   const app = instance();
   const credentials = new Credentials(opened.store, clock);
   const adminToken = (await credentials.issue('operator', { role: 'admin', name: 'test' })).token;

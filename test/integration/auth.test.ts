@@ -111,6 +111,9 @@ describe('authorization matrix', () => {
   it('public: health, the API document, and the enrolment exchange (authenticated by its own token)', async () => {
     assert.equal((await h.call('GET', '/healthz', undefined, h.app, null)).status, 200);
     assert.equal((await h.call('GET', '/openapi.json', undefined, h.app, null)).status, 200);
+    const docs = await h.app.request('/docs');
+    assert.equal(docs.status, 200);
+    assert.match(await docs.text(), /SwaggerUIBundle[\s\S]*\/openapi\.json/, 'interactive docs over the API document');
     const r = await h.call('POST', '/v1/enrol', { token: 'nfsha_en_0000000000000000_' + 'x'.repeat(43) }, h.app, null);
     assert.deepEqual([r.status, r.body.error.code], [401, 'invalid_enrolment_token']);
   });
