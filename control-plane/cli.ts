@@ -215,37 +215,69 @@ program
     out(g(), s, () => statusTable(s));
   });
 
+type EventLine = { id: string; at: number; type: string; node?: string; epoch: number; data: unknown };
+const eventLine = (e: EventLine) =>
+  `${new Date(e.at).toISOString()}  epoch ${String(e.epoch).padEnd(3)} ${e.type.padEnd(20)} ${(e.node ?? '').padEnd(10)} ${JSON.stringify(e.data)}`;
+
 program
   .command('events')
-  .description("the cluster's timeline, oldest first")
+  .description("the cluster's timeline, oldest first; --follow streams new events as they happen")
   .argument('<cluster>')
-  .option('--limit <n>', 'how many', '50')
+  .option('--limit <n>', 'how many (with --follow: how many recent ones first)', '50')
   .option('--type <types>', 'only these event types, comma-separated (e.g. lease.granted,fencing.confirmed)')
   .option('--node <node>', 'only events of this node')
   .option('--epoch <n>', 'only events of this epoch')
-  .action(async (cluster: string, o: { limit: string; type?: string; node?: string; epoch?: string }) => {
-    const query = new URLSearchParams({
-      limit: String(Number(o.limit)),
-      ...(o.type && { type: o.type }),
-      ...(o.node && { node: o.node }),
-      ...(o.epoch && { epoch: o.epoch }),
-    });
-    const r = await api<{ events: { at: number; type: string; node?: string; epoch: number; data: unknown }[] }>(
-      g(),
-      'GET',
-      `/v1/clusters/${encodeURIComponent(cluster)}/events?${query}`,
-    );
-    out(
-      g(),
-      r,
-      () =>
-        r.events
-          .map(
-            (e) =>
-              `${new Date(e.at).toISOString()}  epoch ${String(e.epoch).padEnd(3)} ${e.type.padEnd(18)} ${(e.node ?? '').padEnd(10)} ${JSON.stringify(e.data)}`,
-          )
-          .join('\n') || 'no events',
-    );
+  .option('-f, --follow', 'keep streaming new events (WebSocket; Ctrl-C to stop)')
+  .action(async (cluster: string, o: { limit: string; type?: string; node?: string; epoch?: string; follow?: boolean }) => {
+    const filter = { ...(o.type && { type: o.type }), ...(o.node && { node: o.node }), ...(o.epoch && { epoch: o.epoch }) };
+    const path = `/v1/clusters/${encodeURIComponent(cluster)}/events`;
+    if (!o.follow) {
+      const r = await api<{ events: EventLine[] }>(g(), 'GET', `${path}?${new URLSearchParams({ limit: String(Number(o.limit)), ...filter })}`);
+      return out(g(), r, () => r.events.map(eventLine).join('\n') || 'no events');
+    }
+    // The recent past from REST, then the stream from the last event seen; reconnects resume there.
+    let recent: EventLine[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { events: EventLine[]; cursor: string | null } = await api(
+        g(),
+        'GET',
+        `${path}?${new URLSearchParams({ limit: '500', ...(cursor && { cursor }) })}`,
+      );
+      recent = [...recent, ...page.events].slice(-Number(o.limit));
+      cursor = page.cursor;
+    } while (cursor);
+    const wanted = (e: EventLine) =>
+      (!o.type || o.type.split(',').includes(e.type)) && (!o.node || e.node === o.node) && (!o.epoch || e.epoch === Number(o.epoch));
+    const show = (e: EventLine) => console.log(g().json ? JSON.stringify(e) : eventLine(e));
+    recent.filter(wanted).forEach(show);
+    let last = recent.at(-1);
+    const { url, key } = await connection(g());
+    const { WebSocket } = await import('ws');
+    for (;;) {
+      await new Promise<void>((resolve) => {
+        const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${path}/stream${last ? `?cursor=${last.at}.${last.id}` : ''}`, {
+          headers: key ? { authorization: `Bearer ${key}` } : {},
+        });
+        ws.on('message', (data) => {
+          const e = JSON.parse(String(data)) as EventLine;
+          last = e;
+          if (wanted(e)) show(e);
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d));
+          res.on('end', () => {
+            const err = (JSON.parse(body || '{}') as { error?: { code: string; message: string } }).error;
+            console.error(`nfs-ha: ${err ? `${err.code}: ${err.message}` : `HTTP ${res.statusCode}`}`);
+            process.exit(1);
+          });
+        });
+        ws.on('error', (err) => console.error(`nfs-ha: event stream: ${err.message}; reconnecting`));
+        ws.on('close', () => resolve());
+      });
+      await new Promise((r) => setTimeout(r, 1000));
+    }
   });
 
 program

@@ -2,12 +2,14 @@
  * The control plane as a plain Node server: `npm start`. With no store configured it runs on the
  * embedded DynamoDB-protocol store, with its data in ./data (NFSHA_DATA_DIR).
  */
+import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { Arbiter } from './arbiter.ts';
 import { Credentials } from './auth.ts';
 import { monotonicWallClock } from './clock.ts';
 import { ConfigError, loadConfig } from './config.ts';
+import { attachEventStream } from './event-stream.ts';
 import { createLogger } from './log.ts';
 import { DataDirInUseError } from './store/embedded.ts';
 import { openStore } from './store/open.ts';
@@ -43,6 +45,7 @@ async function main(): Promise<void> {
       `nfs-ha control plane listening on http://${config.host}:${info.port} (store: ${opened.description})`,
     );
   });
+  const events = attachEventStream(server as Server, { store: opened.store, credentials, log });
   server.on('error', async (err) => {
     log.fatal({ err: err.message }, `cannot listen on ${config.host}:${config.port}: ${err.message}`);
     await opened.close();
@@ -55,6 +58,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     clearInterval(sweeper);
+    events.close();
     server.close();
     await opened.close();
     process.exit(0);

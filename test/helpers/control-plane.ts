@@ -1,11 +1,13 @@
 /** Test harness: the real app on a real dynalite (on-disk, in a temp dir), with a manual clock. */
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createApp } from '../../control-plane/app.ts';
+import { attachEventStream } from '../../control-plane/event-stream.ts';
 import type { InstallAssets } from '../../control-plane/install.ts';
 import { Credentials } from '../../control-plane/auth.ts';
 import type { Clock } from '../../control-plane/clock.ts';
@@ -121,11 +123,18 @@ export function hb(role: 'passive' | 'activating' | 'active' | 'demoting', epoch
 }
 
 /** The harness's app served over HTTP on loopback, for clients that speak HTTP (agents, the CLI). */
-export async function serveHarness(h: Harness): Promise<{ url: string; close(): void }> {
+export async function serveHarness(h: Harness, options: { eventStreamPollMs?: number } = {}): Promise<{ url: string; close(): void }> {
   const { serve } = await import('@hono/node-server');
-  const server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' });
+  const server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' }) as Server;
+  const events = attachEventStream(server, { store: h.store, credentials: h.credentials, log: silentLog, pollMs: options.eventStreamPollMs ?? 50 });
   await new Promise((ok) => server.once('listening', ok));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => void server.close() };
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      events.close();
+      server.close();
+    },
+  };
 }
 
 /** Runs a program to completion: exit code, stdout and stderr, whatever the outcome. */
