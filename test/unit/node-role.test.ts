@@ -25,6 +25,16 @@ const base: CycleSnapshot = {
   leftovers: false,
 };
 
+/** Active under epoch 2, its deadline at 12 s, the latest heartbeat a committed renewal with `directive`. */
+const activeUnder = (directive: Directive) => ({
+  ...base,
+  role: 'active' as const,
+  epoch: 2,
+  confirmedEpoch: 2,
+  deadline: 12_000,
+  heartbeat: { ok: true as const, directive, renewed: true },
+});
+
 describe('node role rules', () => {
   it('a grant leads to fencing first, naming the keys', () => {
     const d = decideCycle({ ...base, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, false), renewed: true } });
@@ -90,14 +100,7 @@ describe('node role rules', () => {
   });
 
   it('restarts a failed resource locally up to the limit, then releases the lease', () => {
-    const active = {
-      ...base,
-      role: 'active' as const,
-      epoch: 2,
-      confirmedEpoch: 2,
-      deadline: 12_000,
-      heartbeat: { ok: true as const, directive: activate(2, true), renewed: true },
-    };
+    const active = activeUnder(activate(2, true));
     const failure = { resource: 'nfs-server', reason: 'nfs-server is failed', restarts: 1 };
     assert.deepEqual(decideCycle({ ...active, failure }), {
       action: 'restart',
@@ -115,14 +118,7 @@ describe('node role rules', () => {
 
   it('switchover: a holder told to release demotes and releases; a demoting one waits', () => {
     const release: Directive = { action: 'release', epoch: 2, reason: 'switchover to node-b requested' };
-    const active = {
-      ...base,
-      role: 'active' as const,
-      epoch: 2,
-      confirmedEpoch: 2,
-      deadline: 12_000,
-      heartbeat: { ok: true as const, directive: release, renewed: true },
-    };
+    const active = activeUnder(release);
     assert.deepEqual(decideCycle(active), { action: 'release', epoch: 2, reason: 'control plane: switchover to node-b requested', why: 'switchover' });
     assert.equal(decideCycle({ ...active, role: 'passive' }).action, 'release', 'a holder with nothing running still hands the lease over');
     assert.equal(decideCycle({ ...active, role: 'demoting' }).action, 'none');

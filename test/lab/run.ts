@@ -1,0 +1,790 @@
+/**
+ * The lab (run by test/lab/lab.sh inside its network namespace): the control plane on the host,
+ * a storage VM serving one LUN over iSCSI that also hosts the NFS client, and two node VMs with
+ * the real agent bundle under systemd. Every scenario runs while the client writes; the
+ * sampler watches both nodes throughout. Exits 1 when any assertion fails.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { copyFileSync, createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { parseKeys, parseReservation } from '../../agent/resources/scsi-reservation.ts';
+import type { ClusterEvent } from '../../shared/events.ts';
+import { reservationKey } from '../../shared/reservation-key.ts';
+import type { ClusterSpecInput } from '../../shared/spec.ts';
+import { type Sample, Vm } from './vm.ts';
+
+const { values: opts } = parseArgs({ options: { image: { type: 'string' }, only: { type: 'string' } } });
+const repo = resolve(dirname(new URL(import.meta.url).pathname), '../..');
+const labDir = join(repo, '.lab');
+const runDir = join(labDir, 'run');
+const shareDir = join(labDir, 'share');
+const imageDir = opts.image ?? '/var/tmp/nfs-ha-lab/image';
+
+const HOST = '10.99.0.1';
+const CP = `http://${HOST}:8080`;
+const STORAGE_IP = '10.99.0.30';
+const VIP = '10.99.0.100';
+const CLUSTER = 'lab';
+const VG = 'vg_nfs';
+const LV = 'lv_export';
+const FS_UUID = '6c3b0a4e-2f1d-4c5b-9e8a-7d6f5e4c3b2a';
+const TARGET_IQN = 'iqn.2003-01.org.example.lab:storage';
+const iqn = (node: string) => `iqn.2003-01.org.example.lab:${node}`;
+const RECORDS = '/mnt/nfs/records.log';
+const ACKS = '/root/acks.log';
+
+const t0 = performance.now();
+const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s`;
+const log = (msg: string) => console.log(`[lab ${elapsed()}] ${msg}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | null | undefined | false>, everyMs = 250): Promise<T> {
+  const started = performance.now();
+  let last = '';
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (performance.now() - started > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
+    await sleep(everyMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The control plane, on the host, on its embedded store
+
+class ControlPlane {
+  #process: ChildProcess | null = null;
+  adminKey = '';
+
+  async start(): Promise<void> {
+    const dataDir = join(runDir, 'control-plane-data');
+    const out = createWriteStream(join(runDir, 'control-plane.log'));
+    this.#process = spawn(process.execPath, ['--import', 'tsx', join(repo, 'control-plane/server.ts')], {
+      cwd: repo,
+      env: { ...process.env, PORT: '8080', HOST, NFSHA_DATA_DIR: dataDir, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.#process.stdout!.pipe(out);
+    let stderr = '';
+    this.#process.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const m = /admin API key is:\s+(\S+)/.exec(stderr);
+      if (m) this.adminKey = m[1]!;
+    });
+    await until('the control plane to print its admin key', 60_000, async () => this.adminKey !== '');
+    await until('the control plane to listen', 30_000, async () => (await fetch(`${CP}/healthz`).catch(() => null))?.ok);
+  }
+
+  stop(): void {
+    this.#process?.kill('SIGTERM');
+  }
+
+  async call<T>(method: string, path: string, body?: unknown, token = this.adminKey): Promise<T> {
+    const res = await fetch(`${CP}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
+      ...(body !== undefined && { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+    return JSON.parse(text) as T;
+  }
+
+  status() {
+    return this.call<{
+      lease: { holder: string | null; epoch: number; state: string };
+      nodes: { id: string; role: string | null; epoch: number | null; lastHeartbeatAgoMs: number | null }[];
+    }>('GET', `/v1/clusters/${CLUSTER}/status`);
+  }
+
+  async events(): Promise<ClusterEvent[]> {
+    const all: ClusterEvent[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { events: ClusterEvent[]; cursor: string | null } = await this.call(
+        'GET',
+        `/v1/clusters/${CLUSTER}/events?limit=200${cursor ? `&cursor=${cursor}` : ''}`,
+      );
+      all.push(...page.events);
+      cursor = page.cursor;
+    } while (cursor);
+    return all;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sampler: both nodes, every 200 ms, all run long
+
+interface Round {
+  at: number;
+  a: Sample | null;
+  b: Sample | null;
+}
+
+class Sampler {
+  rounds: Round[] = [];
+  #running = false;
+
+  constructor(private readonly nodes: [Vm, Vm]) {}
+
+  start(): void {
+    this.#running = true;
+    void (async () => {
+      while (this.#running) {
+        const at = Date.now();
+        const [a, b] = await Promise.all(this.nodes.map((n) => n.sample(VG, VIP, 800).catch(() => null)));
+        this.rounds.push({ at, a: a ?? null, b: b ?? null });
+        await sleep(200);
+      }
+    })();
+  }
+
+  stop(): void {
+    this.#running = false;
+  }
+
+  /** Rounds in which both nodes answered with the VG active and the VIP up. */
+  overlaps(from: number, to: number): Round[] {
+    return this.rounds.filter((r) => r.at >= from && r.at <= to && r.a?.vgActive && r.a.vip && r.b?.vgActive && r.b.vip);
+  }
+
+  /** The last round (host time) in which `node` answered with the VIP. */
+  lastVip(index: 0 | 1, before: number): number | null {
+    const r = this.rounds.filter((x) => x.at <= before && (index === 0 ? x.a : x.b)?.vip).at(-1);
+    return r?.at ?? null;
+  }
+
+  count(from: number, to: number): number {
+    return this.rounds.filter((r) => r.at >= from && r.at <= to).length;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lab set-up
+
+const storage = new Vm({ name: 'storage', address: STORAGE_IP, mac: '52:54:00:99:00:30', imageDir, runDir, shareDir, disks: [join(runDir, 'lun.img')] });
+const nodeA = new Vm({ name: 'node-a', address: '10.99.0.11', mac: '52:54:00:99:00:11', imageDir, runDir, shareDir });
+const nodeB = new Vm({ name: 'node-b', address: '10.99.0.12', mac: '52:54:00:99:00:12', imageDir, runDir, shareDir });
+const nodes = [nodeA, nodeB] as const;
+const vmByName = (id: string) => (id === 'node-a' ? nodeA : nodeB);
+const cp = new ControlPlane();
+const sampler = new Sampler([nodeA, nodeB]);
+
+function prepareShare(): void {
+  rmSync(labDir, { recursive: true, force: true });
+  mkdirSync(runDir, { recursive: true });
+  mkdirSync(shareDir, { recursive: true });
+  for (const f of ['boot.sh', 'helper.mjs', 'writer.mjs', 'setup-storage.sh', 'setup-node.sh', 'raw-sequence.mjs'])
+    copyFileSync(join(repo, 'test/lab/guest', f), join(shareDir, f));
+  copyFileSync(join(repo, 'dist/nfs-ha-agent.mjs'), join(shareDir, 'nfs-ha-agent.mjs'));
+  writeFileSync(join(runDir, 'lun.img'), '');
+  rmSync(join(runDir, 'lun.img'));
+}
+
+async function bootAll(): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('truncate', ['-s', '1G', join(runDir, 'lun.img')]);
+  for (const vm of [storage, nodeA, nodeB]) vm.start();
+  const times = await Promise.all([storage, nodeA, nodeB].map((vm) => vm.waitUp(240_000)));
+  log(`booted storage, node-a, node-b in ${times.map((t) => (t / 1000).toFixed(1)).join(', ')} s`);
+}
+
+function labSpec(device: string): ClusterSpecInput {
+  return {
+    id: CLUSTER,
+    description: 'nfs-ha lab: two qemu nodes sharing one LIO iSCSI LUN',
+    nodes: [
+      { id: 'node-a', address: nodeA.o.address, vipInterface: 'eth0' },
+      { id: 'node-b', address: nodeB.o.address, vipInterface: 'eth0' },
+    ],
+    storage: {
+      devices: [device],
+      volumeGroup: VG,
+      logicalVolume: LV,
+      filesystem: { uuid: FS_UUID, type: 'ext4', mountPoint: '/srv/nfs' },
+    },
+    nfs: {
+      serverScope: 'nfs-ha-lab',
+      stateDir: '/srv/nfs/.nfs-ha/state',
+      exports: [{ path: '/srv/nfs/export', fsid: 101, clients: [{ host: '10.99.0.0/24', options: ['rw', 'sync', 'no_subtree_check', 'no_root_squash'] }] }],
+    },
+    vip: { address: VIP, prefix: 24 },
+    // qemu TCG runs these guests some 20× slower than hardware, three VMs on two cores: a
+    // renewal can take a second, and a node restarting nfsd starves its own agent for seconds.
+    // The defaults (500 ms / 3 s / 800 ms / 250 ms / 2.5 s) assume real machines; the lab
+    // stretches them, and its softdog (image.sh) to the 6 s this timing allows.
+    timing: { renewIntervalMs: 1000, leaseTtlMs: 10_000, requestTimeoutMs: 1000, safetyMarginMs: 500, suspectAfterMs: 8000 },
+  } as ClusterSpecInput;
+}
+
+/** The shared LUN gets its VG (owned by node-a's system ID), the LV, the filesystem and the export. */
+async function prepareSharedStorage(device: string): Promise<void> {
+  const script = [
+    'set -euxo pipefail',
+    `pvcreate -q ${device}`,
+    `vgcreate -q --setautoactivation n ${VG} ${device}`,
+    `lvcreate -q -y -n ${LV} -L 600M ${VG}`,
+    `mkfs.ext4 -q -U ${FS_UUID} /dev/${VG}/${LV}`,
+    `mount /dev/${VG}/${LV} /srv/nfs`,
+    'mkdir -p /srv/nfs/export /srv/nfs/.nfs-ha/state',
+    'umount /srv/nfs',
+    `vgchange -q -an ${VG}`,
+  ].join('\n');
+  await nodeA.run(['bash', '-c', script], 120_000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw baseline: the agent's own start sequence (from its dry run), run directly in the guest
+
+interface RawStep {
+  step: string;
+  ms: number;
+}
+
+async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs: number }> {
+  writeFileSync(join(shareDir, 'spec.json'), JSON.stringify(labSpec(device)));
+  const keyA = reservationKey(CLUSTER, 'node-a');
+  const keyB = reservationKey(CLUSTER, 'node-b');
+  // node-b registered, as the old active would be; node-a's start sequence fences it.
+  await sgPersist(nodeB, '--out', '--register-ignore', `--param-sark=${keyB}`, device);
+  const out = await nodeA.run(['node', '/lab/raw-sequence.mjs', '/lab/nfs-ha-agent.mjs', '/lab/spec.json', 'node-a'], 180_000);
+  const result = JSON.parse(out) as { start: RawStep[]; stop: RawStep[] };
+  // Leave the disk as the agents expect it on a cold start: no registrations, the VG inactive.
+  await sgPersist(nodeA, '--out', '--clear', `--param-rk=${keyA}`, device);
+  const totalMs = result.start.reduce((s, x) => s + x.ms, 0);
+  return { steps: result.start, totalMs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents, installed the way an operator does it: the control plane's installer with a
+// one-time enrolment token (it verifies the bundle, enrols, runs the preflight, starts the unit)
+
+async function installAgent(vm: Vm): Promise<void> {
+  const { token } = await cp.call<{ token: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
+  const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --token ${token}`], 300_000);
+  writeFileSync(join(runDir, `${vm.name}.install.log`), `${r.stdout}${r.stderr}`);
+  if (r.code !== 0) throw new Error(`${vm.name}: the installer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+async function startClient(): Promise<void> {
+  await storage.run(['mkdir', '-p', '/mnt/nfs']);
+  await storage.run(['mount', '-t', 'nfs4', '-o', 'vers=4.2,hard,timeo=10,retrans=3', `${VIP}:/srv/nfs/export`, '/mnt/nfs'], 120_000);
+  await storage.run(['systemd-run', '--unit', 'lab-writer', '--collect', 'node', '/lab/writer.mjs', RECORDS, ACKS, '50']);
+}
+
+interface Ack {
+  n: number;
+  t: number;
+}
+
+async function acks(): Promise<Ack[]> {
+  // No file yet: the writer has no acknowledged record (its first write may wait out the grace period).
+  const r = await storage.exec(['cat', ACKS]);
+  if (r.code !== 0 && /No such file/.test(r.stderr)) return [];
+  if (r.code !== 0) throw new Error(`storage: cat ${ACKS} exited ${r.code}: ${r.stderr.trim()}`);
+  const text = r.stdout;
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [n, t] = l.split(' ');
+      return { n: Number(n), t: Number(t) };
+    });
+}
+
+async function clientNow(): Promise<number> {
+  return (await storage.sample('none', 'none', 5000)).t;
+}
+
+/** The longest wait between two acknowledged records within [from, to] of the client's clock. */
+function longestStall(list: Ack[], from: number, to: number): number {
+  let longest = 0;
+  for (let i = 1; i < list.length; i++) {
+    const a = list[i - 1]!;
+    const b = list[i]!;
+    if (b.t >= from && a.t <= to) longest = Math.max(longest, b.t - a.t);
+  }
+  // A writer that has not been acknowledged since: the stall lasts to the end of the window.
+  const last = list.at(-1);
+  if (last && last.t < to) longest = Math.max(longest, to - Math.max(last.t, from));
+  return longest;
+}
+
+async function waitAcksAfter(count: number, timeoutMs: number): Promise<void> {
+  const start = (await acks()).at(-1)?.n ?? 0;
+  await until(`${count} more acknowledged records`, timeoutMs, async () => ((await acks()).at(-1)?.n ?? 0) >= start + count, 500);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+interface Failover {
+  from: string | null;
+  to: string;
+  epoch: number;
+  reason: string;
+  detectionMs: number | null;
+  fenceMs: number | null;
+  phases: Record<string, number>;
+  takeoverMs: number;
+  totalMs: number | null;
+}
+
+interface ScenarioResult {
+  name: string;
+  title: string;
+  ok: boolean;
+  assertions: { what: string; ok: boolean; detail: string }[];
+  failover: Failover | null;
+  stallMs: number | null;
+  samples: number;
+  notes: string[];
+  durationMs: number;
+}
+
+const results: ScenarioResult[] = [];
+
+class Scenario {
+  assertions: ScenarioResult['assertions'] = [];
+  notes: string[] = [];
+  failover: Failover | null = null;
+
+  check(what: string, ok: boolean, detail = ''): boolean {
+    this.assertions.push({ what, ok, detail });
+    log(`  ${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? ` — ${detail}` : ''}`);
+    return ok;
+  }
+
+  note(text: string): void {
+    this.notes.push(text);
+    log(`  note: ${text}`);
+  }
+}
+
+async function activeNode(): Promise<{ holder: string; epoch: number }> {
+  return until('an active node', 120_000, async () => {
+    const s = await cp.status();
+    const h = s.nodes.find((n) => n.id === s.lease.holder);
+    return s.lease.state === 'held' && h?.role === 'active' && h.epoch === s.lease.epoch ? { holder: s.lease.holder!, epoch: s.lease.epoch } : null;
+  });
+}
+
+/** Waits for a grant after `epoch` and for its holder to report the VIP started; reads the timings. */
+async function awaitFailover(afterEpoch: number, faultAt: number | null, timeoutMs = 120_000): Promise<Failover> {
+  const { holder, epoch } = await until(`a failover past epoch ${afterEpoch}`, timeoutMs, async () => {
+    const a = await activeNode();
+    return a.epoch > afterEpoch ? a : null;
+  });
+  const events = (await cp.events()).filter((e) => e.epoch === epoch);
+  const granted = events.find((e) => e.type === 'lease.granted');
+  const confirmed = events.find((e) => e.type === 'fencing.confirmed');
+  const phases: Record<string, number> = {};
+  let vipAt: number | null = null;
+  for (const e of events) {
+    if (e.type !== 'phase.reported' || e.data.direction !== 'start' || e.data.status !== 'succeeded') continue;
+    phases[e.data.phase] = e.data.durationMs ?? 0;
+    if (e.data.phase === 'floating-ip') vipAt = e.at;
+  }
+  const fenceMs = confirmed?.type === 'fencing.confirmed' ? (confirmed.data.durationMs ?? null) : null;
+  return {
+    from: granted?.type === 'lease.granted' ? granted.data.previousHolder : null,
+    to: holder,
+    epoch,
+    reason: granted?.type === 'lease.granted' ? granted.data.reason : 'unknown',
+    detectionMs: faultAt !== null && granted ? granted.at - faultAt : null,
+    fenceMs,
+    phases,
+    takeoverMs: (fenceMs ?? 0) + Object.values(phases).reduce((s, x) => s + x, 0),
+    totalMs: faultAt !== null && vipAt !== null ? vipAt - faultAt : null,
+  };
+}
+
+/** sg_persist from a node, sent again after a UNIT ATTENTION (exit 6: e.g. "registrations preempted"), as the agent does. */
+async function sgPersist(vm: Vm, ...args: string[]): Promise<string> {
+  for (let attempt = 0; ; attempt++) {
+    const r = await vm.exec(['sg_persist', '--no-inquiry', ...args]);
+    if (r.code === 0) return r.stdout;
+    if (r.code !== 6 || attempt === 2) throw new Error(`${vm.name}: sg_persist ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  }
+}
+
+/** The assertions every scenario ends with. */
+async function commonChecks(s: Scenario, from: number, device: string): Promise<void> {
+  const now = Date.now();
+  const overlaps = sampler.overlaps(from, now);
+  s.check(
+    'never two nodes with the VG active and the VIP up',
+    overlaps.length === 0,
+    `${sampler.count(from, now)} sample rounds, ${overlaps.length} overlapping`,
+  );
+  const { holder } = await activeNode();
+  const active = vmByName(holder);
+  const reservation = parseReservation(await sgPersist(active, '--in', '--read-reservation', device));
+  const keys = parseKeys(await sgPersist(active, '--in', '--read-keys', device));
+  const expected = reservationKey(CLUSTER, holder);
+  s.check(
+    "the reservation is held by the control plane's active node",
+    reservation?.key === expected && keys.length === 1 && keys[0] === expected,
+    `active ${holder} (${expected}); reservation ${reservation?.key ?? 'none'}, registered [${keys.join(', ')}]`,
+  );
+  const writer = await storage.exec(['systemctl', 'is-active', 'lab-writer']);
+  if (writer.stdout.trim() !== 'active') {
+    const journal = await storage.exec(['journalctl', '-u', 'lab-writer', '-o', 'cat', '--no-pager', '-n', '20']);
+    s.check(
+      'the writer is running (no error reached the application)',
+      false,
+      `lab-writer is ${writer.stdout.trim()}: ${journal.stdout.trim().split('\n').slice(-6).join(' | ')}`,
+    );
+    return;
+  }
+  const before = (await acks()).at(-1)?.n ?? 0;
+  await waitAcksAfter(10, 60_000).then(
+    () => s.check('the client writes through the active node', true, `acknowledged past record ${before}`),
+    (err: Error) => s.check('the client writes through the active node', false, err.message),
+  );
+}
+
+async function runScenario(name: string, title: string, device: string, body: (s: Scenario) => Promise<void>): Promise<void> {
+  if (opts.only && !opts.only.split(',').includes(name)) return;
+  log(`scenario ${name}: ${title}`);
+  const s = new Scenario();
+  const from = Date.now();
+  const clientFrom = await clientNow().catch(() => 0);
+  const started = performance.now();
+  try {
+    await body(s);
+    await commonChecks(s, from, device);
+  } catch (err) {
+    s.check('scenario ran to the end', false, (err as Error).message);
+  }
+  const clientTo = await clientNow().catch(() => Number.MAX_SAFE_INTEGER);
+  const stallMs = await acks().then(
+    (list) => longestStall(list, clientFrom, clientTo),
+    () => null,
+  );
+  const ok = s.assertions.every((a) => a.ok);
+  results.push({
+    name,
+    title,
+    ok,
+    assertions: s.assertions,
+    failover: s.failover,
+    stallMs,
+    samples: sampler.count(from, Date.now()),
+    notes: s.notes,
+    durationMs: performance.now() - started,
+  });
+  log(`scenario ${name}: ${ok ? 'PASSED' : 'FAILED'} (client stall ${stallMs === null ? '?' : `${(stallMs / 1000).toFixed(2)} s`})`);
+}
+
+/** Waits for `node` to report itself passive in a heartbeat after `since` (host time). */
+async function passiveAgain(s: Scenario, node: string, since: number, timeoutMs = 240_000): Promise<void> {
+  const started = Date.now();
+  await until(`${node} to rejoin as passive`, timeoutMs, async () => {
+    const st = await cp.status();
+    const n = st.nodes.find((x) => x.id === node);
+    return n?.role === 'passive' && n.lastHeartbeatAgoMs !== null && Date.now() - n.lastHeartbeatAgoMs > since;
+  }).then(
+    () => s.check(`${node} rejoined as passive`, true, `${fmt(Date.now() - started)} s later`),
+    (err: Error) => s.check(`${node} rejoined as passive`, false, err.message),
+  );
+}
+
+const peerOf = (node: string) => (node === 'node-a' ? 'node-b' : 'node-a');
+const indexOf = (node: string) => (node === 'node-a' ? 0 : 1);
+
+function tookOver(s: Scenario, from: string, reasons: string[]): void {
+  const f = s.failover!;
+  s.check(
+    'failover completed to the peer',
+    f.to === peerOf(from) && reasons.includes(f.reason),
+    `${f.from ?? '—'} → ${f.to}, epoch ${f.epoch}, reason ${f.reason}`,
+  );
+}
+
+/** A write to the shared LUN from `vm` (its last sector, which no LV uses) must be refused by the target. */
+async function fencedWrite(s: Scenario, vm: Vm, device: string): Promise<void> {
+  await until(`${vm.name} to answer and see the LUN`, 240_000, async () => (await vm.exec(['test', '-b', device], 5000)).code === 0, 1000);
+  const sectors = Number((await vm.run(['blockdev', '--getsz', device])).trim());
+  const w = await vm.exec(['dd', 'if=/dev/zero', `of=${device}`, 'bs=512', 'count=1', `seek=${sectors - 1}`, 'oflag=direct'], 30_000);
+  const dmesg = await vm.exec(['dmesg'], 10_000);
+  s.check(
+    `a write to the LUN from ${vm.name} is refused by the storage (reservation conflict)`,
+    w.code !== 0 && /reservation conflict/i.test(dmesg.stdout),
+    `dd exit ${w.code}: ${w.stderr.split('\n')[0]}; kernel: ${dmesg.stdout.match(/.*reservation conflict.*/i)?.[0]?.trim() ?? 'no reservation conflict logged'}`,
+  );
+}
+
+async function bootCount(vm: Vm): Promise<number> {
+  const out = await until(`${vm.name} to answer`, 240_000, () => vm.run(['journalctl', '--list-boots', '--no-pager'], 10_000), 1000);
+  return out.trim().split('\n').length;
+}
+
+/**
+ * The failed active stopped serving before its peer was granted the lease: it was last seen
+ * with the VIP before the grant, and then either seen without it or reset by its watchdog.
+ */
+async function stoppedServingFirst(s: Scenario, holder: string, faultAt: number, reset: boolean): Promise<void> {
+  const grantAt = faultAt + (s.failover?.detectionMs ?? 0);
+  const old = (r: Round) => (indexOf(holder) === 0 ? r.a : r.b);
+  const after = sampler.rounds.filter((r) => r.at > faultAt);
+  const lastVip = after.filter((r) => old(r)?.vip).at(-1);
+  const vipGone = after.find((r) => r.at > (lastVip?.at ?? faultAt) && old(r) !== null && !old(r)!.vip);
+  s.check(
+    `${holder} stopped serving before the peer was granted the lease`,
+    lastVip !== undefined && lastVip.at < grantAt && (vipGone !== undefined || reset),
+    `VIP last seen ${lastVip ? fmt(lastVip.at - faultAt) : '—'} s after the fault, ${reset ? 'then its watchdog reset the node' : `gone by ${vipGone ? fmt(vipGone.at - faultAt) : '—'} s`}; grant at ${fmt(grantAt - faultAt)} s`,
+  );
+}
+
+async function nft(...args: string[]): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('nft', args);
+}
+
+async function main(): Promise<void> {
+  prepareShare();
+  log('starting the control plane on the embedded store');
+  await cp.start();
+  log('booting the VMs (qemu TCG)');
+  await bootAll();
+  log('storage: LIO target with one LUN');
+  await storage.run(['bash', '/lab/setup-storage.sh', TARGET_IQN, iqn('node-a'), iqn('node-b')], 180_000);
+  const ids = await Promise.all(nodes.map((vm) => vm.run(['bash', '/lab/setup-node.sh', iqn(vm.name), STORAGE_IP], 120_000)));
+  if (ids[0]!.trim() !== ids[1]!.trim() || !ids[0]!.trim()) throw new Error(`the nodes see different LUNs: ${ids.join(' / ')}`);
+  const device = `/dev/disk/by-id/${ids[0]!.trim()}`;
+  log(`both nodes see the LUN as ${device}`);
+  await prepareSharedStorage(device);
+  log('baseline: the raw start sequence, run directly on node-a');
+  const baseline = await rawBaseline(device);
+  log(`baseline: ${(baseline.totalMs / 1000).toFixed(2)} s (${baseline.steps.map((x) => `${x.step.split(':')[0]} ${Math.round(x.ms)} ms`).join(', ')})`);
+
+  await cp.call('POST', '/v1/clusters', labSpec(device));
+  sampler.start();
+
+  await runScenario('cold-start', 'both agents enrol, one becomes active; the client mounts and writes', device, async (s) => {
+    await Promise.all(nodes.map(installAgent));
+    s.failover = await awaitFailover(0, null);
+    s.check('one node became active', true, `${s.failover.to} under epoch ${s.failover.epoch}`);
+    await startClient();
+    await waitAcksAfter(20, 120_000);
+  });
+
+  await runScenario('switchover', 'planned switchover through the API', device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const to = peerOf(holder);
+    await passiveAgain(s, to, Date.now() - 40_000);
+    const faultAt = Date.now();
+    const accepted = await cp.call<{ from: string; to: string }>('POST', `/v1/clusters/${CLUSTER}/switchover`, { to });
+    s.check('the API accepted the switchover', accepted.from === holder && accepted.to === to, `${accepted.from} → ${accepted.to}`);
+    s.failover = await awaitFailover(epoch, faultAt);
+    tookOver(s, holder, ['switchover']);
+    const released = (await cp.events()).find((e) => e.type === 'lease.released' && e.epoch === epoch);
+    s.check(
+      `${holder} demoted and released the lease first`,
+      released?.type === 'lease.released' && released.data.reason === 'switchover',
+      released ? `released epoch ${epoch} (${released.type === 'lease.released' ? released.data.reason : ''})` : 'no release recorded',
+    );
+    await passiveAgain(s, holder, faultAt);
+  });
+
+  await runScenario('crash', 'power loss of the active (its VM killed)', device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const vm = vmByName(holder);
+    const faultAt = Date.now();
+    await vm.powerOff();
+    s.failover = await awaitFailover(epoch, faultAt);
+    tookOver(s, holder, ['lease-expired', 'holder-silent']);
+    log(`  powering ${holder} back on`);
+    vm.start();
+    await vm.waitUp(240_000);
+    await passiveAgain(s, holder, faultAt);
+    await fencedWrite(s, vm, device);
+  });
+
+  await runScenario('freeze', 'the active frozen past its lease (SIGSTOP of its VM), then resumed', device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const vm = vmByName(holder);
+    const boots = await bootCount(vm);
+    const faultAt = Date.now();
+    vm.freeze();
+    s.failover = await awaitFailover(epoch, faultAt);
+    tookOver(s, holder, ['lease-expired', 'holder-silent']);
+    await sleep(1000);
+    const thawAt = Date.now();
+    vm.thaw();
+    log(`  ${holder} resumed`);
+    await fencedWrite(s, vm, device);
+    const after = sampler.rounds.filter((r) => r.at > thawAt + 300 && (indexOf(holder) === 0 ? r.a : r.b)?.vip);
+    s.check(`${holder} did not take the VIP back after resuming`, after.length === 0, `${after.length} samples with the VIP on ${holder} after it resumed`);
+    s.note(`${holder} after resuming: ${(await bootCount(vm)) > boots ? 'reset (its watchdog had expired while it was frozen)' : 'demoted without a reset'}`);
+    await passiveAgain(s, holder, thawAt);
+  });
+
+  await runScenario('partition', 'the active loses the control plane, not the client', device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const boots = await bootCount(vmByName(holder));
+    const faultAt = Date.now();
+    await nft('add', 'table', 'inet', 'nfsha_lab');
+    await nft('add', 'chain', 'inet', 'nfsha_lab', 'input', '{ type filter hook input priority 0 ; }');
+    await nft('add', 'rule', 'inet', 'nfsha_lab', 'input', 'ip', 'saddr', vmByName(holder).o.address, 'tcp', 'dport', '8080', 'drop');
+    try {
+      s.failover = await awaitFailover(epoch, faultAt);
+      tookOver(s, holder, ['lease-expired', 'holder-silent']);
+    } finally {
+      await nft('delete', 'table', 'inet', 'nfsha_lab');
+    }
+    await passiveAgain(s, holder, faultAt);
+    await stoppedServingFirst(s, holder, faultAt, (await bootCount(vmByName(holder))) > boots);
+  });
+
+  await runScenario('agent-crash', 'kill -9 of the agent on the active (node alive)', device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const vm = vmByName(holder);
+    const boots = await bootCount(vm);
+    const faultAt = Date.now();
+    await vm.run(['systemctl', 'kill', '--signal=SIGKILL', '--kill-whom=main', 'nfs-ha-agent']);
+    // Documented behaviour (README, "The node agent"): systemd restarts the agent; back before
+    // the watchdog fires, it adopts what runs under the same epoch. Otherwise the watchdog, no
+    // longer petted, resets the node before its lease can lapse, and the peer takes over.
+    await sleep(20_000);
+    const now = await activeNode();
+    if (now.epoch === epoch && now.holder === holder) {
+      s.check('the restarted agent adopted its resources under the same epoch (no failover)', true, `${holder} still active under epoch ${epoch}`);
+      s.note('outcome: adopted (agent back before its watchdog fired)');
+      return;
+    }
+    s.failover = await awaitFailover(epoch, faultAt);
+    tookOver(s, holder, ['lease-expired', 'holder-silent']);
+    await passiveAgain(s, holder, faultAt);
+    const reset = (await bootCount(vm)) > boots;
+    s.note(reset ? 'outcome: the watchdog reset the node before the peer took over' : 'outcome: failover without a reset');
+    await stoppedServingFirst(s, holder, faultAt, reset);
+  });
+
+  await runScenario('resource-failure', 'nfsd killed on the active: local restarts, then failover past the threshold', device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const vm = vmByName(holder);
+    const faultAt = Date.now();
+    let kills = 0;
+    for (; kills < 5; kills++) {
+      if ((await cp.status()).lease.epoch !== epoch) break;
+      await vm.run(['rpc.nfsd', '0']);
+      log(`  nfsd threads stopped on ${holder} (${kills + 1})`);
+      // Wait for the agent's local restart (threads back) or for the failover.
+      await until('a local restart or a failover', 60_000, async () => {
+        if ((await cp.status()).lease.epoch !== epoch) return true;
+        return Number((await vm.exec(['cat', '/proc/fs/nfsd/threads'], 5000)).stdout.trim()) > 0;
+      });
+    }
+    s.failover = await awaitFailover(epoch, faultAt);
+    tookOver(s, holder, ['released']);
+    const restarts =
+      (await cp.events()).filter(
+        (e) =>
+          e.epoch === epoch && e.type === 'phase.reported' && e.data.phase === 'nfs-server' && e.data.direction === 'start' && e.data.status === 'succeeded',
+      ).length - 1;
+    s.check('nfs-server was restarted locally before the failover', restarts >= 1, `${restarts} local restarts, ${kills} kills`);
+    await passiveAgain(s, holder, faultAt);
+  });
+
+  sampler.stop();
+  await finish(baseline);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function fmt(ms: number | null | undefined): string {
+  return ms === null || ms === undefined ? '—' : (ms / 1000).toFixed(2);
+}
+
+async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<void> {
+  const verify = await verifyRecords().catch((err: Error) => ({ ok: false, detail: err.message }));
+  log(`${verify.ok ? 'ok  ' : 'FAIL'} every acknowledged record is on disk, in order — ${verify.detail}`);
+  const rows = results.map((r) => {
+    const f = r.failover;
+    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.fenceMs)} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(r.stallMs)} |`;
+  });
+  const md = [
+    '# nfs-ha lab report',
+    '',
+    `Run ${new Date().toISOString()}; qemu TCG, 3 VMs on ${(await import('node:os')).cpus().length} host cores. Times in seconds.`,
+    `Raw baseline (the agent's start sequence run directly on node-a): **${fmt(baseline.totalMs)} s**.`,
+    '',
+    '| scenario | result | failover | detection | fence | VG | mount | NFS server | exports | VIP | takeover | ÷ raw | total | client stall |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    `Acknowledged records: ${verify.ok ? 'all present' : '**NOT all present**'} — ${verify.detail}`,
+    '',
+    ...results.flatMap((r) => [
+      `## ${r.name}: ${r.title}`,
+      '',
+      ...r.assertions.map((a) => `- ${a.ok ? '✔' : '✘'} ${a.what}${a.detail ? ` — ${a.detail}` : ''}`),
+      ...r.notes.map((n) => `- note: ${n}`),
+      '',
+    ]),
+  ].join('\n');
+  writeFileSync(join(labDir, 'report.md'), md);
+  writeFileSync(join(labDir, 'report.json'), JSON.stringify({ baseline, results, records: verify }, null, 2));
+  console.log(`\n${md}\n`);
+  const ok = verify.ok && results.length > 0 && results.every((r) => r.ok);
+  log(ok ? 'LAB PASSED' : 'LAB FAILED');
+  process.exitCode = ok ? 0 : 1;
+}
+
+/** Every acknowledged record is in the file on the shared disk, in order, with no gap before the last acked. */
+async function verifyRecords(): Promise<{ ok: boolean; detail: string }> {
+  await storage.run(['systemctl', 'stop', 'lab-writer']).catch(() => undefined);
+  const list = await acks();
+  const lastAcked = list.at(-1)?.n ?? 0;
+  const { holder } = await activeNode();
+  const text = await vmByName(holder).run(['cat', '/srv/nfs/export/records.log']);
+  const lines = text.split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  for (let i = 0; i < lastAcked; i++) {
+    if (lines[i] !== String(i + 1).padStart(10, '0')) {
+      return {
+        ok: false,
+        detail: `record ${i + 1} is ${lines[i] === undefined ? 'missing' : `"${lines[i]}"`} (last acknowledged ${lastAcked}, ${lines.length} lines on disk)`,
+      };
+    }
+  }
+  return { ok: lastAcked > 0, detail: `${lastAcked} acknowledged, ${lines.length} on disk (read on ${holder})` };
+}
+
+async function teardown(): Promise<void> {
+  sampler.stop();
+  await storage.exec(['journalctl', '-u', 'lab-writer', '-o', 'short-monotonic', '--no-pager'], 10_000).then(
+    (r) => writeFileSync(join(runDir, 'storage.lab-writer.log'), r.stdout),
+    () => undefined,
+  );
+  for (const vm of [storage, nodeA, nodeB]) {
+    for (const unit of vm === storage ? [] : ['nfs-ha-agent']) {
+      await vm.exec(['journalctl', '-u', unit, '-o', 'short-monotonic', '--no-pager'], 10_000).then(
+        (r) => writeFileSync(join(runDir, `${vm.name}.${unit}.log`), r.stdout),
+        () => undefined,
+      );
+    }
+    await vm.powerOff();
+  }
+  cp.stop();
+}
+
+main()
+  .catch((err: Error) => {
+    log(`LAB FAILED: ${err.stack ?? err.message}`);
+    process.exitCode = 1;
+  })
+  .finally(() => teardown());

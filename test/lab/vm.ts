@@ -1,0 +1,135 @@
+/**
+ * Lab only: one guest of the lab — a qemu TCG process with its own kernel, a persistent qcow2
+ * overlay over the shared image (so a power cycle keeps its disk, as a real node's would), and
+ * the host's share mounted read-only at /lab. The host drives it through the guest helper.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+export interface ExecResult {
+  code: number;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export interface Sample {
+  t: number;
+  vgActive: boolean;
+  vip: boolean;
+}
+
+export interface VmOptions {
+  name: string;
+  address: string;
+  mac: string;
+  imageDir: string;
+  runDir: string;
+  shareDir: string;
+  /** Extra raw disks (the storage side's LUN). */
+  disks?: string[];
+  memoryMiB?: number;
+}
+
+const HELPER_PORT = 7000;
+
+export class Vm {
+  #process: ChildProcess | null = null;
+  readonly overlay: string;
+
+  constructor(readonly o: VmOptions) {
+    this.overlay = join(o.runDir, `${o.name}.qcow2`);
+  }
+
+  get name(): string {
+    return this.o.name;
+  }
+
+  get pid(): number | undefined {
+    return this.#process?.pid;
+  }
+
+  /** Powers the VM on; its disk (the overlay) survives power cycles within one lab run. */
+  start(): void {
+    if (!existsSync(this.overlay)) {
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', join(this.o.imageDir, 'root.img'), this.overlay]);
+    }
+    const append = ['root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=1', `nfsha.role=${this.o.name}`, `nfsha.addr=${this.o.address}`];
+    const args = [
+      ...['-accel', 'tcg,tb-size=128', '-cpu', 'max', '-m', String(this.o.memoryMiB ?? 768), '-smp', '1'],
+      ...['-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none'],
+      ...['-chardev', `file,id=console,path=${join(this.o.runDir, `${this.o.name}.console.log`)},append=on`, '-serial', 'chardev:console'],
+      ...['-kernel', join(this.o.imageDir, 'vmlinuz'), '-initrd', join(this.o.imageDir, 'initrd.img'), '-append', append.join(' ')],
+      ...['-drive', `file=${this.overlay},if=virtio,format=qcow2,cache=unsafe`],
+      ...(this.o.disks ?? []).flatMap((d) => ['-drive', `file=${d},if=virtio,format=raw,cache=none,aio=threads`]),
+      ...['-netdev', `tap,id=net0,ifname=tap-${this.o.name},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=net0,mac=${this.o.mac}`],
+      ...['-virtfs', `local,path=${this.o.shareDir},mount_tag=lab,security_model=none,readonly=on`],
+    ];
+    this.#process = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    this.#process.on('exit', () => (this.#process = null));
+  }
+
+  get running(): boolean {
+    return this.#process !== null;
+  }
+
+  /** Power loss: the qemu process dies at once, nothing in the guest runs another instruction. */
+  async powerOff(): Promise<void> {
+    const p = this.#process;
+    if (!p) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  freeze(): void {
+    this.#process?.kill('SIGSTOP');
+  }
+
+  thaw(): void {
+    this.#process?.kill('SIGCONT');
+  }
+
+  async #request<T>(path: string, init: RequestInit & { timeoutMs: number }): Promise<T> {
+    const res = await fetch(`http://${this.o.address}:${HELPER_PORT}${path}`, { ...init, signal: AbortSignal.timeout(init.timeoutMs) });
+    if (!res.ok) throw new Error(`${this.name} ${path}: HTTP ${res.status} ${await res.text()}`);
+    return (await res.json()) as T;
+  }
+
+  /** Waits until the guest helper answers (the guest booted). */
+  async waitUp(timeoutMs: number): Promise<number> {
+    const started = performance.now();
+    for (;;) {
+      try {
+        await this.sample('none', 'none', 1000);
+        return performance.now() - started;
+      } catch {
+        if (performance.now() - started > timeoutMs)
+          throw new Error(`${this.name} did not come up within ${timeoutMs / 1000} s (see ${this.name}.console.log)`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  sample(vg: string, vip: string, timeoutMs = 1000): Promise<Sample> {
+    return this.#request(`/sample?vg=${encodeURIComponent(vg)}&vip=${encodeURIComponent(vip)}`, { timeoutMs });
+  }
+
+  exec(argv: string[], timeoutMs = 60_000): Promise<ExecResult> {
+    return this.#request('/exec', { method: 'POST', body: JSON.stringify({ argv, timeoutMs }), timeoutMs: timeoutMs + 5000 });
+  }
+
+  /** Runs a command and fails with its output unless it exits 0. */
+  async run(argv: string[], timeoutMs = 60_000): Promise<string> {
+    const r = await this.exec(argv, timeoutMs);
+    if (r.code !== 0)
+      throw new Error(`${this.name}: ${argv.join(' ')} exited ${r.code}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || r.stdout).trim().slice(0, 2000)}`);
+    return r.stdout;
+  }
+
+  async write(path: string, content: string, mode = 0o644): Promise<void> {
+    await this.#request('/write', { method: 'POST', body: JSON.stringify({ path, content, mode }), timeoutMs: 10_000 });
+  }
+}
