@@ -244,12 +244,12 @@ export class NodeAgent {
    * Starts a monitor pass in the background when one is due. It never runs inside a decision:
    * probing every resource takes a few commands' time (seconds on a slow host), and neither the
    * renewals nor the deadline may wait for it. The next decision acts on its findings, which
-   * are dropped if an action or a change of epoch came in between.
+   * are dropped if an action came in between.
    */
   #monitorIfDue(): void {
     if (this.#monitoring || this.d.now() - this.#lastMonitorAt < this.d.monitorIntervalMs) return;
     this.#lastMonitorAt = this.d.now();
-    const startedUnder = { epoch: this.d.fencing.epoch, actions: this.#actionsStarted };
+    const actionsBefore = this.#actionsStarted;
     this.#monitoring = (async () => {
       const keyPresent = await this.d.resources.reservation.keyPresent().catch(() => null);
       let failure: CycleSnapshot['failure'] = null;
@@ -260,7 +260,8 @@ export class NodeAgent {
           break;
         }
       }
-      if (this.#role === 'active' && this.d.fencing.epoch === startedUnder.epoch && this.#actionsStarted === startedUnder.actions) {
+      // Every change of role or epoch is an action; one that started meanwhile voids this pass.
+      if (this.#role === 'active' && this.#actionsStarted === actionsBefore) {
         this.#keyPresent = keyPresent;
         this.#failure = failure;
       }

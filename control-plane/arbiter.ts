@@ -113,29 +113,20 @@ export class Arbiter {
   }
 
   async confirmFencing(clusterId: string, node: string, report: FencingReport): Promise<Lease> {
-    const { lease, wrote } = await this.#decide(clusterId, node, (l, now): Outcome<null> => {
-      const r = onFencingConfirmed(l, node, report, now);
-      return 'code' in r ? r : { next: r.next, result: null };
-    });
+    const { lease, wrote } = await this.#change(clusterId, node, (l, now) => onFencingConfirmed(l, node, report, now));
     if (wrote) this.log.info({ clusterId, node, epoch: lease.epoch, keys: report.keys }, `fencing confirmed for epoch ${lease.epoch}`);
     return lease;
   }
 
   async release(clusterId: string, node: string, release: Release): Promise<Lease> {
-    const { lease } = await this.#decide(clusterId, node, (l, now): Outcome<null> => {
-      const r = onRelease(l, node, release, now);
-      return 'code' in r ? r : { next: r.next, result: null };
-    });
+    const { lease } = await this.#change(clusterId, node, (l, now) => onRelease(l, node, release, now));
     this.log.info({ clusterId, node, epoch: release.epoch, reason: release.reason }, `${node} released epoch ${release.epoch}`);
     return lease;
   }
 
   /** An operator's planned switchover to `to`; the holder learns it at its next renewal. */
   async requestSwitchover(clusterId: string, to: string): Promise<Lease> {
-    const { lease, wrote } = await this.#decide(clusterId, to, (l, now): Outcome<null> => {
-      const r = requestSwitchover(l, to, now);
-      return 'code' in r ? r : { next: r.next, result: null };
-    });
+    const { lease, wrote } = await this.#change(clusterId, to, (l, now) => requestSwitchover(l, to, now));
     if (wrote) this.log.info({ clusterId, from: lease.holder, to, epoch: lease.epoch }, `switchover from ${lease.holder} to ${to} requested`);
     return lease;
   }
@@ -151,19 +142,24 @@ export class Arbiter {
 
   /** Maintenance mode on or off for the whole cluster. */
   async setMaintenance(clusterId: string, enabled: boolean): Promise<Lease> {
-    const { lease, wrote } = await this.#decide(clusterId, null, (l, now): Outcome<null> => ({ next: setMaintenance(l, enabled, now).next, result: null }));
+    const { lease, wrote } = await this.#change(clusterId, null, (l, now) => setMaintenance(l, enabled, now));
     if (wrote) this.log.info({ clusterId, enabled }, `maintenance mode ${enabled ? 'on' : 'off'}`);
     return lease;
   }
 
   /** A node in or out of standby. */
   async setStandby(clusterId: string, node: string, enabled: boolean): Promise<Lease> {
-    const { lease, wrote } = await this.#decide(clusterId, node, (l, now): Outcome<null> => {
-      const r = setStandby(l, node, enabled, now);
-      return 'code' in r ? r : { next: r.next, result: null };
-    });
+    const { lease, wrote } = await this.#change(clusterId, node, (l, now) => setStandby(l, node, enabled, now));
     if (wrote) this.log.info({ clusterId, node, enabled }, `${node} ${enabled ? 'in' : 'out of'} standby`);
     return lease;
+  }
+
+  /** A rule that only changes the lease (or refuses to): commits its next lease, if any. */
+  #change(clusterId: string, node: string | null, rule: (lease: Lease, now: number) => Rejection | { next: Lease | null }) {
+    return this.#decide(clusterId, node, (l, now): Outcome<null> => {
+      const r = rule(l, now);
+      return 'code' in r ? r : { next: r.next, result: null };
+    });
   }
 
   /** `node`: the member the request is about (checked against the lease's terms), or null for the whole cluster. */

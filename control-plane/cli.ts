@@ -22,6 +22,7 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import type { ClusterStatus, FencingHistorySchema } from '../shared/api.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../shared/spec.ts';
+import { eventMatches } from '../shared/events.ts';
 import { detectionWindowMs } from '../shared/timing.ts';
 
 class CliError extends Error {}
@@ -247,8 +248,8 @@ program
       recent = [...recent, ...page.events].slice(-Number(o.limit));
       cursor = page.cursor;
     } while (cursor);
-    const wanted = (e: EventLine) =>
-      (!o.type || o.type.split(',').includes(e.type)) && (!o.node || e.node === o.node) && (!o.epoch || e.epoch === Number(o.epoch));
+    const match = { types: o.type?.split(','), node: o.node, epoch: o.epoch === undefined ? undefined : Number(o.epoch) };
+    const wanted = (e: EventLine) => eventMatches(e, match);
     const show = (e: EventLine) => console.log(g().json ? JSON.stringify(e) : eventLine(e));
     recent.filter(wanted).forEach(show);
     let last = recent.at(-1);

@@ -69,3 +69,14 @@ export type ClusterEvent = z.infer<typeof EventSchema>;
 export type EventType = ClusterEvent['type'];
 export const EVENT_TYPES = EventSchema.options.map((o) => o.shape.type.value) as [EventType, ...EventType[]];
 export const EventTypeSchema = z.enum(EVENT_TYPES);
+
+/** An event filter (the API's ?type=&node=&epoch=); an absent field matches everything. */
+export interface EventFilter {
+  types?: readonly string[] | undefined;
+  node?: string | undefined;
+  epoch?: number | undefined;
+}
+
+export function eventMatches(e: { type: string; epoch: number; node?: string }, f: EventFilter): boolean {
+  return (!f.types || f.types.includes(e.type)) && (!f.node || e.node === f.node) && (f.epoch === undefined || e.epoch === f.epoch);
+}

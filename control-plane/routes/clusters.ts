@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema, FencingHistorySchema } from '../../shared/api.ts';
-import { type ClusterEvent, EVENT_TYPES, EventTypeSchema } from '../../shared/events.ts';
+import { type ClusterEvent, EVENT_TYPES, eventMatches, EventTypeSchema } from '../../shared/events.ts';
 import { leaseState } from '../../shared/lease.ts';
 import { NodeId } from '../../shared/names.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
@@ -146,7 +146,6 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       async (c) => {
         const { clusterId } = c.req.valid('param');
         const { to } = c.req.valid('json');
-        await cluster(clusterId);
         const target = (await status(clusterId)).nodes.find((n) => n.id === to);
         if (!target) throw new ApiError(404, 'node_not_found', `"${to}" is not a node of cluster ${clusterId}`);
         if (!target.isHolder && (target.role !== 'passive' || target.lastHeartbeatAgoMs === null || target.lastHeartbeatAgoMs > SWITCHOVER_TARGET_SEEN_MS)) {
@@ -224,9 +223,8 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         const { clusterId } = c.req.valid('param');
         await cluster(clusterId);
         const { type, node, epoch, ...page } = c.req.valid('query');
-        const matches = (e: ClusterEvent) =>
-          (!type || type.includes(e.type)) && (!node || ('node' in e && e.node === node)) && (epoch === undefined || e.epoch === epoch);
-        return c.json(await filteredEvents(store, clusterId, page, type || node || epoch !== undefined ? matches : null), 200);
+        const filter = { types: type, node, epoch };
+        return c.json(await filteredEvents(store, clusterId, page, type || node || epoch !== undefined ? (e) => eventMatches(e, filter) : null), 200);
       },
     )
     .openapi(
