@@ -137,11 +137,13 @@ export class NodeAgent {
       });
       this.#lastHeartbeat = { ok: true, directive: r.directive, renewed: r.lease.renewed, maintenance: r.lease.maintenance };
       const ours = r.lease.renewed && r.lease.holder === this.d.nodeId && (!holding || r.lease.epoch === this.d.fencing.epoch);
-      const keepsActing = (r.directive.action === 'activate' || r.directive.action === 'stay-active') && this.#role !== 'demoting';
-      // A holder handing over (switchover, standby) still holds a renewed lease while it stops
-      // in order: its deadline moves on and its watchdog is petted until it releases.
-      const handingOver = r.directive.action === 'release' && holding;
-      if (ours && (keepsActing || handingOver)) {
+      // A committed renewal of our epoch keeps the lease from anyone else until the deadline,
+      // whatever this node does with it meanwhile: acting, or stopping in order before it
+      // releases (switchover, standby, a resource past its restarts). A demoting holder's
+      // deadline therefore moves on and its watchdog is petted; the demotion budget bounds it.
+      // A renewal answered after the demotion completed extends nothing.
+      const extendsLease = holding ? this.#role !== 'passive' : r.directive.action === 'activate';
+      if (ours && extendsLease) {
         this.#setDeadline(activeDeadline(sentAt, this.d.spec.timing));
         if (holding) await this.d.selfFence.pet();
       }

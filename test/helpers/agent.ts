@@ -79,6 +79,7 @@ export async function testAgent(options: {
   clusterId?: string;
   peerReachable?: () => boolean | undefined;
   peerStatus?: () => PeerView | null;
+  maxRestarts?: number;
 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
   const fakes = fakeResources(options.journal);
@@ -93,7 +94,7 @@ export async function testAgent(options: {
     peer: options.peerReachable ? { reachable: options.peerReachable, status: () => options.peerStatus?.() ?? null, check: async () => {} } : null,
     now: options.now,
     log: silentLog,
-    maxRestarts: 2,
+    maxRestarts: options.maxRestarts ?? 2,
     monitorIntervalMs: 0,
     demoteBudgetMs: 10_000,
   });

@@ -39,9 +39,9 @@ const granted = (epoch: number, confirmed = false) =>
   answer({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [PEER_KEY], confirmed }, reason: 'granted' }, true);
 const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, reason: 'renewed' }, true);
 
-async function agentFor() {
+async function agentFor(options: { maxRestarts?: number } = {}) {
   const cp = new FakeControlPlane();
-  return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now })) };
+  return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now, ...options })) };
 }
 
 beforeEach(() => {
@@ -175,6 +175,39 @@ describe('agent loop', () => {
     await agent.idle();
     assert.equal(agent.role, 'passive');
     assert.equal(journal.at(-1), 'release epoch 2 (switchover)');
+  });
+
+  it('releasing after a resource failed: the demoting holder keeps renewing, so its watchdog never fires (found in the lab)', async () => {
+    const { agent, cp, spec, step, others } = await agentFor({ maxRestarts: 0 });
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    const nfs = others.find((r) => r.name === 'nfs-server')!;
+    nfs.state = { state: 'failed', reason: 'nfsd runs 0 threads' };
+    now += 100;
+    await step(); // the background monitor pass finds it
+    const vip = others.find((r) => r.name === 'floating-ip')!;
+    let finishStop!: () => void;
+    vip.stop = () => new Promise<void>((resolve) => (finishStop = resolve));
+    now += 100;
+    assert.equal((await agent.tick())?.action, 'release');
+    assert.equal(agent.role, 'demoting');
+    // The arbiter still renews the holder while it stops (it reports itself demoting).
+    cp.answers = [granted(2, true)];
+    now += 2500;
+    const sent = cp.sent.length;
+    await agent.tick();
+    assert.deepEqual(cp.sent.at(-1), { role: 'demoting', epoch: 2 });
+    assert.equal(cp.sent.length, sent + 1);
+    assert.equal(agent.deadline, activeDeadline(now, spec.timing), 'the renewal during the demotion extended the deadline');
+    finishStop();
+    await agent.idle();
+    assert.equal(agent.role, 'passive');
+    assert.equal(agent.deadline, null);
+    assert.equal(journal.at(-1), 'release epoch 2 (resource-failure)');
+    await agent.tick();
+    assert.equal(agent.deadline, null, 'a renewal after the demotion extends nothing');
   });
 
   it('renewals and the deadline never wait for a slow monitor pass (found in the lab)', async () => {
