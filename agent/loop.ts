@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Phase } from '../shared/events.ts';
+import type { Phase, PhaseDirection } from '../shared/events.ts';
 import type { Release } from '../shared/lease.ts';
 import {
   assertTransition,
@@ -254,7 +254,7 @@ export class NodeAgent {
     const actionsBefore = this.#actionsStarted;
     this.#monitoring = (async () => {
       const keyPresent = await this.d.resources.reservation.keyPresent().catch(() => null);
-      let failure: CycleSnapshot['failure'] = null;
+      let failure: (CycleSnapshot['failure'] & { resource: Phase }) | null = null;
       for (const r of this.d.resources.ordered) {
         const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
         if (m.state !== 'running') {
@@ -266,6 +266,7 @@ export class NodeAgent {
       if (this.#role === 'active' && this.#actionsStarted === actionsBefore) {
         this.#keyPresent = keyPresent;
         this.#failure = failure;
+        if (failure) this.#report(failure.resource, 'monitor', 'failed', { message: failure.reason });
       }
     })()
       .catch((err: Error) => this.d.log.error({ err: err.message }, 'monitor failed'))
@@ -314,7 +315,7 @@ export class NodeAgent {
     }
   }
 
-  #report(phase: Phase, direction: 'start' | 'stop', status: 'started' | 'succeeded' | 'failed', extra: { durationMs?: number; message?: string } = {}): void {
+  #report(phase: Phase, direction: PhaseDirection, status: 'started' | 'succeeded' | 'failed', extra: { durationMs?: number; message?: string } = {}): void {
     const epoch = this.d.fencing.epoch;
     if (epoch === 0) return;
     // Reports are the timeline, not the protocol: they never hold up a failover.

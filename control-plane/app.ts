@@ -12,7 +12,9 @@ import { agentRouter } from './routes/agent.ts';
 import { clustersRouter } from './routes/clusters.ts';
 import { credentialsRouter } from './routes/credentials.ts';
 import { router } from './routes/router.ts';
+import { webhooksRouter } from './routes/webhooks.ts';
 import type { Store } from './store/store.ts';
+import { WebhookDeliverer } from './webhooks.ts';
 
 /** Largest request body accepted; a cluster spec with 64 exports fits many times over. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -26,6 +28,7 @@ export interface AppDeps {
   credentials?: Credentials;
   /** Where the installer's files are (tests point it elsewhere). */
   install?: InstallAssets;
+  deliverer?: WebhookDeliverer;
 }
 
 /** The caller's address, for limiting authentication failures (Node server, or Lambda event). */
@@ -41,6 +44,7 @@ export function createApp({
   arbiter = new Arbiter(store, clock, log),
   credentials = new Credentials(store, clock),
   install = installAssets(),
+  deliverer = new WebhookDeliverer(store, clock, log),
 }: AppDeps) {
   const app = router();
   const limiter = new FailureLimiter();
@@ -86,6 +90,7 @@ export function createApp({
   app.route('/', clustersRouter({ store, arbiter, clock }));
   app.route('/', agentRouter(arbiter));
   app.route('/', credentialsRouter({ store, credentials, clock }));
+  app.route('/', webhooksRouter({ store, clock, outbox: arbiter.outbox, deliverer }));
   // Interactive docs: Swagger UI's page (its scripts come from a CDN) over /openapi.json.
   app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'nfs-ha control plane API' }));
   app.doc31('/openapi.json', {

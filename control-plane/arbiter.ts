@@ -35,6 +35,7 @@ import type { Clock } from './clock.ts';
 import { ApiError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { Store } from './store/store.ts';
+import { WebhookOutbox } from './webhooks.ts';
 
 /** Conditional-write conflicts tolerated in one request before answering 503. */
 const MAX_ATTEMPTS = 8;
@@ -55,15 +56,40 @@ export interface HeartbeatOutcome {
   renewed: boolean;
 }
 
+/**
+ * A node unheard of this long is reported down (node.down). Longer than NODE_STATUS_REFRESH_MS,
+ * so a live node's status item is always fresher than this.
+ */
+export const NODE_DOWN_AFTER_MS = 60_000;
+
+export interface ArbiterOptions {
+  /** Told when webhook deliveries were enqueued (the Node server's loop, or Lambda's self-invocation). */
+  onDeliveries?: () => void;
+}
+
 export class Arbiter {
   readonly #snapshots = new Map<string, Lease>();
   readonly #statusWritten = new Map<string, { at: number; key: string }>();
+  readonly outbox: WebhookOutbox;
 
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
     private readonly log: Logger,
-  ) {}
+    options: ArbiterOptions = {},
+  ) {
+    this.outbox = new WebhookOutbox(store, clock, options.onDeliveries);
+  }
+
+  /**
+   * Stores events, their webhook deliveries first: a stored event always has its deliveries.
+   * `lease`: the lease they were decided on (or read with).
+   */
+  async recordEvents(events: ClusterEvent[], lease: Lease | null): Promise<void> {
+    if (events.length === 0) return;
+    await this.outbox.enqueue(events, lease);
+    await this.store.putEvents(events);
+  }
 
   /** Writes the vacant lease of a newly created cluster (idempotent). */
   async openLease(spec: ClusterSpec, specVersion: number): Promise<void> {
@@ -136,7 +162,7 @@ export class Arbiter {
       const r = phaseEvent(l, node, report, now);
       return 'code' in r ? r : { next: null, result: r.event };
     });
-    await this.store.putEvents([event]);
+    await this.recordEvents([event], this.#snapshots.get(clusterId) ?? null);
     return event;
   }
 
@@ -217,7 +243,7 @@ export class Arbiter {
    */
   async #flush(lease: Lease): Promise<void> {
     try {
-      await this.store.putEvents(lease.outbox);
+      await this.recordEvents(lease.outbox, lease);
       if (await this.store.clearOutbox(lease.clusterId, lease.version)) {
         const current = this.#snapshots.get(lease.clusterId);
         if (current?.version === lease.version) this.#snapshots.set(lease.clusterId, { ...current, outbox: [] });
@@ -235,7 +261,7 @@ export class Arbiter {
     const last = this.#statusWritten.get(id);
     if (last && last.key === key && now - last.at < NODE_STATUS_REFRESH_MS) return;
     try {
-      await this.store.putNodeStatus({
+      const previous = await this.store.putNodeStatus({
         clusterId,
         node,
         role: hb.role,
@@ -245,6 +271,20 @@ export class Arbiter {
         lastDirective: directive.action,
       });
       this.#statusWritten.set(id, { at: now, key });
+      if (previous?.downAt !== undefined) {
+        const lease = this.#snapshots.get(clusterId) ?? null;
+        const up: ClusterEvent = {
+          id: `node.up.${node}.${previous.downAt}`,
+          clusterId,
+          at: now,
+          epoch: lease?.epoch ?? 0,
+          type: 'node.up',
+          node,
+          data: { downForMs: now - previous.lastHeartbeatAt },
+        };
+        this.log.info({ clusterId, node }, `${node} is heard from again after ${Math.round(up.data.downForMs / 1000)} s`);
+        await this.recordEvents([up], lease);
+      }
     } catch (err) {
       this.log.warn({ clusterId, node, err: (err as Error).message }, 'node status not recorded');
     }

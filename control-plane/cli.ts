@@ -9,6 +9,7 @@
  *   nfs-ha switchover <cluster> --to <node>  planned switchover, waiting until the target is active
  *   nfs-ha fencing <cluster>               who fenced whom, when, confirmed how fast
  *   nfs-ha maintenance <cluster> on|off    |  nfs-ha standby <cluster> <node> [--off]
+ *   nfs-ha webhooks list|add|remove|deliveries|redeliver|test <cluster> …
  *
  * --json on every command. The control plane and the key come from --url/--key, or NFSHA_URL /
  * NFSHA_API_KEY, or ~/.config/nfs-ha/cli.json ({ "url": …, "key": … }).
@@ -24,6 +25,7 @@ import type { ClusterStatus, FencingHistorySchema } from '../shared/api.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../shared/spec.ts';
 import { eventMatches } from '../shared/events.ts';
 import { detectionWindowMs } from '../shared/timing.ts';
+import { WEBHOOK_TYPES, WebhookCreateSchema } from '../shared/webhooks.ts';
 
 class CliError extends Error {}
 
@@ -90,6 +92,19 @@ function specDiff(before: unknown, after: unknown, path = ''): string[] {
 const out = (g: Globals, json: unknown, text: () => string) => console.log(g.json ? JSON.stringify(json, null, 2) : text());
 const ago = (ms: number | null) => (ms === null ? 'never' : `${(ms / 1000).toFixed(1)} s ago`);
 
+/** Rows as aligned columns, the first row being the header. */
+function columns(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
 function statusTable(s: ClusterStatus): string {
   const l = s.lease;
   const head =
@@ -107,15 +122,7 @@ function statusTable(s: ClusterStatus): string {
       n.reservationKey,
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const table = rows
-    .map((r) =>
-      r
-        .map((c, i) => c.padEnd(widths[i]!))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n');
+  const table = columns(rows);
   const f = l.fencing;
   const fencing = f
     ? `\nfencing: epoch ${f.epoch} (${f.reason})${f.victim ? ` fenced ${f.victim}` : ''}, ${f.confirmedAt ? 'confirmed' : 'NOT YET CONFIRMED'}`
@@ -376,6 +383,102 @@ keys
   .action(async (id: string) => {
     const r = await api<{ id: string }>(g(), 'DELETE', `/v1/keys/${encodeURIComponent(id)}`);
     out(g(), r, () => `key ${r.id} revoked`);
+  });
+
+interface WebhookView {
+  id: string;
+  url: string;
+  types: string[] | null;
+  description: string | null;
+  createdAt: string;
+}
+interface DeliveryView {
+  id: string;
+  type: string;
+  status: string;
+  messageId: string;
+  attempts: { at: string; httpStatus: number | null; error: string | null; durationMs: number }[];
+  nextAttemptAt: string | null;
+  createdAt: string;
+}
+const hooksPath = (cluster: string, id?: string) => `/v1/clusters/${encodeURIComponent(cluster)}/webhooks${id ? `/${encodeURIComponent(id)}` : ''}`;
+
+const webhooks = program.command('webhooks').description('signed webhook notifications of failovers and node events');
+webhooks
+  .command('list')
+  .argument('<cluster>')
+  .action(async (cluster: string) => {
+    const r = await api<{ webhooks: WebhookView[] }>(g(), 'GET', hooksPath(cluster));
+    out(g(), r, () =>
+      r.webhooks.length === 0
+        ? `no webhooks on ${cluster}; add one with: nfs-ha webhooks add ${cluster} --endpoint https://…`
+        : columns([['ID', 'URL', 'TYPES', 'DESCRIPTION'], ...r.webhooks.map((w) => [w.id, w.url, w.types?.join(',') ?? 'all', w.description ?? ''])]),
+    );
+  });
+webhooks
+  .command('add')
+  .argument('<cluster>')
+  .requiredOption('--endpoint <url>', 'where to POST (http or https)')
+  .option('--type <type...>', `only these types (${WEBHOOK_TYPES.join(', ')}); default all`)
+  .option('--description <text>', 'what it is for')
+  .action(async (cluster: string, o: { endpoint: string; type?: string[]; description?: string }) => {
+    const body = WebhookCreateSchema.safeParse({ url: o.endpoint, ...(o.type && { types: o.type }), ...(o.description && { description: o.description }) });
+    if (!body.success) throw new CliError(body.error.issues.map((i) => `${i.path.join('.') || 'webhook'}: ${i.message}`).join('; '));
+    const r = await api<WebhookView & { secret: string }>(g(), 'POST', hooksPath(cluster), body.data);
+    out(
+      g(),
+      r,
+      () => `webhook ${r.id} → ${r.url} (${r.types?.join(', ') ?? 'all types'})\nsigning secret (shown once; verify webhook-signature with it):\n${r.secret}`,
+    );
+  });
+webhooks
+  .command('remove')
+  .argument('<cluster>')
+  .argument('<id>')
+  .action(async (cluster: string, id: string) => {
+    await api(g(), 'DELETE', hooksPath(cluster, id));
+    out(g(), { id, deleted: true }, () => `webhook ${id} deleted`);
+  });
+webhooks
+  .command('deliveries')
+  .description('newest first, with every attempt')
+  .argument('<cluster>')
+  .argument('<id>')
+  .option('--status <status>', 'pending, delivered or failed')
+  .option('--limit <n>', 'how many', '20')
+  .action(async (cluster: string, id: string, o: { status?: string; limit: string }) => {
+    const query = new URLSearchParams({ limit: o.limit, ...(o.status && { status: o.status }) });
+    const r = await api<{ deliveries: DeliveryView[] }>(g(), 'GET', `${hooksPath(cluster, id)}/deliveries?${query}`);
+    out(g(), r, () =>
+      r.deliveries.length === 0
+        ? 'no deliveries'
+        : columns([
+            ['DELIVERY', 'TYPE', 'STATUS', 'ATTEMPTS', 'LAST ANSWER', 'NEXT ATTEMPT'],
+            ...r.deliveries.map((d) => {
+              const last = d.attempts.at(-1);
+              return [d.id, d.type, d.status, String(d.attempts.length), last ? (last.error ?? `HTTP ${last.httpStatus}`) : '-', d.nextAttemptAt ?? '-'];
+            }),
+          ]),
+    );
+  });
+webhooks
+  .command('redeliver')
+  .description('send a delivery again now, with the same webhook-id')
+  .argument('<cluster>')
+  .argument('<id>')
+  .argument('<delivery>')
+  .action(async (cluster: string, id: string, delivery: string) => {
+    const r = await api<DeliveryView>(g(), 'POST', `${hooksPath(cluster, id)}/deliveries/${encodeURIComponent(delivery)}/redeliver`);
+    out(g(), r, () => `delivery ${r.id} (${r.type}) is due again now`);
+  });
+webhooks
+  .command('test')
+  .description('send a webhook.test event to this webhook')
+  .argument('<cluster>')
+  .argument('<id>')
+  .action(async (cluster: string, id: string) => {
+    const r = await api<DeliveryView>(g(), 'POST', `${hooksPath(cluster, id)}/test`);
+    out(g(), r, () => `test event enqueued as delivery ${r.id}; see it with: nfs-ha webhooks deliveries ${cluster} ${id}`);
   });
 
 program

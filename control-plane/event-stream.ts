@@ -25,7 +25,7 @@ function refuse(socket: Duplex, status: number, code: string, message: string): 
   );
 }
 
-export function attachEventStream(server: Server, deps: { store: Store; credentials: Credentials; log: Logger; pollMs?: number }): { close(): void } {
+export function attachEventStream(server: Server, deps: { store: Store; credentials: Credentials; log: Logger; pollMs?: number }): { close(): Promise<void> } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
   const pollMs = deps.pollMs ?? POLL_MS;
 
@@ -54,6 +54,9 @@ export function attachEventStream(server: Server, deps: { store: Store; credenti
     });
   });
 
+  /** The streams' polling loops, so close() can wait for them. */
+  const loops = new Set<Promise<void>>();
+
   /** Sends every event after `cursor` (or after the current end) as it is recorded. */
   function stream(ws: WebSocket, clusterId: string, from: string | undefined): void {
     let cursor = from;
@@ -66,7 +69,7 @@ export function attachEventStream(server: Server, deps: { store: Store; credenti
       alive = false;
       ws.ping();
     }, PING_MS);
-    void (async () => {
+    const loop = (async () => {
       let catchingUp = from === undefined;
       while (open) {
         try {
@@ -84,12 +87,16 @@ export function attachEventStream(server: Server, deps: { store: Store; credenti
       }
       clearInterval(ping);
     })();
+    loops.add(loop);
+    void loop.finally(() => loops.delete(loop));
   }
 
   return {
-    close() {
+    /** Ends every stream and resolves once none is reading the store (which may be closed next). */
+    async close() {
       for (const ws of wss.clients) ws.terminate();
       wss.close();
+      await Promise.all(loops);
     },
   };
 }

@@ -3,7 +3,12 @@
  * the same app as the Node server, on DynamoDB. The client and app are built once per
  * instance, at cold start, and reused by every invocation it serves. The scheduled sweep
  * (EventBridge Scheduler, input SWEEP_EVENT) arrives through the same handler.
+ *
+ * Webhooks: an instance is frozen once it answers, so it cannot deliver after its response.
+ * A request that enqueued deliveries invokes the function again, asynchronously (DELIVER_EVENT),
+ * and that invocation delivers; the sweep delivers retries, and anything the invocation missed.
  */
+import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { handle } from 'hono/aws-lambda';
 import { createApp } from './app.ts';
 import { Arbiter } from './arbiter.ts';
@@ -13,21 +18,38 @@ import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { DynamoStore } from './store/dynamodb.ts';
 import { dynamoClient } from './store/client.ts';
-import { BOOTSTRAP_EVENT, isTaskEvent, SWEEP_EVENT, sweep } from './sweep.ts';
+import { BOOTSTRAP_EVENT, DELIVER_EVENT, isTaskEvent, SWEEP_EVENT, sweep } from './sweep.ts';
+import { WebhookDeliverer } from './webhooks.ts';
 
 const config = loadConfig(process.env);
 if (config.store.kind !== 'dynamodb') throw new Error('the Lambda handler runs on DynamoDB only');
 const log = createLogger(config.logLevel);
 const store = new DynamoStore({ client: dynamoClient(config.store), tableName: config.store.tableName });
-const arbiter = new Arbiter(store, systemClock, log);
+const deliverer = new WebhookDeliverer(store, systemClock, log);
+/** One request at a time per instance: set while handling one, when it enqueued deliveries. */
+let enqueued = false;
+const arbiter = new Arbiter(store, systemClock, log, { onDeliveries: () => (enqueued = true) });
 const credentials = new Credentials(store, systemClock);
-const http = handle(createApp({ store, clock: systemClock, log, arbiter, credentials }));
+const http = handle(createApp({ store, clock: systemClock, log, arbiter, credentials, deliverer }));
+const lambda = new LambdaClient({ maxAttempts: 2 });
+
+async function invokeDelivery(functionName: string): Promise<void> {
+  try {
+    await lambda.send(new InvokeCommand({ FunctionName: functionName, InvocationType: 'Event', Payload: JSON.stringify(DELIVER_EVENT) }));
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'could not invoke webhook delivery; the next sweep delivers');
+  }
+}
 
 export const handler = async (event: Parameters<typeof http>[0], context: Parameters<typeof http>[1]) => {
-  if (isTaskEvent(event, SWEEP_EVENT)) return sweep(store, arbiter, log);
+  if (isTaskEvent(event, SWEEP_EVENT)) return sweep({ store, arbiter, deliverer, clock: systemClock, log });
+  if (isTaskEvent(event, DELIVER_EVENT)) return deliverer.deliverDue();
   if (isTaskEvent(event, BOOTSTRAP_EVENT)) {
     const adminKey = await credentials.bootstrapAdmin();
     return adminKey ? { adminKey } : { error: 'an operator key already exists; create more with POST /v1/keys' };
   }
-  return http(event, context);
+  enqueued = false;
+  const response = await http(event, context);
+  if (enqueued) await invokeDelivery(context?.functionName ?? process.env.AWS_LAMBDA_FUNCTION_NAME!);
+  return response;
 };

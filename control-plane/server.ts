@@ -14,16 +14,19 @@ import { createLogger } from './log.ts';
 import { DataDirInUseError } from './store/embedded.ts';
 import { openStore } from './store/open.ts';
 import { sweep } from './sweep.ts';
+import { DeliveryLoop, WebhookDeliverer } from './webhooks.ts';
 
-/** How often the Node server sweeps, as the deployment's schedule does on Lambda. */
-const SWEEP_INTERVAL_MS = 60_000;
+/** How often the Node server sweeps (the deployment's schedule does it every minute on Lambda). */
+const SWEEP_INTERVAL_MS = 15_000;
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const log = createLogger(config.logLevel);
   const opened = await openStore(config.store);
   const clock = monotonicWallClock();
-  const arbiter = new Arbiter(opened.store, clock, log);
+  const deliverer = new WebhookDeliverer(opened.store, clock, log);
+  const deliveries = new DeliveryLoop(deliverer, log);
+  const arbiter = new Arbiter(opened.store, clock, log, { onDeliveries: () => deliveries.kick() });
   const credentials = new Credentials(opened.store, clock);
   const adminKey = await credentials.bootstrapAdmin();
   if (adminKey) {
@@ -32,12 +35,13 @@ async function main(): Promise<void> {
       `\nnfs-ha: first start on an empty store; the admin API key is:\n\n  ${adminKey}\n\nStore it now (e.g. NFSHA_API_KEY); it will not be shown again.\n\n`,
     );
   }
-  const app = createApp({ store: opened.store, clock, log, arbiter, credentials });
+  const app = createApp({ store: opened.store, clock, log, arbiter, credentials, deliverer });
   const sweeper = setInterval(
-    () => void sweep(opened.store, arbiter, log).catch((err: Error) => log.warn({ err: err.message }, 'sweep failed')),
+    () => void sweep({ store: opened.store, arbiter, deliverer, clock, log }).catch((err: Error) => log.warn({ err: err.message }, 'sweep failed')),
     SWEEP_INTERVAL_MS,
   );
   sweeper.unref();
+  deliveries.start();
 
   const server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (info) => {
     log.info(
@@ -58,7 +62,8 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     clearInterval(sweeper);
-    events.close();
+    deliveries.stop();
+    await events.close();
     server.close();
     await opened.close();
     process.exit(0);

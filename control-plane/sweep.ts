@@ -1,14 +1,21 @@
 /**
  * Periodic housekeeping, run by EventBridge Scheduler on Lambda and by a timer in the Node
- * server: reads every cluster's lease, which stores any events a crash left in its outbox
- * between a decision and its events.
+ * server. For every cluster it reads the lease, which stores any events a crash left in its
+ * outbox between a decision and its events, and reports nodes unheard of for
+ * NODE_DOWN_AFTER_MS (node.down); then it delivers the webhooks that are due.
  */
-import type { Arbiter } from './arbiter.ts';
+import type { ClusterEvent } from '../shared/events.ts';
+import { type Arbiter, NODE_DOWN_AFTER_MS } from './arbiter.ts';
+import type { Clock } from './clock.ts';
 import type { Logger } from './log.ts';
 import type { Store } from './store/store.ts';
+import type { DeliveryPass, WebhookDeliverer } from './webhooks.ts';
 
 /** The scheduled event's payload (EventBridge Scheduler target input). */
 export const SWEEP_EVENT = { nfsHaTask: 'sweep' } as const;
+
+/** The asynchronous self-invocation that delivers webhooks a request enqueued (Lambda only). */
+export const DELIVER_EVENT = { nfsHaTask: 'deliver-webhooks' } as const;
 
 /** The one-off invocation that returns the first admin key (`aws lambda invoke`), never logging it. */
 export const BOOTSTRAP_EVENT = { nfsHaTask: 'bootstrap-admin-key' } as const;
@@ -17,17 +24,52 @@ export function isTaskEvent<T extends { nfsHaTask: string }>(event: unknown, tas
   return typeof event === 'object' && event !== null && (event as { nfsHaTask?: unknown }).nfsHaTask === task.nfsHaTask;
 }
 
-export async function sweep(store: Store, arbiter: Arbiter, log: Logger): Promise<{ clusters: number; failed: number }> {
+export interface SweepDeps {
+  store: Store;
+  arbiter: Arbiter;
+  deliverer: WebhookDeliverer;
+  clock: Clock;
+  log: Logger;
+}
+
+export async function sweep({
+  store,
+  arbiter,
+  deliverer,
+  clock,
+  log,
+}: SweepDeps): Promise<{ clusters: number; failed: number; nodesDown: number; webhooks: DeliveryPass }> {
   const clusters = await store.listClusters();
   let failed = 0;
+  let nodesDown = 0;
   for (const c of clusters) {
     try {
-      await arbiter.read(c.spec.id);
+      const lease = await arbiter.read(c.spec.id);
+      for (const s of await store.listNodeStatuses(c.spec.id)) {
+        const now = clock.now();
+        const silentMs = now - s.lastHeartbeatAt;
+        if (s.downAt !== undefined || silentMs <= NODE_DOWN_AFTER_MS) continue;
+        // Conditional on the status read: a heartbeat that landed meanwhile wins.
+        if (!(await store.markNodeDown(c.spec.id, s.node, s.lastHeartbeatAt, now))) continue;
+        nodesDown++;
+        log.warn({ clusterId: c.spec.id, node: s.node, silentMs }, `${s.node} has not been heard from for ${Math.round(silentMs / 1000)} s: down`);
+        const down: ClusterEvent = {
+          id: `node.down.${s.node}.${s.lastHeartbeatAt}`,
+          clusterId: c.spec.id,
+          at: now,
+          epoch: lease.epoch,
+          type: 'node.down',
+          node: s.node,
+          data: { silentMs },
+        };
+        await arbiter.recordEvents([down], lease);
+      }
     } catch (err) {
       failed++;
-      log.warn({ clusterId: c.spec.id, err: (err as Error).message }, 'sweep: lease not read');
+      log.warn({ clusterId: c.spec.id, err: (err as Error).message }, 'sweep: cluster not swept');
     }
   }
-  log.debug({ clusters: clusters.length, failed }, 'sweep done');
-  return { clusters: clusters.length, failed };
+  const webhooks = await deliverer.deliverDue();
+  log.debug({ clusters: clusters.length, failed, nodesDown, webhooks }, 'sweep done');
+  return { clusters: clusters.length, failed, nodesDown, webhooks };
 }

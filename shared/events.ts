@@ -19,7 +19,9 @@ export const Phase = z.enum(PHASES);
 export type Phase = z.infer<typeof Phase>;
 
 export const PhaseStatus = z.enum(['started', 'succeeded', 'failed']);
-export const PhaseDirection = z.enum(['start', 'stop']);
+/** Start and stop are actions; monitor reports a running resource found failed. */
+export const PhaseDirection = z.enum(['start', 'stop', 'monitor']);
+export type PhaseDirection = z.infer<typeof PhaseDirection>;
 
 const base = {
   id: z.string().min(1).max(200),
@@ -46,12 +48,23 @@ export const EventSchema = z.discriminatedUnion('type', [
     ...base,
     type: z.literal('fencing.confirmed'),
     node: NodeId,
-    data: z.object({ keys: z.array(ReservationKey), durationMs: z.number().nonnegative().optional() }),
+    data: z.object({
+      keys: z.array(ReservationKey),
+      durationMs: z.number().nonnegative().optional(),
+      victim: NodeId.nullable().optional().describe('The node fenced because it failed (absent on events recorded before it was added)'),
+    }),
   }),
   z.object({ ...base, type: z.literal('lease.released'), node: NodeId, data: z.object({ reason: ReleaseReason }) }),
   z.object({ ...base, type: z.literal('switchover.requested'), node: NodeId.describe('The target'), data: z.object({ from: NodeId }) }),
   z.object({ ...base, type: z.literal('maintenance.changed'), data: z.object({ enabled: z.boolean() }) }),
   z.object({ ...base, type: z.literal('standby.changed'), node: NodeId, data: z.object({ enabled: z.boolean() }) }),
+  z.object({
+    ...base,
+    type: z.literal('node.down'),
+    node: NodeId,
+    data: z.object({ silentMs: z.number().int().nonnegative().describe('How long the control plane had not heard from it') }),
+  }),
+  z.object({ ...base, type: z.literal('node.up'), node: NodeId, data: z.object({ downForMs: z.number().int().nonnegative() }) }),
   z.object({
     ...base,
     type: z.literal('phase.reported'),

@@ -306,6 +306,7 @@ export function onFencingConfirmed(lease: Lease, node: string, report: FencingRe
   if (fencing.confirmedAt !== null) return { next: null };
   const event = epochEvent(lease.clusterId, lease.epoch, now, node, 'fencing.confirmed', {
     keys: report.keys,
+    victim: fencing.victim,
     ...(report.durationMs !== undefined && { durationMs: report.durationMs }),
   });
   return {
@@ -342,12 +343,12 @@ export function requestSwitchover(lease: Lease, to: string, now: number): Reject
 }
 
 /**
- * A phase of activation or demotion. Starting a resource is only legitimate for the current
- * holder under the current epoch; stopping is always reported (a demoting node has often lost
+ * A phase of activation or demotion, or a resource found failed. Starting and monitoring a
+ * resource is only legitimate for the current holder under the current epoch; stopping is always reported (a demoting node has often lost
  * the lease already), as long as the epoch is not from the future.
  */
 export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now: number): Rejection | { event: ClusterEvent } {
-  if (report.direction === 'start' || report.epoch > lease.epoch) {
+  if (report.direction !== 'stop' || report.epoch > lease.epoch) {
     const stale = staleEpoch(lease, node, report.epoch);
     if (stale) return stale;
   }

@@ -10,8 +10,11 @@
  * | node status | CLUSTER#<id>   | NODE#<node>                  | –                   | none (informational)          |
  * | event       | CLUSTER#<id>   | EVENT#<at, 15 digits>#<id>   | –                   | attribute_not_exists (dedupe) |
  * | secret      | SECRET#<kind>#<id> | SECRET                   | SECRETS#<kind> / <id> | create: attribute_not_exists; revoke/use: once |
+ * | webhook     | CLUSTER#<id>   | WEBHOOK#<webhook>            | –                   | create: attribute_not_exists  |
+ * | delivery    | CLUSTER#<id>   | DELIVERY#<webhook>#<delivery> | DELIVERIES#DUE / <due>#… while pending | create: attribute_not_exists; then version = :v |
  *
- * Index `gsi1` (gsi1pk HASH, gsi1sk RANGE, projection ALL) lists clusters and secrets without a scan.
+ * Index `gsi1` (gsi1pk HASH, gsi1sk RANGE, projection ALL) lists clusters and secrets without a
+ * scan, and holds pending deliveries by due time (sparse: a delivery leaves it once settled).
  * Secrets are operator keys, agent credentials and enrolment tokens; only their hashes are stored.
  * Attributes are the fields of the stored object, marshalled as native DynamoDB types.
  * The item operations used are exactly `DYNAMODB_ITEM_ACTIONS`; deployment grants only those.
@@ -19,6 +22,7 @@
 import {
   ConditionalCheckFailedException,
   CreateTableCommand,
+  DeleteItemCommand,
   DescribeTableCommand,
   DynamoDBClient,
   GetItemCommand,
@@ -38,21 +42,34 @@ import {
   type ClusterRecord,
   EVENT_CURSOR,
   type EventPage,
-  type EventQuery,
+  type DeliveryQuery,
+  type DeliveryRecord,
+  type EventQueryFrom,
   type NodeStatus,
   type SecretRecord,
   type Store,
   StoreUnavailableError,
+  type WebhookRecord,
 } from './store.ts';
 
 /** The DynamoDB item operations this adapter performs (the IAM policy is derived from this). */
-export const DYNAMODB_ITEM_ACTIONS = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query'] as const;
+export const DYNAMODB_ITEM_ACTIONS = ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:Query'] as const;
 
 const CLUSTERS_INDEX = 'gsi1';
 const EVENT_AT_DIGITS = 15;
 
 const clusterPk = (clusterId: string) => `CLUSTER#${clusterId}`;
-const eventSk = (at: number, id: string) => `EVENT#${String(at).padStart(EVENT_AT_DIGITS, '0')}#${id}`;
+const padAt = (at: number) => String(at).padStart(EVENT_AT_DIGITS, '0');
+const eventSk = (at: number, id: string) => `EVENT#${padAt(at)}#${id}`;
+const deliverySk = (webhookId: string, id: string) => `DELIVERY#${webhookId}#${id}`;
+const DUE = 'DELIVERIES#DUE';
+
+/** A pending delivery sits in the due index under its due time; a settled one is not indexed. */
+function deliveryItem(d: DeliveryRecord): Record<string, AttributeValue> {
+  const due: Record<string, string> =
+    d.status === 'pending' && d.nextAttemptAt !== null ? { gsi1pk: DUE, gsi1sk: `${padAt(d.nextAttemptAt)}#${d.clusterId}#${d.webhookId}#${d.id}` } : {};
+  return toItem({ pk: clusterPk(d.clusterId), sk: deliverySk(d.webhookId, d.id), ...due }, d);
+}
 
 function toItem(keys: Record<string, string>, value: object): Record<string, AttributeValue> {
   return marshall({ ...value, ...keys }, { removeUndefinedValues: true, convertTopLevelContainer: false });
@@ -137,15 +154,25 @@ export class DynamoStore implements Store {
     return (r && r.Item) || null;
   }
 
-  async #queryPrefix(pk: string, prefix: string, limit?: number, startSk?: string) {
+  /** Items whose sk starts with `prefix` (from `fromSk` on, if given), oldest first unless `newestFirst`. */
+  async #queryPrefix(
+    pk: string,
+    prefix: string,
+    page: { limit?: number | undefined; startSk?: string | undefined; fromSk?: string | undefined; newestFirst?: boolean } = {},
+  ) {
+    const { limit, startSk, fromSk, newestFirst } = page;
     const r = await this.#send(`query ${pk} ${prefix}`, 'Query', () =>
       this.#db.send(
         new QueryCommand({
           ...TOTAL,
           TableName: this.#table,
-          KeyConditionExpression: 'pk = :pk AND begins_with(sk, :prefix)',
-          ExpressionAttributeValues: marshall({ ':pk': pk, ':prefix': prefix }),
+          // Every sk of the prefix sorts before prefix + "\uffff".
+          KeyConditionExpression: fromSk !== undefined ? 'pk = :pk AND sk BETWEEN :from AND :to' : 'pk = :pk AND begins_with(sk, :prefix)',
+          ExpressionAttributeValues: marshall(
+            fromSk !== undefined ? { ':pk': pk, ':from': fromSk, ':to': `${prefix}\uffff` } : { ':pk': pk, ':prefix': prefix },
+          ),
           ConsistentRead: true,
+          ...(newestFirst && { ScanIndexForward: false }),
           ...(limit !== undefined && { Limit: limit }),
           ...(startSk !== undefined && { ExclusiveStartKey: marshall({ pk, sk: startSk }) }),
         }),
@@ -247,20 +274,124 @@ export class DynamoStore implements Store {
     await Promise.all(events.map((e) => this.#putIfAbsent(toItem({ pk: clusterPk(e.clusterId), sk: eventSk(e.at, e.id) }, e), `record event ${e.id}`)));
   }
 
-  async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
+  async listEvents(clusterId: string, query: EventQueryFrom): Promise<EventPage> {
     const after = query.cursor ? EVENT_CURSOR.exec(query.cursor) : null;
-    const r = await this.#queryPrefix(clusterPk(clusterId), 'EVENT#', query.limit, after ? eventSk(Number(after[1]), after[2]!) : undefined);
+    const r = await this.#queryPrefix(clusterPk(clusterId), 'EVENT#', {
+      limit: query.limit,
+      startSk: after ? eventSk(Number(after[1]), after[2]!) : undefined,
+      fromSk: query.fromAt !== undefined ? `EVENT#${padAt(query.fromAt)}` : undefined,
+    });
     const events = (r.Items ?? []).map((item) => EventSchema.parse(fromItem(item)));
     const last = events.at(-1);
     return { events, cursor: r.LastEvaluatedKey && last ? `${last.at}.${last.id}` : null };
   }
 
-  async putNodeStatus(status: NodeStatus): Promise<void> {
-    await this.#send(`record status of ${status.node}`, 'PutItem', () =>
+  async putNodeStatus(status: NodeStatus): Promise<NodeStatus | null> {
+    const r = await this.#send(`record status of ${status.node}`, 'PutItem', () =>
       this.#db.send(
-        new PutItemCommand({ ...TOTAL, TableName: this.#table, Item: toItem({ pk: clusterPk(status.clusterId), sk: `NODE#${status.node}` }, status) }),
+        new PutItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Item: toItem({ pk: clusterPk(status.clusterId), sk: `NODE#${status.node}` }, status),
+          ReturnValues: 'ALL_OLD',
+        }),
       ),
     );
+    return r && r.Attributes ? (fromItem(r.Attributes) as unknown as NodeStatus) : null;
+  }
+
+  async markNodeDown(clusterId: string, node: string, lastHeartbeatAt: number, at: number): Promise<boolean> {
+    const r = await this.#send(`mark ${node} down`, 'UpdateItem', () =>
+      this.#db.send(
+        new UpdateItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Key: marshall({ pk: clusterPk(clusterId), sk: `NODE#${node}` }),
+          UpdateExpression: 'SET downAt = :at',
+          ConditionExpression: 'lastHeartbeatAt = :last AND attribute_not_exists(downAt)',
+          ExpressionAttributeValues: marshall({ ':at': at, ':last': lastHeartbeatAt }),
+        }),
+      ),
+    );
+    return r !== false;
+  }
+
+  putWebhookIfAbsent(record: WebhookRecord): Promise<boolean> {
+    return this.#putIfAbsent(toItem({ pk: clusterPk(record.clusterId), sk: `WEBHOOK#${record.id}` }, record), `create webhook ${record.id}`);
+  }
+
+  async getWebhook(clusterId: string, id: string): Promise<WebhookRecord | null> {
+    const item = await this.#get(clusterPk(clusterId), `WEBHOOK#${id}`);
+    return item ? (fromItem(item) as unknown as WebhookRecord) : null;
+  }
+
+  async listWebhooks(clusterId: string): Promise<WebhookRecord[]> {
+    const r = await this.#queryPrefix(clusterPk(clusterId), 'WEBHOOK#');
+    return (r.Items ?? []).map((item) => fromItem(item) as unknown as WebhookRecord);
+  }
+
+  async deleteWebhook(clusterId: string, id: string): Promise<boolean> {
+    const r = await this.#send(`delete webhook ${id}`, 'DeleteItem', () =>
+      this.#db.send(
+        new DeleteItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Key: marshall({ pk: clusterPk(clusterId), sk: `WEBHOOK#${id}` }),
+          ConditionExpression: 'attribute_exists(pk)',
+        }),
+      ),
+    );
+    return r !== false;
+  }
+
+  async putDeliveriesIfAbsent(records: DeliveryRecord[]): Promise<void> {
+    await Promise.all(records.map((d) => this.#putIfAbsent(deliveryItem(d), `enqueue delivery ${d.id}`)));
+  }
+
+  async getDelivery(clusterId: string, webhookId: string, id: string): Promise<DeliveryRecord | null> {
+    const item = await this.#get(clusterPk(clusterId), deliverySk(webhookId, id));
+    return item ? (fromItem(item) as unknown as DeliveryRecord) : null;
+  }
+
+  async listDeliveries(clusterId: string, webhookId: string, query: DeliveryQuery) {
+    const r = await this.#queryPrefix(clusterPk(clusterId), `DELIVERY#${webhookId}#`, {
+      limit: query.limit,
+      newestFirst: true,
+      startSk: query.cursor ? deliverySk(webhookId, query.cursor) : undefined,
+    });
+    const deliveries = (r.Items ?? []).map((item) => fromItem(item) as unknown as DeliveryRecord);
+    return { deliveries, cursor: r.LastEvaluatedKey && deliveries.length > 0 ? deliveries.at(-1)!.id : null };
+  }
+
+  async putDelivery(next: DeliveryRecord, expectedVersion: number): Promise<boolean> {
+    const r = await this.#send(`record delivery ${next.id}`, 'PutItem', () =>
+      this.#db.send(
+        new PutItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Item: deliveryItem(next),
+          ConditionExpression: 'version = :v',
+          ExpressionAttributeValues: marshall({ ':v': expectedVersion }),
+        }),
+      ),
+    );
+    return r !== false;
+  }
+
+  async dueDeliveries(now: number, limit: number): Promise<DeliveryRecord[]> {
+    const r = await this.#send('list due deliveries', 'Query', () =>
+      this.#db.send(
+        new QueryCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          IndexName: CLUSTERS_INDEX,
+          KeyConditionExpression: 'gsi1pk = :due AND gsi1sk <= :now',
+          ExpressionAttributeValues: marshall({ ':due': DUE, ':now': `${padAt(now)}#\uffff` }),
+          Limit: limit,
+        }),
+      ),
+    );
+    return r ? (r.Items ?? []).map((item) => fromItem(item) as unknown as DeliveryRecord) : [];
   }
 
   putSecretIfAbsent(record: SecretRecord): Promise<boolean> {

@@ -19,6 +19,7 @@
 import type { OperatorRole, SecretKind } from '../../shared/credentials.ts';
 import type { ClusterEvent } from '../../shared/events.ts';
 import type { AgentRole, Lease } from '../../shared/lease.ts';
+import type { Attempt, DeliveryStatus, WebhookType } from '../../shared/webhooks.ts';
 import type { ClusterSpec } from '../../shared/spec.ts';
 
 export interface ClusterRecord {
@@ -39,6 +40,8 @@ export interface NodeStatus {
   peerReachable: boolean | null;
   lastHeartbeatAt: number;
   lastDirective: string;
+  /** Set by the sweep when the node has been silent too long (a node.down event); a heartbeat clears it. */
+  downAt?: number | undefined;
 }
 
 /** Event-page cursors name the last event of the previous page: "<at>.<id>". */
@@ -54,6 +57,49 @@ export interface EventPage {
   events: ClusterEvent[];
   /** Cursor for the next page, null when there is none. */
   cursor: string | null;
+}
+
+export interface EventQueryFrom extends EventQuery {
+  /** Only events at or after this time. */
+  fromAt?: number | undefined;
+}
+
+/** A webhook subscription. The secret is kept in clear: it signs every delivery. */
+export interface WebhookRecord {
+  clusterId: string;
+  id: string;
+  url: string;
+  secret: string;
+  types: WebhookType[] | null;
+  description: string | null;
+  createdAt: number;
+}
+
+/** One message for one webhook: the durable outbox entry and its delivery log. */
+export interface DeliveryRecord {
+  clusterId: string;
+  webhookId: string;
+  id: string;
+  messageId: string;
+  type: string;
+  /** The exact body sent (and signed) on every attempt. */
+  body: string;
+  status: DeliveryStatus;
+  /** The newest attempts, oldest first. */
+  attempts: Attempt[];
+  /** Attempts since it was enqueued or last redelivered: the retry policy counts these. */
+  tries: number;
+  /** When it is due next (pending only). */
+  nextAttemptAt: number | null;
+  createdAt: number;
+  /** Every write is conditional on it: one deliverer claims an attempt. */
+  version: number;
+}
+
+export interface DeliveryQuery {
+  limit: number;
+  /** The last delivery id of the previous page (newest first). */
+  cursor?: string | undefined;
 }
 
 /** An operator key, an agent credential or an enrolment token: only the secret's hash is kept. */
@@ -87,10 +133,27 @@ export interface Store {
   clearOutbox(clusterId: string, version: number): Promise<boolean>;
 
   putEvents(events: ClusterEvent[]): Promise<void>;
-  listEvents(clusterId: string, query: EventQuery): Promise<EventPage>;
+  listEvents(clusterId: string, query: EventQueryFrom): Promise<EventPage>;
 
-  putNodeStatus(status: NodeStatus): Promise<void>;
+  /** Returns the status it replaced (null: none), so a heartbeat learns the node was marked down. */
+  putNodeStatus(status: NodeStatus): Promise<NodeStatus | null>;
   listNodeStatuses(clusterId: string): Promise<NodeStatus[]>;
+  /** Marks a node down, only if it has not been heard from since `lastHeartbeatAt` and is not marked yet. */
+  markNodeDown(clusterId: string, node: string, lastHeartbeatAt: number, at: number): Promise<boolean>;
+
+  putWebhookIfAbsent(record: WebhookRecord): Promise<boolean>;
+  getWebhook(clusterId: string, id: string): Promise<WebhookRecord | null>;
+  listWebhooks(clusterId: string): Promise<WebhookRecord[]>;
+  deleteWebhook(clusterId: string, id: string): Promise<boolean>;
+
+  /** Enqueues deliveries; one already stored under the same id is left as it is. */
+  putDeliveriesIfAbsent(records: DeliveryRecord[]): Promise<void>;
+  getDelivery(clusterId: string, webhookId: string, id: string): Promise<DeliveryRecord | null>;
+  listDeliveries(clusterId: string, webhookId: string, query: DeliveryQuery): Promise<{ deliveries: DeliveryRecord[]; cursor: string | null }>;
+  /** Compare-and-set on `expectedVersion`; `next.version` must be one more. */
+  putDelivery(next: DeliveryRecord, expectedVersion: number): Promise<boolean>;
+  /** Pending deliveries due at `now`, oldest due first, across clusters. May lag writes slightly (an index). */
+  dueDeliveries(now: number, limit: number): Promise<DeliveryRecord[]>;
 
   putSecretIfAbsent(record: SecretRecord): Promise<boolean>;
   getSecret(kind: SecretKind, id: string): Promise<SecretRecord | null>;

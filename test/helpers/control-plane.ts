@@ -14,6 +14,7 @@ import type { Clock } from '../../control-plane/clock.ts';
 import { createLogger } from '../../control-plane/log.ts';
 import { openStore } from '../../control-plane/store/open.ts';
 import type { Store } from '../../control-plane/store/store.ts';
+import { type DeliveryOptions, WebhookDeliverer } from '../../control-plane/webhooks.ts';
 import type { ClusterSpecInput } from '../../shared/spec.ts';
 
 export class ManualClock implements Clock {
@@ -53,16 +54,21 @@ export interface Harness {
   adminToken: string;
   agentToken(clusterId: string, node: string): Promise<string>;
   credentials: Credentials;
+  /** Delivers webhooks when a test says so (nothing runs in the background). */
+  deliverer: WebhookDeliverer;
   /** Creates cluster `id` from the example spec, held by node-a under epoch 1 with fencing confirmed. */
   clusterHeldByNodeA(id: string): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startHarness(options: { dataDir?: string; keepData?: boolean; install?: InstallAssets } = {}): Promise<Harness> {
+export async function startHarness(
+  options: { dataDir?: string; keepData?: boolean; install?: InstallAssets; clockStart?: number; delivery?: DeliveryOptions } = {},
+): Promise<Harness> {
   const dataDir = options.dataDir ?? (await tempDir());
   const opened = await openStore({ kind: 'embedded', dataDir, tableName: 'nfs-ha' });
-  const clock = new ManualClock();
-  const instance = () => createApp({ store: opened.store, clock, log: silentLog, ...(options.install && { install: options.install }) });
+  const clock = new ManualClock(options.clockStart);
+  const deliverer = new WebhookDeliverer(opened.store, clock, silentLog, options.delivery);
+  const instance = () => createApp({ store: opened.store, clock, log: silentLog, deliverer, ...(options.install && { install: options.install }) });
   const app = instance();
   const credentials = new Credentials(opened.store, clock);
   const adminToken = (await credentials.issue('operator', { role: 'admin', name: 'test' })).token;
@@ -100,6 +106,7 @@ export async function startHarness(options: { dataDir?: string; keepData?: boole
     adminToken,
     agentToken,
     credentials,
+    deliverer,
     async clusterHeldByNodeA(id) {
       for (const [path, body] of [
         ['/v1/clusters', await exampleSpec(id)],
@@ -123,16 +130,16 @@ export function hb(role: 'passive' | 'activating' | 'active' | 'demoting', epoch
 }
 
 /** The harness's app served over HTTP on loopback, for clients that speak HTTP (agents, the CLI). */
-export async function serveHarness(h: Harness, options: { eventStreamPollMs?: number } = {}): Promise<{ url: string; close(): void }> {
+export async function serveHarness(h: Harness, options: { eventStreamPollMs?: number } = {}): Promise<{ url: string; close(): Promise<void> }> {
   const { serve } = await import('@hono/node-server');
   const server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' }) as Server;
   const events = attachEventStream(server, { store: h.store, credentials: h.credentials, log: silentLog, pollMs: options.eventStreamPollMs ?? 50 });
   await new Promise((ok) => server.once('listening', ok));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => {
-      events.close();
+    close: async () => {
       server.close();
+      await events.close();
     },
   };
 }

@@ -105,6 +105,16 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
       );
     });
 
+    it('events from a time on, oldest first', async () => {
+      const e = (at: number): ClusterEvent => ({ id: `e${at}`, clusterId: 'sc-from', at, epoch: 0, type: 'maintenance.changed', data: { enabled: true } });
+      await store.putEvents([e(T + 20), e(T), e(T + 10)]);
+      assert.deepEqual(
+        (await store.listEvents('sc-from', { limit: 10, fromAt: T + 10 })).events.map((x) => x.at),
+        [T + 10, T + 20],
+      );
+      assert.deepEqual((await store.listEvents('sc-from', { limit: 10, fromAt: T + 21 })).events, []);
+    });
+
     it('node status: last write wins, listed per cluster', async () => {
       const s = {
         clusterId: 'sc-status',
@@ -115,10 +125,94 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
         lastHeartbeatAt: T,
         lastDirective: 'stay-passive',
       };
-      await store.putNodeStatus(s);
-      await store.putNodeStatus({ ...s, role: 'active', epoch: 3 });
+      assert.equal(await store.putNodeStatus(s), null);
+      assert.deepEqual(await store.putNodeStatus({ ...s, role: 'active', epoch: 3 }), s, 'returns the status it replaced');
       assert.deepEqual(await store.listNodeStatuses('sc-status'), [{ ...s, role: 'active', epoch: 3 }]);
       assert.deepEqual(await store.listNodeStatuses('sc-nothing'), []);
+    });
+
+    it('node down: marked once, only if not heard from since; the next status replaces the mark', async () => {
+      const s = {
+        clusterId: 'sc-down',
+        node: 'node-a',
+        role: 'passive' as const,
+        epoch: 0,
+        peerReachable: null,
+        lastHeartbeatAt: T,
+        lastDirective: 'stay-passive',
+      };
+      await store.putNodeStatus(s);
+      assert.equal(await store.markNodeDown('sc-down', 'node-a', T - 1, T + 1), false, 'heard from since');
+      assert.equal(await store.markNodeDown('sc-down', 'node-b', T, T + 1), false, 'no such status');
+      const marks = await Promise.all([1, 2].map((i) => store.markNodeDown('sc-down', 'node-a', T, T + i)));
+      assert.equal(marks.filter(Boolean).length, 1);
+      const previous = await store.putNodeStatus({ ...s, lastHeartbeatAt: T + 5 });
+      assert.ok(previous?.downAt === T + 1 || previous?.downAt === T + 2);
+      assert.equal((await store.listNodeStatuses('sc-down'))[0]!.downAt, undefined);
+    });
+
+    it('webhooks: created once, listed per cluster, deleted once', async () => {
+      const w = {
+        clusterId: 'sc-wh',
+        id: 'wh_0000000000000001',
+        url: 'https://example.com/h',
+        secret: 'whsec_AAAA',
+        types: null,
+        description: null,
+        createdAt: T,
+      };
+      assert.equal(await store.putWebhookIfAbsent(w), true);
+      assert.equal(await store.putWebhookIfAbsent({ ...w, url: 'https://other.example/h' }), false);
+      await store.putWebhookIfAbsent({ ...w, id: 'wh_0000000000000002', types: ['node.down'] });
+      assert.deepEqual(await store.getWebhook('sc-wh', w.id), w);
+      assert.deepEqual(
+        (await store.listWebhooks('sc-wh')).map((x) => x.id),
+        [w.id, 'wh_0000000000000002'],
+      );
+      assert.deepEqual(await store.listWebhooks('sc-nothing'), []);
+      assert.equal(await store.deleteWebhook('sc-wh', w.id), true);
+      assert.equal(await store.deleteWebhook('sc-wh', w.id), false);
+      assert.equal(await store.getWebhook('sc-wh', w.id), null);
+    });
+
+    it('deliveries: enqueued once, compare-and-set on their version, due by time, paged newest first', async () => {
+      const d = (i: number, due: number | null = T + i) => ({
+        clusterId: 'sc-dlv',
+        webhookId: 'wh_0000000000000001',
+        id: `dlv_${(T + i).toString(36).padStart(9, '0')}_${String(i).padStart(20, '0')}`,
+        messageId: `msg_${i}`,
+        type: 'node.down',
+        body: '{}',
+        status: 'pending' as const,
+        attempts: [],
+        tries: 0,
+        nextAttemptAt: due,
+        createdAt: T,
+        version: 1,
+      });
+      await store.putDeliveriesIfAbsent([d(1), d(2), d(3)]);
+      await store.putDeliveriesIfAbsent([{ ...d(1), body: 'changed' }]);
+      assert.equal((await store.getDelivery('sc-dlv', 'wh_0000000000000001', d(1).id))?.body, '{}', 'a second enqueue changes nothing');
+      const dueIds = async (now: number) => (await store.dueDeliveries(now, 10)).filter((x) => x.clusterId === 'sc-dlv').map((x) => x.id);
+      assert.deepEqual(await dueIds(T + 2), [d(1).id, d(2).id]);
+      const claims = await Promise.all([1, 2].map((i) => store.putDelivery({ ...d(1), nextAttemptAt: T + 100 + i, version: 2 }, 1)));
+      assert.equal(claims.filter(Boolean).length, 1, 'one claim wins');
+      assert.deepEqual(await dueIds(T + 3), [d(2).id, d(3).id]);
+      const attempt = { at: T + 4, durationMs: 3, httpStatus: 204, error: null };
+      assert.equal(await store.putDelivery({ ...d(2), status: 'delivered', attempts: [attempt], tries: 1, nextAttemptAt: null, version: 2 }, 1), true);
+      assert.deepEqual(await dueIds(T + 1000), [d(3).id, d(1).id], 'a settled delivery is never due');
+      assert.deepEqual((await store.getDelivery('sc-dlv', 'wh_0000000000000001', d(2).id))?.attempts, [attempt]);
+      const first = await store.listDeliveries('sc-dlv', 'wh_0000000000000001', { limit: 2 });
+      assert.deepEqual(
+        first.deliveries.map((x) => x.id),
+        [d(3).id, d(2).id],
+      );
+      const rest = await store.listDeliveries('sc-dlv', 'wh_0000000000000001', { limit: 2, cursor: first.cursor! });
+      assert.deepEqual(
+        rest.deliveries.map((x) => x.id),
+        [d(1).id],
+      );
+      assert.equal(rest.cursor, null);
     });
 
     it('secrets: created once, listed by kind, revoked or used exactly once', async () => {

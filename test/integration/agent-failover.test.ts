@@ -18,7 +18,7 @@ before(async () => {
   http = await serveHarness(h);
 });
 after(async () => {
-  http.close();
+  await http.close();
   await h.close();
 });
 

@@ -29,6 +29,7 @@ after(() => h.close());
 
 type Who = 'read-only' | 'admin' | 'agent of this node' | 'agent of the other node' | 'agent of another cluster';
 const node = '/v1/clusters/auth-a/nodes/node-a';
+const webhook = '/v1/clusters/auth-a/webhooks/wh_ffffffffffffffff';
 
 /** Each route, a request to it, and the status each kind of caller gets (401 for the unauthenticated). */
 const routes: { method: string; path: string; body?: unknown; allowed: Partial<Record<Who, number>> }[] = [
@@ -55,6 +56,13 @@ const routes: { method: string; path: string; body?: unknown; allowed: Partial<R
   { method: 'DELETE', path: '/v1/keys/ffffffffffffffff', allowed: { admin: 404 } },
   { method: 'POST', path: '/v1/clusters/auth-a/enrolments', body: { node: 'node-b' }, allowed: { admin: 201 } },
   { method: 'DELETE', path: '/v1/clusters/auth-a/credentials/ffffffffffffffff', allowed: { admin: 404 } },
+  { method: 'POST', path: '/v1/clusters/auth-a/webhooks', body: { url: 'http://127.0.0.1:9/hook' }, allowed: { admin: 201 } },
+  { method: 'GET', path: '/v1/clusters/auth-a/webhooks', allowed: { 'read-only': 200, admin: 200 } },
+  { method: 'GET', path: `${webhook}`, allowed: { 'read-only': 404, admin: 404 } },
+  { method: 'DELETE', path: `${webhook}`, allowed: { admin: 404 } },
+  { method: 'GET', path: `${webhook}/deliveries`, allowed: { 'read-only': 404, admin: 404 } },
+  { method: 'POST', path: `${webhook}/deliveries/dlv_000000000_00000000000000000000/redeliver`, allowed: { admin: 404 } },
+  { method: 'POST', path: `${webhook}/test`, allowed: { admin: 404 } },
 ];
 
 describe('authorization matrix', () => {
@@ -93,7 +101,9 @@ describe('authorization matrix', () => {
         .replace(/\/auth-a(\/|$)/, '/{clusterId}$1')
         .replace('/node-a/', '/{node}/')
         .replace(/\/standby\/node-b$/, '/standby/{node}')
-        .replace(/\/(f{16})$/, '/{id}');
+        .replace(/\/(f{16})$/, '/{id}')
+        .replace('/wh_ffffffffffffffff', '/{webhookId}')
+        .replace(/\/dlv_[0-9_]+\//, '/{deliveryId}/');
     const covered = new Set(routes.map((r) => `${r.method} ${template(r.path)}`));
     const documented = Object.entries(doc.paths).flatMap(([path, ops]) =>
       Object.keys(ops).map(

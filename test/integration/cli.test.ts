@@ -4,6 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
+import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { exampleSpec, type Harness, hb, runCommand, serveHarness, startHarness, tempDir } from '../helpers/control-plane.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
@@ -17,7 +18,7 @@ before(async () => {
   dir = await tempDir('nfs-ha-cli-');
 });
 after(async () => {
-  http.close();
+  await http.close();
   await h.close();
 });
 
@@ -135,5 +136,45 @@ describe('nfs-ha CLI', () => {
       grants.events.map((e) => e.node),
       ['node-a', 'node-b'],
     );
+  });
+  it('webhooks: add (validated locally), list, test, deliveries with their last answer, redeliver, remove', async () => {
+    const receiver = new WebhookReceiver(); // trusts no secret: answers 401, which the deliveries show
+    await receiver.start();
+    try {
+      const bad = await cli(['webhooks', 'add', 'cli-prod', '--endpoint', 'ftp://example.com/h', '--type', 'node.exploded']);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /nfs-ha: url: .*; types\.0: /);
+      const added = await cli([
+        'webhooks',
+        'add',
+        'cli-prod',
+        '--endpoint',
+        receiver.url,
+        '--type',
+        'node.down',
+        'node.up',
+        '--description',
+        'pager',
+        '--json',
+      ]);
+      assert.equal(added.code, 0, added.stderr);
+      const hook = JSON.parse(added.stdout) as { id: string; secret: string; types: string[] };
+      assert.deepEqual(hook.types, ['node.down', 'node.up']);
+      assert.match(hook.secret, /^whsec_/);
+      assert.match((await cli(['webhooks', 'list', 'cli-prod'])).stdout, new RegExp(`${hook.id}\\s+${receiver.url}\\s+node\\.down,node\\.up\\s+pager`));
+      assert.match((await cli(['webhooks', 'test', 'cli-prod', hook.id])).stdout, /test event enqueued as delivery dlv_/);
+      await h.deliverer.deliverDue();
+      const listed = await cli(['webhooks', 'deliveries', 'cli-prod', hook.id]);
+      assert.match(listed.stdout, /dlv_\S+\s+webhook\.test\s+pending\s+1\s+HTTP 401\s+\d{4}-/);
+      const delivery = (JSON.parse((await cli(['webhooks', 'deliveries', 'cli-prod', hook.id, '--json'])).stdout) as { deliveries: { id: string }[] })
+        .deliveries[0]!;
+      assert.match((await cli(['webhooks', 'redeliver', 'cli-prod', hook.id, delivery.id])).stdout, /is due again now/);
+      assert.equal((await cli(['webhooks', 'remove', 'cli-prod', hook.id])).code, 0);
+      const gone = await cli(['webhooks', 'deliveries', 'cli-prod', hook.id]);
+      assert.equal(gone.code, 1);
+      assert.match(gone.stderr, /webhook_not_found/);
+    } finally {
+      await receiver.stop();
+    }
   });
 });

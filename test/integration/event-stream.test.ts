@@ -14,9 +14,9 @@ before(async () => {
   http = await serveHarness(h);
   await h.clusterHeldByNodeA('live');
 });
-after(() => {
-  http.close();
-  return h.close();
+after(async () => {
+  await http.close();
+  await h.close();
 });
 
 const streamUrl = (cluster: string, cursor?: string) =>

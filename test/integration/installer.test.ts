@@ -53,7 +53,7 @@ before(async () => {
   }
 });
 after(async () => {
-  http.close();
+  await http.close();
   await h.close();
 });
 

@@ -4,7 +4,10 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { buildBundle } from '../../infra/build.ts';
 import { DynamoStore, ensureTable } from '../../control-plane/store/dynamodb.ts';
-import { BOOTSTRAP_EVENT, SWEEP_EVENT } from '../../control-plane/sweep.ts';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { BOOTSTRAP_EVENT, DELIVER_EVENT, SWEEP_EVENT } from '../../control-plane/sweep.ts';
+import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { Credentials } from '../../control-plane/auth.ts';
 import { systemClock } from '../../control-plane/clock.ts';
 import { type EmbeddedDynamo, startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
@@ -20,6 +23,10 @@ let adminToken: string;
 let setupClient: ReturnType<typeof dynamoClient>;
 /** The handler from the source, and from the bundle `npm run build` makes: both must behave. */
 const handlers: Record<'source' | 'bundle', Handler> = {} as never;
+/** The Lambda API on loopback: records the asynchronous invocations the handler makes. */
+let lambdaApi: Server;
+const invocations: { path: string; type: string | undefined; payload: unknown }[] = [];
+const receiver = new WebhookReceiver();
 
 before(async () => {
   dynamo = await startEmbeddedDynamo(await tempDir());
@@ -27,8 +34,23 @@ before(async () => {
   await ensureTable(setupClient, 'nfs-ha-lambda');
   credentials = new Credentials(new DynamoStore({ client: setupClient, tableName: 'nfs-ha-lambda' }), systemClock);
   adminToken = (await credentials.issue('operator', { role: 'admin', name: 'test' })).token;
+  lambdaApi = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      invocations.push({
+        path: req.url ?? '',
+        type: req.headers['x-amz-invocation-type'] as string | undefined,
+        payload: JSON.parse(Buffer.concat(chunks).toString()),
+      });
+      res.writeHead(202).end();
+    });
+  });
+  await new Promise<void>((ok) => lambdaApi.listen(0, '127.0.0.1', ok));
+  await receiver.start();
   // What the Lambda runtime and the deployment set; the handler reads them at cold start.
   Object.assign(process.env, {
+    AWS_ENDPOINT_URL_LAMBDA: `http://127.0.0.1:${(lambdaApi.address() as AddressInfo).port}`,
     AWS_LAMBDA_FUNCTION_NAME: 'nfs-ha-control-plane',
     NFSHA_TABLE: 'nfs-ha-lambda',
     DYNAMODB_ENDPOINT: dynamo.endpoint,
@@ -44,6 +66,8 @@ before(async () => {
 });
 
 after(async () => {
+  lambdaApi.close();
+  await receiver.stop();
   setupClient.destroy();
   await dynamo.close();
   await rm(dynamo.dataDir, { recursive: true, force: true });
@@ -155,11 +179,35 @@ describe('Lambda handler against dynalite', () => {
       };
       // As if the process died right after committing a decision, before storing its events.
       assert.equal(await store.putLease({ ...lease, version: lease.version + 1, outbox: [orphan] }, lease), true);
-      assert.deepEqual(await handlers[build](SWEEP_EVENT, context), { clusters: (await store.listClusters()).length, failed: 0 });
+      const swept = await handlers[build](SWEEP_EVENT, context);
+      assert.deepEqual({ clusters: swept.clusters, failed: swept.failed }, { clusters: (await store.listClusters()).length, failed: 0 });
       const events = (await store.listEvents(id, { limit: 10 })).events.map((e) => e.id);
       assert.ok(events.includes('e1.1.lease.granted'), events.join(', '));
       assert.deepEqual((await store.getLease(id))?.outbox, []);
       sweepClient.destroy();
+    });
+  }
+
+  for (const build of ['source', 'bundle'] as const) {
+    it(`${build}: a request that enqueued webhooks invokes the function asynchronously, and that invocation delivers them`, async () => {
+      const id = `lambda-webhook-${build}`;
+      const call = (method: string, path: string, body?: unknown) => invoke(handlers[build], 'url', method, path, body);
+      await call('POST', '/v1/clusters', await exampleSpec(id));
+      const hook = await call('POST', `/v1/clusters/${id}/webhooks`, { url: receiver.url, types: ['maintenance.changed'] });
+      assert.equal(hook.status, 201);
+      receiver.trust(hook.body.secret);
+      invocations.length = 0;
+      receiver.received.length = 0;
+      assert.equal((await call('GET', `/v1/clusters/${id}/status`)).status, 200);
+      assert.deepEqual(invocations, [], 'nothing enqueued, nothing invoked');
+      assert.equal((await call('PUT', `/v1/clusters/${id}/maintenance`, { enabled: true })).status, 200);
+      assert.deepEqual(invocations, [{ path: '/2015-03-31/functions/nfs-ha-control-plane/invocations', type: 'Event', payload: DELIVER_EVENT }]);
+      assert.equal(receiver.received.length, 0, 'not delivered inside the request');
+      assert.deepEqual(await handlers[build](DELIVER_EVENT, context), { attempted: 1, delivered: 1, failed: 0 });
+      assert.deepEqual(
+        receiver.received.map((r) => [r.type, r.data.clusterId, r.data.enabled]),
+        [['maintenance.changed', id, true]],
+      );
     });
   }
 

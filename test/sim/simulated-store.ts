@@ -7,13 +7,16 @@
  */
 import {
   type ClusterRecord,
+  type DeliveryQuery,
+  type DeliveryRecord,
   EVENT_CURSOR,
   type EventPage,
-  type EventQuery,
+  type EventQueryFrom,
   type NodeStatus,
   type SecretRecord,
   type Store,
   StoreUnavailableError,
+  type WebhookRecord,
 } from '../../control-plane/store/store.ts';
 import type { SecretKind } from '../../shared/credentials.ts';
 import type { ClusterEvent } from '../../shared/events.ts';
@@ -36,6 +39,8 @@ export class SimulatedStore implements Store {
   readonly #events = new Map<string, Map<string, ClusterEvent>>();
   readonly #statuses = new Map<string, Map<string, NodeStatus>>();
   readonly #secrets = new Map<string, SecretRecord>();
+  readonly #webhooks = new Map<string, WebhookRecord>();
+  readonly #deliveries = new Map<string, DeliveryRecord>();
   faults: StoreFaults = noFaults;
   /** Observers of every committed lease (the simulator's invariants watch them). */
   readonly onLease: ((next: Lease, previous: Lease | null) => void)[] = [];
@@ -112,23 +117,106 @@ export class SimulatedStore implements Store {
     });
   }
 
-  async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
+  async listEvents(clusterId: string, query: EventQueryFrom): Promise<EventPage> {
     await this.faults.before('listEvents');
     const after = query.cursor ? EVENT_CURSOR.exec(query.cursor) : null;
     const from = after ? `${after[1]!.padStart(15, '0')}#${after[2]}` : '';
-    const all = [...(this.#events.get(clusterId) ?? new Map()).entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).filter(([k]) => k > from);
+    const fromAt = query.fromAt !== undefined ? String(query.fromAt).padStart(15, '0') : '';
+    const all = [...(this.#events.get(clusterId) ?? new Map()).entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .filter(([k]) => k > from && k >= fromAt);
     const page = all.slice(0, query.limit).map(([, e]) => copy(e));
     const last = page.at(-1);
     return { events: page, cursor: all.length > query.limit && last ? `${last.at}.${last.id}` : null };
   }
 
-  async putNodeStatus(status: NodeStatus): Promise<void> {
+  async putNodeStatus(status: NodeStatus): Promise<NodeStatus | null> {
+    let previous: NodeStatus | null = null;
     await this.#write('putNodeStatus', () => {
       const byNode = this.#statuses.get(status.clusterId) ?? new Map<string, NodeStatus>();
+      previous = copy(byNode.get(status.node) ?? null);
       byNode.set(status.node, copy(status));
       this.#statuses.set(status.clusterId, byNode);
       return true;
     });
+    return previous;
+  }
+
+  async markNodeDown(clusterId: string, node: string, lastHeartbeatAt: number, at: number): Promise<boolean> {
+    return this.#write('markNodeDown', () => {
+      const s = this.#statuses.get(clusterId)?.get(node);
+      if (!s || s.lastHeartbeatAt !== lastHeartbeatAt || s.downAt !== undefined) return false;
+      s.downAt = at;
+      return true;
+    });
+  }
+
+  async putWebhookIfAbsent(record: WebhookRecord): Promise<boolean> {
+    return this.#write('putWebhookIfAbsent', () => {
+      const key = `${record.clusterId}#${record.id}`;
+      if (this.#webhooks.has(key)) return false;
+      this.#webhooks.set(key, copy(record));
+      return true;
+    });
+  }
+
+  async getWebhook(clusterId: string, id: string): Promise<WebhookRecord | null> {
+    await this.faults.before('getWebhook');
+    return copy(this.#webhooks.get(`${clusterId}#${id}`) ?? null);
+  }
+
+  async listWebhooks(clusterId: string): Promise<WebhookRecord[]> {
+    await this.faults.before('listWebhooks');
+    return [...this.#webhooks.values()]
+      .filter((w) => w.clusterId === clusterId)
+      .sort((a, b) => a.id.localeCompare(b.id))
+      .map(copy);
+  }
+
+  async deleteWebhook(clusterId: string, id: string): Promise<boolean> {
+    return this.#write('deleteWebhook', () => this.#webhooks.delete(`${clusterId}#${id}`));
+  }
+
+  async putDeliveriesIfAbsent(records: DeliveryRecord[]): Promise<void> {
+    await this.#write('putDeliveriesIfAbsent', () => {
+      for (const d of records) {
+        const key = `${d.clusterId}#${d.webhookId}#${d.id}`;
+        if (!this.#deliveries.has(key)) this.#deliveries.set(key, copy(d));
+      }
+      return true;
+    });
+  }
+
+  async getDelivery(clusterId: string, webhookId: string, id: string): Promise<DeliveryRecord | null> {
+    await this.faults.before('getDelivery');
+    return copy(this.#deliveries.get(`${clusterId}#${webhookId}#${id}`) ?? null);
+  }
+
+  async listDeliveries(clusterId: string, webhookId: string, query: DeliveryQuery) {
+    await this.faults.before('listDeliveries');
+    const all = [...this.#deliveries.values()]
+      .filter((d) => d.clusterId === clusterId && d.webhookId === webhookId && (query.cursor === undefined || d.id < query.cursor))
+      .sort((a, b) => (a.id < b.id ? 1 : -1));
+    const deliveries = all.slice(0, query.limit).map(copy);
+    return { deliveries, cursor: all.length > query.limit ? deliveries.at(-1)!.id : null };
+  }
+
+  async putDelivery(next: DeliveryRecord, expectedVersion: number): Promise<boolean> {
+    return this.#write('putDelivery', () => {
+      const key = `${next.clusterId}#${next.webhookId}#${next.id}`;
+      if (this.#deliveries.get(key)?.version !== expectedVersion) return false;
+      this.#deliveries.set(key, copy(next));
+      return true;
+    });
+  }
+
+  async dueDeliveries(now: number, limit: number): Promise<DeliveryRecord[]> {
+    await this.faults.before('dueDeliveries');
+    return [...this.#deliveries.values()]
+      .filter((d) => d.status === 'pending' && d.nextAttemptAt !== null && d.nextAttemptAt <= now)
+      .sort((a, b) => a.nextAttemptAt! - b.nextAttemptAt! || (a.id < b.id ? -1 : 1))
+      .slice(0, limit)
+      .map(copy);
   }
 
   async listNodeStatuses(clusterId: string): Promise<NodeStatus[]> {

@@ -114,6 +114,15 @@ describe('CloudFormation template', () => {
     assert.deepEqual([invoke.Action, invoke.Resource], ['lambda:InvokeFunction', { 'Fn::GetAtt': ['Function', 'Arn'] }]);
   });
 
+  it('lets the function invoke itself (webhook delivery after a response), and no other function', () => {
+    const policy = template.Resources.FunctionRole!.Properties.Policies.find((p: { PolicyName: string }) => p.PolicyName === 'deliver-webhooks');
+    const [statement, ...others] = policy.PolicyDocument.Statement;
+    assert.equal(others.length, 0);
+    assert.equal(statement.Action, 'lambda:InvokeFunction');
+    const name = resource('AWS::Lambda::Function').FunctionName['Fn::Sub'] as string;
+    assert.equal(statement.Resource['Fn::Sub'], `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:${name}`);
+  });
+
   it('carries no secret: no secret-looking parameter or literal', () => {
     const text = readFileSync(new URL('../../infra/cloudformation.yaml', import.meta.url), 'utf8');
     assert.doesNotMatch(text, /(password|secret|token|apikey|api_key)\s*:/i);
