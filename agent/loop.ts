@@ -144,7 +144,9 @@ export class NodeAgent {
       // A renewal answered after the demotion completed extends nothing.
       const extendsLease = holding ? this.#role !== 'passive' : r.directive.action === 'activate';
       if (ours && extendsLease) {
-        this.#setDeadline(activeDeadline(sentAt, this.d.spec.timing));
+        // The arbiter's TTL may be shorter than ours (the spec changed since we started): the shorter rules.
+        const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, r.lease.ttlMs) };
+        this.#setDeadline(activeDeadline(sentAt, timing));
         if (holding) await this.d.selfFence.pet();
       }
     } catch (err) {

@@ -87,7 +87,7 @@ export function createApp({
 
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.route('/', installRouter(install));
-  app.route('/', clustersRouter({ store, arbiter, clock }));
+  app.route('/', clustersRouter({ store, arbiter, clock, credentials }));
   app.route('/', agentRouter(arbiter));
   app.route('/', credentialsRouter({ store, credentials, clock }));
   app.route('/', webhooksRouter({ store, clock, outbox: arbiter.outbox, deliverer }));

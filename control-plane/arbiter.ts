@@ -17,6 +17,7 @@ import {
   type Heartbeat,
   isMember,
   type Lease,
+  type LeaseTerms,
   leaseTerms,
   onFencingConfirmed,
   onHeartbeat,
@@ -28,6 +29,7 @@ import {
   requestSwitchover,
   setMaintenance,
   setStandby,
+  updateTerms,
   vacantLease,
 } from '../shared/lease.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
@@ -164,6 +166,18 @@ export class Arbiter {
     });
     await this.recordEvents([event], this.#snapshots.get(clusterId) ?? null);
     return event;
+  }
+
+  /** The lease takes the terms of a new spec version (refused if the nodes changed). */
+  async updateTerms(clusterId: string, terms: LeaseTerms): Promise<Lease> {
+    const { lease, wrote } = await this.#change(clusterId, null, (l, now) => updateTerms(l, terms, now));
+    if (wrote) this.log.info({ clusterId, specVersion: terms.specVersion }, `lease terms of ${clusterId} now from spec version ${terms.specVersion}`);
+    return lease;
+  }
+
+  /** After the cluster was deleted: its lease is no longer a snapshot to decide on. */
+  forget(clusterId: string): void {
+    this.#snapshots.delete(clusterId);
   }
 
   /** Maintenance mode on or off for the whole cluster. */

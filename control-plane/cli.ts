@@ -2,7 +2,8 @@
  * nfs-ha: the operator's command line, over the REST API.
  *
  *   nfs-ha validate -f cluster.yaml        check a spec locally (the same schemas as the API)
- *   nfs-ha apply -f cluster.yaml           create the cluster (shows the difference if it exists)
+ *   nfs-ha apply -f cluster.yaml [--dry-run]  create the cluster, or update it (showing the difference)
+ *   nfs-ha delete <cluster> --yes          once both agents are stopped
  *   nfs-ha clusters | status <cluster> | events <cluster>
  *   nfs-ha keys list | keys create --role admin --name ops | keys revoke <id>
  *   nfs-ha enrol <cluster> <node>          a one-time enrolment token for a node's installer
@@ -22,7 +23,7 @@ import { Command, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import type { ClusterStatus, FencingHistorySchema } from '../shared/api.ts';
-import { type ClusterSpec, ClusterSpecSchema } from '../shared/spec.ts';
+import { type ClusterSpec, ClusterSpecSchema, specDiff } from '../shared/spec.ts';
 import { eventMatches } from '../shared/events.ts';
 import { detectionWindowMs } from '../shared/timing.ts';
 import { WEBHOOK_TYPES, WebhookCreateSchema } from '../shared/webhooks.ts';
@@ -77,16 +78,6 @@ async function readSpec(file: string): Promise<{ spec?: ClusterSpec; problems: s
   const r = ClusterSpecSchema.safeParse(raw);
   if (!r.success) return { problems: r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`) };
   return { spec: r.data, problems: [] };
-}
-
-/** Where two values differ, as "path: old → new" lines. */
-function specDiff(before: unknown, after: unknown, path = ''): string[] {
-  if (JSON.stringify(before) === JSON.stringify(after)) return [];
-  if (before && after && typeof before === 'object' && typeof after === 'object' && !Array.isArray(before) && !Array.isArray(after)) {
-    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
-    return keys.flatMap((k) => specDiff((before as Record<string, unknown>)[k], (after as Record<string, unknown>)[k], path ? `${path}.${k}` : k));
-  }
-  return [`${path || '(spec)'}: ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
 }
 
 const out = (g: Globals, json: unknown, text: () => string) => console.log(g.json ? JSON.stringify(json, null, 2) : text());
@@ -177,9 +168,10 @@ program
 
 program
   .command('apply')
-  .description('create the cluster of a spec (validated locally first)')
+  .description('create the cluster of a spec, or update it to the spec (validated locally first; the difference is shown)')
   .requiredOption('-f, --file <file>', 'the spec')
-  .action(async (o: { file: string }) => {
+  .option('--dry-run', 'show the difference, change nothing')
+  .action(async (o: { file: string; dryRun?: boolean }) => {
     const { spec, problems } = await readSpec(o.file);
     if (!spec) throw new CliError(`${o.file} is not a valid cluster spec:\n  ${problems.join('\n  ')}`);
     const existing = await api<{ spec: ClusterSpec }>(g(), 'GET', `/v1/clusters/${spec.id}`).catch((err: CliError) => {
@@ -188,20 +180,40 @@ program
     });
     if (existing) {
       const diff = specDiff(existing.spec, spec);
-      out(g(), { cluster: spec.id, exists: true, diff }, () =>
-        diff.length === 0
-          ? `cluster ${spec.id} already matches ${o.file}`
-          : `cluster ${spec.id} exists and differs:\n${diff.map((d) => `  ${d}`).join('\n')}\nchanging a live cluster's spec is not supported yet`,
+      const lines = diff.map((d) => `  ${d}`).join('\n');
+      if (diff.length === 0 || o.dryRun) {
+        return out(g(), { cluster: spec.id, exists: true, diff, applied: false }, () =>
+          diff.length === 0
+            ? `cluster ${spec.id} already matches ${o.file}`
+            : `cluster ${spec.id} differs from ${o.file} (dry run, nothing changed):\n${lines}`,
+        );
+      }
+      const r = await api<{ specVersion: number }>(g(), 'PUT', `/v1/clusters/${spec.id}`, spec);
+      return out(
+        g(),
+        { cluster: spec.id, exists: true, diff, applied: true, specVersion: r.specVersion },
+        () =>
+          `updated cluster ${spec.id} to spec version ${r.specVersion}:\n${lines}\n` +
+          'the lease uses the new timing now; the agents use the rest from their next start: restart the passive one, then the active one (it hands over in order)',
       );
-      if (diff.length > 0) process.exitCode = 3;
-      return;
     }
+    if (o.dryRun) return out(g(), { cluster: spec.id, exists: false, applied: false }, () => `cluster ${spec.id} does not exist; apply would create it`);
     const created = await api<{ specVersion: number }>(g(), 'POST', '/v1/clusters', spec);
     out(
       g(),
       { cluster: spec.id, created: true, specVersion: created.specVersion },
       () => `created cluster ${spec.id} (nodes ${spec.nodes.map((n) => n.id).join(', ')}); next: nfs-ha enrol ${spec.id} <node>`,
     );
+  });
+
+program
+  .command('delete')
+  .description('delete a cluster once both agents are stopped (admin)')
+  .argument('<cluster>')
+  .requiredOption('--yes', 'yes, delete its lease, timeline, webhooks and agent credentials')
+  .action(async (cluster: string) => {
+    await api(g(), 'DELETE', `/v1/clusters/${encodeURIComponent(cluster)}`);
+    out(g(), { cluster, deleted: true }, () => `cluster ${cluster} deleted`);
   });
 
 program

@@ -57,6 +57,7 @@ export const EventSchema = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('lease.released'), node: NodeId, data: z.object({ reason: ReleaseReason }) }),
   z.object({ ...base, type: z.literal('switchover.requested'), node: NodeId.describe('The target'), data: z.object({ from: NodeId }) }),
   z.object({ ...base, type: z.literal('maintenance.changed'), data: z.object({ enabled: z.boolean() }) }),
+  z.object({ ...base, type: z.literal('spec.updated'), data: z.object({ specVersion: z.number().int().positive() }) }),
   z.object({ ...base, type: z.literal('standby.changed'), node: NodeId, data: z.object({ enabled: z.boolean() }) }),
   z.object({
     ...base,

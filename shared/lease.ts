@@ -131,7 +131,7 @@ export interface Decision {
 
 /** A report the lease cannot accept, with the reason. */
 export interface Rejection {
-  code: 'stale_epoch' | 'switchover_not_possible' | 'standby_not_possible';
+  code: 'stale_epoch' | 'switchover_not_possible' | 'standby_not_possible' | 'immutable_field';
   message: string;
 }
 
@@ -261,7 +261,10 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
 export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: number): Decision {
   const { terms } = lease;
   if (lease.holder === node) {
-    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt: leaseExpiry(now, terms.leaseTtlMs) };
+    // Never earlier than before: the holder may not have heard of a shorter TTL yet (a renewal
+    // whose answer was lost), and its deadline stands on the expiry it last learnt.
+    const expiresAt = Math.max(lease.expiresAt, leaseExpiry(now, terms.leaseTtlMs));
+    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt };
     return { next, directive: holderDirective(next, hb) };
   }
   // Neither a node in standby nor, in maintenance, any node other than the holder takes the lease.
@@ -374,6 +377,29 @@ export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now:
 function operatorEvent(lease: Lease, now: number, event: Pick<ClusterEvent, 'type' | 'data'> & { node?: string }): ClusterEvent {
   const id = `e${lease.epoch}.3.${event.type}.v${String(lease.version).padStart(12, '0')}`;
   return { id, clusterId: lease.clusterId, at: now, epoch: lease.epoch, ...event } as ClusterEvent;
+}
+
+/** A spec may not change a cluster's nodes: the reservation keys derive from them. */
+export function nodesChanged(before: readonly string[], after: readonly string[]): Rejection | null {
+  if (before.join() === after.join()) return null;
+  return {
+    code: 'immutable_field',
+    message: `the nodes of a cluster cannot change (${before.join(', ')}): their reservation keys derive from them; delete the cluster and create it anew`,
+  };
+}
+
+/**
+ * A new spec version: the lease takes its terms (timing, early fencing) at once. Safe while a
+ * node holds the lease: a renewal never moves the expiry earlier, and a holder's deadline uses
+ * the shorter of its own TTL and the one each renewal answers with. The nodes, and so the
+ * reservation keys, never change. Idempotent for a version already taken.
+ */
+export function updateTerms(lease: Lease, terms: LeaseTerms, now: number): Rejection | { next: Lease | null } {
+  const refused = nodesChanged(lease.terms.nodes, terms.nodes);
+  if (refused) return refused;
+  if (terms.specVersion <= lease.terms.specVersion) return { next: null };
+  const event = operatorEvent(lease, now, { type: 'spec.updated', data: { specVersion: terms.specVersion } });
+  return { next: { ...lease, version: lease.version + 1, terms, outbox: [...lease.outbox, event] } };
 }
 
 /** Maintenance mode on or off. Idempotent. */

@@ -183,3 +183,13 @@ export function nodeDevices(spec: ClusterSpec, nodeId: string): string[] {
   const node = spec.nodes.find((n) => n.id === nodeId);
   return node?.devices ?? spec.storage.devices;
 }
+
+/** Where two specs (or any JSON values) differ, as "path: old → new" lines. */
+export function specDiff(before: unknown, after: unknown, path = ''): string[] {
+  if (JSON.stringify(before) === JSON.stringify(after)) return [];
+  if (before && after && typeof before === 'object' && typeof after === 'object' && !Array.isArray(before) && !Array.isArray(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+    return keys.flatMap((k) => specDiff((before as Record<string, unknown>)[k], (after as Record<string, unknown>)[k], path ? `${path}.${k}` : k));
+  }
+  return [`${path || '(spec)'}: ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
+}

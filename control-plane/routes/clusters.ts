@@ -4,10 +4,11 @@ import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema, FencingHistorySchema } from '../../shared/api.ts';
 import { type ClusterEvent, EVENT_TYPES, eventMatches, EventTypeSchema } from '../../shared/events.ts';
-import { leaseState } from '../../shared/lease.ts';
+import { leaseState, leaseTerms, nodesChanged } from '../../shared/lease.ts';
 import { NodeId } from '../../shared/names.ts';
-import { ClusterSpecSchema } from '../../shared/spec.ts';
-import type { Arbiter } from '../arbiter.ts';
+import { ClusterSpecSchema, specDiff } from '../../shared/spec.ts';
+import { type Arbiter, NODE_DOWN_AFTER_MS } from '../arbiter.ts';
+import type { Credentials } from '../auth.ts';
 import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
 import { type ClusterRecord, EVENT_CURSOR, type EventPage, type EventQuery, type Store } from '../store/store.ts';
@@ -22,8 +23,8 @@ function clusterView(r: ClusterRecord) {
   return { spec: r.spec, specVersion: r.specVersion, createdAt: iso(r.createdAt), updatedAt: iso(r.updatedAt) };
 }
 
-export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Clock }) {
-  const { store, arbiter, clock } = deps;
+export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Clock; credentials: Credentials }) {
+  const { store, arbiter, clock, credentials } = deps;
 
   async function cluster(clusterId: string): Promise<ClusterRecord> {
     const record = await store.getCluster(clusterId);
@@ -113,6 +114,82 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         responses: { 200: jsonResponse(ClusterSchema, 'The cluster'), ...errors(400, 404, 503) },
       }),
       async (c) => c.json(clusterView(await cluster(c.req.valid('param').clusterId)), 200),
+    )
+    .openapi(
+      createRoute({
+        method: 'put',
+        path: '/v1/clusters/{clusterId}',
+        tags,
+        summary: "Update a cluster's spec (admin)",
+        description:
+          'Validated like a new spec. The id and the nodes cannot change (the reservation keys derive from them). The lease takes the new timing at once, which is safe while a node holds it: ' +
+          'its expiry never moves earlier and a holder uses the shorter TTL. Agents use the rest of the new spec from their next start: restart the passive one, then the active one (it hands over in order, with the spec it started with).',
+        request: { params: ClusterParams, ...jsonBody(ClusterSpecSchema) },
+        responses: {
+          200: jsonResponse(ClusterSchema.extend({ changed: z.array(z.string()).describe('What changed, "path: old → new"') }), 'The cluster as it now is'),
+          ...errors(400, 404, 409, 503),
+        },
+      }),
+      async (c) => {
+        const { clusterId } = c.req.valid('param');
+        const spec = c.req.valid('json');
+        if (spec.id !== clusterId)
+          throw new ApiError(400, 'invalid_request', `the spec's id "${spec.id}" is not this cluster's ("${clusterId}"); a cluster's id cannot change`);
+        const current = await cluster(clusterId);
+        const changed = specDiff(current.spec, spec);
+        const refused = nodesChanged(
+          current.spec.nodes.map((n) => n.id),
+          spec.nodes.map((n) => n.id),
+        );
+        if (refused) throw new ApiError(409, refused.code, refused.message);
+        let record = current;
+        if (changed.length > 0) {
+          record = { ...current, spec, specVersion: current.specVersion + 1, updatedAt: clock.now() };
+          if (!(await store.putCluster(record, current.specVersion))) {
+            throw new ApiError(
+              409,
+              'spec_changed',
+              `the spec of ${clusterId} changed meanwhile (now version ${(await cluster(clusterId)).specVersion}); read it and apply again`,
+            );
+          }
+        }
+        // Also when nothing changed: a retry completes an update whose lease write did not land.
+        await arbiter.updateTerms(clusterId, leaseTerms(record.spec, record.specVersion));
+        return c.json({ ...clusterView(record), changed }, 200);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'delete',
+        path: '/v1/clusters/{clusterId}',
+        tags,
+        summary: 'Delete a cluster (admin), only once no agent runs it',
+        description: `Refused while a node holds the lease or either node was heard from in the last ${NODE_DOWN_AFTER_MS / 1000} s: stop (or uninstall) both agents first. Deletes the lease, timeline, node statuses, webhooks and deliveries, and revokes the cluster's agent credentials and enrolment tokens.`,
+        request: { params: ClusterParams },
+        responses: { 204: { description: 'Deleted' }, ...errors(400, 404, 409, 503) },
+      }),
+      async (c) => {
+        const { clusterId } = c.req.valid('param');
+        const s = await status(clusterId);
+        const heard = s.nodes.filter((n) => n.lastHeartbeatAgoMs !== null && n.lastHeartbeatAgoMs <= NODE_DOWN_AFTER_MS);
+        if (s.lease.state === 'held' || s.lease.state === 'fencing' || heard.length > 0) {
+          const why = [
+            s.lease.state === 'held' || s.lease.state === 'fencing' ? `${s.lease.holder} holds the lease (epoch ${s.lease.epoch})` : '',
+            ...heard.map((n) => `${n.id} was heard from ${Math.round(n.lastHeartbeatAgoMs! / 1000)} s ago`),
+          ].filter(Boolean);
+          throw new ApiError(
+            409,
+            'cluster_in_use',
+            `cluster ${clusterId} is in use: ${why.join('; ')}. Stop the agent on both nodes first (systemctl stop nfs-ha-agent)`,
+          );
+        }
+        for (const kind of ['agent', 'enrolment'] as const) {
+          for (const r of await store.listSecrets(kind)) if (r.clusterId === clusterId && r.revokedAt === null) await credentials.revoke(kind, r.id);
+        }
+        await store.deleteCluster(clusterId);
+        arbiter.forget(clusterId);
+        return c.body(null, 204);
+      },
     )
     .openapi(
       createRoute({

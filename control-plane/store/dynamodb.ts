@@ -186,6 +186,52 @@ export class DynamoStore implements Store {
     return this.#putIfAbsent(toItem({ pk: clusterPk(id), sk: 'SPEC', gsi1pk: 'CLUSTERS', gsi1sk: id }, record), `create cluster ${id}`);
   }
 
+  async putCluster(record: ClusterRecord, expectedSpecVersion: number): Promise<boolean> {
+    const id = record.spec.id;
+    const r = await this.#send(`update cluster ${id}`, 'PutItem', () =>
+      this.#db.send(
+        new PutItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Item: toItem({ pk: clusterPk(id), sk: 'SPEC', gsi1pk: 'CLUSTERS', gsi1sk: id }, record),
+          ConditionExpression: 'specVersion = :v',
+          ExpressionAttributeValues: marshall({ ':v': expectedSpecVersion }),
+        }),
+      ),
+    );
+    return r !== false;
+  }
+
+  async deleteCluster(clusterId: string): Promise<void> {
+    const pk = clusterPk(clusterId);
+    const remove = (sk: string) =>
+      this.#send(`delete ${pk} ${sk}`, 'DeleteItem', () =>
+        this.#db.send(new DeleteItemCommand({ ...TOTAL, TableName: this.#table, Key: marshall({ pk, sk }) })),
+      );
+    let start: Record<string, AttributeValue> | undefined;
+    do {
+      const page = await this.#send(`list items of ${pk}`, 'Query', () =>
+        this.#db.send(
+          new QueryCommand({
+            ...TOTAL,
+            TableName: this.#table,
+            KeyConditionExpression: 'pk = :pk',
+            ExpressionAttributeValues: marshall({ ':pk': pk }),
+            ProjectionExpression: 'sk',
+            ConsistentRead: true,
+            Limit: 100,
+            ExclusiveStartKey: start,
+          }),
+        ),
+      );
+      if (!page) break;
+      const keys = (page.Items ?? []).map((item) => unmarshall(item).sk as string).filter((sk) => sk !== 'SPEC');
+      await Promise.all(keys.map(remove));
+      start = page.LastEvaluatedKey;
+    } while (start);
+    await remove('SPEC');
+  }
+
   async getCluster(clusterId: string): Promise<ClusterRecord | null> {
     const item = await this.#get(clusterPk(clusterId), 'SPEC');
     return item ? toClusterRecord(item) : null;

@@ -123,6 +123,13 @@ export interface SecretRecord {
 
 export interface Store {
   putClusterIfAbsent(record: ClusterRecord): Promise<boolean>;
+  /** Replaces the cluster record only if its stored specVersion is `expectedSpecVersion`. */
+  putCluster(record: ClusterRecord, expectedSpecVersion: number): Promise<boolean>;
+  /**
+   * Deletes every item of the cluster (lease, events, node statuses, webhooks, deliveries), the
+   * cluster record last, so an interrupted deletion leaves a cluster that can be deleted again.
+   */
+  deleteCluster(clusterId: string): Promise<void>;
   getCluster(clusterId: string): Promise<ClusterRecord | null>;
   listClusters(): Promise<ClusterRecord[]>;
 

@@ -37,6 +37,47 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
       assert.ok((await store.listClusters()).some((c) => c.spec.id === 'sc-one'));
     });
 
+    it('a cluster record is replaced only at the expected spec version; deletion removes every item of the cluster', async () => {
+      const { record, lease } = await cluster('sc-del');
+      const other = await cluster('sc-keep');
+      for (const c of [{ record, lease }, other]) {
+        await store.putClusterIfAbsent(c.record);
+        await store.putLeaseIfAbsent(c.lease);
+        await store.putEvents([{ id: 'e0.x', clusterId: c.lease.clusterId, at: T, epoch: 0, type: 'maintenance.changed', data: { enabled: true } }]);
+        await store.putNodeStatus({
+          clusterId: c.lease.clusterId,
+          node: 'node-a',
+          role: 'passive',
+          epoch: 0,
+          peerReachable: null,
+          lastHeartbeatAt: T,
+          lastDirective: 'x',
+        });
+        await store.putWebhookIfAbsent({
+          clusterId: c.lease.clusterId,
+          id: 'wh_0000000000000009',
+          url: 'https://e.example/h',
+          secret: 'whsec_A',
+          types: null,
+          description: null,
+          createdAt: T,
+        });
+      }
+      assert.equal(await store.putCluster({ ...record, specVersion: 2 }, 2), false);
+      assert.equal(await store.putCluster({ ...record, specVersion: 2 }, 1), true);
+      assert.equal((await store.getCluster('sc-del'))?.specVersion, 2);
+      await store.deleteCluster('sc-del');
+      assert.equal(await store.getCluster('sc-del'), null);
+      assert.equal(await store.getLease('sc-del'), null);
+      assert.deepEqual((await store.listEvents('sc-del', { limit: 10 })).events, []);
+      assert.deepEqual(await store.listNodeStatuses('sc-del'), []);
+      assert.deepEqual(await store.listWebhooks('sc-del'), []);
+      assert.ok(!(await store.listClusters()).some((c) => c.spec.id === 'sc-del'));
+      assert.equal((await store.listEvents('sc-keep', { limit: 10 })).events.length, 1, 'another cluster keeps its items');
+      assert.equal((await store.listWebhooks('sc-keep')).length, 1);
+      await store.deleteCluster('sc-del'); // again: nothing left, no error
+    });
+
     it('the lease: created once, compare-and-set on its version, reads see every completed write', async () => {
       const { lease } = await cluster('sc-lease');
       assert.equal(await store.putLeaseIfAbsent(lease), true);

@@ -51,6 +51,9 @@ const routes: { method: string; path: string; body?: unknown; allowed: Partial<R
     allowed: { 'agent of this node': 409 },
   },
   { method: 'POST', path: `${node}/release`, body: { epoch: 99, reason: 'shutdown' }, allowed: { 'agent of this node': 409 } },
+  { method: 'PUT', path: '/v1/clusters/auth-a', body: {}, allowed: { admin: 400 } },
+  // In use (node-a's heartbeat above took the lease): refused, but only after authorization.
+  { method: 'DELETE', path: '/v1/clusters/auth-a', allowed: { admin: 409 } },
   { method: 'POST', path: '/v1/keys', body: { role: 'read-only', name: 'matrix' }, allowed: { admin: 201 } },
   { method: 'GET', path: '/v1/keys', allowed: { admin: 200 } },
   { method: 'DELETE', path: '/v1/keys/ffffffffffffffff', allowed: { admin: 404 } },

@@ -47,16 +47,26 @@ describe('nfs-ha CLI', () => {
     assert.ok(problems.some((p) => p.startsWith('timing.leaseTtlMs:')));
   });
 
-  it('apply creates, then reports a match, then shows the difference it will not apply yet', async () => {
+  it('apply creates, then reports a match, then shows a difference (--dry-run) and applies it', async () => {
     const file = join(dir, 'cluster.yaml');
     const created = await cli(['apply', '-f', file]);
     assert.equal(created.code, 0, created.stderr);
     assert.match(created.stdout, /created cluster cli-prod .*nfs-ha enrol cli-prod <node>/);
     assert.match((await cli(['apply', '-f', file])).stdout, /already matches/);
     await writeFile(file, (await readFile(file, 'utf8')).replace('fsid: 102', 'fsid: 103'));
-    const changed = await cli(['apply', '-f', file]);
-    assert.equal(changed.code, 3);
-    assert.match(changed.stdout, /nfs\.exports: .*"fsid":102.* → .*"fsid":103/);
+    const dry = await cli(['apply', '-f', file, '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /dry run, nothing changed.*\n.*nfs\.exports: .*"fsid":102.* → .*"fsid":103/);
+    assert.equal(JSON.parse((await cli(['clusters', '--json'])).stdout).clusters[0].specVersion, 1);
+    const applied = await cli(['apply', '-f', file]);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.match(applied.stdout, /updated cluster cli-prod to spec version 2:\n.*"fsid":103.*\n.*restart the passive one, then the active one/);
+    assert.match((await cli(['apply', '-f', file])).stdout, /already matches/);
+    const renamed = (await readFile(file, 'utf8')).replaceAll('node-b', 'node-c');
+    await writeFile(join(dir, 'renamed.yaml'), renamed);
+    const refused = await cli(['apply', '-f', join(dir, 'renamed.yaml')]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /immutable_field: the nodes of a cluster cannot change/);
   });
 
   it('status: one glance at who is active, and --json', async () => {

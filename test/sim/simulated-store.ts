@@ -60,6 +60,26 @@ export class SimulatedStore implements Store {
     });
   }
 
+  async putCluster(record: ClusterRecord, expectedSpecVersion: number): Promise<boolean> {
+    return this.#write('putCluster', () => {
+      if (this.#clusters.get(record.spec.id)?.specVersion !== expectedSpecVersion) return false;
+      this.#clusters.set(record.spec.id, copy(record));
+      return true;
+    });
+  }
+
+  async deleteCluster(clusterId: string): Promise<void> {
+    await this.#write('deleteCluster', () => {
+      this.#leases.delete(clusterId);
+      this.#events.delete(clusterId);
+      this.#statuses.delete(clusterId);
+      for (const [key, w] of this.#webhooks) if (w.clusterId === clusterId) this.#webhooks.delete(key);
+      for (const [key, d] of this.#deliveries) if (d.clusterId === clusterId) this.#deliveries.delete(key);
+      this.#clusters.delete(clusterId);
+      return true;
+    });
+  }
+
   async getCluster(clusterId: string): Promise<ClusterRecord | null> {
     await this.faults.before('getCluster');
     return copy(this.#clusters.get(clusterId) ?? null);

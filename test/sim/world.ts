@@ -37,6 +37,7 @@ export const FAULT_KINDS = [
   'nfs-dies',
   'mount-fails',
   'stop-hangs',
+  'ttl-shortened',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -470,6 +471,22 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
           // Strikes the node that would mount next: the peer of the one serving.
           node(f.target === 'active' ? other(id) : id).host.failNextMount = true;
           return;
+        case 'ttl-shortened': {
+          // An operator shortens the lease TTL while a node holds it; the agents keep the spec
+          // they started with and learn the new TTL only from their renewals.
+          const shorter = { ...spec, timing: { ...spec.timing, leaseTtlMs: t.leaseTtlMs - 500 } };
+          void Promise.resolve(
+            instances[0]!.request(`/v1/clusters/${spec.id}`, {
+              method: 'PUT',
+              headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` },
+              body: JSON.stringify(shorter),
+            }),
+          ).then(async (r) => {
+            trace(`spec update: ${r.status}`);
+            if (r.status === 400) violation(`the shortened timing was refused: ${await r.text()}`);
+          });
+          return;
+        }
         case 'stop-hangs':
           // A stop that hangs, when it matters: the node loses the control plane, must demote
           // at its deadline, and its first stop hangs past the demotion budget.

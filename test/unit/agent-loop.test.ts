@@ -210,6 +210,24 @@ describe('agent loop', () => {
     assert.equal(agent.deadline, null, 'a renewal after the demotion extends nothing');
   });
 
+  it('a renewal under a shorter TTL than its own spec (the spec changed since the agent started) earns the shorter deadline', async () => {
+    const { agent, cp, spec, step } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    const shorter = stayActive(2);
+    shorter.lease.ttlMs = spec.timing.leaseTtlMs - 1000;
+    cp.answers = [shorter];
+    now += 100;
+    await step();
+    assert.equal(agent.deadline, activeDeadline(now, { ...spec.timing, leaseTtlMs: spec.timing.leaseTtlMs - 1000 }));
+    const longer = stayActive(2);
+    longer.lease.ttlMs = spec.timing.leaseTtlMs + 5000;
+    cp.answers = [longer];
+    now += 100;
+    await step();
+    assert.equal(agent.deadline, activeDeadline(now, spec.timing), 'a longer one does not lengthen its own');
+  });
+
   it('renewals and the deadline never wait for a slow monitor pass (found in the lab)', async () => {
     const { agent, cp, spec, step, others } = await agentFor();
     cp.answers = [granted(2)];
