@@ -6,8 +6,8 @@
 # Checks the OS and the node tools, downloads the agent bundle from the control plane and
 # verifies its checksum, exchanges the one-time enrolment token for this node's credential,
 # writes /etc/nfs-ha/agent.json (0600), installs the systemd unit, runs the agent's own
-# preflight (devices, reservation support, LVM system ID, watchdog, nfs-server not enabled at
-# boot) and starts the agent. Safe to run again (it keeps the credential it has); --uninstall.
+# preflight (devices, reservation support, LVM system ID, VG autoactivation off, watchdog,
+# nfs-server not enabled at boot) and starts the agent. Safe to run again (it keeps the credential it has); --uninstall.
 set -euo pipefail
 
 CONTROL_PLANE='@@CONTROL_PLANE_URL@@'

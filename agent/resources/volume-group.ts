@@ -22,6 +22,13 @@ const report = <T extends z.ZodType>(key: string, row: T) =>
   z.object({ report: z.array(z.object({ [key]: z.array(row) })).length(1) }).transform((r) => r.report[0]![key] as z.infer<T>[]);
 
 const VgsReport = report('vg', z.object({ vg_name: z.string(), vg_systemid: z.string() }).loose());
+const AutoactivationReport = report('vg', z.object({ vg_name: z.string(), vg_autoactivation: z.string() }).loose());
+
+/** Whether LVM autoactivates `vg` at boot ("enabled"; empty when off), or undefined if absent. */
+export function parseAutoactivation(stdout: string, vg: string): boolean | undefined {
+  const row = AutoactivationReport.parse(JSON.parse(stdout)).find((v) => v.vg_name === vg);
+  return row ? row.vg_autoactivation === 'enabled' : undefined;
+}
 const LvsReport = report('lv', z.object({ lv_name: z.string(), vg_name: z.string(), lv_active: z.string() }).loose());
 
 /** The owner (system ID) of `vg` from `vgs --foreign --reportformat json`, or undefined if absent. */
@@ -64,7 +71,15 @@ export class VolumeGroup implements Resource {
   async validate(): Promise<string[]> {
     const local = await this.#localSystemId();
     if (!local) return ['no LVM system ID is configured on this node: set system_id_source (e.g. "lvmlocal" with system_id) in lvm.conf/lvmlocal.conf'];
-    return (await this.#owner()) === undefined ? [`volume group ${this.#vg} is not visible on this node`] : [];
+    if ((await this.#owner()) === undefined) return [`volume group ${this.#vg} is not visible on this node`];
+    // The agent alone activates the VG, after fencing: a node booting (after a watchdog reset,
+    // say) must not activate it on its own.
+    const r = await this.ctx.exec.run({
+      argv: ['vgs', '--foreign', '--reportformat', 'json', '-o', 'vg_name,vg_autoactivation', this.#vg],
+      timeoutMs: TIMEOUT.query,
+    });
+    const autoactivated = parseAutoactivation(expectExit(r, [0], `reading the autoactivation of VG ${this.#vg}`).stdout, this.#vg);
+    return autoactivated ? [`LVM autoactivation is on for volume group ${this.#vg}: turn it off with vgchange --setautoactivation n ${this.#vg}`] : [];
   }
 
   async start(): Promise<void> {

@@ -4,7 +4,7 @@ import { Exports, parseExportfs } from '../../agent/resources/exports.ts';
 import { Filesystem, parseFindmnt, parseFuserPids } from '../../agent/resources/filesystem.ts';
 import { FloatingIp, GARP_COUNT, parseIpv4Addresses } from '../../agent/resources/floating-ip.ts';
 import { NFS_CONF, NfsServer, nfsConf, SCOPE_DROPIN, scopeDropIn } from '../../agent/resources/nfs-server.ts';
-import { parseLvActive, parseSystemId, parseVgOwner, VolumeGroup } from '../../agent/resources/volume-group.ts';
+import { parseAutoactivation, parseLvActive, parseSystemId, parseVgOwner, VolumeGroup } from '../../agent/resources/volume-group.ts';
 import { resourceContext } from '../helpers/agent.ts';
 import { fixture } from '../helpers/fixtures.ts';
 
@@ -26,6 +26,11 @@ describe('LVM parsers (real output)', () => {
     assert.equal(parseVgOwner(fixture('vgs--json--foreign--node-b').stdout, 'vgha'), 'nodea');
     assert.equal(parseVgOwner(fixture('vgs--json--owned-by-b').stdout, 'vgha'), 'nodeb');
     assert.equal(parseVgOwner(fixture('vgs--json--owned-by-b').stdout, 'other'), undefined);
+  });
+  it('reads whether the VG autoactivates', () => {
+    assert.equal(parseAutoactivation(fixture('vgs--json--autoactivation-enabled').stdout, 'vg_fixture'), true);
+    assert.equal(parseAutoactivation(fixture('vgs--json--autoactivation-disabled').stdout, 'vg_fixture'), false);
+    assert.equal(parseAutoactivation(fixture('vgs--json--autoactivation-disabled').stdout, 'other'), undefined);
   });
   it('reads LV activation', () => {
     assert.equal(parseLvActive(fixture('lvs--json--owned-by-a-active').stdout, 'vgha', 'data'), true);
@@ -78,6 +83,22 @@ describe('volume-group resource', () => {
     exec.on('lvm systemid', 'lvm-systemid--node-a').on(/^vgs /, renamed('vgs--json--foreign--node-b', { ...LVM, nodea: 'nodeb' }));
     await new VolumeGroup(ctx).stop();
     assert.deepEqual(exec.lines().at(-1), 'vgchange --config local/extra_system_ids=["nodeb"] -an vg_nfs');
+  });
+
+  it('validation: refuses a VG that LVM would autoactivate at boot, with the command that fixes it', async () => {
+    const AUTO = { ...LVM, vg_fixture: 'vg_nfs' };
+    for (const [file, expected] of [
+      ['vgs--json--autoactivation-enabled', ['LVM autoactivation is on for volume group vg_nfs: turn it off with vgchange --setautoactivation n vg_nfs']],
+      ['vgs--json--autoactivation-disabled', []],
+    ] as const) {
+      const { ctx, exec } = await resourceContext('node-a');
+      exec
+        .on('lvm systemid', 'lvm-systemid--node-a')
+        .on(/vg_systemid/, renamed('vgs--json--owned-by-a-active', LVM))
+        .on(/vg_autoactivation/, renamed(file, AUTO));
+      assert.deepEqual(await new VolumeGroup(ctx).validate(), expected);
+      assert.equal(exec.lines().at(-1), 'vgs --foreign --reportformat json -o vg_name,vg_autoactivation vg_nfs');
+    }
   });
 
   it('a node without an LVM system ID fails validation with the fix', async () => {
