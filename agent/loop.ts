@@ -9,7 +9,7 @@
  * next step, and demotion begins. Demotion that does not finish within its budget, a failed
  * stop, or our reservation key vanishing while we hold the lease, ends in self-fencing.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Phase, PhaseDirection } from '../shared/events.ts';
 import type { Release } from '../shared/lease.ts';
@@ -80,6 +80,7 @@ export class NodeAgent {
   #leftovers = false;
   #lastPollAt = Number.NEGATIVE_INFINITY;
   #deciding = false;
+  #reports = 0;
 
   constructor(private readonly d: AgentDeps) {}
 
@@ -321,9 +322,18 @@ export class NodeAgent {
     const epoch = this.d.fencing.epoch;
     if (epoch === 0) return;
     // Reports are the timeline, not the protocol: they never hold up a failover.
-    this.d.controlPlane.reportPhase({ reportId: randomUUID(), epoch, phase, direction, status, ...extra }).catch((err: Error) => {
+    this.d.controlPlane.reportPhase({ reportId: this.#reportId(), epoch, phase, direction, status, ...extra }).catch((err: Error) => {
       this.d.log.debug({ phase, err: err.message }, 'phase report not delivered');
     });
+  }
+
+  /**
+   * Report ids sort in the order the reports were made: the timeline orders events of the same
+   * millisecond by id, and a resource's state is its last report.
+   */
+  #reportId(): string {
+    this.#reports += 1;
+    return `${Date.now().toString(36)}-${this.#reports.toString(36).padStart(6, '0')}-${randomBytes(3).toString('hex')}`;
   }
 
   async #timed<T>(phase: Phase, direction: 'start' | 'stop', work: () => Promise<T>): Promise<T> {

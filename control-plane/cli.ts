@@ -102,8 +102,10 @@ function statusTable(s: ClusterStatus): string {
     l.holder === null
       ? `cluster ${s.clusterId}   epoch ${l.epoch}   lease vacant`
       : `cluster ${s.clusterId}   epoch ${l.epoch}   ${l.state === 'held' ? 'active' : l.state}: ${l.holder} (renewed ${ago(l.renewedAgoMs)}, ${l.expiresInMs >= 0 ? `expires in ${(l.expiresInMs / 1000).toFixed(1)} s` : `lapsed ${(-l.expiresInMs / 1000).toFixed(1)} s ago`})`;
-  const rows = [['NODE', 'ROLE', 'EPOCH', 'LAST HEARTBEAT', 'SEES PEER', 'RESERVATION KEY']];
+  const rows = [['NODE', 'ROLE', 'EPOCH', 'LAST HEARTBEAT', 'SEES PEER', 'RESERVATION KEY', 'RESOURCES']];
   for (const n of s.nodes) {
+    const states = Object.entries(n.resources);
+    const unusual = states.filter(([, state]) => state !== 'running');
     rows.push([
       `${n.id}${n.isHolder ? ' *' : ''}`,
       n.role ?? '-',
@@ -111,6 +113,7 @@ function statusTable(s: ClusterStatus): string {
       ago(n.lastHeartbeatAgoMs),
       n.peerReachable === null ? '-' : n.peerReachable ? 'yes' : 'NO',
       n.reservationKey,
+      states.length === 0 ? '-' : unusual.length === 0 ? `${states.length} running` : unusual.map(([r, state]) => `${r} ${state.toUpperCase()}`).join(', '),
     ]);
   }
   const table = columns(rows);

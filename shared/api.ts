@@ -3,7 +3,7 @@
  * (shared/lease.ts, shared/spec.ts). The agent and the CLI parse responses with these.
  */
 import { z } from 'zod';
-import { EventSchema } from './events.ts';
+import { EventSchema, ResourceState } from './events.ts';
 import { AgentRole, DirectiveSchema, FencingDecisionSchema } from './lease.ts';
 import { ClusterId, NodeId } from './names.ts';
 import { ReservationKey } from './reservation-key.ts';
@@ -40,6 +40,9 @@ export const NodeStatusViewSchema = z.object({
   peerReachable: z.boolean().nullable(),
   lastHeartbeatAgoMs: z.number().int().nullable().describe('Refreshed at least every 30 s while the node heartbeats (for the holder, at every renewal)'),
   lastDirective: z.string().nullable(),
+  resources: z
+    .record(z.string(), ResourceState)
+    .describe("Each resource's state as this node last reported it since the current grant (empty: nothing reported)"),
 });
 
 export const ClusterStatusSchema = z.object({

@@ -94,3 +94,22 @@ export interface EventFilter {
 export function eventMatches(e: { type: string; epoch: number; node?: string }, f: EventFilter): boolean {
   return (!f.types || f.types.includes(e.type)) && (!f.node || e.node === f.node) && (f.epoch === undefined || e.epoch === f.epoch);
 }
+
+export const ResourceState = z.enum(['starting', 'running', 'stopping', 'stopped', 'failed']);
+export type ResourceState = z.infer<typeof ResourceState>;
+
+/**
+ * Each resource's state on `node` as its own phase reports tell it (the last one per resource
+ * wins), from reports oldest first. A resource it never reported on is absent.
+ */
+export function resourceStates(events: readonly ClusterEvent[], node: string): Partial<Record<Exclude<Phase, 'fence'>, ResourceState>> {
+  const states: Partial<Record<Exclude<Phase, 'fence'>, ResourceState>> = {};
+  for (const e of events) {
+    if (e.type !== 'phase.reported' || e.node !== node || e.data.phase === 'fence') continue;
+    const { direction, status } = e.data;
+    if (status === 'failed') states[e.data.phase] = 'failed';
+    else if (direction === 'stop') states[e.data.phase] = status === 'started' ? 'stopping' : 'stopped';
+    else states[e.data.phase] = status === 'started' ? 'starting' : 'running';
+  }
+  return states;
+}

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterListSchema, ClusterSchema, type ClusterStatus, ClusterStatusSchema, EventPageSchema, FencingHistorySchema } from '../../shared/api.ts';
-import { type ClusterEvent, EVENT_TYPES, eventMatches, EventTypeSchema } from '../../shared/events.ts';
+import { type ClusterEvent, EVENT_TYPES, eventMatches, EventTypeSchema, resourceStates } from '../../shared/events.ts';
 import { leaseState, leaseTerms, nodesChanged } from '../../shared/lease.ts';
 import { NodeId } from '../../shared/names.ts';
 import { ClusterSpecSchema, specDiff } from '../../shared/spec.ts';
@@ -32,9 +32,23 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     return record;
   }
 
+  /** The timeline from `at` on: since the current grant, a takeover and whatever followed (a few pages at most). */
+  async function eventsSince(clusterId: string, at: number): Promise<ClusterEvent[]> {
+    const events: ClusterEvent[] = [];
+    let cursor: string | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const page = await store.listEvents(clusterId, { limit: 500, cursor, fromAt: at });
+      events.push(...page.events);
+      if (!page.cursor) break;
+      cursor = page.cursor;
+    }
+    return events;
+  }
+
   async function status(clusterId: string): Promise<ClusterStatus> {
     const record = await cluster(clusterId);
     const [lease, statuses] = await Promise.all([arbiter.read(clusterId), store.listNodeStatuses(clusterId)]);
+    const recent = await eventsSince(clusterId, lease.fencing?.decidedAt ?? lease.renewedAt);
     const now = clock.now();
     return {
       clusterId,
@@ -63,6 +77,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           lastHeartbeatAgoMs:
             lease.holder === id ? Math.min(now - lease.renewedAt, s ? now - s.lastHeartbeatAt : Infinity) : s ? now - s.lastHeartbeatAt : null,
           lastDirective: s?.lastDirective ?? null,
+          resources: resourceStates(recent, id),
         };
       }),
     };

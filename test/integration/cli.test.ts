@@ -76,10 +76,29 @@ describe('nfs-ha CLI', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^cluster cli-prod {3}epoch 1 {3}fencing: node-a/m);
     assert.match(r.stdout, /^node-a \*\s+passive\s+0\s/m);
-    assert.match(r.stdout, /^node-b\s+passive\s+0\s+\S+ s ago\s+yes\s+0x[0-9a-f]{16}$/m);
+    assert.match(r.stdout, /^node-b\s+passive\s+0\s+\S+ s ago\s+yes\s+0x[0-9a-f]{16}\s+-$/m);
     assert.match(r.stdout, /fencing: epoch 1 \(cold-start\), NOT YET CONFIRMED/);
     const json = JSON.parse((await cli(['status', 'cli-prod', '--json'])).stdout);
     assert.equal(json.lease.holder, 'node-a');
+
+    // Each resource's state, from the holder's own reports since its grant.
+    await h.call('POST', '/v1/clusters/cli-prod/nodes/node-a/fencing', { epoch: 1, keys: [] });
+    // Within one millisecond of the (manual) clock, events sort by id: the agent's ids sort in report order.
+    let seq = 0;
+    const report = (phase: string, direction: string, status: string) =>
+      h.call('POST', '/v1/clusters/cli-prod/nodes/node-a/phases', { reportId: `report-${String(++seq).padStart(4, '0')}`, epoch: 1, phase, direction, status });
+    for (const phase of ['scsi-reservation', 'volume-group', 'filesystem', 'nfs-server']) await report(phase, 'start', 'succeeded');
+    assert.match((await cli(['status', 'cli-prod'])).stdout, /^node-a \*\s.*\s4 running$/m);
+    await report('nfs-server', 'monitor', 'failed');
+    await report('exports', 'start', 'started');
+    assert.match((await cli(['status', 'cli-prod'])).stdout, /^node-a \*\s.*\snfs-server FAILED, exports STARTING$/m);
+    assert.deepEqual(JSON.parse((await cli(['status', 'cli-prod', '--json'])).stdout).nodes[0].resources, {
+      'scsi-reservation': 'running',
+      'volume-group': 'running',
+      filesystem: 'running',
+      'nfs-server': 'failed',
+      exports: 'starting',
+    });
 
     assert.match((await cli(['maintenance', 'cli-prod', 'on'])).stdout, /maintenance mode ON/);
     assert.match((await cli(['standby', 'cli-prod', 'node-b'])).stdout, /node-b is in standby/);

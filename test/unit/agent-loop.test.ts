@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
-import type { Directive, FencingReport, Heartbeat, PhaseReport, Release } from '../../shared/lease.ts';
+import { type Directive, type FencingReport, type Heartbeat, type PhaseReport, PhaseReportSchema, type Release } from '../../shared/lease.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { activeDeadline } from '../../shared/timing.ts';
 import { testAgent } from '../helpers/agent.ts';
@@ -26,7 +26,10 @@ class FakeControlPlane implements ControlPlane {
   async reportFencing(body: FencingReport) {
     journal.push(`report fencing epoch ${body.epoch}`);
   }
-  async reportPhase(_body: PhaseReport) {}
+  phases: PhaseReport[] = [];
+  async reportPhase(body: PhaseReport) {
+    this.phases.push(body);
+  }
   async release(body: Release) {
     journal.push(`release epoch ${body.epoch} (${body.reason})`);
   }
@@ -71,6 +74,19 @@ describe('agent loop', () => {
       'start floating-ip',
     ]);
     assert.deepEqual(cp.sent.at(-1), { role: 'activating', epoch: 2 }, 'reports itself activating under the epoch while fencing');
+  });
+
+  it("phase reports carry ids that sort in the order they were made, as the API's schema accepts", async () => {
+    const { cp, step } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [granted(2, true)];
+    await step();
+    const ids = cp.phases.map((p) => p.reportId);
+    assert.ok(ids.length >= 12, `${ids.length} reports`);
+    assert.deepEqual([...ids].sort(), ids);
+    assert.equal(new Set(ids).size, ids.length);
+    for (const p of cp.phases) assert.ok(PhaseReportSchema.safeParse(p).success, JSON.stringify(p));
   });
 
   it('activates when the arbiter recorded its fencing although the answer to its report was lost', async () => {
