@@ -12,7 +12,7 @@ import type { Credentials } from '../auth.ts';
 import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
 import { type ClusterRecord, EVENT_CURSOR, type EventPage, type EventQuery, type Store } from '../store/store.ts';
-import { ClusterParams, errors, jsonBody, jsonResponse, router } from './router.ts';
+import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, router } from './router.ts';
 
 const tags = ['clusters'];
 /** A switchover target must have heartbeated this recently (node status is refreshed every 30 s). */
@@ -26,11 +26,7 @@ function clusterView(r: ClusterRecord) {
 export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Clock; credentials: Credentials }) {
   const { store, arbiter, clock, credentials } = deps;
 
-  async function cluster(clusterId: string): Promise<ClusterRecord> {
-    const record = await store.getCluster(clusterId);
-    if (!record) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
-    return record;
-  }
+  const cluster = (clusterId: string) => existingCluster(store, clusterId);
 
   /** The timeline from `at` on: since the current grant, a takeover and whatever followed (a few pages at most). */
   async function eventsSince(clusterId: string, at: number): Promise<ClusterEvent[]> {

@@ -7,7 +7,7 @@ import { type Credentials, ENROLMENT_TTL_MS } from '../auth.ts';
 import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
 import type { Store } from '../store/store.ts';
-import { ClusterParams, errors, jsonBody, jsonResponse, router } from './router.ts';
+import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, router } from './router.ts';
 
 const tags = ['credentials'];
 const iso = (ms: number | null | undefined) => (ms == null ? null : new Date(ms).toISOString());
@@ -99,8 +99,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
       async (c) => {
         const { clusterId } = c.req.valid('param');
         const { node, ttlSeconds } = c.req.valid('json');
-        const cluster = await store.getCluster(clusterId);
-        if (!cluster) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
+        const cluster = await existingCluster(store, clusterId);
         if (!cluster.spec.nodes.some((n) => n.id === node)) throw new ApiError(404, 'node_not_found', `"${node}" is not a node of cluster ${clusterId}`);
         const expiresAt = clock.now() + (ttlSeconds ? ttlSeconds * 1000 : ENROLMENT_TTL_MS.default);
         const { token } = await credentials.issue('enrolment', { clusterId, node, expiresAt, usedAt: null });

@@ -2,7 +2,8 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterId, NodeId } from '../../shared/names.ts';
-import { ErrorBodySchema, validationError } from '../errors.ts';
+import { ApiError, ErrorBodySchema, validationError } from '../errors.ts';
+import type { ClusterRecord, Store } from '../store/store.ts';
 
 const WHERE = { json: 'request body', param: 'path', query: 'query string', header: 'headers' } as Record<string, string>;
 
@@ -45,4 +46,11 @@ export function errors(...statuses: (keyof typeof ERROR_DESCRIPTIONS)[]) {
     keyof typeof ERROR_DESCRIPTIONS,
     ReturnType<typeof jsonResponse<typeof ErrorBodySchema>>
   >;
+}
+
+/** The cluster's record, or the API's 404. */
+export async function existingCluster(store: Store, clusterId: string): Promise<ClusterRecord> {
+  const record = await store.getCluster(clusterId);
+  if (!record) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
+  return record;
 }

@@ -16,7 +16,7 @@ import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
 import type { DeliveryRecord, Store, WebhookRecord } from '../store/store.ts';
 import type { WebhookDeliverer, WebhookOutbox } from '../webhooks.ts';
-import { ClusterParams, errors, jsonBody, jsonResponse, router } from './router.ts';
+import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, router } from './router.ts';
 
 const tags = ['webhooks'];
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -47,7 +47,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
   const { store, clock, outbox, deliverer } = deps;
 
   async function webhook(clusterId: string, webhookId: string): Promise<WebhookRecord> {
-    if (!(await store.getCluster(clusterId))) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
+    await existingCluster(store, clusterId);
     const w = await store.getWebhook(clusterId, webhookId);
     if (!w) throw new ApiError(404, 'webhook_not_found', `cluster ${clusterId} has no webhook ${webhookId}`);
     return w;
@@ -72,7 +72,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
       async (c) => {
         const { clusterId } = c.req.valid('param');
         const body = c.req.valid('json');
-        if (!(await store.getCluster(clusterId))) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
+        await existingCluster(store, clusterId);
         if ((await store.listWebhooks(clusterId)).length >= MAX_WEBHOOKS) {
           throw new ApiError(409, 'too_many_webhooks', `cluster ${clusterId} has ${MAX_WEBHOOKS} webhooks already; delete one first`);
         }
@@ -100,7 +100,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
       }),
       async (c) => {
         const { clusterId } = c.req.valid('param');
-        if (!(await store.getCluster(clusterId))) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
+        await existingCluster(store, clusterId);
         return c.json({ webhooks: (await store.listWebhooks(clusterId)).map(webhookView) }, 200);
       },
     )

@@ -22,6 +22,16 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
     });
     after(() => close());
 
+    const nodeStatus = (clusterId: string) => ({
+      clusterId,
+      node: 'node-a',
+      role: 'passive' as const,
+      epoch: 0,
+      peerReachable: null,
+      lastHeartbeatAt: T,
+      lastDirective: 'stay-passive',
+    });
+
     const cluster = async (id: string) => {
       const spec = ClusterSpecSchema.parse(await exampleSpec(id));
       const record = { spec, specVersion: 1, createdAt: T, updatedAt: T };
@@ -157,15 +167,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
     });
 
     it('node status: last write wins, listed per cluster', async () => {
-      const s = {
-        clusterId: 'sc-status',
-        node: 'node-a',
-        role: 'passive' as const,
-        epoch: 0,
-        peerReachable: null,
-        lastHeartbeatAt: T,
-        lastDirective: 'stay-passive',
-      };
+      const s = nodeStatus('sc-status');
       assert.equal(await store.putNodeStatus(s), null);
       assert.deepEqual(await store.putNodeStatus({ ...s, role: 'active', epoch: 3 }), s, 'returns the status it replaced');
       assert.deepEqual(await store.listNodeStatuses('sc-status'), [{ ...s, role: 'active', epoch: 3 }]);
@@ -173,15 +175,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
     });
 
     it('node down: marked once, only if not heard from since; the next status replaces the mark', async () => {
-      const s = {
-        clusterId: 'sc-down',
-        node: 'node-a',
-        role: 'passive' as const,
-        epoch: 0,
-        peerReachable: null,
-        lastHeartbeatAt: T,
-        lastDirective: 'stay-passive',
-      };
+      const s = nodeStatus('sc-down');
       await store.putNodeStatus(s);
       assert.equal(await store.markNodeDown('sc-down', 'node-a', T - 1, T + 1), false, 'heard from since');
       assert.equal(await store.markNodeDown('sc-down', 'node-b', T, T + 1), false, 'no such status');
