@@ -85,8 +85,7 @@ export class ControlPlaneClient implements ControlPlane {
     await this.#call('POST', this.#node('release'), body, LeaseAckSchema);
   }
 
-  async spec(): Promise<ClusterSpec> {
-    const r = await this.#call('GET', `/v1/clusters/${this.clusterId}`, undefined, z.object({ spec: ClusterSpecSchema }));
-    return r.spec;
+  async spec(): Promise<{ spec: ClusterSpec; specVersion: number }> {
+    return this.#call('GET', `/v1/clusters/${this.clusterId}`, undefined, z.object({ spec: ClusterSpecSchema, specVersion: z.number().int().positive() }));
   }
 }

@@ -48,6 +48,14 @@ export interface AgentDeps {
   maxRestarts: number;
   monitorIntervalMs: number;
   demoteBudgetMs: number;
+  /** The spec version this process runs. */
+  specVersion?: number;
+  /**
+   * A newer spec version is out and this node runs nothing: the process restarts to take it
+   * (the agent's service restarts it). A node running resources stops them with the spec it
+   * started them with, and takes the new one once passive.
+   */
+  onNewSpec?: (version: number) => void;
   /** Runs `fn` after `ms` of the agent's time (default: setTimeout); the simulator supplies its own. */
   timer?: (ms: number, fn: () => void) => { cancel(): void };
 }
@@ -81,6 +89,7 @@ export class NodeAgent {
   #lastPollAt = Number.NEGATIVE_INFINITY;
   #deciding = false;
   #reports = 0;
+  #latestSpec = 0;
 
   constructor(private readonly d: AgentDeps) {}
 
@@ -137,6 +146,7 @@ export class NodeAgent {
         ...(reachable !== undefined && { peer: { reachable } }),
       });
       this.#lastHeartbeat = { ok: true, directive: r.directive, renewed: r.lease.renewed, maintenance: r.lease.maintenance };
+      this.#latestSpec = Math.max(this.#latestSpec, r.lease.specVersion);
       const ours = r.lease.renewed && r.lease.holder === this.d.nodeId && (!holding || r.lease.epoch === this.d.fencing.epoch);
       // A committed renewal of our epoch keeps the lease from anyone else until the deadline,
       // whatever this node does with it meanwhile: acting, or stopping in order before it
@@ -193,7 +203,18 @@ export class NodeAgent {
     }
     this.#lastPollAt = this.d.now();
     await this.heartbeat();
-    return this.#action ? null : this.decide();
+    if (this.#action) return null;
+    const hb = this.#lastHeartbeat;
+    const idle = this.#role === 'passive' && !this.#leftovers && hb.ok && hb.directive.action === 'stay-passive';
+    if (idle && this.d.onNewSpec && this.d.specVersion !== undefined && this.#latestSpec > this.d.specVersion) {
+      this.d.log.info(
+        { running: this.d.specVersion, latest: this.#latestSpec },
+        `spec version ${this.#latestSpec} is out and nothing runs here: restarting to take it`,
+      );
+      this.d.onNewSpec(this.#latestSpec);
+      return null;
+    }
+    return this.decide();
   }
 
   /** Makes one decision from the current snapshot and starts it; returns it. */

@@ -49,7 +49,7 @@ async function target(options: SpecOptions): Promise<Target> {
     return { spec: parsed.data, node, config: null };
   }
   const config = await loadAgentConfig(options.config);
-  const spec = await client(config).spec();
+  const { spec } = await client(config).spec();
   const node = spec.nodes.find((n) => n.id === config.nodeId);
   if (!node) throw new UsageError(`this node (${config.nodeId}) is not in cluster ${config.clusterId}`);
   return { spec, node, config };
@@ -160,15 +160,16 @@ async function run(options: { config: string }) {
   const config = await loadAgentConfig(options.config);
   const log = logger(config.logLevel);
   const cp = client(config);
-  let spec: ClusterSpec | null = null;
-  while (!spec) {
+  let fetched: { spec: ClusterSpec; specVersion: number } | null = null;
+  while (!fetched) {
     try {
-      spec = await cp.spec();
+      fetched = await cp.spec();
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'cannot fetch the cluster spec yet; retrying');
       await new Promise((r) => setTimeout(r, 2000));
     }
   }
+  const { spec, specVersion } = fetched;
   const node = spec.nodes.find((n) => n.id === config.nodeId);
   if (!node) throw new UsageError(`this node (${config.nodeId}) is not in cluster ${config.clusterId}`);
   const peer = spec.nodes.find((n) => n.id !== config.nodeId)!;
@@ -202,12 +203,15 @@ async function run(options: { config: string }) {
     maxRestarts: config.maxRestarts,
     monitorIntervalMs: config.monitorIntervalMs,
     demoteBudgetMs: config.demoteBudgetMs,
+    specVersion,
+    // Passive and idle: exit, and systemd (Restart=always) starts the agent on the new spec.
+    onNewSpec: () => void shutdown('new spec'),
   });
   const server = await startPeerServer({ host: config.peer.listen, port: node.peerPort, token: config.peer.token, status: () => agent.status() });
-  log.info({ cluster: spec.id, node: node.id, peer: peer.id }, `nfs-ha-agent running for ${node.id} of ${spec.id}`);
+  log.info({ cluster: spec.id, node: node.id, peer: peer.id, specVersion }, `nfs-ha-agent running for ${node.id} of ${spec.id} (spec version ${specVersion})`);
   await agent.recover();
   agent.run();
-  const shutdown = async (signal: string) => {
+  async function shutdown(signal: string) {
     log.info({ signal }, 'stopping');
     agent.stop();
     server.close();
@@ -215,7 +219,7 @@ async function run(options: { config: string }) {
     // Leaving the lease to expire would cost a failover its TTL; a holder demotes and releases.
     if (agent.role !== 'passive') await agent.shutdown();
     process.exit(0);
-  };
+  }
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }

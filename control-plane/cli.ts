@@ -197,7 +197,7 @@ program
         { cluster: spec.id, exists: true, diff, applied: true, specVersion: r.specVersion },
         () =>
           `updated cluster ${spec.id} to spec version ${r.specVersion}:\n${lines}\n` +
-          'the lease uses the new timing now; the agents use the rest from their next start: restart the passive one, then the active one (it hands over in order)',
+          'the lease uses the new timing now; the passive agent restarts to take the rest, the active keeps its spec until it hands over (nfs-ha switchover)',
       );
     }
     if (o.dryRun) return out(g(), { cluster: spec.id, exists: false, applied: false }, () => `cluster ${spec.id} does not exist; apply would create it`);

@@ -7,6 +7,7 @@ import { type ClusterEvent, EVENT_TYPES, eventMatches, EventTypeSchema, resource
 import { leaseState, leaseTerms, nodesChanged } from '../../shared/lease.ts';
 import { NodeId } from '../../shared/names.ts';
 import { ClusterSpecSchema, specDiff } from '../../shared/spec.ts';
+import { maxWatchdogTimeoutMs } from '../../shared/timing.ts';
 import { type Arbiter, NODE_DOWN_AFTER_MS } from '../arbiter.ts';
 import type { Credentials } from '../auth.ts';
 import type { Clock } from '../clock.ts';
@@ -39,6 +40,17 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       cursor = page.cursor;
     }
     return events;
+  }
+
+  /** Why the cluster counts as running (a holder, or a node heard from recently), or null. */
+  function inUse(s: ClusterStatus): string | null {
+    const heard = s.nodes.filter((n) => n.lastHeartbeatAgoMs !== null && n.lastHeartbeatAgoMs <= NODE_DOWN_AFTER_MS);
+    const held = s.lease.state === 'held' || s.lease.state === 'fencing';
+    const why = [
+      held ? `${s.lease.holder} holds the lease (epoch ${s.lease.epoch})` : '',
+      ...heard.map((n) => `${n.id} was heard from ${Math.round(n.lastHeartbeatAgoMs! / 1000)} s ago`),
+    ].filter(Boolean);
+    return why.length > 0 ? why.join('; ') : null;
   }
 
   async function status(clusterId: string): Promise<ClusterStatus> {
@@ -133,8 +145,8 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         tags,
         summary: "Update a cluster's spec (admin)",
         description:
-          'Validated like a new spec. The id and the nodes cannot change (the reservation keys derive from them). The lease takes the new timing at once, which is safe while a node holds it: ' +
-          'its expiry never moves earlier and a holder uses the shorter TTL. Agents use the rest of the new spec from their next start: restart the passive one, then the active one (it hands over in order, with the spec it started with).',
+          'Validated like a new spec. The id and the nodes cannot change (the reservation keys derive from them). The lease takes the new timing at once. ' +
+          "Timing that shortens the active's window is refused while the cluster is in use (the nodes' watchdogs are sized for the current one); a longer window is safe live: the expiry never moves earlier and a holder uses the shorter TTL. Agents use the rest of the new spec from their next start: a passive agent running nothing restarts to take it; the active keeps the spec it started its resources with until it hands over (a switchover).",
         request: { params: ClusterParams, ...jsonBody(ClusterSpecSchema) },
         responses: {
           200: jsonResponse(ClusterSchema.extend({ changed: z.array(z.string()).describe('What changed, "path: old → new"') }), 'The cluster as it now is'),
@@ -153,6 +165,19 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           spec.nodes.map((n) => n.id),
         );
         if (refused) throw new ApiError(409, refused.code, refused.message);
+        // Each node's watchdog was sized for the active's window under the timing it was
+        // installed with (shared/timing.ts); a shorter window would outlast it.
+        const before = maxWatchdogTimeoutMs(current.spec.timing);
+        const after = maxWatchdogTimeoutMs(spec.timing);
+        const busy = after < before ? inUse(await status(clusterId)) : null;
+        if (busy) {
+          throw new ApiError(
+            409,
+            'unsafe_while_running',
+            `this timing shortens the active's window (the longest watchdog timeout it allows drops from ${before} to ${after} ms) while cluster ${clusterId} is in use: ${busy}. ` +
+              'Stop both agents, apply, then run the installer on each node again (it sizes the watchdog); a longer window can be applied live',
+          );
+        }
         let record = current;
         if (changed.length > 0) {
           record = { ...current, spec, specVersion: current.specVersion + 1, updatedAt: clock.now() };
@@ -181,19 +206,13 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       }),
       async (c) => {
         const { clusterId } = c.req.valid('param');
-        const s = await status(clusterId);
-        const heard = s.nodes.filter((n) => n.lastHeartbeatAgoMs !== null && n.lastHeartbeatAgoMs <= NODE_DOWN_AFTER_MS);
-        if (s.lease.state === 'held' || s.lease.state === 'fencing' || heard.length > 0) {
-          const why = [
-            s.lease.state === 'held' || s.lease.state === 'fencing' ? `${s.lease.holder} holds the lease (epoch ${s.lease.epoch})` : '',
-            ...heard.map((n) => `${n.id} was heard from ${Math.round(n.lastHeartbeatAgoMs! / 1000)} s ago`),
-          ].filter(Boolean);
+        const busy = inUse(await status(clusterId));
+        if (busy)
           throw new ApiError(
             409,
             'cluster_in_use',
-            `cluster ${clusterId} is in use: ${why.join('; ')}. Stop the agent on both nodes first (systemctl stop nfs-ha-agent)`,
+            `cluster ${clusterId} is in use: ${busy}. Stop the agent on both nodes first (systemctl stop nfs-ha-agent)`,
           );
-        }
         for (const kind of ['agent', 'enrolment'] as const) {
           for (const r of await store.listSecrets(kind)) if (r.clusterId === clusterId && r.revokedAt === null) await credentials.revoke(kind, r.id);
         }

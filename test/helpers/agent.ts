@@ -80,6 +80,7 @@ export async function testAgent(options: {
   peerReachable?: () => boolean | undefined;
   peerStatus?: () => PeerView | null;
   maxRestarts?: number;
+  onNewSpec?: (version: number) => void;
 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
   const fakes = fakeResources(options.journal);
@@ -97,6 +98,8 @@ export async function testAgent(options: {
     maxRestarts: options.maxRestarts ?? 2,
     monitorIntervalMs: 0,
     demoteBudgetMs: 10_000,
+    specVersion: 1,
+    ...(options.onNewSpec && { onNewSpec: options.onNewSpec }),
   });
   const step = async () => {
     const d = await agent.tick();

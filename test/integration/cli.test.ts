@@ -60,7 +60,7 @@ describe('nfs-ha CLI', () => {
     assert.equal(JSON.parse((await cli(['clusters', '--json'])).stdout).clusters[0].specVersion, 1);
     const applied = await cli(['apply', '-f', file]);
     assert.equal(applied.code, 0, applied.stderr);
-    assert.match(applied.stdout, /updated cluster cli-prod to spec version 2:\n.*"fsid":103.*\n.*restart the passive one, then the active one/);
+    assert.match(applied.stdout, /updated cluster cli-prod to spec version 2:\n.*"fsid":103.*\n.*the passive agent restarts to take the rest/);
     assert.match((await cli(['apply', '-f', file])).stdout, /already matches/);
     const renamed = (await readFile(file, 'utf8')).replaceAll('node-b', 'node-c');
     await writeFile(join(dir, 'renamed.yaml'), renamed);

@@ -27,30 +27,40 @@ describe('spec updates', () => {
     assert.equal((await h.call('GET', '/v1/clusters/upd-bad')).body.specVersion, 1);
   });
 
-  it('a new timing while a node holds the lease: taken at once, and the expiry never moves earlier', async () => {
+  it('a longer lease while a node holds it: taken at once; a shorter one is refused while the cluster runs', async () => {
     await h.clusterHeldByNodeA('upd');
     const spec = (await exampleSpec('upd')) as any;
     assert.deepEqual((await h.call('PUT', '/v1/clusters/upd', spec)).body.changed, [], 'the same spec changes nothing');
-    const before = (await h.call('GET', '/v1/clusters/upd/status')).body.lease.expiresInMs;
     const shorter = { ...spec, timing: { ...spec.timing, leaseTtlMs: 2000, safetyMarginMs: 100 } };
-    const r = await h.call('PUT', '/v1/clusters/upd', shorter);
+    const refused = await h.call('PUT', '/v1/clusters/upd', shorter);
+    assert.equal(refused.status, 409);
+    assert.equal(refused.body.error.code, 'unsafe_while_running');
+    assert.match(refused.body.error.message, /watchdog timeout it allows drops from 1920 to 1080 ms.*node-a holds the lease \(epoch 1\).*run the installer/);
+    assert.equal((await h.call('GET', '/v1/clusters/upd')).body.specVersion, 1, 'nothing changed');
+
+    const longer = { ...spec, timing: { ...spec.timing, leaseTtlMs: 4000 } };
+    const r = await h.call('PUT', '/v1/clusters/upd', longer);
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.specVersion, 2);
-    assert.deepEqual(r.body.changed, ['timing.leaseTtlMs: 3000 → 2000', 'timing.safetyMarginMs: 250 → 100']);
-    // A renewal right after: under the new TTL it would expire sooner than the one node-a has.
+    assert.deepEqual(r.body.changed, ['timing.leaseTtlMs: 3000 → 4000']);
     h.clock.advance(100);
     const renewed = await h.call('POST', '/v1/clusters/upd/nodes/node-a/heartbeat', hb('active', 1));
-    assert.equal(renewed.body.lease.ttlMs, 2000, 'the holder learns the new TTL from its renewal');
-    assert.equal((await h.call('GET', '/v1/clusters/upd/status')).body.lease.expiresInMs, before - 100, 'expiry kept, not shortened');
-    h.clock.advance(1500);
-    await h.call('POST', '/v1/clusters/upd/nodes/node-a/heartbeat', hb('active', 1));
-    assert.equal((await h.call('GET', '/v1/clusters/upd/status')).body.lease.expiresInMs, 2000, 'then the new TTL from each renewal on');
+    assert.equal(renewed.body.lease.ttlMs, 4000, 'the holder learns the new TTL from its renewal');
+    assert.equal((await h.call('GET', '/v1/clusters/upd/status')).body.lease.expiresInMs, 4000);
     const events = await h.call('GET', '/v1/clusters/upd/events?type=spec.updated');
     assert.deepEqual(
       events.body.events.map((e: { data: unknown }) => e.data),
       [{ specVersion: 2 }],
     );
-    assert.equal((await h.call('PUT', '/v1/clusters/upd', shorter)).body.specVersion, 2, 'idempotent');
+    assert.equal((await h.call('PUT', '/v1/clusters/upd', longer)).body.specVersion, 2, 'idempotent');
+  });
+
+  it('a shorter lease on a cluster nothing runs yet', async () => {
+    assert.equal((await h.call('POST', '/v1/clusters', await exampleSpec('upd-idle'))).status, 201);
+    const spec = (await exampleSpec('upd-idle')) as any;
+    const r = await h.call('PUT', '/v1/clusters/upd-idle', { ...spec, timing: { ...spec.timing, leaseTtlMs: 2000, safetyMarginMs: 100 } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal((await h.call('POST', '/v1/clusters/upd-idle/nodes/node-a/heartbeat', hb('passive'))).body.lease.ttlMs, 2000);
   });
 });
 

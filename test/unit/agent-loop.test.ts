@@ -42,7 +42,7 @@ const granted = (epoch: number, confirmed = false) =>
   answer({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [PEER_KEY], confirmed }, reason: 'granted' }, true);
 const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, reason: 'renewed' }, true);
 
-async function agentFor(options: { maxRestarts?: number } = {}) {
+async function agentFor(options: { maxRestarts?: number; onNewSpec?: (version: number) => void } = {}) {
   const cp = new FakeControlPlane();
   return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now, ...options })) };
 }
@@ -242,6 +242,38 @@ describe('agent loop', () => {
     now += 100;
     await step();
     assert.equal(agent.deadline, activeDeadline(now, spec.timing), 'a longer one does not lengthen its own');
+  });
+
+  it('a newer spec version: a passive node with nothing running restarts to take it; one granted the lease or active does not', async () => {
+    const restarts: number[] = [];
+    const { agent, cp, step } = await agentFor({ onNewSpec: (v) => restarts.push(v) });
+    const passive = (specVersion: number) => {
+      const a = answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a');
+      a.lease.specVersion = specVersion;
+      return a;
+    };
+    cp.answers = [passive(1)];
+    assert.equal((await step())?.action, 'none');
+    assert.equal(restarts.length, 0);
+    const newer = granted(2);
+    newer.lease.specVersion = 2;
+    cp.answers = [newer];
+    now += 5000;
+    assert.equal((await step())?.action, 'fence', 'granted the lease: takes over first, on the spec it has');
+    assert.equal(restarts.length, 0);
+    const active = stayActive(2);
+    active.lease.specVersion = 2;
+    cp.answers = [granted(2, true)];
+    await step();
+    cp.answers = [active];
+    now += 500;
+    await step();
+    assert.equal(agent.role, 'active');
+    assert.equal(restarts.length, 0, 'an active node keeps the spec it started its resources with');
+    const again = await agentFor({ onNewSpec: (v) => restarts.push(v) });
+    again.cp.answers = [passive(3)];
+    assert.equal(await again.step(), null);
+    assert.deepEqual(restarts, [3]);
   });
 
   it('renewals and the deadline never wait for a slow monitor pass (found in the lab)', async () => {

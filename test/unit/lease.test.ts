@@ -14,6 +14,7 @@ import {
   requestSwitchover,
   setMaintenance,
   setStandby,
+  updateTerms,
   vacantLease,
 } from '../../shared/lease.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
@@ -85,6 +86,22 @@ describe('lease: acquisition and renewal', () => {
     assert.equal(n.expiresAt, T0 + 3500);
     assert.deepEqual(d.directive, { action: 'stay-active', epoch: 1, reason: 'renewed: holder of epoch 1' });
     assert.equal(n.outbox.length, l.outbox.length, 'a renewal records no event');
+  });
+
+  it('new terms: taken once per spec version, never other nodes; a shorter TTL never moves a recorded expiry earlier', () => {
+    const l = heldByA();
+    const terms = { ...l.terms, leaseTtlMs: 2000, specVersion: 2 };
+    const r = updateTerms(l, terms, T0 + 100);
+    assert.ok(!('code' in r) && r.next);
+    assert.equal(r.next.terms.leaseTtlMs, 2000);
+    assert.deepEqual(r.next.outbox.map((e) => e.type).slice(-1), ['spec.updated']);
+    assert.deepEqual(updateTerms(r.next, terms, T0 + 200), { next: null }, 'the same version again changes nothing');
+    const other = updateTerms(l, { ...terms, nodes: [A, 'node-c'] }, T0 + 100);
+    assert.ok('code' in other && other.code === 'immutable_field');
+    // Renewed 100 ms after the change: under 2000 ms it would lapse before the 3000 ms it had.
+    const renewed = committed(onHeartbeat(r.next, A, { role: 'active', epoch: 1 }, T0 + 100));
+    assert.equal(renewed.expiresAt, T0 + 3000);
+    assert.equal(committed(onHeartbeat(renewed, A, { role: 'active', epoch: 1 }, T0 + 1500)).expiresAt, T0 + 3500);
   });
 
   it('a holder that restarted (reports passive) is told to activate again, fencing already confirmed', () => {
