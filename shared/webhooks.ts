@@ -5,8 +5,7 @@
  */
 import { createHmac, createHash } from 'node:crypto';
 import { z } from 'zod';
-import { type ClusterEvent, GrantReason, Phase, PHASES } from './events.ts';
-import { NodeId } from './names.ts';
+import { type ClusterEvent, type Phase, PHASES } from './events.ts';
 
 export const WEBHOOK_TYPES = [
   'failover.started',
@@ -87,33 +86,6 @@ export interface WebhookMessage {
   at: number;
   data: Record<string, unknown>;
 }
-
-const PhaseTimings = z.record(Phase, z.number().nonnegative());
-
-/** The `data` of each type, documented in the OpenAPI and README. */
-export const WebhookDataSchemas = {
-  'failover.started': z.object({ epoch: z.number(), from: NodeId.nullable(), to: NodeId, reason: GrantReason }),
-  'lease.lost': z.object({ node: NodeId, epoch: z.number(), reason: GrantReason, newHolder: NodeId }),
-  'node.fenced': z.object({ node: NodeId, by: NodeId, epoch: z.number(), keys: z.array(z.string()), durationMs: z.number().nullable() }),
-  'failover.completed': z.object({
-    epoch: z.number(),
-    from: NodeId.nullable(),
-    to: NodeId,
-    reason: GrantReason,
-    takeoverMs: z.number().describe('From the grant to the floating IP up, on the control plane'),
-    phases: PhaseTimings.describe('Each start phase as the agent timed it, ms'),
-  }),
-  'resource.failed': z.object({
-    node: NodeId,
-    epoch: z.number(),
-    resource: Phase,
-    during: z.enum(['start', 'stop', 'monitor']),
-    message: z.string().nullable(),
-  }),
-  'maintenance.changed': z.object({ enabled: z.boolean() }),
-  'node.down': z.object({ node: NodeId, silentMs: z.number() }),
-  'node.up': z.object({ node: NodeId, downForMs: z.number() }),
-} as const;
 
 const message = (e: ClusterEvent, type: WebhookMessage['type'], data: Record<string, unknown>): WebhookMessage => ({
   id: `msg_${createHash('sha256').update(`${e.clusterId}/${e.id}/${type}`).digest('base64url').slice(0, 24)}`,

@@ -44,7 +44,7 @@ import {
   type EventPage,
   type DeliveryQuery,
   type DeliveryRecord,
-  type EventQueryFrom,
+  type EventQuery,
   type NodeStatus,
   type SecretRecord,
   type Store,
@@ -320,7 +320,7 @@ export class DynamoStore implements Store {
     await Promise.all(events.map((e) => this.#putIfAbsent(toItem({ pk: clusterPk(e.clusterId), sk: eventSk(e.at, e.id) }, e), `record event ${e.id}`)));
   }
 
-  async listEvents(clusterId: string, query: EventQueryFrom): Promise<EventPage> {
+  async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
     const after = query.cursor ? EVENT_CURSOR.exec(query.cursor) : null;
     const r = await this.#queryPrefix(clusterPk(clusterId), 'EVENT#', {
       limit: query.limit,

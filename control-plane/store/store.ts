@@ -51,17 +51,14 @@ export interface EventQuery {
   limit: number;
   /** Opaque cursor from a previous page. */
   cursor?: string | undefined;
+  /** Only events at or after this time. */
+  fromAt?: number | undefined;
 }
 
 export interface EventPage {
   events: ClusterEvent[];
   /** Cursor for the next page, null when there is none. */
   cursor: string | null;
-}
-
-export interface EventQueryFrom extends EventQuery {
-  /** Only events at or after this time. */
-  fromAt?: number | undefined;
 }
 
 /** A webhook subscription. The secret is kept in clear: it signs every delivery. */
@@ -140,7 +137,7 @@ export interface Store {
   clearOutbox(clusterId: string, version: number): Promise<boolean>;
 
   putEvents(events: ClusterEvent[]): Promise<void>;
-  listEvents(clusterId: string, query: EventQueryFrom): Promise<EventPage>;
+  listEvents(clusterId: string, query: EventQuery): Promise<EventPage>;
 
   /** Returns the status it replaced (null: none), so a heartbeat learns the node was marked down. */
   putNodeStatus(status: NodeStatus): Promise<NodeStatus | null>;

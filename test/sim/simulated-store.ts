@@ -11,7 +11,7 @@ import {
   type DeliveryRecord,
   EVENT_CURSOR,
   type EventPage,
-  type EventQueryFrom,
+  type EventQuery,
   type NodeStatus,
   type SecretRecord,
   type Store,
@@ -137,7 +137,7 @@ export class SimulatedStore implements Store {
     });
   }
 
-  async listEvents(clusterId: string, query: EventQueryFrom): Promise<EventPage> {
+  async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
     await this.faults.before('listEvents');
     const after = query.cursor ? EVENT_CURSOR.exec(query.cursor) : null;
     const from = after ? `${after[1]!.padStart(15, '0')}#${after[2]}` : '';
