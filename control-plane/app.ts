@@ -3,7 +3,9 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { Arbiter } from './arbiter.ts';
 import { swaggerUI } from '@hono/swagger-ui';
-import { accessFor, allows, Credentials, FailureLimiter } from './auth.ts';
+import { accessFor, allows, Credentials, type Principal } from './auth.ts';
+import type { AppOptions } from './config.ts';
+import { AddressSet, FailureLimiter, RateLimit, unmapped } from './limits.ts';
 import { type InstallAssets, installAssets, installRouter } from './install.ts';
 import type { Clock } from './clock.ts';
 import { errorHandler, errorResponse } from './errors.ts';
@@ -29,13 +31,37 @@ export interface AppDeps {
   /** Where the installer's files are (tests point it elsewhere). */
   install?: InstallAssets;
   deliverer?: WebhookDeliverer;
+  options?: Partial<AppOptions>;
 }
 
-/** The caller's address, for limiting authentication failures (Node server, or Lambda event). */
-function clientAddress(c: Context): string {
+export const DEFAULT_APP_OPTIONS: AppOptions = { publicUrl: null, agentUrl: null, trustedProxies: [], webhookAllow: [], surface: 'all' };
+
+/** Exchanges of enrolment tokens (public): per address and overall. */
+export const ENROL_LIMIT = { globalPerS: 5, globalBurst: 20, clientPerS: 0.2, clientBurst: 5 };
+
+/**
+ * The caller's address (Node server socket, or the Lambda event's source). Behind a trusted
+ * reverse proxy it is the last X-Forwarded-For hop that is not itself a trusted proxy; a header
+ * from anyone else is ignored, since a client can write whatever it likes there.
+ */
+export function clientAddress(c: Context, trusted: AddressSet): string {
   const env = c.env as { incoming?: { socket?: { remoteAddress?: string } }; event?: { requestContext?: { http?: { sourceIp?: string } } } } | undefined;
-  return env?.incoming?.socket?.remoteAddress ?? env?.event?.requestContext?.http?.sourceIp ?? 'local';
+  const peer = unmapped(env?.incoming?.socket?.remoteAddress ?? env?.event?.requestContext?.http?.sourceIp ?? 'local');
+  if (!trusted.has(peer)) return peer;
+  const hops = (c.req.header('x-forwarded-for') ?? '')
+    .split(',')
+    .map((h) => unmapped(h.trim()))
+    .filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) if (!trusted.has(hops[i]!)) return hops[i]!;
+  return peer;
 }
+
+/** Routes an agents-only instance serves (the lease protocol, its spec, health). */
+function agentRoute(method: string, path: string): boolean {
+  return /^\/v1\/clusters\/[^/]+\/nodes\/[^/]+\/[a-z]+$/.test(path) || (method === 'GET' && /^\/v1\/clusters\/[^/]+$/.test(path)) || path === '/healthz';
+}
+
+export type AppVariables = { principal: Principal | null };
 
 export function createApp({
   store,
@@ -44,10 +70,15 @@ export function createApp({
   arbiter = new Arbiter(store, clock, log),
   credentials = new Credentials(store, clock),
   install = installAssets(),
-  deliverer = new WebhookDeliverer(store, clock, log),
+  deliverer,
+  options = {},
 }: AppDeps) {
+  const opts = { ...DEFAULT_APP_OPTIONS, ...options };
+  const delivery = deliverer ?? new WebhookDeliverer(store, clock, log, { allow: new AddressSet(opts.webhookAllow) });
+  const trusted = new AddressSet(opts.trustedProxies);
   const app = router();
   const limiter = new FailureLimiter();
+  const enrolments = new RateLimit(ENROL_LIMIT, clock.now());
 
   if (log.isLevelEnabled('debug')) {
     app.use('*', async (c, next) => {
@@ -67,30 +98,50 @@ export function createApp({
     await next();
   });
 
+  if (opts.surface !== 'all') {
+    // On AWS the agents have a function of their own (infra/cloudformation.yaml): each serves only its routes.
+    app.use('*', async (c, next) => {
+      if (agentRoute(c.req.method, c.req.path) === (opts.surface === 'agent')) return next();
+      return errorResponse(c, 404, 'route_not_found', `no route for ${c.req.method} ${c.req.path} on this endpoint (the ${opts.surface} endpoint)`);
+    });
+  }
+
   app.use('/v1/*', async (c, next) => {
+    c.set('principal', null);
     const access = accessFor(c.req.method, c.req.path);
-    if ('public' in access) return next();
-    const client = clientAddress(c);
-    if (limiter.blocked(client, clock.now()))
-      return errorResponse(c, 429, 'too_many_auth_failures', 'too many failed authentications from this address; wait a minute');
+    if ('public' in access) {
+      // The enrolment exchange is the one route anyone can call: it is rate-limited, per address and overall.
+      if (!enrolments.allow(clientAddress(c, trusted), clock.now()))
+        return errorResponse(c, 429, 'too_many_requests', 'too many enrolment attempts; wait a minute', undefined, { 'retry-after': '60' });
+      return next();
+    }
     const header = c.req.header('authorization');
-    if (!header) return errorResponse(c, 401, 'unauthenticated', 'this route needs a credential: Authorization: Bearer <token>');
-    const token = /^Bearer ([\x21-\x7e]{1,200})$/.exec(header)?.[1];
+    const token = header ? /^Bearer ([\x21-\x7e]{1,200})$/.exec(header)?.[1] : undefined;
+    // A valid credential is never refused by the failure limiter, whoever shares its address.
     const principal = token ? await credentials.authenticate(token) : null;
     if (!principal) {
-      limiter.fail(client, clock.now());
+      const client = clientAddress(c, trusted);
+      const locked = limiter.fail(client, clock.now(), (n) =>
+        log.warn({ client, failures: n }, `${n} failed authentications from ${client} within a minute: refusing its failed attempts for a minute`),
+      );
+      if (locked)
+        return errorResponse(c, 429, 'too_many_auth_failures', 'too many failed authentications from this address; wait a minute', undefined, {
+          'retry-after': '60',
+        });
+      if (!header) return errorResponse(c, 401, 'unauthenticated', 'this route needs a credential: Authorization: Bearer <token>');
       return errorResponse(c, 401, 'invalid_credential', 'the credential is malformed, unknown or revoked');
     }
     if (!allows(access, principal)) return errorResponse(c, 403, 'forbidden', `this credential may not ${c.req.method} ${c.req.path}`);
+    c.set('principal', principal);
     await next();
   });
 
   app.get('/healthz', (c) => c.json({ ok: true }));
-  app.route('/', installRouter(install));
+  app.route('/', installRouter(install, opts));
   app.route('/', clustersRouter({ store, arbiter, clock, credentials }));
   app.route('/', agentRouter(arbiter));
-  app.route('/', credentialsRouter({ store, credentials, clock }));
-  app.route('/', webhooksRouter({ store, clock, outbox: arbiter.outbox, deliverer }));
+  app.route('/', credentialsRouter({ store, credentials, clock, install }));
+  app.route('/', webhooksRouter({ store, clock, outbox: arbiter.outbox, deliverer: delivery }));
   // Interactive docs: Swagger UI's page (its scripts come from a CDN) over /openapi.json.
   app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'nfs-ha control plane API' }));
   app.doc31('/openapi.json', {

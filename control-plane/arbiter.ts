@@ -35,6 +35,7 @@ import {
 import type { ClusterSpec } from '../shared/spec.ts';
 import type { Clock } from './clock.ts';
 import { ApiError } from './errors.ts';
+import { TokenBucket } from './limits.ts';
 import type { Logger } from './log.ts';
 import type { Store } from './store/store.ts';
 import { WebhookOutbox } from './webhooks.ts';
@@ -69,8 +70,12 @@ export interface ArbiterOptions {
   onDeliveries?: () => void;
 }
 
+/** Phase reports per node: a takeover or demotion makes about 15; restarts a few more. */
+const PHASE_REPORTS = { perS: 2, burst: 60 };
+
 export class Arbiter {
   readonly #snapshots = new Map<string, Lease>();
+  readonly #reportBudget = new Map<string, TokenBucket>();
   readonly #statusWritten = new Map<string, { at: number; key: string }>();
   readonly outbox: WebhookOutbox;
 
@@ -126,13 +131,16 @@ export class Arbiter {
   }
 
   async heartbeat(clusterId: string, node: string, hb: Heartbeat): Promise<HeartbeatOutcome> {
+    let decidedOn = 0;
     const { lease, result, wrote } = await this.#decide(clusterId, node, (l, now): Outcome<Decision> => {
+      decidedOn = l.epoch;
       const d = onHeartbeat(l, node, hb, now);
       return { next: d.next, result: d };
     });
     const outcome = { lease, directive: result.directive, renewed: wrote && lease.holder === node };
     await this.#noteHeartbeat(clusterId, node, hb, result.directive);
-    if (wrote && result.directive.action === 'activate' && !result.directive.fence.confirmed) {
+    // Once per grant: the renewals of a holder still fencing repeat its directive, not its grant.
+    if (wrote && lease.epoch > decidedOn) {
       this.log.info({ clusterId, node, epoch: lease.epoch, directive: result.directive }, result.directive.reason);
     } else if (this.log.isLevelEnabled('debug')) {
       this.log.debug({ clusterId, node, epoch: lease.epoch, action: result.directive.action }, result.directive.reason);
@@ -160,6 +168,14 @@ export class Arbiter {
   }
 
   async reportPhase(clusterId: string, node: string, report: PhaseReport): Promise<ClusterEvent> {
+    // A node's own reports are its timeline, a few dozen per takeover: more is refused, not stored.
+    let bucket = this.#reportBudget.get(`${clusterId}/${node}`);
+    if (!bucket) {
+      bucket = new TokenBucket(PHASE_REPORTS.perS, PHASE_REPORTS.burst, this.clock.now());
+      this.#reportBudget.set(`${clusterId}/${node}`, bucket);
+      if (this.#reportBudget.size > MAX_SNAPSHOTS) this.#reportBudget.delete(this.#reportBudget.keys().next().value!);
+    }
+    if (!bucket.take(this.clock.now())) throw new ApiError(429, 'too_many_reports', `${node} sent more phase reports than a takeover makes; wait a few seconds`);
     const { result: event } = await this.#decide(clusterId, node, (l, now): Outcome<ClusterEvent> => {
       const r = phaseEvent(l, node, report, now);
       return 'code' in r ? r : { next: null, result: r.event };

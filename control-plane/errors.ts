@@ -29,8 +29,8 @@ export class ApiError extends Error {
   }
 }
 
-export function errorResponse(c: Context, status: ContentfulStatusCode, code: string, message: string, details?: unknown) {
-  return c.json({ error: { code, message, ...(details !== undefined && { details }) } }, status);
+export function errorResponse(c: Context, status: ContentfulStatusCode, code: string, message: string, details?: unknown, headers?: Record<string, string>) {
+  return c.json({ error: { code, message, ...(details !== undefined && { details }) } }, status, headers);
 }
 
 /** A 400 from zod issues: the message names each offending field. */
@@ -54,7 +54,8 @@ const HTTP_CODES: Record<number, string> = {
 
 export function errorHandler(log: Logger) {
   return (err: Error, c: Context) => {
-    if (err instanceof ApiError) return errorResponse(c, err.status, err.code, err.message, err.details);
+    // Every 503 is a "retry shortly": say when.
+    if (err instanceof ApiError) return errorResponse(c, err.status, err.code, err.message, err.details, err.status === 503 ? { 'retry-after': '1' } : undefined);
     if (err instanceof HTTPException) {
       const status = err.status as ContentfulStatusCode;
       const code = status === 400 && /JSON/i.test(err.message) ? 'invalid_json' : (HTTP_CODES[status] ?? 'http_error');
@@ -62,7 +63,7 @@ export function errorHandler(log: Logger) {
     }
     if (err instanceof StoreUnavailableError) {
       log.warn({ err: err.message, path: c.req.path }, 'store unavailable');
-      return errorResponse(c, 503, 'store_unavailable', 'the state store is unavailable; retry shortly');
+      return errorResponse(c, 503, 'store_unavailable', 'the state store is unavailable; retry shortly', undefined, { 'retry-after': '1' });
     }
     log.error({ err, path: c.req.path, method: c.req.method }, 'unhandled error');
     return errorResponse(c, 500, 'internal', 'internal error; see the control-plane log');

@@ -30,7 +30,7 @@ export function installAssets(env: NodeJS.ProcessEnv = process.env): InstallAsse
 }
 
 /** The bundle's bytes and checksum, read again only when the file changes. */
-function bundleReader(path: string) {
+export function bundleReader(path: string): () => Promise<{ mtimeMs: number; bytes: Buffer; sha256: string }> {
   let cached: { mtimeMs: number; bytes: Buffer; sha256: string } | null = null;
   return async () => {
     const { mtimeMs } = await stat(path);
@@ -42,20 +42,29 @@ function bundleReader(path: string) {
   };
 }
 
-export function installRouter(assets: InstallAssets) {
+/**
+ * `urls.agentUrl`: what the script calls and writes into the node's config — from the
+ * configuration (NFSHA_PUBLIC_URL / NFSHA_AGENT_URL, validated to plain URL characters), never
+ * from request headers, which anyone (or a misconfigured proxy) can set.
+ */
+export function installRouter(assets: InstallAssets, urls: { agentUrl: string | null }) {
   const bundle = bundleReader(assets.bundle);
   const unavailable = (c: Parameters<typeof errorResponse>[0]) =>
     errorResponse(c, 503, 'agent_bundle_unavailable', `the agent bundle is not on this control plane (${assets.bundle}); build it with: npm run build`);
   return new Hono()
     .get('/install.sh', async (c) => {
+      if (!urls.agentUrl)
+        return errorResponse(
+          c,
+          503,
+          'public_url_not_configured',
+          'this control plane does not know the URL nodes reach it by: set NFSHA_PUBLIC_URL (e.g. https://nfs-ha.example.net)',
+        );
       const b = await bundle().catch(() => null);
       if (!b) return unavailable(c);
       const [script, unit] = await Promise.all([readFile(assets.script, 'utf8'), readFile(assets.unit, 'utf8')]);
-      // The URL the node reached us by, so the script calls back the same way.
-      const url = new URL(c.req.url);
-      const proto = c.req.header('x-forwarded-proto') ?? url.protocol.replace(':', '');
       const filled = script
-        .replace('@@CONTROL_PLANE_URL@@', `${proto}://${url.host}`)
+        .replace('@@CONTROL_PLANE_URL@@', urls.agentUrl)
         .replace('@@BUNDLE_SHA256@@', b.sha256)
         .replace('@@AGENT_UNIT@@', unit.trimEnd());
       return c.body(filled, 200, { 'content-type': 'text/x-shellscript; charset=utf-8', 'cache-control': 'no-store' });

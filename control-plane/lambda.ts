@@ -15,6 +15,7 @@ import { Arbiter } from './arbiter.ts';
 import { Credentials } from './auth.ts';
 import { systemClock } from './clock.ts';
 import { loadConfig } from './config.ts';
+import { AddressSet } from './limits.ts';
 import { createLogger } from './log.ts';
 import { DynamoStore } from './store/dynamodb.ts';
 import { dynamoClient } from './store/client.ts';
@@ -24,13 +25,14 @@ import { WebhookDeliverer } from './webhooks.ts';
 const config = loadConfig(process.env);
 if (config.store.kind !== 'dynamodb') throw new Error('the Lambda handler runs on DynamoDB only');
 const log = createLogger(config.logLevel);
-const store = new DynamoStore({ client: dynamoClient(config.store), tableName: config.store.tableName });
-const deliverer = new WebhookDeliverer(store, systemClock, log);
+// One request at a time per instance: no queue to jump, so one store serves the arbiter and the routes.
+const store = new DynamoStore({ client: dynamoClient(config.store), tableName: config.store.tableName, eventRetentionMs: config.eventRetentionMs });
+const deliverer = new WebhookDeliverer(store, systemClock, log, { allow: new AddressSet(config.app.webhookAllow) });
 /** One request at a time per instance: set while handling one, when it enqueued deliveries. */
 let enqueued = false;
 const arbiter = new Arbiter(store, systemClock, log, { onDeliveries: () => (enqueued = true) });
 const credentials = new Credentials(store, systemClock);
-const http = handle(createApp({ store, clock: systemClock, log, arbiter, credentials, deliverer }));
+const http = handle(createApp({ store, clock: systemClock, log, arbiter, credentials, deliverer, options: config.app }));
 const lambda = new LambdaClient({ maxAttempts: 2 });
 
 async function invokeDelivery(functionName: string): Promise<void> {

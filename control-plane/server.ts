@@ -2,7 +2,9 @@
  * The control plane as a plain Node server: `npm start`. With no store configured it runs on the
  * embedded DynamoDB-protocol store, with its data in ./data (NFSHA_DATA_DIR).
  */
+import { writeFile, mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
+import { join, resolve } from 'node:path';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { Arbiter } from './arbiter.ts';
@@ -15,29 +17,55 @@ import { DataDirInUseError } from './store/embedded.ts';
 import { openStore } from './store/open.ts';
 import { sweep } from './sweep.ts';
 import { DeliveryLoop, WebhookDeliverer } from './webhooks.ts';
+import { AddressSet } from './limits.ts';
+
+/** The file the first admin key (or a recovered one) is written to, in the data directory. */
+export const ADMIN_KEY_FILE = 'initial-admin-key';
+
+/**
+ * Keeps a new admin key where only this user can read it (as Jenkins keeps its initial admin
+ * password), and tells where; the key itself goes to the terminal only, never to a log.
+ */
+async function handOver(key: string, dataDir: string, log: ReturnType<typeof createLogger>, what: string): Promise<void> {
+  const dir = resolve(dataDir);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, ADMIN_KEY_FILE);
+  await writeFile(file, `${key}\n`, { mode: 0o600 });
+  log.warn({ file }, `${what}: the admin API key is in ${file} (mode 0600); store it elsewhere, then delete the file`);
+  if (process.stderr.isTTY) process.stderr.write(`\nnfs-ha: ${what}; the admin API key is:\n\n  ${key}\n\nIt is also in ${file}.\n\n`);
+}
 
 /** How often the Node server sweeps (the deployment's schedule does it every minute on Lambda). */
 const SWEEP_INTERVAL_MS = 15_000;
 
 async function main(): Promise<void> {
+  // Whatever this process writes (the embedded store's files, the admin key file) is its user's alone.
+  process.umask(0o077);
   const config = loadConfig(process.env);
   const log = createLogger(config.logLevel);
-  const opened = await openStore(config.store);
+  const dataDir = config.store.kind === 'embedded' ? config.store.dataDir : (process.env.NFSHA_DATA_DIR ?? './data');
+  const opened = await openStore(config.store, { eventRetentionMs: config.eventRetentionMs });
   const clock = monotonicWallClock();
-  const deliverer = new WebhookDeliverer(opened.store, clock, log);
-  const deliveries = new DeliveryLoop(deliverer, log);
-  const arbiter = new Arbiter(opened.store, clock, log, { onDeliveries: () => deliveries.kick() });
   const credentials = new Credentials(opened.store, clock);
-  const adminKey = await credentials.bootstrapAdmin();
-  if (adminKey) {
-    // Shown this once, on the terminal, never in the JSON log; only its hash is stored.
-    process.stderr.write(
-      `\nnfs-ha: first start on an empty store; the admin API key is:\n\n  ${adminKey}\n\nStore it now (e.g. NFSHA_API_KEY); it will not be shown again.\n\n`,
-    );
+  if (process.argv.includes('--recover-admin-key')) {
+    // Local recovery for whoever holds the data directory (the server must be stopped: it holds the lock).
+    await handOver(await credentials.recoveryAdmin(), dataDir, log, 'recovery');
+    await opened.close();
+    return;
   }
-  const app = createApp({ store: opened.store, clock, log, arbiter, credentials, deliverer });
+  const deliverer = new WebhookDeliverer(opened.store, clock, log, { allow: new AddressSet(config.app.webhookAllow) });
+  const deliveries = new DeliveryLoop(deliverer, log);
+  const arbiter = new Arbiter(opened.leaseStore, clock, log, { onDeliveries: () => deliveries.kick() });
+  const adminKey = await credentials.bootstrapAdmin();
+  if (adminKey) await handOver(adminKey, dataDir, log, 'first start on an empty store');
+  const app = createApp({ store: opened.store, clock, log, arbiter, credentials, deliverer, options: config.app });
+  // The embedded store has no TTL: the sweep prunes events past their retention.
+  const retention = config.store.kind === 'embedded' ? config.eventRetentionMs : null;
   const sweeper = setInterval(
-    () => void sweep({ store: opened.store, arbiter, deliverer, clock, log }).catch((err: Error) => log.warn({ err: err.message }, 'sweep failed')),
+    () =>
+      void sweep({ store: opened.store, arbiter, deliverer, clock, log, pruneEventsOlderThanMs: retention }).catch((err: Error) =>
+        log.warn({ err: err.message }, 'sweep failed'),
+      ),
     SWEEP_INTERVAL_MS,
   );
   sweeper.unref();
@@ -49,7 +77,7 @@ async function main(): Promise<void> {
       `nfs-ha control plane listening on http://${config.host}:${info.port} (store: ${opened.description})`,
     );
   });
-  const events = attachEventStream(server as Server, { store: opened.store, credentials, log });
+  const events = attachEventStream(server as Server, { store: opened.store, credentials, log, trustedProxies: new AddressSet(config.app.trustedProxies) });
   server.on('error', async (err) => {
     log.fatal({ err: err.message }, `cannot listen on ${config.host}:${config.port}: ${err.message}`);
     await opened.close();

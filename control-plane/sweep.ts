@@ -30,7 +30,12 @@ export interface SweepDeps {
   deliverer: WebhookDeliverer;
   clock: Clock;
   log: Logger;
+  /** Deletes events older than this (the embedded store, which has no TTL); null: DynamoDB's TTL does it. */
+  pruneEventsOlderThanMs?: number | null;
 }
+
+/** Events deleted per cluster and sweep, so one sweep stays short however much has piled up. */
+const PRUNE_BATCH = 500;
 
 export async function sweep({
   store,
@@ -38,13 +43,16 @@ export async function sweep({
   deliverer,
   clock,
   log,
-}: SweepDeps): Promise<{ clusters: number; failed: number; nodesDown: number; webhooks: DeliveryPass }> {
+  pruneEventsOlderThanMs = null,
+}: SweepDeps): Promise<{ clusters: number; failed: number; nodesDown: number; pruned: number; webhooks: DeliveryPass }> {
   const clusters = await store.listClusters();
   let failed = 0;
   let nodesDown = 0;
+  let pruned = 0;
   for (const c of clusters) {
     try {
       const lease = await arbiter.read(c.spec.id);
+      if (pruneEventsOlderThanMs !== null) pruned += await store.pruneEvents(c.spec.id, clock.now() - pruneEventsOlderThanMs, PRUNE_BATCH);
       for (const s of await store.listNodeStatuses(c.spec.id)) {
         const now = clock.now();
         const silentMs = now - s.lastHeartbeatAt;
@@ -70,6 +78,6 @@ export async function sweep({
     }
   }
   const webhooks = await deliverer.deliverDue();
-  log.debug({ clusters: clusters.length, failed, nodesDown, webhooks }, 'sweep done');
-  return { clusters: clusters.length, failed, nodesDown, webhooks };
+  log.debug({ clusters: clusters.length, failed, nodesDown, pruned, webhooks }, 'sweep done');
+  return { clusters: clusters.length, failed, nodesDown, pruned, webhooks };
 }

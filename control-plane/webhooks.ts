@@ -10,6 +10,9 @@
  * receivers dedupe on webhook-id.
  */
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { isIP } from 'node:net';
 import type { ClusterEvent } from '../shared/events.ts';
 import type { Lease } from '../shared/lease.ts';
 import {
@@ -27,8 +30,10 @@ import {
   webhookMessages,
 } from '../shared/webhooks.ts';
 import type { Clock } from './clock.ts';
+import { AddressSet } from './limits.ts';
 import type { Logger } from './log.ts';
 import type { DeliveryRecord, Store, WebhookRecord } from './store/store.ts';
+import { WebhookDestinations } from './webhook-destinations.ts';
 
 /** Attempts kept in a delivery's log (the newest); older ones are in the control plane's log. */
 const ATTEMPT_LOG = 30;
@@ -115,6 +120,13 @@ export interface DeliveryOptions {
   retry?: RetryPolicy;
   /** Per attempt: connect, send and the receiver's answer (default 5 s, well inside Lambda's 10 s). */
   timeoutMs?: number;
+  /** Non-public addresses webhooks may reach all the same (NFSHA_WEBHOOK_ALLOW). */
+  allow?: AddressSet;
+}
+
+/** The secrets that sign a delivery now: the current one, and during a rotation's overlap the previous one too. */
+export function signingSecrets(webhook: WebhookRecord, now: number): string[] {
+  return webhook.previousSecret && (webhook.previousSecretUntil ?? 0) > now ? [webhook.secret, webhook.previousSecret] : [webhook.secret];
 }
 
 export interface DeliveryPass {
@@ -127,6 +139,7 @@ export interface DeliveryPass {
 export class WebhookDeliverer {
   readonly #retry: RetryPolicy;
   readonly #timeoutMs: number;
+  readonly destinations: WebhookDestinations;
 
   constructor(
     private readonly store: Store,
@@ -136,6 +149,7 @@ export class WebhookDeliverer {
   ) {
     this.#retry = options.retry ?? DEFAULT_RETRY;
     this.#timeoutMs = options.timeoutMs ?? 5000;
+    this.destinations = new WebhookDestinations(options.allow ?? new AddressSet([]));
   }
 
   /** Delivers what is due, pass after pass, until nothing is (or `maxPasses`). */
@@ -206,23 +220,30 @@ export class WebhookDeliverer {
     const at = this.clock.now();
     const t0 = performance.now();
     const durationMs = () => Math.round(performance.now() - t0);
-    try {
-      const res = await fetch(webhook.url, {
-        method: 'POST',
-        headers: { ...signedHeaders(webhook.secret, d.messageId, at, d.body), 'user-agent': 'nfs-ha-webhooks/1' },
-        body: d.body,
-        // A redirect is an answer, not a delivery: receivers give their final URL.
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
-      await res.body?.cancel().catch(() => {});
-      const error = res.status >= 200 && res.status < 300 ? null : `HTTP ${res.status}`;
-      return { at, durationMs: durationMs(), httpStatus: res.status, error };
-    } catch (err) {
-      const e = err as Error & { cause?: { code?: string; message?: string } };
-      const reason = e.name === 'TimeoutError' ? `no answer within ${this.#timeoutMs} ms` : (e.cause?.code ?? e.cause?.message ?? e.message);
-      return { at, durationMs: durationMs(), httpStatus: null, error: String(reason).slice(0, 500) };
-    }
+    const url = new URL(webhook.url);
+    // A name is checked as it is resolved for the connection (the lookup below); an address has no lookup.
+    const literal = isIP(url.hostname.replace(/^\[(.*)\]$/, '$1')) !== 0;
+    const refused = literal ? this.destinations.refusal(url.hostname.replace(/^\[(.*)\]$/, '$1')) : null;
+    if (refused) return { at, durationMs: 0, httpStatus: null, error: `refused: ${refused}`.slice(0, 500) };
+    const headers = { ...signedHeaders(signingSecrets(webhook, at), d.messageId, at, d.body), 'user-agent': 'nfs-ha-webhooks/1' };
+    return new Promise<Attempt>((resolve) => {
+      const fail = (err: Error & { code?: string }) => {
+        const reason = err.name === 'TimeoutError' || err.name === 'AbortError' ? `no answer within ${this.#timeoutMs} ms` : err.code === 'EDESTINATIONREFUSED' ? `refused: ${err.message}` : (err.code ?? err.message);
+        resolve({ at, durationMs: durationMs(), httpStatus: null, error: String(reason).slice(0, 500) });
+      };
+      // A redirect is an answer, not a delivery: receivers give their final URL (http.request never follows one).
+      const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
+        url,
+        { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(d.body) }, lookup: this.destinations.lookup, signal: AbortSignal.timeout(this.#timeoutMs) },
+        (res) => {
+          res.resume();
+          const status = res.statusCode ?? 0;
+          resolve({ at, durationMs: durationMs(), httpStatus: status, error: status >= 200 && status < 300 ? null : `HTTP ${status}` });
+        },
+      );
+      req.on('error', fail);
+      req.end(d.body);
+    });
   }
 }
 

@@ -65,6 +65,7 @@ export const ClusterSchema = z.object({
 
 export const ClusterListSchema = z.object({
   clusters: z.array(z.object({ id: ClusterId, nodes: z.array(NodeId), specVersion: z.number().int(), createdAt: z.string() })),
+  cursor: z.string().nullable().describe('Pass as ?cursor= for the next page; null at the end'),
 });
 
 export const EventPageSchema = z.object({

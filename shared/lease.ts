@@ -53,6 +53,7 @@ export const LeaseSchema = z.object({
   renewedAt: z.number().int().describe('Control-plane time of the last grant or renewal'),
   expiresAt: z.number().int().describe('Control-plane time the lease lapses'),
   releasedBy: NodeId.nullable().describe('The node that last released the lease, given no first claim on it'),
+  previousHolder: NodeId.nullable().default(null).describe('The holder of the epoch before this one (its stop reports are still accepted)'),
   fencing: FencingDecisionSchema.nullable(),
   switchover: z
     .object({ to: NodeId, requestedAt: z.number().int() })
@@ -177,6 +178,7 @@ export function vacantLease(clusterId: string, terms: LeaseTerms, now: number): 
     renewedAt: now,
     expiresAt: now,
     releasedBy: null,
+    previousHolder: null,
     fencing: null,
     switchover: null,
     maintenance: false,
@@ -250,6 +252,7 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
     renewedAt: now,
     expiresAt: leaseExpiry(now, lease.terms.leaseTtlMs),
     releasedBy: null,
+    previousHolder: lease.holder ?? lease.releasedBy,
     fencing,
     switchover: null,
     outbox: [...lease.outbox, ...events],
@@ -346,14 +349,30 @@ export function requestSwitchover(lease: Lease, to: string, now: number): Reject
 }
 
 /**
+ * Whether `node` held `epoch`, as far as the lease remembers: the current epoch (held, or just
+ * released by it) and the one before.
+ */
+function heldEpoch(lease: Lease, node: string, epoch: number): boolean {
+  if (epoch === lease.epoch) return lease.holder === node || (lease.holder === null && lease.releasedBy === node);
+  return epoch === lease.epoch - 1 && epoch > 0 && lease.previousHolder === node;
+}
+
+/**
  * A phase of activation or demotion, or a resource found failed. Starting and monitoring a
- * resource is only legitimate for the current holder under the current epoch; stopping is always reported (a demoting node has often lost
- * the lease already), as long as the epoch is not from the future.
+ * resource is only legitimate for the current holder under the current epoch. Stopping is
+ * reported by a demoting node that has often lost the lease already: accepted for an epoch the
+ * node held, the current one or the one before — a report that cannot be true (an epoch the
+ * node never held) is refused, so a node cannot fill the timeline with old epochs' reports.
  */
 export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now: number): Rejection | { event: ClusterEvent } {
-  if (report.direction !== 'stop' || report.epoch > lease.epoch) {
+  if (report.direction !== 'stop') {
     const stale = staleEpoch(lease, node, report.epoch);
     if (stale) return stale;
+  } else if (!heldEpoch(lease, node, report.epoch)) {
+    return {
+      code: 'stale_epoch',
+      message: `${node} did not hold epoch ${report.epoch} (the lease is at epoch ${lease.epoch}${lease.holder ? `, held by ${lease.holder}` : ''}): no stop to report`,
+    };
   }
   const { reportId, epoch, phase, direction, status, durationMs, message } = report;
   return {

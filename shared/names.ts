@@ -99,29 +99,88 @@ export const HostName = z
   .refine((h) => IPV4.test(h) || h.split('.').every((l) => DNS_LABEL.test(l)), 'must be an IPv4 address or a DNS name')
   .describe('Host name or IPv4 address');
 
+const ipv4 = z.ipv4();
+const cidr4 = z.cidrv4();
+const ipv6 = z.ipv6();
+const cidr6 = z.cidrv6();
+const ok = (schema: z.ZodType, v: string) => schema.safeParse(v).success;
+
+
 /**
- * An NFS client specification as exportfs(8) takes it: "*", a host or wildcard name, an
- * address or network (a.b.c.d/len), or a netgroup (@name).
+ * An NFS client specification as exports(5) takes it: "*", a host name or wildcard (* ? in
+ * labels), an IPv4 or IPv6 address or network (with a valid prefix length), or a netgroup
+ * (@name). A malformed network such as 300.88.0.0/33 is refused here, not at takeover.
  */
 export const NfsClientSpec = z
   .string()
   .max(255)
-  .regex(
-    /^(\*|@[A-Za-z0-9_][A-Za-z0-9_.-]*|[A-Za-z0-9*?][A-Za-z0-9*?.-]*|(\d{1,3}\.){3}\d{1,3}(\/\d{1,2})?)$/,
-    'must be "*", a host name or wildcard, an IPv4 address or network (a.b.c.d/len), or a netgroup (@name)',
-  )
-  .describe('NFS client (exportfs host specification)');
+  .refine((h) => {
+    if (h === '*') return true;
+    if (/^@[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(h)) return true;
+    if (/^[\d./]+$/.test(h)) return ok(ipv4, h) || ok(cidr4, h);
+    if (h.includes(':')) return ok(ipv6, h) || ok(cidr6, h);
+    return /^[A-Za-z0-9*?]([A-Za-z0-9*?-]*[A-Za-z0-9*?])?(\.[A-Za-z0-9*?]([A-Za-z0-9*?-]*[A-Za-z0-9*?])?)*$/.test(h);
+  }, 'must be "*", a host name or wildcard, an IPv4 or IPv6 address or network (a.b.c.d/0–32, x::y/0–128), or a netgroup (@name)')
+  .describe('NFS client (exports(5) host specification)');
 
 /**
- * One export option, e.g. "rw", "sync", "no_subtree_check", "sec=sys", "anonuid=65534".
- * fsid is not an option here: it is a mandatory field of the export, so it cannot be forgotten
- * or differ between the two nodes.
+ * The options exports(5) documents, each with the values it takes (null: a flag). fsid is not
+ * among them: it is a mandatory field of the export, so it cannot be forgotten or differ
+ * between the two nodes.
  */
+const EXPORT_OPTIONS: Record<string, RegExp | null> = {
+  rw: null,
+  ro: null,
+  sync: null,
+  async: null,
+  secure: null,
+  insecure: null,
+  wdelay: null,
+  no_wdelay: null,
+  hide: null,
+  nohide: null,
+  crossmnt: null,
+  subtree_check: null,
+  no_subtree_check: null,
+  secure_locks: null,
+  insecure_locks: null,
+  auth_nlm: null,
+  no_auth_nlm: null,
+  root_squash: null,
+  no_root_squash: null,
+  all_squash: null,
+  no_all_squash: null,
+  nordirplus: null,
+  pnfs: null,
+  no_pnfs: null,
+  security_label: null,
+  mp: null,
+  mountpoint: /^\/[A-Za-z0-9_.:+@=\/-]*$/,
+  sec: /^(sys|krb5|krb5i|krb5p)(:(sys|krb5|krb5i|krb5p))*$/,
+  anonuid: /^\d{1,10}$/,
+  anongid: /^\d{1,10}$/,
+  refer: /^[A-Za-z0-9_.:@\/+-]+$/,
+  replicas: /^[A-Za-z0-9_.:@\/+-]+$/,
+  xprtsec: /^(none|tls|mtls)(:(none|tls|mtls))*$/,
+};
+
+/** One export option, e.g. "rw", "sync", "no_subtree_check", "sec=sys", "anonuid=65534". */
 export const NfsExportOption = z
   .string()
-  .regex(/^[a-z_]+(=[A-Za-z0-9_.:@\/+-]+)?$/, 'must be an exportfs option: name or name=value, without spaces or commas')
-  .refine((o) => !o.startsWith('fsid'), 'fsid is set by the export\'s own "fsid" field, not as an option')
-  .describe('exportfs option');
+  .max(200)
+  .superRefine((o, ctx) => {
+    const [name, value] = o.split(/=(.*)/s) as [string, string | undefined];
+    if (name.startsWith('fsid')) return ctx.addIssue({ code: 'custom', message: 'fsid is set by the export\'s own "fsid" field, not as an option' });
+    const rule = EXPORT_OPTIONS[name];
+    if (rule === undefined) {
+      const near = Object.keys(EXPORT_OPTIONS).find((k) => [...k].sort().join() === [...name].sort().join());
+      return ctx.addIssue({ code: 'custom', message: `"${name}" is not an exports(5) option${near ? ` (did you mean "${near}"?)` : ''}` });
+    }
+    if (rule === null && value !== undefined) return ctx.addIssue({ code: 'custom', message: `"${name}" takes no value` });
+    if (rule !== null && (value === undefined || !rule.test(value)))
+      ctx.addIssue({ code: 'custom', message: `"${name}" needs a value of the form ${rule.source.replace(/^\^|\$$/g, '')}` });
+  })
+  .describe('exportfs option (exports(5))');
 
 /** One mount option, e.g. "noatime" or "logbufs=8". */
 export const MountOption = z

@@ -39,12 +39,40 @@ export const NodeSpecSchema = z
   .strict();
 export type NodeSpec = z.output<typeof NodeSpecSchema>;
 
+/**
+ * Options that are legal but break a promise, so a spec must say it means them:
+ * `async` acknowledges writes before they reach the disk (a failover loses them);
+ * `no_root_squash` and a client of `*` give root on any client — or any host at all — the
+ * files as root.
+ */
+export const ACKNOWLEDGEABLE = ['async', 'no_root_squash', 'any-host'] as const;
+
 export const ExportClientSchema = z
   .object({
     host: NfsClientSpec,
     options: z.array(NfsExportOption).max(32).default(['rw', 'sync', 'no_subtree_check']),
+    acknowledge: z
+      .array(z.enum(ACKNOWLEDGEABLE))
+      .max(3)
+      .default([])
+      .describe('Risks this client accepts knowingly: async (a failover loses acknowledged writes), no_root_squash, any-host (the client "*")'),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    const risks: [(typeof ACKNOWLEDGEABLE)[number], boolean, string][] = [
+      ['async', c.options.includes('async'), 'the server acknowledges writes before they are on disk, so a failover loses acknowledged writes'],
+      ['no_root_squash', c.options.includes('no_root_squash'), 'root on the client is root on the shared filesystem'],
+      ['any-host', c.host === '*', 'any host that reaches the VIP may mount it'],
+    ];
+    for (const [risk, present, why] of risks) {
+      if (present && !c.acknowledge.includes(risk))
+        ctx.addIssue({
+          code: 'custom',
+          path: [risk === 'any-host' ? 'host' : 'options'],
+          message: `${risk === 'any-host' ? 'the client "*"' : `"${risk}"`}: ${why}; if that is meant, add "${risk}" to this client's "acknowledge" list`,
+        });
+    }
+  });
 
 export const ExportSpecSchema = z
   .object({
@@ -108,6 +136,19 @@ function within(path: string, dir: string): boolean {
   return path === dir || dir === '/' || path.startsWith(`${dir}/`);
 }
 
+/** Directories the system needs: the shared filesystem is never mounted on them or inside them. */
+const SYSTEM_TREES = ['/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/proc', '/root', '/run', '/sbin', '/sys', '/tmp', '/usr', '/var'];
+/** Top-level directories that are no place for it either, though a directory inside them is. */
+const SYSTEM_TOPS = ['/media', '/mnt', '/opt', '/srv'];
+
+/** Why a mount point is a system directory, or null. */
+export function systemDirectory(path: string): string | null {
+  const tree = SYSTEM_TREES.find((d) => within(path, d));
+  if (tree) return `${path} is ${path === tree ? 'a system directory' : `inside the system directory ${tree}`}`;
+  if (SYSTEM_TOPS.includes(path)) return `${path} is a system directory (use a directory of its own inside it, e.g. ${path}/nfs)`;
+  return null;
+}
+
 export const ClusterSpecSchema = z
   .object({
     id: ClusterId,
@@ -132,6 +173,14 @@ export const ClusterSpecSchema = z
 
     const mount = spec.storage.filesystem.mountPoint;
     if (mount === '/') issue(['storage', 'filesystem', 'mountPoint'], 'the shared filesystem cannot be mounted on /');
+    else {
+      const system = systemDirectory(mount);
+      if (system)
+        issue(
+          ['storage', 'filesystem', 'mountPoint'],
+          `${system}: mounting the shared filesystem there would hide what the node needs, and a demotion would stop what uses it; choose e.g. /srv/nfs`,
+        );
+    }
     if (!within(spec.nfs.stateDir, mount) || spec.nfs.stateDir === mount) {
       issue(
         ['nfs', 'stateDir'],

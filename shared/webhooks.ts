@@ -188,11 +188,18 @@ export function formatSecret(bytes: Buffer): string {
  * The Standard Webhooks headers for one attempt: HMAC-SHA256 over `id.timestamp.body` with the
  * secret's bytes, `v1,<base64>`; the timestamp is the attempt's, in seconds.
  */
-export function signedHeaders(secret: string, id: string, attemptAtMs: number, body: string): Record<string, string> {
+/**
+ * The Standard Webhooks headers. Several secrets sign at once during a rotation's overlap (the
+ * header lists one `v1,` signature per secret, space-separated), so receivers verify with
+ * either the old or the new secret.
+ */
+export function signedHeaders(secrets: string | readonly string[], id: string, attemptAtMs: number, body: string): Record<string, string> {
   const timestamp = Math.floor(attemptAtMs / 1000).toString();
-  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
-  const signature = createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64');
-  return { 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': `v1,${signature}`, 'content-type': 'application/json' };
+  const signatures = (typeof secrets === 'string' ? [secrets] : secrets).map((secret) => {
+    const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+    return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
+  });
+  return { 'webhook-id': id, 'webhook-timestamp': timestamp, 'webhook-signature': signatures.join(' '), 'content-type': 'application/json' };
 }
 
 export interface RetryPolicy {

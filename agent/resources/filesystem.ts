@@ -3,6 +3,10 @@
  * (fuser), stops them — SIGTERM, then SIGKILL — and tries again; if it still cannot unmount,
  * stop fails and the caller escalates to self-fencing. Lazy unmounts are never used: the VG
  * cannot be deactivated under a filesystem that is still in use.
+ *
+ * Stop touches only what this cluster mounted: a mount at the mount point whose UUID or source
+ * is not the cluster's (a typo such as /run, or anything else an operator mounted there) is
+ * never unmounted, and its users are never signalled.
  */
 import { z } from 'zod';
 import { expectExit } from '../executor.ts';
@@ -59,6 +63,14 @@ export class Filesystem implements Resource {
     return parseFindmnt(expectExit(r, [0], `checking the mount at ${this.#fs.mountPoint}`).stdout);
   }
 
+  /** Whether a mount is the cluster's filesystem: its UUID, or the cluster's LV as its source. */
+  #ours(m: Mounted): boolean {
+    if (m.uuid) return m.uuid === this.#fs.uuid;
+    const { volumeGroup: vg, logicalVolume: lv } = this.ctx.spec.storage;
+    const dm = (name: string) => name.replaceAll('-', '--');
+    return m.source === `/dev/mapper/${dm(vg)}-${dm(lv)}` || m.source === `/dev/${vg}/${lv}` || m.source === `UUID=${this.#fs.uuid}`;
+  }
+
   async validate(): Promise<string[]> {
     const r = await this.ctx.exec.run({ argv: ['blkid', '--version'], timeoutMs: TIMEOUT.query });
     return r.exitCode === 0 ? [] : ['blkid (util-linux) is not available'];
@@ -67,8 +79,7 @@ export class Filesystem implements Resource {
   async start(): Promise<void> {
     const m = await this.#mounted();
     if (m) {
-      if (m.uuid !== undefined && m.uuid !== this.#fs.uuid)
-        throw new ResourceError(this.name, `${this.#fs.mountPoint} has another filesystem mounted (UUID ${m.uuid})`);
+      if (!this.#ours(m)) throw new ResourceError(this.name, `${this.#fs.mountPoint} has another filesystem mounted (${m.source}${m.uuid ? `, UUID ${m.uuid}` : ''})`);
       return;
     }
     expectExit(await this.ctx.exec.run({ argv: ['mkdir', '-p', this.#fs.mountPoint], timeoutMs: TIMEOUT.query }), [0]);
@@ -82,7 +93,15 @@ export class Filesystem implements Resource {
 
   async stop(): Promise<void> {
     for (const signal of [null, 'SIGTERM', 'SIGKILL'] as const) {
-      if (!(await this.#mounted())) return;
+      const m = await this.#mounted();
+      if (!m) return;
+      if (!this.#ours(m)) {
+        this.ctx.log.warn(
+          { resource: this.name, source: m.source, uuid: m.uuid },
+          `${this.#fs.mountPoint} holds ${m.source}, not this cluster's filesystem: left alone`,
+        );
+        return;
+      }
       if (signal) await this.#stopUsers(signal);
       const r = await this.ctx.exec.run({ argv: ['umount', this.#fs.mountPoint], timeoutMs: TIMEOUT.change });
       if (r.exitCode === 0) return;
@@ -108,9 +127,8 @@ export class Filesystem implements Resource {
   async monitor(): Promise<MonitorResult> {
     const m = await this.#mounted();
     if (!m) return { state: 'stopped' };
+    if (!this.#ours(m)) return { state: 'failed', reason: `${this.#fs.mountPoint} holds ${m.source}${m.uuid ? ` (UUID ${m.uuid})` : ''}, not ${this.#fs.uuid}` };
     if (m.fstype !== this.#fs.type) return { state: 'failed', reason: `${this.#fs.mountPoint} is mounted as ${m.fstype}, expected ${this.#fs.type}` };
-    if (m.uuid !== undefined && m.uuid !== this.#fs.uuid)
-      return { state: 'failed', reason: `${this.#fs.mountPoint} has filesystem ${m.uuid}, expected ${this.#fs.uuid}` };
     return { state: 'running' };
   }
 }

@@ -16,6 +16,10 @@ import { type ClusterRecord, EVENT_CURSOR, type EventPage, type EventQuery, type
 import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, router } from './router.ts';
 
 const tags = ['clusters'];
+/** A request reads at most SCAN_PAGES pages of SCAN_PAGE events; past that its cursor says where to go on. */
+const SCAN_PAGE = 200;
+const SCAN_PAGES = 5;
+const FencingEntry = FencingHistorySchema.shape.fencing.element;
 /** A switchover target must have heartbeated this recently (node status is refreshed every 30 s). */
 const SWITCHOVER_TARGET_SEEN_MS = 45_000;
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -33,8 +37,8 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
   async function eventsSince(clusterId: string, at: number): Promise<ClusterEvent[]> {
     const events: ClusterEvent[] = [];
     let cursor: string | undefined;
-    for (let pages = 0; pages < 10; pages++) {
-      const page = await store.listEvents(clusterId, { limit: 500, cursor, fromAt: at });
+    for (let pages = 0; pages < SCAN_PAGES; pages++) {
+      const page = await store.listEvents(clusterId, { limit: SCAN_PAGE, cursor, fromAt: at });
       events.push(...page.events);
       if (!page.cursor) break;
       cursor = page.cursor;
@@ -118,13 +122,22 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         method: 'get',
         path: '/v1/clusters',
         tags,
-        summary: 'List clusters',
-        responses: { 200: jsonResponse(ClusterListSchema, 'All clusters'), ...errors(503) },
+        summary: 'List clusters, by id',
+        request: {
+          query: z.object({
+            limit: z.coerce.number().int().min(1).max(500).default(100),
+            cursor: z.string().max(63).optional().describe('The last id of the previous page'),
+          }),
+        },
+        responses: { 200: jsonResponse(ClusterListSchema, 'A page of clusters'), ...errors(400, 503) },
       }),
       async (c) => {
-        const records = await store.listClusters();
-        const clusters = records.map((r) => ({ id: r.spec.id, nodes: r.spec.nodes.map((n) => n.id), specVersion: r.specVersion, createdAt: iso(r.createdAt) }));
-        return c.json({ clusters }, 200);
+        const { limit, cursor } = c.req.valid('query');
+        const records = (await store.listClusters()).filter((r) => cursor === undefined || r.spec.id > cursor).sort((a, b) => (a.spec.id < b.spec.id ? -1 : 1));
+        const clusters = records
+          .slice(0, limit)
+          .map((r) => ({ id: r.spec.id, nodes: r.spec.nodes.map((n) => n.id), specVersion: r.specVersion, createdAt: iso(r.createdAt) }));
+        return c.json({ clusters, cursor: records.length > limit ? clusters.at(-1)!.id : null }, 200);
       },
     )
     .openapi(
@@ -340,50 +353,73 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         path: '/v1/clusters/{clusterId}/fencing',
         tags,
         summary: 'Fencing history: every fencing decision, who fenced whom, and when it was confirmed',
-        request: { params: ClusterParams },
-        responses: { 200: jsonResponse(FencingHistorySchema, 'Newest first'), ...errors(400, 404, 503) },
+        request: {
+          params: ClusterParams,
+          query: z.object({
+            limit: z.coerce.number().int().min(1).max(100).default(20),
+            cursor: z.string().regex(EVENT_CURSOR, 'must be a cursor returned by a previous page').optional(),
+          }),
+        },
+        responses: {
+          200: jsonResponse(
+            FencingHistorySchema.extend({ cursor: z.string().nullable().describe('Pass as ?cursor= for older decisions; null at the beginning') }),
+            'Newest first',
+          ),
+          ...errors(400, 404, 503),
+        },
       }),
       async (c) => {
         const { clusterId } = c.req.valid('param');
+        const { limit, cursor: from } = c.req.valid('query');
         await cluster(clusterId);
-        const byEpoch = new Map<number, z.infer<typeof FencingHistorySchema>['fencing'][number]>();
-        let cursor: string | undefined;
-        do {
-          const page = await filteredEvents(store, clusterId, { limit: 500, cursor }, (e) => e.type === 'fencing.decided' || e.type === 'fencing.confirmed');
+        // Newest first, a bounded scan per request: a confirmation comes before its decision.
+        const fencing: z.infer<typeof FencingEntry>[] = [];
+        const confirmed = new Map<number, ClusterEvent>();
+        let cursor = from;
+        let resume: string | null = null;
+        scan: for (let pages = 0; pages < SCAN_PAGES; pages++) {
+          const page = await store.listEvents(clusterId, { limit: SCAN_PAGE, cursor, newestFirst: true });
           for (const e of page.events) {
-            if (e.type === 'fencing.decided') {
-              byEpoch.set(e.epoch, {
-                epoch: e.epoch,
-                holder: e.node,
-                victim: e.data.victim,
-                keys: e.data.keys,
-                reason: e.data.reason,
-                decidedAt: iso(e.at),
-                confirmedAt: null,
-                durationMs: null,
-              });
-            } else if (e.type === 'fencing.confirmed') {
-              const d = byEpoch.get(e.epoch);
-              if (d) Object.assign(d, { confirmedAt: iso(e.at), durationMs: e.data.durationMs ?? null });
-            }
+            if (e.type === 'fencing.confirmed') confirmed.set(e.epoch, e);
+            if (e.type !== 'fencing.decided') continue;
+            const done = confirmed.get(e.epoch);
+            confirmed.delete(e.epoch);
+            fencing.push({
+              epoch: e.epoch,
+              holder: e.node,
+              victim: e.data.victim,
+              keys: e.data.keys,
+              reason: e.data.reason,
+              decidedAt: iso(e.at),
+              confirmedAt: done ? iso(done.at) : null,
+              durationMs: done?.type === 'fencing.confirmed' ? (done.data.durationMs ?? null) : null,
+            });
+            resume = `${e.at}.${e.id}`;
+            if (fencing.length === limit) break scan;
           }
-          cursor = page.cursor ?? undefined;
-        } while (cursor);
-        return c.json({ fencing: [...byEpoch.values()].reverse() }, 200);
+          if (!page.cursor) {
+            resume = null;
+            break;
+          }
+          cursor = page.cursor;
+          // Past the scan budget, go on from the last decision (its confirmation, if any, is behind it).
+          if (pages === SCAN_PAGES - 1 && confirmed.size === 0) resume = cursor;
+        }
+        return c.json({ fencing, cursor: resume }, 200);
       },
     );
 }
 
 /**
  * A page of events that match `filter`, read through as many store pages as it takes (at most
- * ten, then the cursor says where to go on), so a sparse filter still fills its page.
+ * SCAN_PAGES, then the cursor says where to go on), so a sparse filter still fills its page.
  */
 async function filteredEvents(store: Store, clusterId: string, query: EventQuery, filter: ((e: ClusterEvent) => boolean) | null): Promise<EventPage> {
   if (!filter) return store.listEvents(clusterId, query);
   const events: ClusterEvent[] = [];
   let cursor = query.cursor;
-  for (let pages = 0; pages < 10; pages++) {
-    const page = await store.listEvents(clusterId, { limit: query.limit, cursor });
+  for (let pages = 0; pages < SCAN_PAGES; pages++) {
+    const page = await store.listEvents(clusterId, { limit: Math.min(query.limit, SCAN_PAGE), cursor });
     for (const e of page.events) {
       if (!filter(e)) continue;
       events.push(e);

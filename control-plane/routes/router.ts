@@ -2,13 +2,14 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterId, NodeId } from '../../shared/names.ts';
+import type { Principal } from '../auth.ts';
 import { ApiError, ErrorBodySchema, validationError } from '../errors.ts';
 import type { ClusterRecord, Store } from '../store/store.ts';
 
 const WHERE = { json: 'request body', param: 'path', query: 'query string', header: 'headers' } as Record<string, string>;
 
 export function router() {
-  return new OpenAPIHono({
+  return new OpenAPIHono<{ Variables: { principal: Principal | null } }>({
     defaultHook: (result, c) => {
       if (!result.success) return validationError(c, result.error, WHERE[result.target] ?? result.target);
     },
@@ -33,7 +34,7 @@ const ERROR_DESCRIPTIONS = {
   404: 'Unknown cluster or node',
   409: 'Conflicts with the current state (e.g. a stale epoch, an existing cluster)',
   413: 'Request body too large',
-  429: 'Too many failed authentications from this address; wait a minute',
+  429: 'Too many failed authentications (or enrolment attempts) from this address; wait a minute',
   503: 'The state store is unavailable or the lease is contended; retry',
 } as const;
 

@@ -12,6 +12,7 @@ import {
   WebhookId,
   WebhookViewSchema,
 } from '../../shared/webhooks.ts';
+import type { Principal } from '../auth.ts';
 import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
 import type { DeliveryRecord, Store, WebhookRecord } from '../store/store.ts';
@@ -25,23 +26,37 @@ const DeliveryParams = WebhookParams.extend({ deliveryId: DeliveryId });
 /** Subscriptions per cluster: each costs a delivery per message. */
 const MAX_WEBHOOKS = 20;
 
-function webhookView(w: WebhookRecord) {
-  return { id: w.id, clusterId: w.clusterId, url: w.url, types: w.types, description: w.description, createdAt: iso(w.createdAt) };
+/**
+ * What a caller may see. A webhook URL is often a secret of its own (Slack, Teams): read-only
+ * keys see only its origin. They see each attempt's outcome, not its error text.
+ */
+type Viewer = { admin: boolean };
+const viewer = (c: { get(key: 'principal'): Principal | null }): Viewer => {
+  const p = c.get('principal');
+  return { admin: p?.kind === 'operator' && p.role === 'admin' };
+};
+
+function webhookView(w: WebhookRecord, v: Viewer = { admin: true }) {
+  const url = v.admin ? w.url : `${new URL(w.url).origin}/…`;
+  return { id: w.id, clusterId: w.clusterId, url, types: w.types, description: w.description, createdAt: iso(w.createdAt) };
 }
 
-function deliveryView(d: DeliveryRecord) {
+function deliveryView(d: DeliveryRecord, v: Viewer = { admin: true }) {
   return {
     id: d.id,
     webhookId: d.webhookId,
     messageId: d.messageId,
     type: d.type,
     status: d.status,
-    attempts: d.attempts.map((a) => ({ ...a, at: iso(a.at) })),
+    attempts: d.attempts.map((a) => ({ ...a, at: iso(a.at), ...(!v.admin && { error: a.error === null ? null : 'failed (details for admin keys)' }) })),
     nextAttemptAt: d.nextAttemptAt === null ? null : iso(d.nextAttemptAt),
     createdAt: iso(d.createdAt),
     payload: JSON.parse(d.body) as unknown,
   };
 }
+
+/** How long the previous secret keeps signing after a rotation, by default. */
+const SECRET_OVERLAP_MS = 24 * 3_600_000;
 
 export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: WebhookOutbox; deliverer: WebhookDeliverer }) {
   const { store, clock, outbox, deliverer } = deps;
@@ -76,6 +91,8 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
         if ((await store.listWebhooks(clusterId)).length >= MAX_WEBHOOKS) {
           throw new ApiError(409, 'too_many_webhooks', `cluster ${clusterId} has ${MAX_WEBHOOKS} webhooks already; delete one first`);
         }
+        const refused = await deliverer.destinations.check(body.url);
+        if (refused) throw new ApiError(400, 'webhook_destination_refused', `the webhook URL is refused: ${refused}`);
         const record: WebhookRecord = {
           clusterId,
           id: `wh_${randomBytes(8).toString('hex')}`,
@@ -101,7 +118,8 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
       async (c) => {
         const { clusterId } = c.req.valid('param');
         await existingCluster(store, clusterId);
-        return c.json({ webhooks: (await store.listWebhooks(clusterId)).map(webhookView) }, 200);
+        const v = viewer(c);
+        return c.json({ webhooks: (await store.listWebhooks(clusterId)).map((w) => webhookView(w, v)) }, 200);
       },
     )
     .openapi(
@@ -115,7 +133,34 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
       }),
       async (c) => {
         const { clusterId, webhookId } = c.req.valid('param');
-        return c.json(webhookView(await webhook(clusterId, webhookId)), 200);
+        return c.json(webhookView(await webhook(clusterId, webhookId), viewer(c)), 200);
+      },
+    )
+    .openapi(
+      createRoute({
+        method: 'post',
+        path: '/v1/clusters/{clusterId}/webhooks/{webhookId}/rotate-secret',
+        tags,
+        summary: 'A new signing secret (admin); the old one keeps signing too during the overlap',
+        description:
+          'Every delivery carries one signature per live secret (`webhook-signature: v1,<new> v1,<old>`), so a receiver verifies with either: update it, then let the overlap end.',
+        request: {
+          params: WebhookParams,
+          ...jsonBody(z.object({ overlapSeconds: z.number().int().min(0).max(7 * 86_400).optional().describe('Default 86400 (a day)') }).strict()),
+        },
+        responses: {
+          200: jsonResponse(WebhookViewSchema.extend({ secret: z.string().describe('Shown once'), previousSecretUntil: z.string() }), 'Rotated'),
+          ...errors(400, 404, 503),
+        },
+      }),
+      async (c) => {
+        const { clusterId, webhookId } = c.req.valid('param');
+        const { overlapSeconds } = c.req.valid('json');
+        const current = await webhook(clusterId, webhookId);
+        const until = clock.now() + (overlapSeconds === undefined ? SECRET_OVERLAP_MS : overlapSeconds * 1000);
+        const next: WebhookRecord = { ...current, secret: formatSecret(randomBytes(32)), previousSecret: current.secret, previousSecretUntil: until };
+        if (!(await store.replaceWebhook(next))) throw new ApiError(404, 'webhook_not_found', `cluster ${clusterId} has no webhook ${webhookId}`);
+        return c.json({ ...webhookView(next), secret: next.secret, previousSecretUntil: iso(until) }, 200);
       },
     )
     .openapi(
@@ -158,7 +203,8 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
         const { limit, cursor, status } = c.req.valid('query');
         await webhook(clusterId, webhookId);
         const page = await store.listDeliveries(clusterId, webhookId, { limit, cursor });
-        const deliveries = page.deliveries.filter((d) => !status || d.status === status).map(deliveryView);
+        const v = viewer(c);
+        const deliveries = page.deliveries.filter((d) => !status || d.status === status).map((d) => deliveryView(d, v));
         return c.json({ deliveries, cursor: page.cursor }, 200);
       },
     )

@@ -8,7 +8,7 @@
  * | cluster     | CLUSTER#<id>   | SPEC                         | CLUSTERS / <id>     | create: attribute_not_exists  |
  * | lease       | CLUSTER#<id>   | LEASE                        | –                   | every write: version = :v     |
  * | node status | CLUSTER#<id>   | NODE#<node>                  | –                   | none (informational)          |
- * | event       | CLUSTER#<id>   | EVENT#<at, 15 digits>#<id>   | –                   | attribute_not_exists (dedupe) |
+ * | event       | CLUSTER#<id>   | EVENT#<at, 15 digits>#<id>   | –                   | attribute_not_exists (dedupe); `ttl` (epoch seconds) for DynamoDB TTL |
  * | secret      | SECRET#<kind>#<id> | SECRET                   | SECRETS#<kind> / <id> | create: attribute_not_exists; revoke/use: once |
  * | webhook     | CLUSTER#<id>   | WEBHOOK#<webhook>            | –                   | create: attribute_not_exists  |
  * | delivery    | CLUSTER#<id>   | DELIVERY#<webhook>#<delivery> | DELIVERIES#DUE / <due>#… while pending | create: attribute_not_exists; then version = :v |
@@ -86,6 +86,7 @@ function toClusterRecord(item: Record<string, AttributeValue>): ClusterRecord {
     spec: ClusterSpecSchema.parse(v.spec),
     specVersion: v.specVersion,
     ...(typeof v.peerToken === 'string' && { peerToken: v.peerToken }),
+    ...(typeof v.previousPeerToken === 'string' && { previousPeerToken: v.previousPeerToken }),
     createdAt: v.createdAt,
     updatedAt: v.updatedAt,
   };
@@ -101,6 +102,14 @@ export interface CapacityUse {
 export interface DynamoStoreOptions {
   client: DynamoDBClient;
   tableName: string;
+  /** How long events are kept: each carries its expiry in `ttl`, for DynamoDB's TTL (and the embedded store's pruning sweep). */
+  eventRetentionMs?: number;
+  /**
+   * Calls in flight at once; more wait here, in this process. The routes' store is limited so
+   * that a burst of reads waits here rather than in the store's own queue ahead of the arbiter's
+   * renewals, which have a store (and connection pool) of their own. Default: no limit.
+   */
+  concurrency?: number;
   /** Called after every call with the capacity it consumed (cost accounting, metrics). */
   onCapacity?: (use: CapacityUse) => void;
 }
@@ -109,14 +118,25 @@ export interface DynamoStoreOptions {
 const TOTAL = { ReturnConsumedCapacity: 'TOTAL' } as const;
 const WRITES = new Set(['PutItem', 'UpdateItem', 'DeleteItem']);
 
+/** Events are kept this long unless configured otherwise (NFSHA_EVENT_RETENTION_DAYS). */
+export const DEFAULT_EVENT_RETENTION_MS = 90 * 86_400_000;
+/** The TTL attribute DynamoDB's Time to Live deletes event items by (the template enables it). */
+export const TTL_ATTRIBUTE = 'ttl';
+
 export class DynamoStore implements Store {
   readonly #db: DynamoDBClient;
   readonly #table: string;
+  readonly #retentionMs: number;
   readonly #onCapacity: ((use: CapacityUse) => void) | undefined;
+  readonly #slots: number;
+  #inFlight = 0;
+  readonly #waiting: (() => void)[] = [];
 
   constructor(options: DynamoStoreOptions) {
+    this.#slots = options.concurrency ?? Infinity;
     this.#db = options.client;
     this.#table = options.tableName;
+    this.#retentionMs = options.eventRetentionMs ?? DEFAULT_EVENT_RETENTION_MS;
     this.#onCapacity = options.onCapacity;
   }
 
@@ -125,6 +145,19 @@ export class DynamoStore implements Store {
    * anything else unexpected is StoreUnavailableError.
    */
   async #send<T extends { ConsumedCapacity?: { CapacityUnits?: number } }>(what: string, operation: string, call: () => Promise<T>): Promise<T | false> {
+    if (this.#inFlight >= this.#slots) await new Promise<void>((ok) => this.#waiting.push(ok));
+    else this.#inFlight++;
+    try {
+      return await this.#call(what, operation, call);
+    } finally {
+      // The slot passes straight to the next waiter, if any.
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#inFlight--;
+    }
+  }
+
+  async #call<T extends { ConsumedCapacity?: { CapacityUnits?: number } }>(what: string, operation: string, call: () => Promise<T>): Promise<T | false> {
     const kind = WRITES.has(operation) ? 'write' : 'read';
     try {
       const result = await call();
@@ -317,7 +350,38 @@ export class DynamoStore implements Store {
   }
 
   async putEvents(events: ClusterEvent[]): Promise<void> {
-    await Promise.all(events.map((e) => this.#putIfAbsent(toItem({ pk: clusterPk(e.clusterId), sk: eventSk(e.at, e.id) }, e), `record event ${e.id}`)));
+    await Promise.all(
+      events.map((e) =>
+        this.#putIfAbsent(
+          toItem({ pk: clusterPk(e.clusterId), sk: eventSk(e.at, e.id) }, { ...e, [TTL_ATTRIBUTE]: Math.ceil((e.at + this.#retentionMs) / 1000) }),
+          `record event ${e.id}`,
+        ),
+      ),
+    );
+  }
+
+  async pruneEvents(clusterId: string, before: number, limit: number): Promise<number> {
+    const pk = clusterPk(clusterId);
+    const r = await this.#send(`list old events of ${clusterId}`, 'Query', () =>
+      this.#db.send(
+        new QueryCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          KeyConditionExpression: 'pk = :pk AND sk BETWEEN :from AND :to',
+          ExpressionAttributeValues: marshall({ ':pk': pk, ':from': 'EVENT#', ':to': `EVENT#${padAt(Math.max(0, before - 1))}#\uffff` }),
+          ProjectionExpression: 'sk',
+          ConsistentRead: true,
+          Limit: limit,
+        }),
+      ),
+    );
+    const keys = r ? (r.Items ?? []).map((item) => unmarshall(item).sk as string) : [];
+    await Promise.all(
+      keys.map((sk) =>
+        this.#send(`delete event ${sk}`, 'DeleteItem', () => this.#db.send(new DeleteItemCommand({ ...TOTAL, TableName: this.#table, Key: marshall({ pk, sk }) }))),
+      ),
+    );
+    return keys.length;
   }
 
   async listEvents(clusterId: string, query: EventQuery): Promise<EventPage> {
@@ -326,8 +390,12 @@ export class DynamoStore implements Store {
       limit: query.limit,
       startSk: after ? eventSk(Number(after[1]), after[2]!) : undefined,
       fromSk: query.fromAt !== undefined ? `EVENT#${padAt(query.fromAt)}` : undefined,
+      newestFirst: query.newestFirst ?? false,
     });
-    const events = (r.Items ?? []).map((item) => EventSchema.parse(fromItem(item)));
+    const events = (r.Items ?? []).map((item) => {
+      const { [TTL_ATTRIBUTE]: _ttl, ...e } = fromItem(item);
+      return EventSchema.parse(e);
+    });
     const last = events.at(-1);
     return { events, cursor: r.LastEvaluatedKey && last ? `${last.at}.${last.id}` : null };
   }
@@ -369,6 +437,20 @@ export class DynamoStore implements Store {
   async getWebhook(clusterId: string, id: string): Promise<WebhookRecord | null> {
     const item = await this.#get(clusterPk(clusterId), `WEBHOOK#${id}`);
     return item ? (fromItem(item) as unknown as WebhookRecord) : null;
+  }
+
+  async replaceWebhook(record: WebhookRecord): Promise<boolean> {
+    const r = await this.#send(`replace webhook ${record.id}`, 'PutItem', () =>
+      this.#db.send(
+        new PutItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Item: toItem({ pk: clusterPk(record.clusterId), sk: `WEBHOOK#${record.id}` }, record),
+          ConditionExpression: 'attribute_exists(pk)',
+        }),
+      ),
+    );
+    return r !== false;
   }
 
   async listWebhooks(clusterId: string): Promise<WebhookRecord[]> {
@@ -465,6 +547,22 @@ export class DynamoStore implements Store {
           ConditionExpression: 'attribute_exists(pk) AND (attribute_not_exists(#field) OR #field = :null)',
           ExpressionAttributeNames: { '#field': field },
           ExpressionAttributeValues: marshall({ ':at': at, ':null': null }),
+        }),
+      ),
+    );
+    return r !== false;
+  }
+
+  async setSecretExpiry(kind: SecretKind, id: string, at: number): Promise<boolean> {
+    const r = await this.#send(`set expiry of ${kind} secret ${id}`, 'UpdateItem', () =>
+      this.#db.send(
+        new UpdateItemCommand({
+          ...TOTAL,
+          TableName: this.#table,
+          Key: marshall({ pk: `SECRET#${kind}#${id}`, sk: 'SECRET' }),
+          UpdateExpression: 'SET expiresAt = :at',
+          ConditionExpression: 'attribute_exists(pk)',
+          ExpressionAttributeValues: marshall({ ':at': at }),
         }),
       ),
     );

@@ -3,8 +3,9 @@
  * (in a worker thread) with its data on disk. The control plane talks to it through the same
  * AWS SDK adapter it uses for DynamoDB, over loopback.
  */
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Level } from 'level';
@@ -15,6 +16,8 @@ export class DataDirInUseError extends Error {
 
 export interface EmbeddedDynamo {
   endpoint: string;
+  /** The credentials every request must be signed with: generated for this start, known to this process only. */
+  credentials: { accessKeyId: string; secretAccessKey: string };
   dataDir: string;
   close(): Promise<void>;
 }
@@ -41,9 +44,14 @@ async function lockDataDir(dataDir: string): Promise<Level> {
 
 export async function startEmbeddedDynamo(dataDir: string): Promise<EmbeddedDynamo> {
   const dir = resolve(dataDir);
-  await mkdir(dir, { recursive: true });
+  // The data directory holds every credential's hash and the lease: only this user may enter it.
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
   const lock = await lockDataDir(dir);
-  const worker = new Worker(new URL('./embedded-worker.mjs', import.meta.url), { workerData: { path: join(dir, 'dynamodb') } });
+  const credentials = { accessKeyId: `nfsha${randomBytes(16).toString('hex')}`, secretAccessKey: randomBytes(24).toString('base64url') };
+  const worker = new Worker(new URL('./embedded-worker.mjs', import.meta.url), {
+    workerData: { path: join(dir, 'dynamodb'), accessKeyId: credentials.accessKeyId },
+  });
   const [ready] = (await Promise.race([once(worker, 'message'), once(worker, 'error')])) as [{ port?: number; error?: string } | Error];
   if (ready instanceof Error || ready.error !== undefined || ready.port === undefined) {
     await worker.terminate();
@@ -52,6 +60,7 @@ export async function startEmbeddedDynamo(dataDir: string): Promise<EmbeddedDyna
   }
   return {
     endpoint: `http://127.0.0.1:${ready.port}`,
+    credentials,
     dataDir: dir,
     async close() {
       const exited = once(worker, 'exit');

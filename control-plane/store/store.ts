@@ -27,6 +27,8 @@ export interface ClusterRecord {
   specVersion: number;
   /** The secret of the nodes' peer channel, handed to each node at enrolment. */
   peerToken?: string;
+  /** The peer secret before the last rotation: still accepted by the agents during the overlap. */
+  previousPeerToken?: string;
   createdAt: number;
   updatedAt: number;
 }
@@ -53,6 +55,8 @@ export interface EventQuery {
   cursor?: string | undefined;
   /** Only events at or after this time. */
   fromAt?: number | undefined;
+  /** Newest first (the cursor then pages towards older events). */
+  newestFirst?: boolean | undefined;
 }
 
 export interface EventPage {
@@ -70,6 +74,9 @@ export interface WebhookRecord {
   types: WebhookType[] | null;
   description: string | null;
   createdAt: number;
+  /** The secret before the last rotation: deliveries are signed with both until `previousSecretUntil`. */
+  previousSecret?: string | undefined;
+  previousSecretUntil?: number | undefined;
 }
 
 /** One message for one webhook: the durable outbox entry and its delivery log. */
@@ -113,7 +120,7 @@ export interface SecretRecord {
   /** Agent credentials and enrolment tokens: the node they are for. */
   clusterId?: string | undefined;
   node?: string | undefined;
-  /** Enrolment tokens: one use, before this time. */
+  /** Enrolment tokens: one use, before this time. Agent credentials: the end of a rotation's overlap. */
   expiresAt?: number | undefined;
   usedAt?: number | null | undefined;
 }
@@ -138,6 +145,12 @@ export interface Store {
 
   putEvents(events: ClusterEvent[]): Promise<void>;
   listEvents(clusterId: string, query: EventQuery): Promise<EventPage>;
+  /**
+   * Deletes up to `limit` of the cluster's events older than `before`, oldest first; returns how
+   * many. On DynamoDB the table's TTL does this too (each event carries its expiry); the
+   * embedded store has no TTL, so the sweep prunes.
+   */
+  pruneEvents(clusterId: string, before: number, limit: number): Promise<number>;
 
   /** Returns the status it replaced (null: none), so a heartbeat learns the node was marked down. */
   putNodeStatus(status: NodeStatus): Promise<NodeStatus | null>;
@@ -147,6 +160,8 @@ export interface Store {
 
   putWebhookIfAbsent(record: WebhookRecord): Promise<boolean>;
   getWebhook(clusterId: string, id: string): Promise<WebhookRecord | null>;
+  /** Replaces an existing webhook (a secret rotation); false when it no longer exists. */
+  replaceWebhook(record: WebhookRecord): Promise<boolean>;
   listWebhooks(clusterId: string): Promise<WebhookRecord[]>;
   deleteWebhook(clusterId: string, id: string): Promise<boolean>;
 
@@ -164,6 +179,8 @@ export interface Store {
   listSecrets(kind: SecretKind): Promise<SecretRecord[]>;
   /** Sets revokedAt or usedAt, only if it is not set yet (so an enrolment token is used once). */
   markSecret(kind: SecretKind, id: string, field: 'revokedAt' | 'usedAt', at: number): Promise<boolean>;
+  /** Sets when an existing secret stops working (the end of a rotation's overlap). */
+  setSecretExpiry(kind: SecretKind, id: string, at: number): Promise<boolean>;
 }
 
 /** The store could not be reached or refused the operation for a reason of its own. */

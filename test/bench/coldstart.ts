@@ -22,7 +22,7 @@ export async function coldStartBench(): Promise<void> {
   const dir = await tempDir('nfs-ha-coldstart-');
   const bundle = await buildBundle('lambda', dir);
   const dynamo = await startEmbeddedDynamo(`${dir}/data`);
-  const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+  const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: dynamo.credentials });
   await ensureTable(sdk, 'nfs-ha');
   sdk.destroy();
   const env = {
@@ -31,8 +31,8 @@ export async function coldStartBench(): Promise<void> {
     NFSHA_TABLE: 'nfs-ha',
     DYNAMODB_ENDPOINT: dynamo.endpoint,
     AWS_REGION: 'local',
-    AWS_ACCESS_KEY_ID: 'x',
-    AWS_SECRET_ACCESS_KEY: 'x',
+    AWS_ACCESS_KEY_ID: dynamo.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: dynamo.credentials.secretAccessKey,
     LOG_LEVEL: 'silent',
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };

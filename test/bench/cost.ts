@@ -38,7 +38,7 @@ const SWEEPS_PER_S = 1 / 60;
 export async function costBench(seconds: number): Promise<void> {
   const dataDir = await tempDir('nfs-ha-cost-');
   const dynamo = await startEmbeddedDynamo(dataDir);
-  const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+  const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: dynamo.credentials });
   await ensureTable(sdk, 'nfs-ha');
   const capacity = new Map<string, { calls: number; units: number; kind: CapacityUse['kind'] }>();
   let counting = false;

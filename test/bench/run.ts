@@ -48,7 +48,7 @@ const CONCURRENCY = Number(values.concurrency);
 async function heartbeatBench(): Promise<void> {
   const dataDir = await tempDir('nfs-ha-bench-');
   const dynamo = await startEmbeddedDynamo(dataDir);
-  const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+  const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: dynamo.credentials });
   await ensureTable(sdk, 'nfs-ha');
   const store = new DynamoStore({ client: sdk, tableName: 'nfs-ha' });
   const app = createApp({ store, clock: monotonicWallClock(), log: silentLog });

@@ -11,6 +11,8 @@ import { attachEventStream } from '../../control-plane/event-stream.ts';
 import type { InstallAssets } from '../../control-plane/install.ts';
 import { Credentials } from '../../control-plane/auth.ts';
 import type { Clock } from '../../control-plane/clock.ts';
+import type { AppOptions } from '../../control-plane/config.ts';
+import { AddressSet } from '../../control-plane/limits.ts';
 import { createLogger } from '../../control-plane/log.ts';
 import { openStore } from '../../control-plane/store/open.ts';
 import type { Store } from '../../control-plane/store/store.ts';
@@ -61,14 +63,32 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+export const LOOPBACK_ALLOWED = ['127.0.0.1'];
+
 export async function startHarness(
-  options: { dataDir?: string; keepData?: boolean; install?: InstallAssets; clockStart?: number; delivery?: DeliveryOptions } = {},
+  options: {
+    dataDir?: string;
+    keepData?: boolean;
+    install?: InstallAssets;
+    clockStart?: number;
+    delivery?: DeliveryOptions;
+    app?: Partial<AppOptions>;
+  } = {},
 ): Promise<Harness> {
   const dataDir = options.dataDir ?? (await tempDir());
   const opened = await openStore({ kind: 'embedded', dataDir, tableName: 'nfs-ha' });
   const clock = new ManualClock(options.clockStart);
-  const deliverer = new WebhookDeliverer(opened.store, clock, silentLog, options.delivery);
-  const instance = () => createApp({ store: opened.store, clock, log: silentLog, deliverer, ...(options.install && { install: options.install }) });
+  // The tests' webhook receivers listen on loopback, which only an operator's allowlist opens.
+  const deliverer = new WebhookDeliverer(opened.store, clock, silentLog, { allow: new AddressSet(LOOPBACK_ALLOWED), ...options.delivery });
+  const instance = () =>
+    createApp({
+      store: opened.store,
+      clock,
+      log: silentLog,
+      deliverer,
+      options: { webhookAllow: LOOPBACK_ALLOWED, publicUrl: 'http://127.0.0.1:8080', agentUrl: 'http://127.0.0.1:8080', ...options.app },
+      ...(options.install && { install: options.install }),
+    });
   const app = instance();
   const credentials = new Credentials(opened.store, clock);
   const adminToken = (await credentials.issue('operator', { role: 'admin', name: 'test' })).token;

@@ -27,6 +27,22 @@ before(async () => {
 });
 after(() => h.close());
 
+function beat(token: string, body: unknown): RequestInit {
+  return { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) };
+}
+
+/** Counts the store's credential reads from now on. */
+function countSecretReads(store: Harness['store']) {
+  let n = 0;
+  const original = { getSecret: store.getSecret, listSecrets: store.listSecrets };
+  store.getSecret = (...args) => (n++, original.getSecret.apply(store, args));
+  store.listSecrets = (...args) => (n++, original.listSecrets.apply(store, args));
+  return {
+    count: () => n,
+    restore: () => Object.assign(store, original),
+  };
+}
+
 type Who = 'read-only' | 'admin' | 'agent of this node' | 'agent of the other node' | 'agent of another cluster';
 const node = '/v1/clusters/auth-a/nodes/node-a';
 const webhook = '/v1/clusters/auth-a/webhooks/wh_ffffffffffffffff';
@@ -66,6 +82,10 @@ const routes: { method: string; path: string; body?: unknown; allowed: Partial<R
   { method: 'GET', path: `${webhook}/deliveries`, allowed: { 'read-only': 404, admin: 404 } },
   { method: 'POST', path: `${webhook}/deliveries/dlv_000000000_00000000000000000000/redeliver`, allowed: { admin: 404 } },
   { method: 'POST', path: `${webhook}/test`, allowed: { admin: 404 } },
+  { method: 'POST', path: `${webhook}/rotate-secret`, body: {}, allowed: { admin: 404 } },
+  { method: 'GET', path: '/v1/clusters/auth-a/credentials', allowed: { admin: 200 } },
+  { method: 'POST', path: '/v1/clusters/auth-a/credentials', body: { node: 'node-b', overlapSeconds: 60 }, allowed: { admin: 201 } },
+  { method: 'POST', path: '/v1/clusters/auth-a/peer-secret', allowed: { admin: 201 } },
 ];
 
 describe('authorization matrix', () => {
@@ -187,20 +207,44 @@ describe('secrets', () => {
     assert.ok(!lines.join('').includes(secret), 'no log line carries the secret');
   });
 
-  it('repeated failed authentications from one address are refused for a while', async () => {
+  it("repeated failed authentications from one address are refused for a while, but never a valid credential's requests", async () => {
     const app = h.instance();
-    const env = { incoming: { socket: { remoteAddress: 'brute-force' } } };
+    const env = { incoming: { socket: { remoteAddress: '192.0.2.7' } } };
     const attempt = () => app.request('/v1/clusters', { headers: { authorization: 'Bearer nfsha_op_0000000000000000_' + 'y'.repeat(43) } }, env);
     const statuses: number[] = [];
     for (let i = 0; i < 22; i++) statuses.push((await attempt()).status);
     assert.deepEqual([statuses.slice(0, 20).every((s) => s === 401), statuses.slice(20)], [true, [429, 429]]);
     const good = await app.request('/v1/clusters', { headers: { authorization: `Bearer ${h.adminToken}` } }, env);
-    assert.equal(good.status, 429, 'the address is refused whatever it sends until the window passes');
-    const elsewhere = await app.request(
-      '/v1/clusters',
-      { headers: { authorization: `Bearer ${h.adminToken}` } },
-      { incoming: { socket: { remoteAddress: 'someone-else' } } },
+    assert.equal(good.status, 200, 'a valid credential from the same address (a NAT, a proxy) is served');
+    assert.equal((await attempt()).status, 429, 'and the address stays locked for bad ones');
+  });
+
+  it('1,000 bad-key requests from the agents’ own address while two agents renew: no renewal missed, no store read for a bad key', async () => {
+    const app = h.instance();
+    await h.clusterHeldByNodeA('flood');
+    const env = { incoming: { socket: { remoteAddress: '198.51.100.10' } } };
+    const tokens = { a: await h.agentToken('flood', 'node-a'), b: await h.agentToken('flood', 'node-b') };
+    // Warm: the directory is loaded by the first request, as at any start.
+    await app.request('/v1/clusters/flood/nodes/node-a/heartbeat', beat(tokens.a, hb('active', 1)), env);
+    const reads = countSecretReads(h.store);
+    const bad = Array.from({ length: 1000 }, (_, i) =>
+      app.request('/v1/clusters/flood/nodes/node-a/heartbeat', beat(`nfsha_ag_${i.toString(16).padStart(16, '0')}_${'z'.repeat(43)}`, hb('active', 1)), env),
     );
-    assert.equal(elsewhere.status, 200);
+    // Each agent renews one request after the other, as agents do, while the flood runs.
+    const agent = async (node: string, token: string, body: unknown) => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await app.request(`/v1/clusters/flood/nodes/${node}/heartbeat`, beat(token, body), env)).status);
+      return statuses;
+    };
+    const [flood, a, b] = await Promise.all([Promise.all(bad), agent('node-a', tokens.a, hb('active', 1)), agent('node-b', tokens.b, hb('passive', 0))]);
+    const badStatuses = new Set(flood.map((r) => r.status));
+    assert.deepEqual(
+      [...a, ...b].filter((s) => s !== 200),
+      [],
+      'every renewal answered 200',
+    );
+    assert.deepEqual([...badStatuses].sort(), [401, 429]);
+    assert.ok(reads.count() <= 20, `bad keys cost ${reads.count()} store reads (at most the unknown-id budget of 20)`);
+    reads.restore();
   });
 });

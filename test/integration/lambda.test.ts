@@ -30,7 +30,7 @@ const receiver = new WebhookReceiver();
 
 before(async () => {
   dynamo = await startEmbeddedDynamo(await tempDir());
-  setupClient = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+  setupClient = dynamoClient({ endpoint: dynamo.endpoint, local: dynamo.credentials });
   await ensureTable(setupClient, 'nfs-ha-lambda');
   credentials = new Credentials(new DynamoStore({ client: setupClient, tableName: 'nfs-ha-lambda' }), systemClock);
   adminToken = (await credentials.issue('operator', { role: 'admin', name: 'test' })).token;
@@ -55,8 +55,10 @@ before(async () => {
     NFSHA_TABLE: 'nfs-ha-lambda',
     DYNAMODB_ENDPOINT: dynamo.endpoint,
     AWS_REGION: 'local',
-    AWS_ACCESS_KEY_ID: 'test',
-    AWS_SECRET_ACCESS_KEY: 'test',
+    AWS_ACCESS_KEY_ID: dynamo.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: dynamo.credentials.secretAccessKey,
+    // The test's receiver listens on loopback, which only the operator's allowlist opens.
+    NFSHA_WEBHOOK_ALLOW: '127.0.0.1',
     LOG_LEVEL: 'silent',
   });
   handlers.source = ((await import('../../control-plane/lambda.ts')) as unknown as { handler: Handler }).handler;
@@ -165,7 +167,7 @@ describe('Lambda handler against dynalite', () => {
     it(`${build}: the scheduled sweep stores events a crash left in a lease's outbox`, async () => {
       const id = `lambda-sweep-${build}`;
       await invoke(handlers[build], 'url', 'POST', '/v1/clusters', await exampleSpec(id));
-      const sweepClient = dynamoClient({ endpoint: dynamo.endpoint, local: true });
+      const sweepClient = dynamoClient({ endpoint: dynamo.endpoint, local: dynamo.credentials });
       const store = new DynamoStore({ client: sweepClient, tableName: 'nfs-ha-lambda' });
       const lease = (await store.getLease(id))!;
       const orphan = {

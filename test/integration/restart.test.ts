@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ListTablesCommand } from '@aws-sdk/client-dynamodb';
+import { dynamoClient } from '../../control-plane/store/client.ts';
+import { startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
 import { after, describe, it } from 'node:test';
 import { exampleSpec, hb, startHarness, tempDir } from '../helpers/control-plane.ts';
 
@@ -40,8 +44,12 @@ describe('restart and the data directory', () => {
 });
 
 /** Starts `npm start`'s entry as its own process and resolves once it listens (or exits). */
-function startServer(dataDir: string, port: number): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'control-plane/server.ts'], {
+function startServer(
+  dataDir: string,
+  port: number,
+  args: string[] = [],
+): Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'control-plane/server.ts', ...args], {
     cwd: root,
     env: { ...process.env, NFSHA_DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -71,17 +79,19 @@ describe('npm start', () => {
       assert.match(server.output(), /listening on http:\/\/127\.0\.0\.1:\d+ \(store: embedded DynamoDB \(dynalite\) with data in /);
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       assert.equal(health.status, 200);
-      // First start on an empty store: one admin key, shown once on the terminal, not in the log.
-      const adminKey = /the admin API key is:\s+(nfsha_op_\S+)/.exec(server.output())?.[1];
-      assert.ok(adminKey, server.output());
-      assert.equal(server.output().split(adminKey).length - 1, 1, 'printed exactly once');
-      assert.ok(
-        !server
-          .output()
-          .split('\n')
-          .some((l) => l.startsWith('{') && l.includes(adminKey)),
-        'never in a JSON log line',
-      );
+      // First start on an empty store: one admin key, in a 0600 file of the data directory; the
+      // log (stderr is no terminal here, as under systemd) says where, never the key.
+      const keyFile = join(dataDir, 'initial-admin-key');
+      const adminKey = (await readFile(keyFile, 'utf8')).trim();
+      assert.match(adminKey, /^nfsha_op_/);
+      assert.equal((await stat(keyFile)).mode & 0o777, 0o600);
+      assert.match(server.output(), /the admin API key is in .*initial-admin-key \(mode 0600\)/);
+      assert.ok(!server.output().includes(adminKey), 'never printed when stderr is not a terminal');
+      // The data directory is the control plane's alone: 0700, every file in it 0600.
+      assert.equal((await stat(dataDir)).mode & 0o777, 0o700);
+      const files = (await readdir(dataDir, { recursive: true, withFileTypes: true })).filter((f) => f.isFile());
+      assert.ok(files.length > 3);
+      for (const f of files) assert.equal((await stat(join(f.parentPath, f.name))).mode & 0o777, 0o600, `${f.name} is 0600`);
       const anonymous = await fetch(`http://127.0.0.1:${port}/v1/clusters`);
       assert.equal(anonymous.status, 401);
       const created = await fetch(`http://127.0.0.1:${port}/v1/clusters`, {
@@ -99,6 +109,36 @@ describe('npm start', () => {
     } finally {
       server.child.kill('SIGTERM');
       assert.equal(await server.exited, 0, 'stops cleanly on SIGTERM');
+    }
+
+    // Every admin key lost: whoever holds the data directory makes a new one, the server stopped.
+    await rm(join(dataDir, 'initial-admin-key'));
+    const recovery = await startServer(dataDir, port + 2, ['--recover-admin-key']);
+    assert.equal(await recovery.exited, 0, recovery.output());
+    const recovered = (await readFile(join(dataDir, 'initial-admin-key'), 'utf8')).trim();
+    const again = await startServer(dataDir, port + 3);
+    try {
+      const listed = await fetch(`http://127.0.0.1:${port + 3}/v1/keys`, { headers: { authorization: `Bearer ${recovered}` } });
+      assert.equal(listed.status, 200, 'the recovered key is an admin key');
+    } finally {
+      again.child.kill('SIGTERM');
+      await again.exited;
+    }
+  });
+
+  it('the embedded store refuses a local process that lacks its per-start credentials', async () => {
+    const dataDir = await tempDir();
+    dirs.push(dataDir);
+    const dynamo = await startEmbeddedDynamo(dataDir);
+    try {
+      const stranger = dynamoClient({ endpoint: dynamo.endpoint, local: { accessKeyId: 'embedded', secretAccessKey: 'embedded' } });
+      await assert.rejects(stranger.send(new ListTablesCommand({})), /security token included in the request is invalid/);
+      stranger.destroy();
+      const own = dynamoClient({ endpoint: dynamo.endpoint, local: dynamo.credentials });
+      assert.ok(Array.isArray((await own.send(new ListTablesCommand({}))).TableNames));
+      own.destroy();
+    } finally {
+      await dynamo.close();
     }
   });
 });

@@ -213,7 +213,14 @@ function labSpec(device: string): ClusterSpecInput {
     nfs: {
       serverScope: 'nfs-ha-lab',
       stateDir: '/srv/nfs/.nfs-ha/state',
-      exports: [{ path: '/srv/nfs/export', fsid: 101, clients: [{ host: '10.99.0.0/24', options: ['rw', 'sync', 'no_subtree_check', 'no_root_squash'] }] }],
+      exports: [
+        {
+          path: '/srv/nfs/export',
+          fsid: 101,
+          // The lab's writer runs as root on the client.
+          clients: [{ host: '10.99.0.0/24', options: ['rw', 'sync', 'no_subtree_check', 'no_root_squash'], acknowledge: ['no_root_squash'] }],
+        },
+      ],
     },
     vip: { address: VIP, prefix: 24 },
     // qemu TCG runs these guests some 20× slower than hardware, three VMs on two cores: a

@@ -143,11 +143,25 @@ export class SimulatedStore implements Store {
     const from = after ? `${after[1]!.padStart(15, '0')}#${after[2]}` : '';
     const fromAt = query.fromAt !== undefined ? String(query.fromAt).padStart(15, '0') : '';
     const all = [...(this.#events.get(clusterId) ?? new Map()).entries()]
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .filter(([k]) => k > from && k >= fromAt);
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0) * (query.newestFirst ? -1 : 1))
+      .filter(([k]) => (from === '' || (query.newestFirst ? k < from : k > from)) && k >= fromAt);
     const page = all.slice(0, query.limit).map(([, e]) => copy(e));
     const last = page.at(-1);
     return { events: page, cursor: all.length > query.limit && last ? `${last.at}.${last.id}` : null };
+  }
+
+  async pruneEvents(clusterId: string, before: number, limit: number): Promise<number> {
+    let pruned = 0;
+    await this.#write('pruneEvents', () => {
+      const byKey = this.#events.get(clusterId) ?? new Map<string, ClusterEvent>();
+      for (const k of [...byKey.keys()].sort()) {
+        if (pruned === limit || byKey.get(k)!.at >= before) break;
+        byKey.delete(k);
+        pruned++;
+      }
+      return true;
+    });
+    return pruned;
   }
 
   async putNodeStatus(status: NodeStatus): Promise<NodeStatus | null> {
@@ -175,6 +189,15 @@ export class SimulatedStore implements Store {
     return this.#write('putWebhookIfAbsent', () => {
       const key = `${record.clusterId}#${record.id}`;
       if (this.#webhooks.has(key)) return false;
+      this.#webhooks.set(key, copy(record));
+      return true;
+    });
+  }
+
+  async replaceWebhook(record: WebhookRecord): Promise<boolean> {
+    return this.#write('replaceWebhook', () => {
+      const key = `${record.clusterId}#${record.id}`;
+      if (!this.#webhooks.has(key)) return false;
       this.#webhooks.set(key, copy(record));
       return true;
     });
@@ -264,6 +287,15 @@ export class SimulatedStore implements Store {
       .filter((r) => r.kind === kind)
       .sort((a, b) => a.id.localeCompare(b.id))
       .map(copy);
+  }
+
+  async setSecretExpiry(kind: SecretKind, id: string, at: number): Promise<boolean> {
+    return this.#write('setSecretExpiry', () => {
+      const r = this.#secrets.get(`${kind}#${id}`);
+      if (!r) return false;
+      this.#secrets.set(`${kind}#${id}`, { ...r, expiresAt: at });
+      return true;
+    });
   }
 
   async markSecret(kind: SecretKind, id: string, field: 'revokedAt' | 'usedAt', at: number): Promise<boolean> {

@@ -64,8 +64,18 @@ const cases: [string, z.ZodType, string[], string[]][] = [
   ['InterfaceName', InterfaceName, ['eth0', 'ens3', 'bond0.100', 'br-lab'], ['-eth0', '.eth0', 'eth0/x', 'a'.repeat(16)]],
   ['Ipv4Address', Ipv4Address, ['10.88.0.100', '192.168.1.1', '0.0.0.0'], ['10.88.0.256', '010.88.0.1', '10.88.0', '::1', '10.88.0.1/24']],
   ['HostName', HostName, ['10.88.0.1', 'node-a.lab.example', 'node-a'], ['node_a', '-node', 'a..b']],
-  ['NfsClientSpec', NfsClientSpec, ['*', '10.88.0.0/24', '10.88.0.10', 'client.lab', '*.lab', '@trusted'], ['(rw)', '-o', '10.0.0.0/24(rw)']],
-  ['NfsExportOption', NfsExportOption, ['rw', 'no_subtree_check', 'sec=sys', 'anonuid=65534'], ['fsid=1', 'rw,sync', 'rw sync', '-o']],
+  [
+    'NfsClientSpec',
+    NfsClientSpec,
+    ['*', '10.88.0.0/24', '10.88.0.10', 'client.lab', '*.lab', 'node?.lab', '@trusted', 'fd00::/64', '2001:db8::1'],
+    ['(rw)', '-o', '10.0.0.0/24(rw)', '300.88.0.0/24', '10.88.0.0/33', '10.88.0', 'fd00::/129', 'gg::1', 'a..b', '-host'],
+  ],
+  [
+    'NfsExportOption',
+    NfsExportOption,
+    ['rw', 'no_subtree_check', 'sec=sys', 'sec=krb5p:sys', 'anonuid=65534', 'async', 'no_root_squash'],
+    ['fsid=1', 'rw,sync', 'rw sync', '-o', 'sycn', 'rw=1', 'anonuid=x', 'sec=ntlm', 'anonuid'],
+  ],
   ['MountOption', MountOption, ['noatime', 'logbufs=8', 'data=ordered'], ['noatime,nodev', 'x=a b', '-o']],
 ];
 

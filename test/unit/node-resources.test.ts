@@ -15,6 +15,8 @@ function renamed(name: string, pairs: Record<string, string>) {
   return { exitCode: f.exitCode, stdout: sub(f.stdout), stderr: sub(f.stderr) };
 }
 const LVM = { vgha: 'vg_nfs', '"data"': '"lv_export"' };
+/** The real mount, as the example spec's filesystem (its LV at its mount point). */
+const OURS = { '/srv/ha': '/srv/nfs', 'vgha-data': 'vg_nfs-lv_export' };
 
 describe('LVM parsers (real output)', () => {
   it('reads the local system ID, or its absence', () => {
@@ -136,7 +138,7 @@ describe('filesystem resource', () => {
 
   it('a busy unmount stops the users (TERM, then KILL) and retries', async () => {
     const { ctx, exec } = await resourceContext();
-    const mounted = renamed('findmnt--json--mounted', { '/srv/ha': '/srv/nfs' });
+    const mounted = renamed('findmnt--json--mounted', OURS);
     exec
       .on(/^findmnt /, mounted)
       .on(/^fuser /, 'fuser--m--busy')
@@ -153,10 +155,28 @@ describe('filesystem resource', () => {
     assert.equal(exec.lines().filter((l) => l === 'umount /srv/nfs').length, 3);
   });
 
+  it('never unmounts, nor signals the users of, a filesystem that is not the cluster’s (e.g. a mount point typo)', async () => {
+    const { ctx, exec, spec } = await resourceContext();
+    spec.storage.filesystem.mountPoint = '/srv/ha';
+    // The real mount of another LV (vgha/data) at that path, with users.
+    exec.on(/^findmnt /, 'findmnt--json--mounted').on(/^fuser /, 'fuser--m--busy').on(/^umount /, 'umount--busy-fails');
+    const signals: number[] = [];
+    const fs = new Filesystem(
+      ctx,
+      (pid) => signals.push(pid),
+      async () => {},
+    );
+    await fs.stop();
+    assert.deepEqual(exec.lines(), ['findmnt -J -o TARGET,SOURCE,FSTYPE,UUID /srv/ha'], 'only looked');
+    assert.deepEqual(signals, []);
+    assert.match(((await fs.monitor()) as { reason: string }).reason, /holds \/dev\/mapper\/vgha-data, not 3f1c2b7e/);
+    await assert.rejects(fs.start(), /has another filesystem mounted \(\/dev\/mapper\/vgha-data\)/);
+  });
+
   it('stop fails (escalation to the caller) when still busy after SIGKILL', async () => {
     const { ctx, exec } = await resourceContext();
     exec
-      .on(/^findmnt /, renamed('findmnt--json--mounted', { '/srv/ha': '/srv/nfs' }))
+      .on(/^findmnt /, renamed('findmnt--json--mounted', OURS))
       .on(/^fuser /, 'fuser--m--busy')
       .on(/^umount /, 'umount--busy-fails');
     await assert.rejects(

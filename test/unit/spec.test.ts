@@ -35,6 +35,35 @@ describe('cluster spec', () => {
     assert.deepEqual(nodeDevices(ClusterSpecSchema.parse(s), 'node-b'), s.nodes[1].devices);
   });
 
+  it('refuses a system directory as the mount point (a typo must not mount over, or stop, what the node needs)', () => {
+    for (const dir of ['/run', '/srv', '/var', '/home', '/root/.ssh', '/etc/nfs', '/usr/local/data', '/mnt']) {
+      rejects((s) => {
+        s.storage.filesystem.mountPoint = dir;
+        s.nfs.stateDir = `${dir}/.state`;
+        s.nfs.exports = [{ path: `${dir}/export`, fsid: 1, clients: [{ host: '10.88.0.0/24' }] }];
+      }, 'storage.filesystem.mountPoint', /system directory/);
+    }
+    const fine = structuredClone(spec) as any;
+    fine.storage.filesystem.mountPoint = '/export/data';
+    fine.nfs.stateDir = '/export/data/.state';
+    fine.nfs.exports = [{ path: '/export/data/x', fsid: 1, clients: [{ host: '10.88.0.0/24' }] }];
+    assert.equal(ClusterSpecSchema.safeParse(fine).success, true);
+  });
+
+  it('checks export clients and options as exports(5) does, at validation rather than takeover', () => {
+    rejects((s) => (s.nfs.exports[0].clients[0].host = '300.88.0.0/33'), 'nfs.exports.0.clients.0.host', /IPv4 or IPv6 address or network/);
+    rejects((s) => (s.nfs.exports[0].clients[0].options = ['rw', 'sycn']), 'nfs.exports.0.clients.0.options.1', /"sycn" is not an exports\(5\) option \(did you mean "sync"\?\)/);
+  });
+
+  it('takes async, no_root_squash and the client "*" only when the spec acknowledges them', () => {
+    rejects((s) => (s.nfs.exports[0].clients[0].options = ['rw', 'async']), 'nfs.exports.0.clients.0.options', /a failover loses acknowledged writes.*add "async"/);
+    rejects((s) => (s.nfs.exports[0].clients[0].options = ['rw', 'sync', 'no_root_squash']), 'nfs.exports.0.clients.0.options', /add "no_root_squash"/);
+    rejects((s) => (s.nfs.exports[0].clients[0].host = '*'), 'nfs.exports.0.clients.0.host', /any host .* add "any-host"/);
+    const s = structuredClone(spec) as any;
+    s.nfs.exports[0].clients[0] = { host: '*', options: ['rw', 'async', 'no_root_squash'], acknowledge: ['async', 'no_root_squash', 'any-host'] };
+    assert.equal(ClusterSpecSchema.safeParse(s).success, true);
+  });
+
   it('requires exactly two nodes with distinct ids and addresses', () => {
     rejects((s) => s.nodes.pop(), 'nodes', /.*/);
     rejects((s) => s.nodes.push({ ...s.nodes[0], id: 'node-c' }), 'nodes', /.*/);
