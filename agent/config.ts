@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { AbsolutePath, ClusterId, Ipv4Address, NodeId } from '../shared/names.ts';
+import { AbsolutePath, ClusterId, DevicePath, Ipv4Address, NodeId, VolumeGroupName } from '../shared/names.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/nfs-ha/agent.json';
 
@@ -14,13 +14,19 @@ export const AgentConfigSchema = z
       .object({
         url: z.url({ protocol: /^https?$/ }).describe('Base URL of the control plane'),
         token: z.string().min(16).describe("This node's agent credential (from the enrolment exchange)"),
+        insecure: z.boolean().default(false).describe('Allow a plain-HTTP control plane (a lab, a test): credentials then cross the network in clear'),
       })
-      .strict(),
+      .strict()
+      .refine((cp) => cp.insecure || cp.url.startsWith('https://'), {
+        message: 'the control plane URL must be https:// (credentials cross the network); set "insecure": true only for a lab',
+        path: ['url'],
+      }),
     clusterId: ClusterId,
     nodeId: NodeId,
     peer: z
       .object({
-        token: z.string().min(16).describe('Shared secret of the peer channel, the same on both nodes'),
+        token: z.string().min(16).describe('Shared secret of the peer channel, the same on both nodes; signs every request and answer'),
+        previousToken: z.string().min(16).optional().describe('The secret before a rotation, still accepted until both nodes have the new one'),
         listen: Ipv4Address.default('0.0.0.0'),
       })
       .strict(),
@@ -31,6 +37,16 @@ export const AgentConfigSchema = z
       })
       .strict()
       .prefault({}),
+    allowed: z
+      .object({
+        devices: z.array(DevicePath).min(1).max(64).describe('The shared devices this node lets a cluster spec use'),
+        volumeGroup: VolumeGroupName.describe('The one VG a spec may activate here'),
+        mountPrefix: AbsolutePath.describe('The shared filesystem must be mounted at or below this path'),
+      })
+      .strict()
+      .describe(
+        "What a cluster spec may touch on this node: decided here, by the node's operator (the installer's --device, --vg, --mount-prefix), never by the spec",
+      ),
     maxRestarts: z.number().int().min(0).max(10).default(2).describe('Local restarts of a failed resource before the lease is released'),
     monitorIntervalMs: z.number().int().min(200).max(60_000).default(2000),
     demoteBudgetMs: z.number().int().min(1000).max(300_000).default(10_000).describe('Self-fence when demotion takes longer'),

@@ -25,6 +25,7 @@ export class ControlPlaneError extends Error {
 
 export class ControlPlaneClient implements ControlPlane {
   readonly #base: string;
+  #token: string | undefined;
 
   constructor(
     baseUrl: string,
@@ -33,6 +34,12 @@ export class ControlPlaneClient implements ControlPlane {
     private readonly options: { timeoutMs: number; token?: string | undefined; fetch?: typeof fetch },
   ) {
     this.#base = baseUrl.replace(/\/+$/, '');
+    this.#token = options.token;
+  }
+
+  /** A rotated credential, taken without a restart (the agent's reload). */
+  setToken(token: string): void {
+    this.#token = token;
   }
 
   async #call<T extends z.ZodType>(method: 'GET' | 'POST', path: string, body: unknown, schema: T): Promise<z.infer<T>> {
@@ -42,7 +49,7 @@ export class ControlPlaneClient implements ControlPlane {
         method,
         headers: {
           ...(body !== undefined && { 'content-type': 'application/json' }),
-          ...(this.options.token && { authorization: `Bearer ${this.options.token}` }),
+          ...(this.#token && { authorization: `Bearer ${this.#token}` }),
         },
         ...(body !== undefined && { body: JSON.stringify(body) }),
         signal: AbortSignal.timeout(this.options.timeoutMs),

@@ -9,18 +9,20 @@
  * The spec comes from the control plane (via the config file) or, for validate and dry runs,
  * from a local file: --spec cluster.json --node node-a.
  */
-import { readFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { pino, type Logger } from 'pino';
 import { reservationKey } from '../shared/reservation-key.ts';
 import { type ClusterSpec, ClusterSpecSchema, type NodeSpec } from '../shared/spec.ts';
 import { watchdogProblem } from '../shared/timing.ts';
-import { type AgentConfig, AgentConfigError, DEFAULT_CONFIG_PATH, loadAgentConfig } from './config.ts';
+import { type AgentConfig, AgentConfigError, AgentConfigSchema, DEFAULT_CONFIG_PATH, loadAgentConfig } from './config.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { dryRunNode } from './dry-run.ts';
 import { type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
 import { NodeAgent } from './loop.ts';
-import { fetchPeerStatus, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
+import { outsideAllowed } from './allowed.ts';
+import { fetchPeerStatus, type PeerKeys, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
 import { nodeResources } from './resources/index.ts';
 import type { FencingState, MonitorResult } from './resources/resource.ts';
 import { RebootSelfFence, WatchdogSelfFence, watchdogTimeoutSeconds } from './self-fence.ts';
@@ -135,7 +137,7 @@ async function status(options: { config: string; json?: boolean }) {
   const log = logger('silent');
   let agent: PeerStatus | { error: string };
   try {
-    agent = await fetchPeerStatus(`http://127.0.0.1:${t.node.peerPort}/peer/v1/status`, config.peer.token, 2000);
+    agent = await fetchPeerStatus(`http://127.0.0.1:${t.node.peerPort}/peer/v1/status`, config.peer, 2000);
   } catch (err) {
     agent = { error: `the agent is not answering on port ${t.node.peerPort}: ${(err as Error).message}` };
   }
@@ -156,6 +158,28 @@ async function status(options: { config: string; json?: boolean }) {
   for (const m of monitors) console.log(`${m.resource.padEnd(17)} ${m.result.state}${m.result.state === 'failed' ? `: ${m.result.reason}` : ''}`);
 }
 
+/**
+ * The spec names something this node does not allow: run nothing, and say why in every
+ * heartbeat (the arbiter never grants an unfit node the lease) until a new spec version fits,
+ * then exit for systemd to start the agent on it.
+ */
+async function refuseSpec(config: AgentConfig, cp: ControlPlaneClient, log: Logger, problems: string[], specVersion: number, pollMs: number): Promise<void> {
+  log.error({ problems }, `this node refuses cluster ${config.clusterId} (spec version ${specVersion}): ${problems.join('; ')}`);
+  process.on('SIGTERM', () => process.exit(0));
+  process.on('SIGINT', () => process.exit(0));
+  for (;;) {
+    await cp
+      .heartbeat({ role: 'passive', epoch: 0, unfit: problems.join('; ').slice(0, 1000) })
+      .catch((err: Error) => log.warn({ err: err.message }, 'heartbeat failed'));
+    await new Promise((r) => setTimeout(r, pollMs));
+    const next = await cp.spec().catch(() => null);
+    if (next && next.specVersion !== specVersion) {
+      log.info({ specVersion: next.specVersion }, 'a new spec version: restarting on it');
+      process.exit(0);
+    }
+  }
+}
+
 async function run(options: { config: string }) {
   const config = await loadAgentConfig(options.config);
   const log = logger(config.logLevel);
@@ -172,6 +196,8 @@ async function run(options: { config: string }) {
   const { spec, specVersion } = fetched;
   const node = spec.nodes.find((n) => n.id === config.nodeId);
   if (!node) throw new UsageError(`this node (${config.nodeId}) is not in cluster ${config.clusterId}`);
+  const refused = outsideAllowed(spec, node.id, config.allowed);
+  if (refused.length > 0) return refuseSpec(config, cp, log, refused, specVersion, spec.timing.passivePollMs);
   const peer = spec.nodes.find((n) => n.id !== config.nodeId)!;
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   const resources = resourcesFor({ spec, node, config }, new HostExecutor(log), log, fencing);
@@ -181,22 +207,31 @@ async function run(options: { config: string }) {
     throw new UsageError(`this node cannot run the cluster's resources:\n  ${problems.join('\n  ')}`);
   }
   const now = () => performance.now();
+  // What a reload (SIGHUP) may change without a restart: the credential and the peer secrets.
+  let peerKeys: PeerKeys = config.peer;
+  const controlPlane = new ControlPlaneClient(config.controlPlane.url, config.clusterId, config.nodeId, {
+    timeoutMs: spec.timing.requestTimeoutMs,
+    token: config.controlPlane.token,
+  });
+  let rejectedLogged = 0;
   const agent = new NodeAgent({
     spec,
     nodeId: node.id,
-    controlPlane: new ControlPlaneClient(config.controlPlane.url, config.clusterId, config.nodeId, {
-      timeoutMs: spec.timing.requestTimeoutMs,
-      token: config.controlPlane.token,
-    }),
+    controlPlane,
     resources,
     fencing,
     selfFence: config.selfFence.mode === 'watchdog' ? new WatchdogSelfFence(config.selfFence.device, log) : new RebootSelfFence(log),
     peer: new PeerWatch(
       `http://${peer.address}:${peer.peerPort}/peer/v1/status`,
-      config.peer.token,
+      () => peerKeys,
       spec.timing.requestTimeoutMs,
       spec.timing.suspectAfterMs,
       now,
+      (err) => {
+        if (now() - rejectedLogged < 60_000) return;
+        rejectedLogged = now();
+        log.warn({ peer: peer.id, err: err.message }, `answer from ${peer.id} rejected: ${err.message}`);
+      },
     ),
     now,
     log,
@@ -207,7 +242,7 @@ async function run(options: { config: string }) {
     // Passive and idle: exit, and systemd (Restart=always) starts the agent on the new spec.
     onNewSpec: () => void shutdown('new spec'),
   });
-  const server = await startPeerServer({ host: config.peer.listen, port: node.peerPort, token: config.peer.token, status: () => agent.status() });
+  const server = await startPeerServer({ host: config.peer.listen, port: node.peerPort, keys: () => peerKeys, status: () => agent.status() });
   log.info({ cluster: spec.id, node: node.id, peer: peer.id, specVersion }, `nfs-ha-agent running for ${node.id} of ${spec.id} (spec version ${specVersion})`);
   await agent.recover();
   agent.run();
@@ -220,8 +255,57 @@ async function run(options: { config: string }) {
     if (agent.role !== 'passive') await agent.shutdown();
     process.exit(0);
   }
+  /** `systemctl reload nfs-ha-agent`: a rotated credential or peer secret, taken without a restart (no failover). */
+  async function reload() {
+    try {
+      const next = await loadAgentConfig(options.config);
+      const fixed = (['clusterId', 'nodeId'] as const).filter((k) => next[k] !== config[k]);
+      if (next.controlPlane.url !== config.controlPlane.url) fixed.push('controlPlane.url' as never);
+      controlPlane.setToken(next.controlPlane.token);
+      peerKeys = next.peer;
+      const refusedNow = outsideAllowed(spec, node!.id, next.allowed);
+      if (refusedNow.length > 0) log.error({ problems: refusedNow }, 'the reloaded "allowed" section refuses the running spec; it applies from the next start');
+      log.info(
+        { restartNeededFor: fixed },
+        `reloaded ${options.config}: credential and peer secrets in use${fixed.length ? `; ${fixed.join(', ')} change only with a restart` : ''}`,
+      );
+    } catch (err) {
+      log.error({ err: (err as Error).message }, `reload failed; keeping the configuration in use: ${(err as Error).message}`);
+    }
+  }
+  process.on('SIGHUP', () => void reload());
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/**
+ * A rotated secret into agent.json (0600, written whole then renamed), then a reload of the
+ * running agent: no restart, so no failover. A peer secret keeps the old one as previousToken.
+ */
+async function setSecret(which: 'credential' | 'peer', options: { config: string; reload: boolean }) {
+  const secret = (await readStdin()).trim();
+  if (!/^[\x21-\x7e]{16,200}$/.test(secret)) throw new UsageError('give the new secret on standard input (16–200 printable characters), not as an argument');
+  const config = await loadAgentConfig(options.config);
+  const raw = JSON.parse(await readFile(options.config, 'utf8')) as Record<string, any>;
+  if (which === 'credential') raw.controlPlane.token = secret;
+  else if (secret !== config.peer.token) raw.peer = { ...raw.peer, token: secret, previousToken: config.peer.token };
+  AgentConfigSchema.parse(raw);
+  await writeFile(`${options.config}.new`, `${JSON.stringify(raw, null, 2)}\n`, { mode: 0o600 });
+  await rename(`${options.config}.new`, options.config);
+  console.error(
+    `nfs-ha-agent: ${which === 'credential' ? 'agent credential' : 'peer secret (the old one kept as previousToken)'} written to ${options.config}`,
+  );
+  if (options.reload) {
+    const r = spawnSync('systemctl', ['reload', 'nfs-ha-agent'], { stdio: 'inherit', timeout: 30_000 });
+    if (r.status !== 0) throw new UsageError('systemctl reload nfs-ha-agent failed; reload the agent by hand (it reads the file on SIGHUP)');
+    console.error('nfs-ha-agent: the running agent reloaded it (no restart)');
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 const program = new Command('nfs-ha-agent').description('nfs-ha node agent').showHelpAfterError();
@@ -239,6 +323,14 @@ program
 specOptions(program.command('validate').description("check that this node can run the cluster's resources"))
   .option('--json', 'machine-readable output')
   .action(validate);
+for (const which of ['credential', 'peer'] as const) {
+  program
+    .command(`set-${which === 'peer' ? 'peer-secret' : 'credential'}`)
+    .description(`take a rotated ${which === 'peer' ? 'peer-channel secret' : 'agent credential'} from standard input and reload the agent (no restart)`)
+    .addOption(configOption)
+    .option('--no-reload', 'only write the file')
+    .action((options) => setSecret(which, options));
+}
 for (const direction of ['start', 'stop'] as const) {
   specOptions(program.command(direction).description(`the commands a ${direction} runs, in order`))
     .option('--dry-run', 'print the commands without running them')

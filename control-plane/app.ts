@@ -5,7 +5,7 @@ import { Arbiter } from './arbiter.ts';
 import { swaggerUI } from '@hono/swagger-ui';
 import { accessFor, allows, Credentials, type Principal } from './auth.ts';
 import type { AppOptions } from './config.ts';
-import { AddressSet, FailureLimiter, RateLimit, unmapped } from './limits.ts';
+import { AddressSet, FailureLimiter, unmapped } from './limits.ts';
 import { type InstallAssets, installAssets, installRouter } from './install.ts';
 import type { Clock } from './clock.ts';
 import { errorHandler, errorResponse } from './errors.ts';
@@ -35,9 +35,6 @@ export interface AppDeps {
 }
 
 export const DEFAULT_APP_OPTIONS: AppOptions = { publicUrl: null, agentUrl: null, trustedProxies: [], webhookAllow: [], surface: 'all' };
-
-/** Exchanges of enrolment tokens (public): per address and overall. */
-export const ENROL_LIMIT = { globalPerS: 5, globalBurst: 20, clientPerS: 0.2, clientBurst: 5 };
 
 /**
  * The caller's address (Node server socket, or the Lambda event's source). Behind a trusted
@@ -78,7 +75,9 @@ export function createApp({
   const trusted = new AddressSet(opts.trustedProxies);
   const app = router();
   const limiter = new FailureLimiter();
-  const enrolments = new RateLimit(ENROL_LIMIT, clock.now());
+  // Enrolment is the one route anyone can call. A valid token costs nothing to check and is
+  // one-time; what is limited is refused tokens, per address, as for other credentials.
+  const enrolFailures = new FailureLimiter();
 
   if (log.isLevelEnabled('debug')) {
     app.use('*', async (c, next) => {
@@ -110,10 +109,17 @@ export function createApp({
     c.set('principal', null);
     const access = accessFor(c.req.method, c.req.path);
     if ('public' in access) {
-      // The enrolment exchange is the one route anyone can call: it is rate-limited, per address and overall.
-      if (!enrolments.allow(clientAddress(c, trusted), clock.now()))
-        return errorResponse(c, 429, 'too_many_requests', 'too many enrolment attempts; wait a minute', undefined, { 'retry-after': '60' });
-      return next();
+      const client = clientAddress(c, trusted);
+      if (enrolFailures.locked(client, clock.now()))
+        return errorResponse(c, 429, 'too_many_auth_failures', 'too many refused enrolment tokens from this address; wait a minute', undefined, {
+          'retry-after': '60',
+        });
+      await next();
+      if (c.res.status === 401)
+        enrolFailures.fail(client, clock.now(), (n) =>
+          log.warn({ client, failures: n }, `${n} refused enrolment tokens from ${client} within a minute: refusing it for a minute`),
+        );
+      return;
     }
     const header = c.req.header('authorization');
     const token = header ? /^Bearer ([\x21-\x7e]{1,200})$/.exec(header)?.[1] : undefined;

@@ -175,7 +175,8 @@ export class Arbiter {
       this.#reportBudget.set(`${clusterId}/${node}`, bucket);
       if (this.#reportBudget.size > MAX_SNAPSHOTS) this.#reportBudget.delete(this.#reportBudget.keys().next().value!);
     }
-    if (!bucket.take(this.clock.now())) throw new ApiError(429, 'too_many_reports', `${node} sent more phase reports than a takeover makes; wait a few seconds`);
+    if (!bucket.take(this.clock.now()))
+      throw new ApiError(429, 'too_many_reports', `${node} sent more phase reports than a takeover makes; wait a few seconds`);
     const { result: event } = await this.#decide(clusterId, node, (l, now): Outcome<ClusterEvent> => {
       const r = phaseEvent(l, node, report, now);
       return 'code' in r ? r : { next: null, result: r.event };
@@ -286,7 +287,7 @@ export class Arbiter {
   /** Rate-limited record of what a node last said, for the status view. Never fails the heartbeat. */
   async #noteHeartbeat(clusterId: string, node: string, hb: Heartbeat, directive: Directive): Promise<void> {
     const now = this.clock.now();
-    const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}`;
+    const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}/${hb.unfit ?? ''}`;
     const id = `${clusterId}/${node}`;
     const last = this.#statusWritten.get(id);
     if (last && last.key === key && now - last.at < NODE_STATUS_REFRESH_MS) return;
@@ -299,7 +300,9 @@ export class Arbiter {
         peerReachable: hb.peer?.reachable ?? null,
         lastHeartbeatAt: now,
         lastDirective: directive.action,
+        ...(hb.unfit !== undefined && { unfit: hb.unfit }),
       });
+      if (hb.unfit !== undefined && last?.key !== key) this.log.error({ clusterId, node, unfit: hb.unfit }, `${node} refuses to run ${clusterId}: ${hb.unfit}`);
       this.#statusWritten.set(id, { at: now, key });
       if (previous?.downAt !== undefined) {
         const lease = this.#snapshots.get(clusterId) ?? null;

@@ -27,7 +27,7 @@ const PING_MS = 20_000;
 /** Polls between two checks that the cluster still exists. */
 const EXISTS_EVERY = 10;
 export const STREAM_LIMITS = { perKey: 5, total: 200, maxBufferedBytes: 1 << 20 };
-export const UPGRADE_LIMIT = { globalPerS: 20, globalBurst: 40, clientPerS: 2, clientBurst: 10 };
+export const UPGRADE_LIMIT = { globalPerS: 50, globalBurst: 100, clientPerS: 5, clientBurst: 30 };
 /** Close code sent when the cluster of a stream is deleted. */
 export const CLOSE_CLUSTER_DELETED = 4404;
 

@@ -68,6 +68,11 @@ export class FailureLimiter {
     private readonly windowMs = 60_000,
   ) {}
 
+  /** Whether the client is past the limit now, without recording anything. */
+  locked(client: string, now: number): boolean {
+    return (this.#failures.get(client) ?? []).filter((t) => t > now - this.windowMs).length > this.limit;
+  }
+
   /**
    * Records a failure; true when the client is past the limit (refuse with 429 instead of 401).
    * `locked` is told once per lockout, when the client first goes past it.

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # nfs-ha agent installer, served by the control plane at /install.sh:
 #
-#   curl -fsSL https://<control-plane>/install.sh | sudo bash -s -- --token <enrolment-token>
+#   nfs-ha enrol nfs-prod node-a        # on the operator's machine: a token, and the agent's SHA-256
+#   install -m 0600 /dev/stdin /root/nfs-ha.token    # on the node: paste the token, then Ctrl-D
+#   curl -fsSL --proto =https https://<control-plane>/install.sh | sudo bash -s -- \
+#       --token-file /root/nfs-ha.token --sha256 <from nfs-ha enrol> \
+#       --device /dev/disk/by-id/wwn-0x... --vg vg_nfs --mount-prefix /srv/nfs
 #
-# Checks the OS and the node tools, downloads the agent bundle from the control plane and
-# verifies its checksum, exchanges the one-time enrolment token for this node's credential,
-# writes /etc/nfs-ha/agent.json (0600), installs the systemd unit, runs the agent's own
-# preflight (devices, reservation support, LVM system ID, VG autoactivation off, watchdog,
-# nfs-server not enabled at boot) and starts the agent. Safe to run again (it keeps the credential it has); --uninstall.
+# Checks the OS and the node tools; shows what this node will let the cluster touch (the
+# devices, the VG, the mount prefix: decided here, never by the spec the control plane serves)
+# and asks to confirm (--yes when there is no terminal); exchanges the one-time enrolment token
+# for this node's credential; downloads the agent and verifies it against the checksum the
+# operator gave (--sha256) or, failing that, the one it was served with; writes
+# /etc/nfs-ha/agent.json (0600), installs the systemd unit, runs the agent's own preflight and
+# starts the agent. Run it again to refresh a node: it keeps the credential and the allowed set,
+# and never moves the service — a running agent that serves is reloaded, not restarted.
 set -euo pipefail
 
 CONTROL_PLANE='@@CONTROL_PLANE_URL@@'
@@ -25,17 +32,35 @@ die() {
 }
 usage() {
   cat <<'EOF'
-usage: install.sh --token <enrolment-token> [--url <control-plane>] [--no-start]
-       install.sh [--no-start]        rerun: keep this node's credential, refresh the rest
+usage: install.sh --token-file FILE|- --device PATH [--device PATH ...] --vg NAME --mount-prefix PATH
+                  [--sha256 HEX] [--url URL] [--insecure] [--yes] [--no-start]
+       install.sh [--device ... --vg ... --mount-prefix ...] [--no-start]
+                                      rerun: keep this node's credential (and allowed set), refresh the rest
        install.sh --uninstall         stop and remove the agent (the node's resources stay as they are)
+
+  --token-file FILE   the enrolment token (from nfs-ha enrol), in a file or on stdin (-); never on the command line
+  --sha256 HEX        the agent's checksum as nfs-ha enrol printed it (checked instead of the served one)
+  --device PATH       a shared device this node lets the cluster use (repeat for each)
+  --vg NAME           the volume group the cluster may activate here
+  --mount-prefix PATH the shared filesystem must be mounted at or below it
+  --insecure          allow a plain-HTTP control plane (a lab): credentials cross the network in clear
+  --yes               confirm the allowed set without asking (no terminal)
 EOF
 }
 
-token='' start=1 uninstall=0
+token_file='' sha256='' start=1 uninstall=0 insecure=0 yes=0 vg='' prefix=''
+devices=()
 while (($#)); do
   case $1 in
-    --token) token=${2:?--token needs a value}; shift 2 ;;
+    --token) die "the enrolment token does not go on the command line (ps, shell history): use --token-file FILE, or --token-file - for stdin" ;;
+    --token-file) token_file=${2:?--token-file needs a value}; shift 2 ;;
+    --sha256) sha256=${2:?--sha256 needs a value}; shift 2 ;;
     --url) CONTROL_PLANE=${2:?--url needs a value}; shift 2 ;;
+    --device) devices+=("${2:?--device needs a value}"); shift 2 ;;
+    --vg) vg=${2:?--vg needs a value}; shift 2 ;;
+    --mount-prefix) prefix=${2:?--mount-prefix needs a value}; shift 2 ;;
+    --insecure) insecure=1; shift ;;
+    --yes) yes=1; shift ;;
     --no-start) start=0; shift ;;
     --uninstall) uninstall=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -73,44 +98,111 @@ if ((${#missing[@]})); then
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 ((node_major >= 20)) || die "Node.js $(node --version) is too old: the agent needs 20 or later"
-[[ $token == '' || $token =~ ^nfsha_en_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$ ]] || die "that is not an enrolment token (nfsha_en_…); ask for one with: nfs-ha enrol <cluster> <node>"
 
-# --- the agent bundle, verified --------------------------------------------------------------
+# --- transport -------------------------------------------------------------------------------
+case $CONTROL_PLANE in
+  https://*) proto='=https' ;;
+  http://*)
+    ((insecure)) || die "the control plane is $CONTROL_PLANE: plain HTTP sends this node's credential in clear; use https, or --insecure for a lab"
+    proto='=http,https'
+    say "warning: --insecure: talking to $CONTROL_PLANE over plain HTTP"
+    ;;
+  *) die "the control plane URL must be http(s)://…, not $CONTROL_PLANE" ;;
+esac
+fetch() { curl -fsS --proto "$proto" --retry 3 "$@"; }
+if [[ -n $sha256 ]]; then
+  [[ $sha256 =~ ^[0-9a-f]{64}$ ]] || die "--sha256 takes the 64 hex digits nfs-ha enrol printed"
+  BUNDLE_SHA256=$sha256
+else
+  say "no --sha256: checking the agent against the checksum this script was served with (the same server); pass the one nfs-ha enrol printed to check it end to end"
+fi
+
+# --- what this node lets the cluster touch ---------------------------------------------------
+token=''
+if [[ -n $token_file ]]; then
+  if [[ $token_file == - ]]; then token=$(cat); else token=$(cat -- "$token_file") || die "cannot read $token_file"; fi
+  token=${token//[[:space:]]/}
+  [[ $token =~ ^nfsha_en_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$ ]] || die "that is not an enrolment token (nfsha_en_…); ask for one with: nfs-ha enrol <cluster> <node>"
+fi
+allowed=''
+if ((${#devices[@]})) || [[ -n $vg || -n $prefix ]]; then
+  if ((${#devices[@]} == 0)) || [[ -z $vg || -z $prefix ]]; then die "give the whole allowed set: --device (each shared device), --vg and --mount-prefix"; fi
+  for d in "${devices[@]}"; do
+    [[ $d =~ ^/dev/(disk/by-(id|path|uuid|partuuid)|mapper)/[A-Za-z0-9_.:+@=-]+$ ]] || die "--device $d: give a stable name under /dev/disk/by-id/, /dev/disk/by-path/ or /dev/mapper/"
+  done
+  [[ $vg =~ ^[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,126}$ ]] || die "--vg $vg is not an LVM volume group name"
+  [[ $prefix =~ ^(/[A-Za-z0-9_.:+@=-]+)+$ ]] || die "--mount-prefix $prefix: an absolute path, like /srv/nfs"
+  allowed=$(printf '%s\n' "${devices[@]}")
+  say "this node will let the cluster use:"
+  for d in "${devices[@]}"; do say "  device        $d"; done
+  say "  volume group  $vg"
+  say "  mounts under  $prefix"
+  if ((!yes)); then
+    { : </dev/tty; } 2>/dev/null || die "no terminal to confirm on: check the list above, then run again with --yes"
+    printf 'nfs-ha install: is that right? [y/N] ' >/dev/tty
+    read -r answer </dev/tty
+    [[ $answer == [yY]* ]] || die "not confirmed; nothing changed"
+  fi
+elif [[ -n $token || ! -f $CONFIG ]]; then
+  die "say what this node lets the cluster touch: --device PATH (each shared device), --vg NAME, --mount-prefix PATH"
+fi
+
+# --- this node's credential (before the download: a refused token changes nothing) -----------
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-say "downloading the agent from $CONTROL_PLANE"
-curl -fsSL --retry 3 "$CONTROL_PLANE/install/nfs-ha-agent.mjs" -o "$tmp/nfs-ha-agent.mjs" || die "cannot download the agent from $CONTROL_PLANE"
-echo "$BUNDLE_SHA256  $tmp/nfs-ha-agent.mjs" | sha256sum --check --status || die "the downloaded agent does not match its checksum ($BUNDLE_SHA256); not installing it"
-
-# --- this node's credential ------------------------------------------------------------------
 mkdir -p "$(dirname "$CONFIG")" "$LIB" "$(dirname "$UNIT")"
 chmod 0700 "$(dirname "$CONFIG")"
 if [[ -n $token ]]; then
   say "exchanging the enrolment token"
-  printf '{"token":"%s"}' "$token" >"$tmp/enrol.json"
-  curl -fsS --retry 3 -H 'content-type: application/json' --data @"$tmp/enrol.json" "$CONTROL_PLANE/v1/enrol" -o "$tmp/enrolled.json" ||
-    die "the control plane refused the enrolment token (already used, expired or revoked?); ask for a new one"
   (
     umask 077
-    # shellcheck disable=SC2016 # JavaScript, not shell: its ${...} are template literals
-    CONTROL_PLANE=$CONTROL_PLANE node -e '
-      const fs = require("fs");
-      const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
-      if (!r.peerToken) throw new Error("the control plane gave no peer token");
-      const config = { controlPlane: { url: process.env.CONTROL_PLANE, token: r.credential }, clusterId: r.clusterId, nodeId: r.node, peer: { token: r.peerToken } };
-      fs.writeFileSync(process.argv[2], JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
-      console.error(`nfs-ha install: enrolled as ${r.node} of cluster ${r.clusterId}`);
-    ' "$tmp/enrolled.json" "$CONFIG.new"
+    printf '{"token":"%s"}' "$token" >"$tmp/enrol.json"
   )
-  mv "$CONFIG.new" "$CONFIG"
+  fetch -H 'content-type: application/json' --data @"$tmp/enrol.json" "$CONTROL_PLANE/v1/enrol" -o "$tmp/enrolled.json" ||
+    die "the control plane refused the enrolment token (already used, expired or revoked?); ask for a new one"
 elif [[ -f $CONFIG ]]; then
   say "keeping this node's credential in $CONFIG"
 else
-  die "this node is not enrolled yet: pass --token <enrolment-token>"
+  die "this node is not enrolled yet: pass --token-file <file with the enrolment token>"
 fi
+
+# --- the agent, verified ---------------------------------------------------------------------
+say "downloading the agent from $CONTROL_PLANE"
+fetch "$CONTROL_PLANE/install/nfs-ha-agent.mjs" -o "$tmp/nfs-ha-agent.mjs" || die "cannot download the agent from $CONTROL_PLANE"
+echo "$BUNDLE_SHA256  $tmp/nfs-ha-agent.mjs" | sha256sum --check --status || die "the downloaded agent does not match its checksum ($BUNDLE_SHA256); not installing it"
+
+# --- the configuration: new values over what the node has ------------------------------------
+(
+  umask 077
+  # shellcheck disable=SC2016 # JavaScript, not shell: its ${...} are template literals
+  CONTROL_PLANE=$CONTROL_PLANE INSECURE=$insecure ALLOWED_DEVICES=$allowed VG=$vg PREFIX=$prefix node -e '
+    const fs = require("fs");
+    const [enrolled, current, out] = process.argv.slice(1);
+    const config = fs.existsSync(current) ? JSON.parse(fs.readFileSync(current, "utf8")) : {};
+    config.controlPlane = { ...config.controlPlane, url: process.env.CONTROL_PLANE };
+    if (process.env.INSECURE === "1") config.controlPlane.insecure = true;
+    if (fs.existsSync(enrolled)) {
+      const r = JSON.parse(fs.readFileSync(enrolled, "utf8"));
+      if (!r.peerToken) throw new Error("the control plane gave no peer token");
+      config.controlPlane.token = r.credential;
+      Object.assign(config, { clusterId: r.clusterId, nodeId: r.node });
+      config.peer = { ...config.peer, token: r.peerToken };
+      if (r.previousPeerToken) config.peer.previousToken = r.previousPeerToken;
+      else delete config.peer.previousToken;
+      console.error(`nfs-ha install: enrolled as ${r.node} of cluster ${r.clusterId}`);
+    }
+    if (process.env.ALLOWED_DEVICES) {
+      config.allowed = { devices: process.env.ALLOWED_DEVICES.trim().split("\n"), volumeGroup: process.env.VG, mountPrefix: process.env.PREFIX };
+    }
+    fs.writeFileSync(out, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
+  ' "$tmp/enrolled.json" "$CONFIG" "$CONFIG.new"
+)
+mv "$CONFIG.new" "$CONFIG"
 chmod 0600 "$CONFIG"
 
 # --- the agent and its unit ------------------------------------------------------------------
+changed=1
+if [[ -f $LIB/nfs-ha-agent.mjs ]] && cmp -s "$tmp/nfs-ha-agent.mjs" "$LIB/nfs-ha-agent.mjs"; then changed=0; fi
 install -m 0644 "$tmp/nfs-ha-agent.mjs" "$LIB/nfs-ha-agent.mjs"
 cat >"$UNIT" <<'NFSHA_UNIT'
 @@AGENT_UNIT@@
@@ -126,11 +218,24 @@ fi
 say "preflight"
 node "$LIB/nfs-ha-agent.mjs" validate --config "$CONFIG" || die "preflight failed: fix the problems above, then run the installer again (the credential is kept)"
 
-if ((start)); then
-  systemctl daemon-reload
-  systemctl enable nfs-ha-agent >/dev/null 2>&1
-  systemctl restart nfs-ha-agent
-  say "nfs-ha-agent is running: journalctl -u nfs-ha-agent -f"
-else
+if ((!start)); then
   say "installed; not started (--no-start)"
+  exit 0
+fi
+systemctl daemon-reload
+systemctl enable nfs-ha-agent >/dev/null 2>&1
+if ! systemctl is-active --quiet nfs-ha-agent; then
+  systemctl start nfs-ha-agent
+  say "nfs-ha-agent is running: journalctl -u nfs-ha-agent -f"
+  exit 0
+fi
+# Refreshing a node must not move the service: a restart would make an active agent demote.
+role=$(node "$LIB/nfs-ha-agent.mjs" status --json --config "$CONFIG" 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).agent.role??"unknown")}catch{console.log("unknown")}})' || echo unknown)
+if [[ $role == passive ]]; then
+  systemctl restart nfs-ha-agent
+  say "nfs-ha-agent restarted (this node is passive: nothing moves)"
+else
+  systemctl reload nfs-ha-agent
+  say "this node's agent is $role: reloaded its configuration instead of restarting it (a restart would fail the service over)"
+  if ((changed)); then say "the new agent version takes over at its next restart: switch over first (nfs-ha switchover <cluster> --to <peer>), then run this again"; fi
 fi

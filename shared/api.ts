@@ -40,6 +40,7 @@ export const NodeStatusViewSchema = z.object({
   peerReachable: z.boolean().nullable(),
   lastHeartbeatAgoMs: z.number().int().nullable().describe('Refreshed at least every 30 s while the node heartbeats (for the holder, at every renewal)'),
   lastDirective: z.string().nullable(),
+  unfit: z.string().nullable().describe('Why the node refuses to run the cluster (null: it does not); it is never granted the lease'),
   resources: z
     .record(z.string(), ResourceState)
     .describe("Each resource's state as this node last reported it since the current grant (empty: nothing reported)"),

@@ -79,6 +79,11 @@ export const HeartbeatSchema = z
       .object({ reachable: z.boolean().describe("Result of this node's latest direct check of its peer") })
       .strict()
       .optional(),
+    unfit: z
+      .string()
+      .max(1000)
+      .optional()
+      .describe('Why this node refuses to run the cluster (e.g. the spec names a device it does not allow): it is never granted the lease'),
   })
   .strict();
 export type Heartbeat = z.infer<typeof HeartbeatSchema>;
@@ -263,6 +268,8 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
 /** A node's heartbeat: renew, acquire, take over, or be told to stay passive / demote. */
 export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: number): Decision {
   const { terms } = lease;
+  // A node that refuses the spec runs nothing: it neither takes nor keeps the lease.
+  if (hb.unfit !== undefined) return { next: null, directive: followerDirective(lease, hb, `${node} cannot run this cluster: ${hb.unfit}`) };
   if (lease.holder === node) {
     // Never earlier than before: the holder may not have heard of a shorter TTL yet (a renewal
     // whose answer was lost), and its deadline stands on the expiry it last learnt.

@@ -89,6 +89,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           lastHeartbeatAgoMs:
             lease.holder === id ? Math.min(now - lease.renewedAt, s ? now - s.lastHeartbeatAt : Infinity) : s ? now - s.lastHeartbeatAt : null,
           lastDirective: s?.lastDirective ?? null,
+          unfit: s?.unfit ?? null,
           resources: resourceStates(recent, id),
         };
       }),

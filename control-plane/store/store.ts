@@ -42,6 +42,8 @@ export interface NodeStatus {
   peerReachable: boolean | null;
   lastHeartbeatAt: number;
   lastDirective: string;
+  /** Why the node refuses to run the cluster, as it last said (absent: it does not). */
+  unfit?: string | undefined;
   /** Set by the sweep when the node has been silent too long (a node.down event); a heartbeat clears it. */
   downAt?: number | undefined;
 }

@@ -46,7 +46,7 @@ export interface Harness {
   clock: ManualClock;
   dataDir: string;
   /** A second app on the same store: another control-plane instance (another Lambda). */
-  instance(): ReturnType<typeof createApp>;
+  instance(options?: Partial<AppOptions>): ReturnType<typeof createApp>;
   app: ReturnType<typeof createApp>;
   /**
    * A request to the app. The credential is chosen for the route (the node's agent credential on
@@ -80,13 +80,13 @@ export async function startHarness(
   const clock = new ManualClock(options.clockStart);
   // The tests' webhook receivers listen on loopback, which only an operator's allowlist opens.
   const deliverer = new WebhookDeliverer(opened.store, clock, silentLog, { allow: new AddressSet(LOOPBACK_ALLOWED), ...options.delivery });
-  const instance = () =>
+  const instance = (app: Partial<AppOptions> = {}) =>
     createApp({
       store: opened.store,
       clock,
       log: silentLog,
       deliverer,
-      options: { webhookAllow: LOOPBACK_ALLOWED, publicUrl: 'http://127.0.0.1:8080', agentUrl: 'http://127.0.0.1:8080', ...options.app },
+      options: { webhookAllow: LOOPBACK_ALLOWED, publicUrl: 'http://127.0.0.1:8080', agentUrl: 'http://127.0.0.1:8080', ...options.app, ...app },
       ...(options.install && { install: options.install }),
     });
   const app = instance();
@@ -150,13 +150,20 @@ export function hb(role: 'passive' | 'activating' | 'active' | 'demoting', epoch
 }
 
 /** The harness's app served over HTTP on loopback, for clients that speak HTTP (agents, the CLI). */
-export async function serveHarness(h: Harness, options: { eventStreamPollMs?: number } = {}): Promise<{ url: string; close(): Promise<void> }> {
+export async function serveHarness(
+  h: Harness,
+  options: { eventStreamPollMs?: number; publicUrl?: boolean } = {},
+): Promise<{ url: string; close(): Promise<void> }> {
   const { serve } = await import('@hono/node-server');
-  const server = serve({ fetch: h.app.fetch, port: 0, hostname: '127.0.0.1' }) as Server;
+  // With publicUrl, the app is made once the port is known, with its own URL as the public one.
+  let app = h.app;
+  const server = serve({ fetch: (req, env) => app.fetch(req, env), port: 0, hostname: '127.0.0.1' }) as Server;
   const events = attachEventStream(server, { store: h.store, credentials: h.credentials, log: silentLog, pollMs: options.eventStreamPollMs ?? 50 });
   await new Promise((ok) => server.once('listening', ok));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  if (options.publicUrl) app = h.instance({ publicUrl: url, agentUrl: url });
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url,
     close: async () => {
       server.close();
       await events.close();

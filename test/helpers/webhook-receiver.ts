@@ -13,6 +13,8 @@ export interface Received {
   type: string;
   timestamp: string;
   data: Record<string, any>;
+  /** The raw body, as signed. */
+  body: string;
   headers: IncomingHttpHeaders;
 }
 
@@ -57,8 +59,8 @@ export class WebhookReceiver {
           return;
         }
         if (this.answer >= 200 && this.answer < 300) {
-          const parsed = JSON.parse(body) as Omit<Received, 'id' | 'headers'>;
-          this.received.push({ id: headers['webhook-id']!, ...parsed, headers: req.headers });
+          const parsed = JSON.parse(body) as Omit<Received, 'id' | 'headers' | 'body'>;
+          this.received.push({ id: headers['webhook-id']!, ...parsed, body, headers: req.headers });
         }
         res.writeHead(this.answer).end();
       });

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildBundle } from '../../infra/build.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
-import { runCommand } from '../helpers/control-plane.ts';
+import { spawn } from 'node:child_process';
+import { exampleSpec, runCommand, serveHarness, startHarness } from '../helpers/control-plane.ts';
 
 const spec = new URL('../fixtures/cluster.json', import.meta.url).pathname;
 let dir: string;
@@ -68,5 +69,68 @@ describe('nfs-ha-agent bundle', () => {
     assert.equal(r.code, 2);
     assert.match(r.stderr, /^nfs-ha-agent: .*agent\.json: controlPlane\.url: .*; peer\.token: .*16/m);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+
+  it('refuses a plain-HTTP control plane unless the node says insecure', async () => {
+    const config = join(dir, 'http.json');
+    await writeFile(
+      config,
+      JSON.stringify({
+        controlPlane: { url: 'http://cp.example:8080', token: 'x'.repeat(20) },
+        clusterId: 'c',
+        nodeId: 'node-a',
+        peer: { token: 'y'.repeat(20) },
+        allowed: { devices: ['/dev/disk/by-id/wwn-0x1'], volumeGroup: 'vg', mountPrefix: '/srv' },
+      }),
+    );
+    const r = await agent('run', '--config', config);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /controlPlane\.url: the control plane URL must be https:\/\/ .*"insecure": true only for a lab/);
+  });
+
+  it('runs nothing for a spec outside what the node allows, and tells the arbiter, which never grants it the lease', async () => {
+    const h = await startHarness();
+    const http = await serveHarness(h);
+    try {
+      const spec = await exampleSpec('scoped');
+      spec.storage.filesystem.mountPoint = '/srv/other';
+      (spec.nfs as { stateDir: string }).stateDir = '/srv/other/.state';
+      spec.nfs.exports = [{ path: '/srv/other/x', fsid: 1, clients: [{ host: '10.88.0.0/24' }] }];
+      assert.equal((await h.call('POST', '/v1/clusters', spec)).status, 201);
+      const config = join(dir, 'scoped.json');
+      await writeFile(
+        config,
+        JSON.stringify({
+          controlPlane: { url: http.url, token: await h.agentToken('scoped', 'node-a'), insecure: true },
+          clusterId: 'scoped',
+          nodeId: 'node-a',
+          peer: { token: 'y'.repeat(20), listen: '127.0.0.1' },
+          allowed: { devices: ['/dev/disk/by-id/wwn-0xother'], volumeGroup: 'vg_other', mountPrefix: '/srv/nfs' },
+          logLevel: 'info',
+        }),
+      );
+      const child = spawn(process.execPath, [bundle, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d));
+      try {
+        let node: { unfit: string | null } | undefined;
+        for (let i = 0; i < 100 && !node?.unfit; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          node = (await h.call('GET', '/v1/clusters/scoped/status')).body.nodes.find((n: { id: string }) => n.id === 'node-a');
+        }
+        assert.match(node?.unfit ?? '', /device \/dev\/disk\/by-id\/wwn-0x6001405a1b2c3d4e5f60718293a4b5c6 is not one this node allows/);
+        assert.match(node!.unfit!, /volume group vg_nfs is not the one this node allows \(vg_other\)/);
+        assert.match(node!.unfit!, /mount point \/srv\/other is outside this node's mount prefix \/srv\/nfs/);
+        const status = (await h.call('GET', '/v1/clusters/scoped/status')).body;
+        assert.equal(status.lease.holder, null, 'never granted');
+        assert.match(out, /this node refuses cluster scoped/);
+        assert.doesNotMatch(out, /"cmd"|sg_persist|vgchange/, 'not a single node command ran');
+      } finally {
+        child.kill('SIGTERM');
+      }
+    } finally {
+      await http.close();
+      await h.close();
+    }
   });
 });

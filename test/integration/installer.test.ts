@@ -12,7 +12,8 @@ import { after, before, describe, it } from 'node:test';
 import { type Harness, exampleSpec, runCommand, serveHarness, startHarness, tempDir } from '../helpers/control-plane.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
-const BASIC_TOOLS = ['bash', 'id', 'dirname', 'mkdir', 'chmod', 'mktemp', 'rm', 'rmdir', 'curl', 'sha256sum', 'install', 'cat', 'mv', 'node'];
+const BASIC_TOOLS = ['bash', 'id', 'dirname', 'mkdir', 'chmod', 'mktemp', 'rm', 'rmdir', 'curl', 'sha256sum', 'install', 'cat', 'mv', 'node', 'cmp'];
+const ALLOWED = ['--device', '/dev/disk/by-id/wwn-0x6001405a1b2c3d4e5f60718293a4b5c6', '--vg', 'vg_nfs', '--mount-prefix', '/srv/nfs'];
 const NODE_TOOLS = ['sg_persist', 'lvm', 'exportfs', 'ip', 'arping'];
 
 let h: Harness;
@@ -31,11 +32,16 @@ async function which(tool: string): Promise<string> {
 before(async () => {
   dir = await tempDir('nfs-ha-install-');
   bundle = join(dir, 'served-agent.mjs');
-  await writeFile(bundle, "console.log(`stand-in agent: ${process.argv.slice(2).join(' ')}`);\n");
+  // A stand-in agent: `validate` says what it was asked; `status --json` reports the role the test sets.
+  await writeFile(
+    bundle,
+    "if (process.argv[2] === 'status') console.log(JSON.stringify({ agent: { role: process.env.STANDIN_ROLE ?? 'passive' } }));\n" +
+      "else console.log(`stand-in agent: ${process.argv.slice(2).join(' ')}`);\n",
+  );
   h = await startHarness({
     install: { script: join(root, 'infra/install.sh'), unit: join(root, 'infra/systemd/nfs-ha-agent.service'), bundle },
   });
-  http = await serveHarness(h);
+  http = await serveHarness(h, { publicUrl: true });
   await h.call('POST', '/v1/clusters', await exampleSpec('inst'));
   // Two PATHs: the basic tools only, and those plus stand-ins for the node tools.
   bareBin = join(dir, 'bare-bin');
@@ -51,6 +57,9 @@ before(async () => {
     await writeFile(join(fullBin, tool), '#!/bin/sh\nexit 0\n');
     await chmod(join(fullBin, tool), 0o755);
   }
+  // systemctl: records its calls; the agent is "active" (running) when the test says so.
+  await writeFile(join(fullBin, 'systemctl'), `#!/bin/bash\necho "$*" >> "$SYSTEMCTL_LOG"\n[[ $1 == is-active ]] && exit \${AGENT_RUNNING:-1}\nexit 0\n`);
+  await chmod(join(fullBin, 'systemctl'), 0o755);
 });
 after(async () => {
   await http.close();
@@ -66,29 +75,78 @@ async function servedScript(): Promise<string> {
   return file;
 }
 
-function install(script: string, args: string[], installRoot: string, bin = fullBin) {
-  return runCommand([join(bin, 'bash'), script, ...args], { env: { PATH: bin, NFSHA_INSTALL_ROOT: installRoot, HOME: dir } });
+function install(script: string, args: string[], installRoot: string, bin = fullBin, env: Record<string, string> = {}) {
+  return runCommand([join(bin, 'bash'), script, ...args], { env: { PATH: bin, NFSHA_INSTALL_ROOT: installRoot, HOME: dir, ...env } });
 }
 
+/** A token file, as the operator leaves it on the node. */
 async function enrolmentToken(node: string): Promise<string> {
-  return (await h.call('POST', '/v1/clusters/inst/enrolments', { node })).body.token as string;
+  const file = join(dir, `token-${node}-${Date.now()}`);
+  await writeFile(file, `${(await h.call('POST', '/v1/clusters/inst/enrolments', { node })).body.token}\n`, { mode: 0o600 });
+  return file;
 }
+
+/** A first install's flags: the token file, the allowed set confirmed, plain HTTP allowed (loopback). */
+const first = async (node: string, ...more: string[]) => ['--token-file', await enrolmentToken(node), ...ALLOWED, '--yes', '--insecure', ...more];
 
 describe('installer (GET /install.sh)', () => {
-  it('is served with this control plane, the bundle checksum and the unit filled in, and passes shellcheck', async () => {
+  it('is served with the configured URL (never one from request headers), the bundle checksum and the unit filled in', async () => {
     const file = await servedScript();
     const script = await readFile(file, 'utf8');
     assert.match(script, new RegExp(`^CONTROL_PLANE='${http.url}'$`, 'm'));
     assert.match(script, /^BUNDLE_SHA256='[0-9a-f]{64}'$/m);
     assert.ok(script.includes(await readFile(join(root, 'infra/systemd/nfs-ha-agent.service'), 'utf8')), 'the unit is embedded as it is');
     assert.ok(!script.includes('@@'), 'no placeholder left');
-    const shellcheck = await runCommand(['shellcheck', '--shell=bash', file]);
-    assert.equal(shellcheck.code, 0, `shellcheck (Debian package shellcheck) must pass:\n${shellcheck.stdout}${shellcheck.stderr}`);
+    // What a proxy (or anyone) puts in the headers never reaches the script.
+    const hostile = await fetch(`${http.url}/install.sh`, {
+      headers: { 'x-forwarded-proto': "https';touch /tmp/nfs-ha-pwned;'", 'x-forwarded-host': 'evil.example' },
+    });
+    const text = await hostile.text();
+    assert.match(text, new RegExp(`^CONTROL_PLANE='${http.url}'$`, 'm'));
+    assert.ok(!text.includes('pwned') && !text.includes('evil.example'));
+    // Without a configured URL there is no installer to serve, rather than a guessed one.
+    const unconfigured = await h.instance({ publicUrl: null, agentUrl: null }).request('/install.sh');
+    assert.deepEqual([unconfigured.status, ((await unconfigured.json()) as { error: { code: string } }).error.code], [503, 'public_url_not_configured']);
+  });
+
+  it('refuses plain HTTP without --insecure, a token on the command line, and an agent that does not match the operator’s checksum', async () => {
+    const script = await servedScript();
+    const target = await tempDir('nfs-ha-root-');
+    const http1 = await install(script, ['--token-file', await enrolmentToken('node-a'), ...ALLOWED, '--yes', '--no-start'], target);
+    assert.equal(http1.code, 1);
+    assert.match(http1.stderr, /plain HTTP sends this node's credential in clear; use https, or --insecure/);
+    const argv = await install(script, ['--token', 'nfsha_en_0123456789abcdef_' + 'x'.repeat(43), '--no-start'], target);
+    assert.match(argv.stderr, /does not go on the command line.*--token-file/);
+    // The operator's checksum, from nfs-ha enrol (the enrolment response), is what counts.
+    const enrolment = await h.call('POST', '/v1/clusters/inst/enrolments', { node: 'node-a' });
+    assert.match(enrolment.body.agentSha256, /^[0-9a-f]{64}$/);
+    const wrong = await install(script, [...(await first('node-a')), '--sha256', 'f'.repeat(64), '--no-start'], target);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /does not match its checksum \(f{64}\)/);
+    await assert.rejects(stat(join(target, 'usr/local/lib/nfs-ha/nfs-ha-agent.mjs')));
+    const right = await install(script, [...(await first('node-b')), '--sha256', enrolment.body.agentSha256, '--no-start'], await tempDir('nfs-ha-root-'));
+    assert.equal(right.code, 0, right.stderr);
+  });
+
+  it('asks for the allowed set, and without a terminal for --yes, before it uses the token', async () => {
+    const script = await servedScript();
+    const target = await tempDir('nfs-ha-root-');
+    const token = await enrolmentToken('node-a');
+    const none = await install(script, ['--token-file', token, '--insecure', '--no-start'], target);
+    assert.match(none.stderr, /say what this node lets the cluster touch: --device PATH/);
+    const unconfirmed = await install(script, ['--token-file', token, ...ALLOWED, '--insecure', '--no-start'], target);
+    assert.match(
+      unconfirmed.stderr,
+      /device +\/dev\/disk\/by-id\/wwn-0x6001405a1b2c3d4e5f60718293a4b5c6[\s\S]*volume group +vg_nfs[\s\S]*mounts under +\/srv\/nfs/,
+    );
+    assert.match(unconfirmed.stderr, /no terminal to confirm on: .* --yes/);
+    const r = await install(script, ['--token-file', token, ...ALLOWED, '--insecure', '--yes', '--no-start'], target);
+    assert.equal(r.code, 0, `the token was not used by the refused attempts: ${r.stderr}`);
   });
 
   it('says exactly which packages are missing, and changes nothing', async () => {
     const target = await tempDir('nfs-ha-root-');
-    const r = await install(await servedScript(), ['--token', await enrolmentToken('node-a')], target, bareBin);
+    const r = await install(await servedScript(), await first('node-a'), target, bareBin);
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
@@ -100,7 +158,7 @@ describe('installer (GET /install.sh)', () => {
   it('installs: verified bundle, enrolled credential (0600), unit, preflight; a rerun keeps the credential; --uninstall removes it', async () => {
     const target = await tempDir('nfs-ha-root-');
     const script = await servedScript();
-    const r = await install(script, ['--token', await enrolmentToken('node-a'), '--no-start'], target);
+    const r = await install(script, await first('node-a', '--no-start'), target);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /enrolled as node-a of cluster inst/);
     assert.match(r.stdout, /stand-in agent: validate --config .*\/etc\/nfs-ha\/agent\.json/, 'the preflight is the agent’s own validate');
@@ -110,6 +168,8 @@ describe('installer (GET /install.sh)', () => {
     assert.equal(config.controlPlane.url, http.url);
     assert.equal(config.clusterId, 'inst');
     assert.equal(config.nodeId, 'node-a');
+    assert.equal(config.controlPlane.insecure, true);
+    assert.deepEqual(config.allowed, { devices: [ALLOWED[1]], volumeGroup: 'vg_nfs', mountPrefix: '/srv/nfs' });
     assert.match(config.peer.token, /^[A-Za-z0-9_-]{43}$/);
     const beat = await h.call('POST', '/v1/clusters/inst/nodes/node-a/heartbeat', { role: 'passive', epoch: 0 }, h.app, config.controlPlane.token);
     assert.equal(beat.status, 200, 'the credential it wrote works for its node');
@@ -121,15 +181,17 @@ describe('installer (GET /install.sh)', () => {
 
     // node-b gets the same peer-channel secret.
     const b = await tempDir('nfs-ha-root-');
-    assert.equal((await install(script, ['--token', await enrolmentToken('node-b'), '--no-start'], b)).code, 0);
+    assert.equal((await install(script, await first('node-b', '--no-start'), b)).code, 0);
     assert.equal(JSON.parse(await readFile(join(b, 'etc/nfs-ha/agent.json'), 'utf8')).peer.token, config.peer.token);
 
-    const again = await install(script, ['--no-start'], target);
+    const again = await install(script, ['--insecure', '--no-start'], target);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stderr, /keeping this node's credential/);
     assert.deepEqual(JSON.parse(await readFile(configPath, 'utf8')), config);
 
-    const reused = await install(script, ['--token', 'nfsha_en_0123456789abcdef_' + 'x'.repeat(43), '--no-start'], target);
+    const bogus = join(dir, 'bogus-token');
+    await writeFile(bogus, 'nfsha_en_0123456789abcdef_' + 'x'.repeat(43));
+    const reused = await install(script, ['--token-file', bogus, ...ALLOWED, '--yes', '--insecure', '--no-start'], target);
     assert.equal(reused.code, 1);
     assert.match(reused.stderr, /refused the enrolment token/);
     assert.deepEqual(JSON.parse(await readFile(configPath, 'utf8')), config, 'a refused token leaves the installed credential alone');
@@ -146,7 +208,7 @@ describe('installer (GET /install.sh)', () => {
     const original = await readFile(bundle, 'utf8');
     await writeFile(bundle, `${original}// tampered\n`);
     try {
-      const r = await install(script, ['--token', await enrolmentToken('node-a'), '--no-start'], target);
+      const r = await install(script, await first('node-a', '--no-start'), target);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /does not match its checksum/);
       await assert.rejects(stat(join(target, 'usr/local/lib/nfs-ha/nfs-ha-agent.mjs')));
@@ -156,8 +218,29 @@ describe('installer (GET /install.sh)', () => {
   });
 
   it('rejects what is not an enrolment token before calling anyone', async () => {
-    const r = await install(await servedScript(), ['--token', 'x; rm -rf /', '--no-start'], await tempDir('nfs-ha-root-'));
+    const bad = join(dir, 'bad-token');
+    await writeFile(bad, 'x; rm -rf /');
+    const r = await install(await servedScript(), ['--token-file', bad, ...ALLOWED, '--yes', '--insecure', '--no-start'], await tempDir('nfs-ha-root-'));
     assert.equal(r.code, 1);
     assert.match(r.stderr, /that is not an enrolment token/);
+  });
+
+  it('refreshing a node never moves the service: an agent that serves is reloaded, a passive one restarted', async () => {
+    const target = await tempDir('nfs-ha-root-');
+    const script = await servedScript();
+    const log = join(dir, `systemctl-${Date.now()}.log`);
+    assert.equal((await install(script, await first('node-a'), target, fullBin, { SYSTEMCTL_LOG: log })).code, 0);
+    assert.match(await readFile(log, 'utf8'), /^start nfs-ha-agent$/m, 'a first install starts the agent');
+    for (const [role, expected] of [
+      ['active', 'reload'],
+      ['activating', 'reload'],
+      ['passive', 'restart'],
+    ] as const) {
+      await writeFile(log, '');
+      const r = await install(script, ['--insecure'], target, fullBin, { SYSTEMCTL_LOG: log, AGENT_RUNNING: '0', STANDIN_ROLE: role });
+      assert.equal(r.code, 0, r.stderr);
+      const calls = (await readFile(log, 'utf8')).split('\n').filter((l) => /^(start|restart|reload|stop) /.test(l));
+      assert.deepEqual(calls, [`${expected} nfs-ha-agent`], `${role}: ${calls.join(', ')}`);
+    }
   });
 });

@@ -260,7 +260,7 @@ describe('lease: reports', () => {
     assert.deepEqual(back.next.standby, []);
   });
 
-  it('phase reports: starting needs the current lease, stopping is always recorded', () => {
+  it('phase reports: starting needs the current lease, stopping is recorded for an epoch the node held', () => {
     const l = committed(onHeartbeat(heldByA(), B, passive, T0 + 3201));
     const base = { reportId: 'r-00000001', phase: 'volume-group', status: 'succeeded' } as const;
     assert.equal((phaseEvent(l, A, { ...base, epoch: 1, direction: 'start' }, T0) as { code: string }).code, 'stale_epoch');
@@ -270,6 +270,25 @@ describe('lease: reports', () => {
     assert.deepEqual(stop.event.data, { phase: 'volume-group', direction: 'stop', status: 'succeeded', durationMs: 350 });
     assert.equal((phaseEvent(l, A, { ...base, epoch: 3, direction: 'stop' }, T0) as { code: string }).code, 'stale_epoch');
     assert.ok('event' in phaseEvent(l, B, { ...base, epoch: 2, direction: 'start' }, T0));
+    // Reports that cannot be true: an epoch the node never held, or one long gone.
+    assert.equal((phaseEvent(l, B, { ...base, epoch: 1, direction: 'stop' }, T0) as { code: string }).code, 'stale_epoch', 'B never held epoch 1');
+    assert.equal((phaseEvent(l, A, { ...base, epoch: 0, direction: 'stop' }, T0) as { code: string }).code, 'stale_epoch');
+    const three = committed(onHeartbeat({ ...l, expiresAt: T0 }, A, passive, T0 + 9000));
+    assert.equal(three.epoch, 3);
+    assert.equal((phaseEvent(three, A, { ...base, epoch: 1, direction: 'stop' }, T0) as { code: string }).code, 'stale_epoch', 'two epochs ago');
+    assert.ok('event' in phaseEvent(three, B, { ...base, epoch: 2, direction: 'stop' }, T0), 'the previous holder stops');
+    const released = onRelease(three, A, { epoch: 3, reason: 'shutdown' }, T0 + 9100);
+    assert.ok('next' in released);
+    assert.ok('event' in phaseEvent(released.next, A, { ...base, epoch: 3, direction: 'stop' }, T0), 'the node that released');
+  });
+
+  it('a node that says it cannot run the spec is never granted the lease, nor renewed', () => {
+    const unfit: Heartbeat = { role: 'passive', epoch: 0, unfit: 'device /dev/x is not one this node allows' };
+    const d = onHeartbeat(fresh, A, unfit, T0);
+    assert.equal(d.next, null);
+    assert.match(d.directive.reason, /node-a cannot run this cluster: device \/dev\/x/);
+    const held = heldByA();
+    assert.equal(onHeartbeat(held, A, { ...unfit, role: 'passive' }, T0 + 100).next, null, 'a holder turned unfit does not keep the lease');
   });
 });
 

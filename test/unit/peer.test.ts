@@ -1,0 +1,89 @@
+/** The peer channel: answers are authenticated per request, so a forged or replayed one is ignored. */
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { fetchPeerStatus, type PeerKeys, type PeerStatus, PeerWatch, startPeerServer } from '../../agent/peer.ts';
+
+const OLD = 'old-secret-0123456789abcdef';
+const NEW = 'new-secret-0123456789abcdef';
+const active: PeerStatus = { node: 'node-a', role: 'active', epoch: 7, leaseRemainingMs: 2500 };
+const servers: Server[] = [];
+after(() => servers.forEach((s) => s.close()));
+
+async function peer(keys: PeerKeys, status: PeerStatus = active): Promise<string> {
+  const server = await startPeerServer({ host: '127.0.0.1', port: 0, keys: () => keys, status: () => status });
+  servers.push(server);
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/peer/v1/status`;
+}
+
+/** A stand-in that answers whatever `answer` returns, and records what it was sent. */
+async function impostor(answer: (req: IncomingMessage) => unknown): Promise<{ url: string; seen: IncomingMessage[] }> {
+  const seen: IncomingMessage[] = [];
+  const server = createServer((req, res) => {
+    seen.push(req);
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(answer(req)));
+  });
+  servers.push(server);
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/peer/v1/status`, seen };
+}
+
+describe('peer channel', () => {
+  it('a signed answer to this request is taken; the secret itself never crosses the network', async () => {
+    assert.deepEqual(await fetchPeerStatus(await peer({ token: OLD }), { token: OLD }, 2000), active);
+    const spy = await impostor(() => ({}));
+    await fetchPeerStatus(spy.url, { token: OLD }, 2000).catch(() => {});
+    assert.ok(!JSON.stringify([spy.seen[0]!.url, spy.seen[0]!.headers]).includes(OLD));
+  });
+
+  it('a forged answer ("active, plenty of lease") is ignored: the passive goes on seeing its peer as silent', async () => {
+    const forged = await impostor(() => ({ status: JSON.stringify({ ...active, leaseRemainingMs: 1e9 }), mac: 'x'.repeat(43) }));
+    await assert.rejects(fetchPeerStatus(forged.url, { token: OLD }, 2000), /not signed for this request/);
+    let t = 0;
+    const rejected: string[] = [];
+    const watch = new PeerWatch(
+      forged.url,
+      () => ({ token: OLD }),
+      2000,
+      1000,
+      () => t,
+      (e) => rejected.push(e.message),
+    );
+    await watch.check();
+    t = 10;
+    assert.equal(watch.reachable(), false);
+    assert.equal(watch.status(), null);
+    assert.equal(rejected.length, 1, 'and it is said');
+  });
+
+  it('a replayed answer (a genuine one, to an earlier request) is ignored', async () => {
+    const genuine = await peer({ token: OLD });
+    // Capture a real answer to some earlier nonce, then serve it again to every request.
+    let captured: unknown = null;
+    const recorder = await impostor(() => captured);
+    const nonce = 'ab'.repeat(16);
+    const { createHmac } = await import('node:crypto');
+    const auth = `NFSHA-HMAC ${createHmac('sha256', OLD).update(['nfs-ha peer request', nonce].join('\n')).digest('base64url')}`;
+    captured = await (await fetch(`${genuine}?nonce=${nonce}`, { headers: { authorization: auth } })).json();
+    assert.ok((captured as { mac: string }).mac, 'the genuine peer answered the earlier request');
+    await assert.rejects(fetchPeerStatus(recorder.url, { token: OLD }, 2000), /not signed for this request \(forged or replayed\)/);
+  });
+
+  it('a request without the secret gets nothing', async () => {
+    const url = await peer({ token: OLD });
+    assert.equal((await fetch(`${url}?nonce=${'cd'.repeat(16)}`, { headers: { authorization: 'Bearer whatever' } })).status, 401);
+    await assert.rejects(fetchPeerStatus(url, { token: 'someone-elses-secret-xxxx' }, 2000), /refused our signature/);
+  });
+
+  it('rotation without downtime: either side may hold the new secret first', async () => {
+    // node-a has the new secret (keeping the old as previous); node-b still has only the old one.
+    const a = await peer({ token: NEW, previousToken: OLD });
+    const b = await peer({ token: OLD });
+    assert.deepEqual(await fetchPeerStatus(a, { token: OLD }, 2000), active, 'b asks a with the old secret');
+    assert.deepEqual(await fetchPeerStatus(b, { token: NEW, previousToken: OLD }, 2000), active, 'a asks b: new refused, then the old');
+    // Both updated; the old secret dropped.
+    assert.deepEqual(await fetchPeerStatus(await peer({ token: NEW }), { token: NEW }, 2000), active);
+  });
+});
