@@ -96,6 +96,21 @@ describe('credentials', () => {
   });
 });
 
+describe('separate endpoints (the AWS deployment)', () => {
+  it("the agents' endpoint serves only the lease protocol and the spec; the public one everything but the lease protocol", async () => {
+    await h.clusterHeldByNodeA('surface');
+    const agentApp = h.instance({ surface: 'agent' });
+    const publicApp = h.instance({ surface: 'operator' });
+    const beat = (app: typeof agentApp) => h.call('POST', '/v1/clusters/surface/nodes/node-a/heartbeat', hb('active', 1), app);
+    assert.equal((await beat(agentApp)).status, 200);
+    assert.equal((await h.call('GET', '/v1/clusters/surface', undefined, agentApp, await h.agentToken('surface', 'node-a'))).status, 200);
+    for (const path of ['/v1/keys', '/v1/clusters', '/install.sh', '/openapi.json']) assert.equal((await agentApp.request(path)).status, 404, path);
+    assert.equal((await h.call('POST', '/v1/enrol', { token: 'x' }, agentApp, null)).status, 404, 'enrolment is public: not on the agents’ endpoint');
+    assert.equal((await beat(publicApp)).status, 404);
+    assert.equal((await h.call('GET', '/v1/clusters', undefined, publicApp)).status, 200);
+  });
+});
+
 describe('webhook destinations', () => {
   it('loopback, link-local, private and metadata addresses are refused, also by name, unless allowlisted', async () => {
     const strict = createApp({ store: h.store, clock: h.clock, log: silentLog, credentials: h.credentials, options: { webhookAllow: [] } });

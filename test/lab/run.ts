@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFileSync, createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseKeys, parseReservation } from '../../agent/resources/scsi-reservation.ts';
@@ -67,17 +68,16 @@ class ControlPlane {
     const out = createWriteStream(join(runDir, 'control-plane.log'));
     this.#process = spawn(process.execPath, ['--import', 'tsx', join(repo, 'control-plane/server.ts')], {
       cwd: repo,
-      env: { ...process.env, PORT: '8080', HOST, NFSHA_DATA_DIR: dataDir, LOG_LEVEL: 'info' },
+      env: { ...process.env, PORT: '8080', HOST, NFSHA_DATA_DIR: dataDir, NFSHA_PUBLIC_URL: CP, LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.#process.stdout!.pipe(out);
-    let stderr = '';
-    this.#process.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      const m = /admin API key is:\s+(\S+)/.exec(stderr);
-      if (m) this.adminKey = m[1]!;
+    this.#process.stderr!.pipe(createWriteStream(join(runDir, 'control-plane.stderr.log')));
+    // The first admin key is in a 0600 file of the data directory, as an operator finds it.
+    await until('the control plane to write its admin key', 60_000, async () => {
+      this.adminKey = (await readFile(join(dataDir, 'initial-admin-key'), 'utf8').catch(() => '')).trim();
+      return this.adminKey !== '';
     });
-    await until('the control plane to print its admin key', 60_000, async () => this.adminKey !== '');
     await until('the control plane to listen', 30_000, async () => (await fetch(`${CP}/healthz`).catch(() => null))?.ok);
   }
 
@@ -273,9 +273,13 @@ async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs:
 // Agents, installed the way an operator does it: the control plane's installer with a
 // one-time enrolment token (it verifies the bundle, enrols, runs the preflight, starts the unit)
 
-async function installAgent(vm: Vm): Promise<void> {
-  const { token } = await cp.call<{ token: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
-  const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --token ${token}`], 300_000);
+async function installAgent(vm: Vm, device: string): Promise<void> {
+  const { token, agentSha256 } = await cp.call<{ token: string; agentSha256: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
+  // As the README says: the token in a 0600 file, the allowed set and the operator's checksum as flags.
+  // --insecure: the lab's control plane speaks plain HTTP on its private bridge.
+  await vm.run(['bash', '-c', `umask 077 && printf %s ${token} > /root/nfs-ha.token`]);
+  const flags = `--token-file /root/nfs-ha.token --sha256 ${agentSha256} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
+  const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- ${flags}`], 300_000);
   writeFileSync(join(runDir, `${vm.name}.install.log`), `${r.stdout}${r.stderr}`);
   if (r.code !== 0) throw new Error(`${vm.name}: the installer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`);
 }
@@ -580,7 +584,7 @@ async function main(): Promise<void> {
   sampler.start();
 
   await runScenario('cold-start', 'both agents enrol, one becomes active; the client mounts and writes', device, async (s) => {
-    await Promise.all(nodes.map(installAgent));
+    await Promise.all(nodes.map((vm) => installAgent(vm, device)));
     s.failover = await awaitFailover(0, null);
     s.check('one node became active', true, `${s.failover.to} under epoch ${s.failover.epoch}`);
     await startClient();

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { parse, type Tags } from 'yaml';
 import { ENV_SOURCE, ENV_VARS } from '../../control-plane/config.ts';
-import { DYNAMODB_ITEM_ACTIONS, TABLE_DEFINITION } from '../../control-plane/store/dynamodb.ts';
+import { DYNAMODB_ITEM_ACTIONS, TABLE_DEFINITION, TTL_ATTRIBUTE } from '../../control-plane/store/dynamodb.ts';
 import { SWEEP_EVENT } from '../../control-plane/sweep.ts';
 
 /** CloudFormation's short-form intrinsics, read as their long forms. */
@@ -43,6 +43,7 @@ const template = parse(readFileSync(new URL('../../infra/cloudformation.yaml', i
   Resources: Record<string, { Type: string; Properties: any; DeletionPolicy?: string }>;
   Outputs: Record<string, { Value: unknown }>;
 };
+/** The properties of the one resource of a type (the functions, two, are read by name). */
 const resource = (type: string) => {
   const found = Object.entries(template.Resources).filter(([, r]) => r.Type === type);
   assert.equal(found.length, 1, `exactly one ${type}`);
@@ -62,25 +63,53 @@ describe('CloudFormation template', () => {
     assert.equal(template.Resources.Table!.DeletionPolicy, 'Retain');
   });
 
-  it('runs the function on a supported Node.js runtime, arm64, with reserved concurrency and a log group with retention', () => {
-    const f = resource('AWS::Lambda::Function');
-    assert.match(f.Runtime, /^nodejs(22|24)\.x$/);
-    assert.deepEqual(f.Architectures, ['arm64']);
-    assert.equal(f.Handler, 'index.handler');
-    assert.deepEqual(f.ReservedConcurrentExecutions, { Ref: 'ReservedConcurrency' });
-    assert.equal(template.Parameters.ReservedConcurrency?.Type, 'Number');
-    assert.deepEqual(f.LoggingConfig.LogGroup, { Ref: 'LogGroup' });
+  it('runs both functions on a supported Node.js runtime, arm64, each with its own reserved concurrency, and a log group with retention', () => {
+    for (const [name, concurrency] of [
+      ['Function', 'ReservedConcurrency'],
+      ['AgentFunction', 'AgentConcurrency'],
+    ] as const) {
+      const f = template.Resources[name]!.Properties;
+      assert.match(f.Runtime, /^nodejs(22|24)\.x$/);
+      assert.deepEqual(f.Architectures, ['arm64']);
+      assert.equal(f.Handler, 'index.handler');
+      assert.deepEqual(f.ReservedConcurrentExecutions, { Ref: concurrency });
+      assert.equal(template.Parameters[concurrency]?.Type, 'Number');
+      assert.deepEqual(f.LoggingConfig.LogGroup, { Ref: 'LogGroup' });
+    }
     assert.deepEqual(resource('AWS::Logs::LogGroup').RetentionInDays, { Ref: 'LogRetentionDays' });
+  });
+
+  it('an anonymous flood cannot spend what renewals need: agents have their own function; the public one sits behind a throttled API', () => {
+    const env = (name: string) => template.Resources[name]!.Properties.Environment.Variables as Record<string, unknown>;
+    assert.equal(env('AgentFunction').NFSHA_API_SURFACE, 'agent');
+    assert.equal(env('Function').NFSHA_API_SURFACE, 'operator');
+    // The only Function URL is the agents'; the public function is reached through API Gateway alone.
     const url = resource('AWS::Lambda::Url');
-    assert.deepEqual(url.TargetFunctionArn, { 'Fn::GetAtt': ['Function', 'Arn'] });
-    assert.deepEqual(template.Outputs.Url?.Value, { 'Fn::GetAtt': ['FunctionUrl', 'FunctionUrl'] });
+    assert.deepEqual(url.TargetFunctionArn, { 'Fn::GetAtt': ['AgentFunction', 'Arn'] });
+    assert.deepEqual(resource('AWS::ApiGatewayV2::Integration').IntegrationUri, { 'Fn::GetAtt': ['Function', 'Arn'] });
+    const stage = resource('AWS::ApiGatewayV2::Stage');
+    assert.deepEqual(stage.DefaultRouteSettings, { ThrottlingRateLimit: { Ref: 'PublicRateLimit' }, ThrottlingBurstLimit: { Ref: 'PublicBurstLimit' } });
+    const permissions = Object.values(template.Resources).filter((r) => r.Type === 'AWS::Lambda::Permission');
+    const publicInvokers = permissions.filter((p) => p.Properties.Principal === '*').map((p) => p.Properties.FunctionName);
+    assert.deepEqual(publicInvokers, [{ Ref: 'AgentFunction' }], 'nobody but API Gateway invokes the public function');
+    // The installer hands agents their own URL.
+    assert.deepEqual(env('Function').NFSHA_AGENT_URL, { 'Fn::GetAtt': ['AgentFunctionUrl', 'FunctionUrl'] });
+    assert.deepEqual(template.Outputs.AgentUrl?.Value, { 'Fn::GetAtt': ['AgentFunctionUrl', 'FunctionUrl'] });
+  });
+
+  it('lets DynamoDB expire events by their ttl attribute', () => {
+    assert.deepEqual(resource('AWS::DynamoDB::Table').TimeToLiveSpecification, { AttributeName: TTL_ATTRIBUTE, Enabled: true });
   });
 
   it('sets every environment variable the code expects from the deployment', () => {
-    const env = resource('AWS::Lambda::Function').Environment.Variables as Record<string, unknown>;
     assert.deepEqual(Object.keys(ENV_SOURCE).sort(), [...ENV_VARS].sort(), 'every variable the config reads is classified');
-    for (const name of ENV_VARS.filter((v) => ENV_SOURCE[v] === 'template')) assert.ok(name in env, `${name} is not set on the function`);
-    for (const name of ENV_VARS.filter((v) => ENV_SOURCE[v] !== 'template')) assert.ok(!(name in env), `${name} should not be set by the template`);
+    for (const fn of ['Function', 'AgentFunction']) {
+      const env = template.Resources[fn]!.Properties.Environment.Variables as Record<string, unknown>;
+      // The agents' function needs no agent URL (it would name itself: a cycle in the template).
+      const expected = ENV_VARS.filter((v) => ENV_SOURCE[v] === 'template' && !(fn === 'AgentFunction' && v === 'NFSHA_AGENT_URL'));
+      for (const name of expected) assert.ok(name in env, `${name} is not set on ${fn}`);
+      for (const name of ENV_VARS.filter((v) => ENV_SOURCE[v] !== 'template')) assert.ok(!(name in env), `${name} should not be set by the template`);
+    }
   });
 
   it('grants exactly the item operations the adapter performs, on this table and its index only', () => {
@@ -114,13 +143,16 @@ describe('CloudFormation template', () => {
     assert.deepEqual([invoke.Action, invoke.Resource], ['lambda:InvokeFunction', { 'Fn::GetAtt': ['Function', 'Arn'] }]);
   });
 
-  it('lets the function invoke itself (webhook delivery after a response), and no other function', () => {
+  it('lets each function invoke itself (webhook delivery after a response), and no other function', () => {
     const policy = template.Resources.FunctionRole!.Properties.Policies.find((p: { PolicyName: string }) => p.PolicyName === 'deliver-webhooks');
     const [statement, ...others] = policy.PolicyDocument.Statement;
     assert.equal(others.length, 0);
     assert.equal(statement.Action, 'lambda:InvokeFunction');
-    const name = resource('AWS::Lambda::Function').FunctionName['Fn::Sub'] as string;
-    assert.equal(statement.Resource['Fn::Sub'], `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:${name}`);
+    const names = ['Function', 'AgentFunction'].map((f) => template.Resources[f]!.Properties.FunctionName['Fn::Sub'] as string);
+    assert.deepEqual(
+      statement.Resource.map((r: { 'Fn::Sub': string }) => r['Fn::Sub']),
+      names.map((name) => `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:${name}`),
+    );
   });
 
   it('carries no secret: no secret-looking parameter or literal', () => {
