@@ -487,6 +487,18 @@ webhooks
     out(g(), r, () => `delivery ${r.id} (${r.type}) is due again now`);
   });
 webhooks
+  .command('rotate-secret')
+  .description('a new signing secret; the old one signs too during the overlap')
+  .argument('<cluster>')
+  .argument('<id>')
+  .option('--overlap <seconds>', 'how long the old secret keeps signing', '86400')
+  .action(async (cluster: string, id: string, o: { overlap: string }) => {
+    const r = await api<{ secret: string; previousSecretUntil: string }>(g(), 'POST', `${hooksPath(cluster, id)}/rotate-secret`, {
+      overlapSeconds: Number(o.overlap),
+    });
+    out(g(), r, () => `new secret (shown once): ${r.secret}\ndeliveries carry both signatures until ${r.previousSecretUntil}: update the receiver before then`);
+  });
+webhooks
   .command('test')
   .description('send a webhook.test event to this webhook')
   .argument('<cluster>')
@@ -503,11 +515,99 @@ program
   .argument('<node>')
   .option('--ttl <seconds>', 'how long it is valid', '3600')
   .action(async (cluster: string, node: string, o: { ttl: string }) => {
-    const r = await api<{ token: string; expiresAt: string }>(g(), 'POST', `/v1/clusters/${encodeURIComponent(cluster)}/enrolments`, {
-      node,
-      ttlSeconds: Number(o.ttl),
-    });
-    out(g(), r, () => `enrolment token for ${node} of ${cluster}, valid until ${r.expiresAt}:\n${r.token}`);
+    const r = await api<{ token: string; expiresAt: string; agentSha256: string | null }>(
+      g(),
+      'POST',
+      `/v1/clusters/${encodeURIComponent(cluster)}/enrolments`,
+      { node, ttlSeconds: Number(o.ttl) },
+    );
+    out(g(), r, () =>
+      [
+        `enrolment token for ${node} of ${cluster}, valid until ${r.expiresAt}:`,
+        r.token,
+        r.agentSha256
+          ? `agent SHA-256 (give it to the installer's --sha256): ${r.agentSha256}`
+          : 'this control plane serves no agent bundle yet (npm run build)',
+        'on the node, put the token in a 0600 file and pass --token-file (never on a command line)',
+      ].join('\n'),
+    );
+  });
+
+const clusterPath = (cluster: string) => `/v1/clusters/${encodeURIComponent(cluster)}`;
+interface AgentCredentialView {
+  id: string;
+  node: string;
+  createdAt: string;
+  revokedAt: string | null;
+  expiresAt: string | null;
+  live: boolean;
+}
+const credentials = program.command('credentials').description("the nodes' agent credentials (admin)");
+credentials
+  .command('list')
+  .argument('<cluster>')
+  .option('--node <node>', 'only this node')
+  .option('--all', 'revoked and expired ones too')
+  .action(async (cluster: string, o: { node?: string; all?: boolean }) => {
+    const query = new URLSearchParams({ ...(o.node && { node: o.node }), ...(o.all && { all: 'true' }) });
+    const r = await api<{ credentials: AgentCredentialView[] }>(g(), 'GET', `${clusterPath(cluster)}/credentials?${query}`);
+    out(g(), r, () =>
+      r.credentials.length === 0
+        ? 'no agent credentials'
+        : r.credentials
+            .map(
+              (c) =>
+                `${c.id}  ${c.node.padEnd(12)} since ${c.createdAt}  ${c.revokedAt ? `revoked ${c.revokedAt}` : c.expiresAt ? `${c.live ? 'works until' : 'expired'} ${c.expiresAt}` : 'live'}`,
+            )
+            .join('\n'),
+    );
+  });
+credentials
+  .command('revoke')
+  .argument('<cluster>')
+  .argument('<id>')
+  .action(async (cluster: string, id: string) => {
+    const r = await api<{ id: string }>(g(), 'DELETE', `${clusterPath(cluster)}/credentials/${encodeURIComponent(id)}`);
+    out(g(), r, () => `agent credential ${r.id} revoked`);
+  });
+credentials
+  .command('rotate')
+  .description('a new credential for a node; the old one keeps working for the overlap')
+  .argument('<cluster>')
+  .argument('<node>')
+  .option('--overlap <seconds>', 'how long the old one keeps working', '3600')
+  .action(async (cluster: string, node: string, o: { overlap: string }) => {
+    const r = await api<AgentCredentialView & { credential: string; overlapUntil: string; superseded: string[] }>(
+      g(),
+      'POST',
+      `${clusterPath(cluster)}/credentials`,
+      { node, overlapSeconds: Number(o.overlap) },
+    );
+    out(g(), r, () =>
+      [
+        `new credential ${r.id} for ${node} (shown once):`,
+        r.credential,
+        `the old one${r.superseded.length > 1 ? 's' : ''} (${r.superseded.join(', ') || 'none'}) keep${r.superseded.length > 1 ? '' : 's'} working until ${r.overlapUntil}`,
+        `on ${node}: nfs-ha-agent set-credential < file-with-the-credential   (writes agent.json and reloads the agent; no failover)`,
+      ].join('\n'),
+    );
+  });
+
+program
+  .command('peer-secret')
+  .description("the nodes' peer-channel secret (admin)")
+  .argument('<action>', 'rotate')
+  .argument('<cluster>')
+  .action(async (action: string, cluster: string) => {
+    if (action !== 'rotate') throw new CliError(`peer-secret ${action}: the only action is rotate`);
+    const r = await api<{ peerToken: string }>(g(), 'POST', `${clusterPath(cluster)}/peer-secret`);
+    out(g(), r, () =>
+      [
+        'new peer secret (shown once):',
+        r.peerToken,
+        'on each node: nfs-ha-agent set-peer-secret < file-with-the-secret   (keeps the old one as previousToken and reloads; the nodes talk throughout)',
+      ].join('\n'),
+    );
   });
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href || process.argv[1]?.endsWith('nfs-ha.mjs')) {

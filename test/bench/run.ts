@@ -3,6 +3,9 @@
  *
  * coldstart — the Lambda bundle's load and first request in a fresh process, against bare node.
  *
+ * abuse — renewal p50/p99 idle and under each load a stranger or a misbehaving client can send
+ * (test/bench/abuse.ts).
+ *
  * cost — what one cluster costs per month on Lambda + DynamoDB (test/bench/cost.ts); --seconds
  * here is per heartbeat round, so the cost bench runs 30 × that (default 60 s).
  *
@@ -29,6 +32,7 @@ import { startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
 import { dynamoClient } from '../../control-plane/store/client.ts';
 import { DynamoStore } from '../../control-plane/store/dynamodb.ts';
 import { exampleSpec, silentLog, tempDir } from '../helpers/control-plane.ts';
+import { abuseBench } from './abuse.ts';
 import { coldStartBench } from './coldstart.ts';
 import { costBench } from './cost.ts';
 import { load, type Round, summarize } from './load.ts';
@@ -143,6 +147,7 @@ const benches: Record<string, () => Promise<void>> = {
   heartbeat: heartbeatBench,
   cost: () => costBench(Number(values.seconds) * 30),
   coldstart: coldStartBench,
+  abuse: abuseBench,
 };
 // Without a name: heartbeat and cold start (the cost bench runs minutes; ask for it by name).
 const names = positionals.length > 0 ? positionals : ['heartbeat', 'coldstart'];

@@ -124,6 +124,22 @@ describe('nfs-ha CLI', () => {
     assert.match((await cli(['events', 'cli-prod'])).stdout, /lease\.granted\s+node-a/);
   });
 
+  it('agent credentials: list, rotate with an overlap, revoke; the peer secret rotates', async () => {
+    await h.clusterHeldByNodeA('cli-creds');
+    const rotated = JSON.parse((await cli(['credentials', 'rotate', 'cli-creds', 'node-b', '--overlap', '60', '--json'])).stdout) as {
+      id: string;
+      credential: string;
+    };
+    assert.match(rotated.credential, /^nfsha_ag_/);
+    const text = (await cli(['credentials', 'rotate', 'cli-creds', 'node-b'])).stdout;
+    assert.match(text, new RegExp(`the old one \\(${rotated.id}\\) keeps working until .*\non node-b: nfs-ha-agent set-credential`));
+    const listed = (await cli(['credentials', 'list', 'cli-creds', '--node', 'node-b'])).stdout;
+    assert.match(listed, new RegExp(`${rotated.id}  node-b .* works until`));
+    assert.match((await cli(['credentials', 'revoke', 'cli-creds', rotated.id])).stdout, new RegExp(`agent credential ${rotated.id} revoked`));
+    assert.doesNotMatch((await cli(['credentials', 'list', 'cli-creds', '--node', 'node-b'])).stdout, new RegExp(rotated.id));
+    assert.match((await cli(['peer-secret', 'rotate', 'cli-creds'])).stdout, /new peer secret \(shown once\):\n[A-Za-z0-9_-]{43}\n/);
+  });
+
   it('switchover: requests it, shows progress while the nodes hand over, ends when the target is active', async () => {
     await h.clusterHeldByNodeA('cli-sw');
     const node = (n: string) => `/v1/clusters/cli-sw/nodes/${n}`;

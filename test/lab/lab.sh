@@ -23,8 +23,8 @@ qemu-system-x86_64 -accel help 2>/dev/null | grep -qx tcg || fail "this qemu has
 
 cleanup() {
   local pids
-  pids=$(ip netns pids "$ns" 2>/dev/null || true)
-  if [[ -n $pids ]]; then kill -9 $pids 2>/dev/null || true; fi
+  mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null || true)
+  if ((${#pids[@]})); then kill -9 "${pids[@]}" 2>/dev/null || true; fi
   ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT

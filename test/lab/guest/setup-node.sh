@@ -12,4 +12,6 @@ iscsiadm -m node -p "$portal" --op update -n node.startup -v automatic
 iscsiadm -m node -p "$portal" --login >/dev/null
 systemctl enable iscsid open-iscsi 2>/dev/null
 udevadm settle
-ls /dev/disk/by-id/ | grep '^wwn-' | head -1
+for link in /dev/disk/by-id/wwn-*; do
+  [[ -e $link ]] && { basename "$link"; break; }
+done
