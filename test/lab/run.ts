@@ -591,6 +591,21 @@ async function main(): Promise<void> {
     await waitAcksAfter(20, 120_000);
   });
 
+  await runScenario('refresh', 'the installer run again on the active node: reloaded, not restarted; no failover', device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const vm = vmByName(holder);
+    const mainPid = () => vm.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'nfs-ha-agent']).then((p) => p.trim());
+    const before = await mainPid();
+    const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 300_000);
+    s.check('the installer ran again, keeping the credential and the allowed set', r.code === 0, r.stderr.trim().split('\n').at(-1) ?? '');
+    s.check('it reloaded the serving agent instead of restarting it', /reloaded its configuration/.test(r.stderr), r.stderr.trim().split('\n').at(-1) ?? '');
+    await sleep(5000);
+    const after = await mainPid();
+    s.check('the same agent process serves on (SIGHUP reloads it)', after === before, `MainPID ${before} → ${after}`);
+    const now = await activeNode();
+    s.check('no failover', now.holder === holder && now.epoch === epoch, `${now.holder} under epoch ${now.epoch}`);
+  });
+
   await runScenario('switchover', 'planned switchover through the API', device, async (s) => {
     const { holder, epoch } = await activeNode();
     const to = peerOf(holder);
