@@ -5,7 +5,7 @@ import { Arbiter } from './arbiter.ts';
 import { swaggerUI } from '@hono/swagger-ui';
 import { accessFor, allows, Credentials, type Principal } from './auth.ts';
 import type { AppOptions } from './config.ts';
-import { AddressSet, FailureLimiter, unmapped } from './limits.ts';
+import { AddressSet, clientAddress, FailureLimiter } from './limits.ts';
 import { type InstallAssets, installAssets, installRouter } from './install.ts';
 import type { Clock } from './clock.ts';
 import { errorHandler, errorResponse } from './errors.ts';
@@ -36,21 +36,11 @@ export interface AppDeps {
 
 export const DEFAULT_APP_OPTIONS: AppOptions = { publicUrl: null, agentUrl: null, trustedProxies: [], webhookAllow: [], surface: 'all' };
 
-/**
- * The caller's address (Node server socket, or the Lambda event's source). Behind a trusted
- * reverse proxy it is the last X-Forwarded-For hop that is not itself a trusted proxy; a header
- * from anyone else is ignored, since a client can write whatever it likes there.
- */
-export function clientAddress(c: Context, trusted: AddressSet): string {
+/** The caller's address (Node server socket, or the Lambda event's source), behind a trusted proxy too. */
+function callerAddress(c: Context, trusted: AddressSet): string {
   const env = c.env as { incoming?: { socket?: { remoteAddress?: string } }; event?: { requestContext?: { http?: { sourceIp?: string } } } } | undefined;
-  const peer = unmapped(env?.incoming?.socket?.remoteAddress ?? env?.event?.requestContext?.http?.sourceIp ?? 'local');
-  if (!trusted.has(peer)) return peer;
-  const hops = (c.req.header('x-forwarded-for') ?? '')
-    .split(',')
-    .map((h) => unmapped(h.trim()))
-    .filter(Boolean);
-  for (let i = hops.length - 1; i >= 0; i--) if (!trusted.has(hops[i]!)) return hops[i]!;
-  return peer;
+  const peer = env?.incoming?.socket?.remoteAddress ?? env?.event?.requestContext?.http?.sourceIp ?? 'local';
+  return clientAddress(peer, c.req.header('x-forwarded-for'), trusted);
 }
 
 /** Routes an agents-only instance serves (the lease protocol, its spec, health). */
@@ -109,7 +99,7 @@ export function createApp({
     c.set('principal', null);
     const access = accessFor(c.req.method, c.req.path);
     if ('public' in access) {
-      const client = clientAddress(c, trusted);
+      const client = callerAddress(c, trusted);
       if (enrolFailures.locked(client, clock.now()))
         return errorResponse(c, 429, 'too_many_auth_failures', 'too many refused enrolment tokens from this address; wait a minute', undefined, {
           'retry-after': '60',
@@ -126,7 +116,7 @@ export function createApp({
     // A valid credential is never refused by the failure limiter, whoever shares its address.
     const principal = token ? await credentials.authenticate(token) : null;
     if (!principal) {
-      const client = clientAddress(c, trusted);
+      const client = callerAddress(c, trusted);
       const locked = limiter.fail(client, clock.now(), (n) =>
         log.warn({ client, failures: n }, `${n} failed authentications from ${client} within a minute: refusing its failed attempts for a minute`),
       );

@@ -17,9 +17,7 @@ import type { Clock } from './clock.ts';
 import { TokenBucket } from './limits.ts';
 import type { SecretRecord, Store } from './store/store.ts';
 
-export type Principal =
-  | { kind: 'operator'; id: string; role: OperatorRole; name: string }
-  | { kind: 'agent'; id: string; clusterId: string; node: string };
+export type Principal = { kind: 'operator'; id: string; role: OperatorRole; name: string } | { kind: 'agent'; id: string; clusterId: string; node: string };
 
 export const DIRECTORY_REFRESH_MS = 10_000;
 /** How long an id the store does not have is taken as unknown without asking again. */

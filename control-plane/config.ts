@@ -6,6 +6,12 @@
 import { z } from 'zod';
 import { AddressSet } from './limits.ts';
 
+/** A URL that goes into a shell script and into nodes' configs as it is: nothing to quote in it. */
+const PlainUrl = z
+  .url({ protocol: /^https?$/ })
+  .regex(/^[A-Za-z0-9:/._~%-]+$/, 'must be a plain http(s) URL: letters, digits and : / . _ ~ % - only')
+  .transform((u) => u.replace(/\/+$/, ''));
+
 const Env = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -21,22 +27,11 @@ const Env = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   NFSHA_AGENT_BUNDLE: z.string().min(1).optional().describe('The agent bundle the installer hands out (default dist/nfs-ha-agent.mjs)'),
   LAMBDA_TASK_ROOT: z.string().min(1).optional(),
-  NFSHA_PUBLIC_URL: z
-    .url({ protocol: /^https?$/ })
-    .regex(/^[A-Za-z0-9:/._~%-]+$/, 'must be a plain http(s) URL: letters, digits and : / . _ ~ % - only')
-    .transform((u) => u.replace(/\/+$/, ''))
-    .optional()
-    .describe('The URL nodes and operators reach this control plane by; the installer is written with it (never with request headers)'),
-  NFSHA_AGENT_URL: z
-    .url({ protocol: /^https?$/ })
-    .regex(/^[A-Za-z0-9:/._~%-]+$/, 'must be a plain http(s) URL: letters, digits and : / . _ ~ % - only')
-    .transform((u) => u.replace(/\/+$/, ''))
-    .optional()
-    .describe("The URL agents use, when it differs from NFSHA_PUBLIC_URL (on AWS: the agents' own function)"),
-  NFSHA_TRUSTED_PROXIES: z
-    .string()
-    .optional()
-    .describe('Comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For names the client'),
+  NFSHA_PUBLIC_URL: PlainUrl.optional().describe(
+    'The URL nodes and operators reach this control plane by; the installer is written with it (never with request headers)',
+  ),
+  NFSHA_AGENT_URL: PlainUrl.optional().describe("The URL agents use, when it differs from NFSHA_PUBLIC_URL (on AWS: the agents' own function)"),
+  NFSHA_TRUSTED_PROXIES: z.string().optional().describe('Comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For names the client'),
   NFSHA_WEBHOOK_ALLOW: z
     .string()
     .optional()

@@ -55,7 +55,8 @@ const HTTP_CODES: Record<number, string> = {
 export function errorHandler(log: Logger) {
   return (err: Error, c: Context) => {
     // Every 503 is a "retry shortly": say when.
-    if (err instanceof ApiError) return errorResponse(c, err.status, err.code, err.message, err.details, err.status === 503 ? { 'retry-after': '1' } : undefined);
+    if (err instanceof ApiError)
+      return errorResponse(c, err.status, err.code, err.message, err.details, err.status === 503 ? { 'retry-after': '1' } : undefined);
     if (err instanceof HTTPException) {
       const status = err.status as ContentfulStatusCode;
       const code = status === 400 && /JSON/i.test(err.message) ? 'invalid_json' : (HTTP_CODES[status] ?? 'http_error');

@@ -18,7 +18,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { ClusterEvent } from '../shared/events.ts';
 import { ClusterId } from '../shared/names.ts';
 import { accessFor, allows, type Credentials } from './auth.ts';
-import { AddressSet, RateLimit, unmapped } from './limits.ts';
+import { AddressSet, clientAddress, RateLimit } from './limits.ts';
 import { EVENT_CURSOR, type Store } from './store/store.ts';
 
 const STREAM_PATH = /^\/v1\/clusters\/([^/]+)\/events\/stream$/;
@@ -153,15 +153,7 @@ export function attachEventStream(
   let open = 0;
   const perKey = new Map<string, number>();
 
-  const client = (req: IncomingMessage) => {
-    const peer = unmapped(req.socket.remoteAddress ?? 'local');
-    if (!trusted.has(peer)) return peer;
-    const hops = String(req.headers['x-forwarded-for'] ?? '')
-      .split(',')
-      .map((h) => unmapped(h.trim()))
-      .filter(Boolean);
-    return hops.reverse().find((h) => !trusted.has(h)) ?? peer;
-  };
+  const client = (req: IncomingMessage) => clientAddress(req.socket.remoteAddress ?? 'local', req.headers['x-forwarded-for'] as string | undefined, trusted);
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     void (async () => {

@@ -63,10 +63,7 @@ export function installRouter(assets: InstallAssets, urls: { agentUrl: string | 
       const b = await bundle().catch(() => null);
       if (!b) return unavailable(c);
       const [script, unit] = await Promise.all([readFile(assets.script, 'utf8'), readFile(assets.unit, 'utf8')]);
-      const filled = script
-        .replace('@@CONTROL_PLANE_URL@@', urls.agentUrl)
-        .replace('@@BUNDLE_SHA256@@', b.sha256)
-        .replace('@@AGENT_UNIT@@', unit.trimEnd());
+      const filled = script.replace('@@CONTROL_PLANE_URL@@', urls.agentUrl).replace('@@BUNDLE_SHA256@@', b.sha256).replace('@@AGENT_UNIT@@', unit.trimEnd());
       return c.body(filled, 200, { 'content-type': 'text/x-shellscript; charset=utf-8', 'cache-control': 'no-store' });
     })
     .get('/install/nfs-ha-agent.mjs', async (c) => {

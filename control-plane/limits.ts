@@ -115,3 +115,19 @@ export class AddressSet {
 export function unmapped(address: string): string {
   return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? address;
 }
+
+/**
+ * The client's address: the connection's peer, or — when the peer is a trusted reverse proxy —
+ * the last X-Forwarded-For hop that is not itself a trusted proxy. A header from anyone else
+ * is ignored, since a client can write whatever it likes there.
+ */
+export function clientAddress(peer: string, forwardedFor: string | undefined, trusted: AddressSet): string {
+  const from = unmapped(peer);
+  if (!trusted.has(from)) return from;
+  const hops = (forwardedFor ?? '')
+    .split(',')
+    .map((h) => unmapped(h.trim()))
+    .filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) if (!trusted.has(hops[i]!)) return hops[i]!;
+  return from;
+}

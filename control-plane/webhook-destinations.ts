@@ -45,7 +45,9 @@ export class WebhookDestinations {
     const host = new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
     let addresses: string[];
     try {
-      addresses = isIP(host) ? [host] : (await new Promise<LookupAddress[]>((ok, fail) => dnsLookup(host, { all: true }, (e, a) => (e ? fail(e) : ok(a))))).map((a) => a.address);
+      addresses = isIP(host)
+        ? [host]
+        : (await new Promise<LookupAddress[]>((ok, fail) => dnsLookup(host, { all: true }, (e, a) => (e ? fail(e) : ok(a))))).map((a) => a.address);
     } catch (err) {
       return `${host} does not resolve (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
     }

@@ -228,13 +228,23 @@ export class WebhookDeliverer {
     const headers = { ...signedHeaders(signingSecrets(webhook, at), d.messageId, at, d.body), 'user-agent': 'nfs-ha-webhooks/1' };
     return new Promise<Attempt>((resolve) => {
       const fail = (err: Error & { code?: string }) => {
-        const reason = err.name === 'TimeoutError' || err.name === 'AbortError' ? `no answer within ${this.#timeoutMs} ms` : err.code === 'EDESTINATIONREFUSED' ? `refused: ${err.message}` : (err.code ?? err.message);
+        const reason =
+          err.name === 'TimeoutError' || err.name === 'AbortError'
+            ? `no answer within ${this.#timeoutMs} ms`
+            : err.code === 'EDESTINATIONREFUSED'
+              ? `refused: ${err.message}`
+              : (err.code ?? err.message);
         resolve({ at, durationMs: durationMs(), httpStatus: null, error: String(reason).slice(0, 500) });
       };
       // A redirect is an answer, not a delivery: receivers give their final URL (http.request never follows one).
       const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
         url,
-        { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(d.body) }, lookup: this.destinations.lookup, signal: AbortSignal.timeout(this.#timeoutMs) },
+        {
+          method: 'POST',
+          headers: { ...headers, 'content-length': Buffer.byteLength(d.body) },
+          lookup: this.destinations.lookup,
+          signal: AbortSignal.timeout(this.#timeoutMs),
+        },
         (res) => {
           res.resume();
           const status = res.statusCode ?? 0;
