@@ -177,9 +177,12 @@ export function attachEventStream(
       if ((perKey.get(principal.id) ?? 0) >= limits.perKey)
         return refuse(socket, 429, 'too_many_streams', `this key has ${limits.perKey} streams open already; close one first`);
       if (!(await deps.store.getCluster(clusterId.data))) return refuse(socket, 404, 'cluster_not_found', `no cluster "${clusterId.data}"`);
-      open++;
-      perKey.set(principal.id, (perKey.get(principal.id) ?? 0) + 1);
-      wss.handleUpgrade(req, socket, head, (ws) => void subscribe(ws, clusterId.data, principal.id, cursor));
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        // Counted once the stream exists: an upgrade that fails never holds a place.
+        open++;
+        perKey.set(principal.id, (perKey.get(principal.id) ?? 0) + 1);
+        void subscribe(ws, clusterId.data, principal.id, cursor);
+      });
     })().catch((err: Error) => {
       deps.log.warn({ err: err.message }, 'event stream upgrade failed');
       refuse(socket, 503, 'store_unavailable', 'could not open the event stream');

@@ -17,9 +17,10 @@ import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, router 
 
 const tags = ['clusters'];
 /** A request reads at most SCAN_PAGES pages of SCAN_PAGE events; past that its cursor says where to go on. */
-const SCAN_PAGE = 200;
-const SCAN_PAGES = 5;
+const SCAN_PAGE = 100;
+const SCAN_PAGES = 10;
 const FencingEntry = FencingHistorySchema.shape.fencing.element;
+const FENCING_TYPES = ['fencing.decided', 'fencing.confirmed'];
 /** A switchover target must have heartbeated this recently (node status is refreshed every 30 s). */
 const SWITCHOVER_TARGET_SEEN_MS = 45_000;
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -345,7 +346,10 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         await cluster(clusterId);
         const { type, node, epoch, ...page } = c.req.valid('query');
         const filter = { types: type, node, epoch };
-        return c.json(await filteredEvents(store, clusterId, page, type || node || epoch !== undefined ? (e) => eventMatches(e, filter) : null), 200);
+        return c.json(
+          await filteredEvents(store, clusterId, { ...page, types: type }, type || node || epoch !== undefined ? (e) => eventMatches(e, filter) : null),
+          200,
+        );
       },
     )
     .openapi(
@@ -379,7 +383,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         let cursor = from;
         let resume: string | null = null;
         scan: for (let pages = 0; pages < SCAN_PAGES; pages++) {
-          const page = await store.listEvents(clusterId, { limit: SCAN_PAGE, cursor, newestFirst: true });
+          const page = await store.listEvents(clusterId, { limit: SCAN_PAGE, cursor, newestFirst: true, types: FENCING_TYPES });
           for (const e of page.events) {
             if (e.type === 'fencing.confirmed') confirmed.set(e.epoch, e);
             if (e.type !== 'fencing.decided') continue;
@@ -420,7 +424,7 @@ async function filteredEvents(store: Store, clusterId: string, query: EventQuery
   const events: ClusterEvent[] = [];
   let cursor = query.cursor;
   for (let pages = 0; pages < SCAN_PAGES; pages++) {
-    const page = await store.listEvents(clusterId, { limit: Math.min(query.limit, SCAN_PAGE), cursor });
+    const page = await store.listEvents(clusterId, { limit: Math.min(query.limit, SCAN_PAGE), cursor, types: query.types });
     for (const e of page.events) {
       if (!filter(e)) continue;
       events.push(e);

@@ -108,7 +108,11 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
         if (!key) throw new ApiError(404, 'key_not_found', `no operator key ${keyId}`);
         const admins = (await store.listSecrets('operator')).filter((r) => r.role === 'admin' && live(r, clock.now()));
         if (key.role === 'admin' && admins.length === 1 && admins[0]!.id === keyId)
-          throw new ApiError(409, 'last_admin_key', `key ${keyId} is the last admin key: revoking it would lock every operator out; create another admin key first`);
+          throw new ApiError(
+            409,
+            'last_admin_key',
+            `key ${keyId} is the last admin key: revoking it would lock every operator out; create another admin key first`,
+          );
         await credentials.revoke('operator', keyId);
         return c.json({ id: keyId, revoked: true as const }, 200);
       },
@@ -146,7 +150,9 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
               agentSha256: z
                 .string()
                 .nullable()
-                .describe("SHA-256 of the agent bundle this control plane serves: give it to the installer's --sha256, so the node checks the download against what you saw here"),
+                .describe(
+                  "SHA-256 of the agent bundle this control plane serves: give it to the installer's --sha256, so the node checks the download against what you saw here",
+                ),
             }),
             'The token (shown once)',
           ),
@@ -189,7 +195,13 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
         const result = await credentials.enrol(c.req.valid('json').token);
         if ('refused' in result) throw new ApiError(401, 'invalid_enrolment_token', result.refused);
         return c.json(
-          { credential: result.token, clusterId: result.clusterId, node: result.node, peerToken: result.peerToken, previousPeerToken: result.previousPeerToken },
+          {
+            credential: result.token,
+            clusterId: result.clusterId,
+            node: result.node,
+            peerToken: result.peerToken,
+            previousPeerToken: result.previousPeerToken,
+          },
           201,
         );
       },
@@ -200,7 +212,10 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
         path: '/v1/clusters/{clusterId}/credentials',
         tags,
         summary: "List the cluster's agent credentials, without secrets (admin)",
-        request: { params: ClusterParams, query: Page.extend({ node: NodeId.optional(), all: z.enum(['true', 'false']).default('false').describe('Include revoked and expired ones') }) },
+        request: {
+          params: ClusterParams,
+          query: Page.extend({ node: NodeId.optional(), all: z.enum(['true', 'false']).default('false').describe('Include revoked and expired ones') }),
+        },
         responses: {
           200: jsonResponse(z.object({ credentials: z.array(AgentCredentialSchema), cursor: z.string().nullable() }), 'A page of credentials, by id'),
           ...errors(400, 404, 503),

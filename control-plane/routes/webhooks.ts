@@ -146,7 +146,19 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
           'Every delivery carries one signature per live secret (`webhook-signature: v1,<new> v1,<old>`), so a receiver verifies with either: update it, then let the overlap end.',
         request: {
           params: WebhookParams,
-          ...jsonBody(z.object({ overlapSeconds: z.number().int().min(0).max(7 * 86_400).optional().describe('Default 86400 (a day)') }).strict()),
+          ...jsonBody(
+            z
+              .object({
+                overlapSeconds: z
+                  .number()
+                  .int()
+                  .min(0)
+                  .max(7 * 86_400)
+                  .optional()
+                  .describe('Default 86400 (a day)'),
+              })
+              .strict(),
+          ),
         },
         responses: {
           200: jsonResponse(WebhookViewSchema.extend({ secret: z.string().describe('Shown once'), previousSecretUntil: z.string() }), 'Rotated'),

@@ -191,9 +191,17 @@ export class DynamoStore implements Store {
   async #queryPrefix(
     pk: string,
     prefix: string,
-    page: { limit?: number | undefined; startSk?: string | undefined; fromSk?: string | undefined; newestFirst?: boolean } = {},
+    page: {
+      limit?: number | undefined;
+      startSk?: string | undefined;
+      fromSk?: string | undefined;
+      newestFirst?: boolean;
+      /** Only items whose `type` is one of these (the store reads the rest, but does not return them). */
+      types?: readonly string[] | undefined;
+    } = {},
   ) {
-    const { limit, startSk, fromSk, newestFirst } = page;
+    const { limit, startSk, fromSk, newestFirst, types } = page;
+    const typeValues = Object.fromEntries((types ?? []).map((t, i) => [`:t${i}`, t]));
     const r = await this.#send(`query ${pk} ${prefix}`, 'Query', () =>
       this.#db.send(
         new QueryCommand({
@@ -201,9 +209,11 @@ export class DynamoStore implements Store {
           TableName: this.#table,
           // Every sk of the prefix sorts before prefix + "\uffff".
           KeyConditionExpression: fromSk !== undefined ? 'pk = :pk AND sk BETWEEN :from AND :to' : 'pk = :pk AND begins_with(sk, :prefix)',
-          ExpressionAttributeValues: marshall(
-            fromSk !== undefined ? { ':pk': pk, ':from': fromSk, ':to': `${prefix}\uffff` } : { ':pk': pk, ':prefix': prefix },
-          ),
+          ExpressionAttributeValues: marshall({
+            ...(fromSk !== undefined ? { ':pk': pk, ':from': fromSk, ':to': `${prefix}\uffff` } : { ':pk': pk, ':prefix': prefix }),
+            ...typeValues,
+          }),
+          ...(types && { FilterExpression: `#type IN (${Object.keys(typeValues).join(', ')})`, ExpressionAttributeNames: { '#type': 'type' } }),
           ConsistentRead: true,
           ...(newestFirst && { ScanIndexForward: false }),
           ...(limit !== undefined && { Limit: limit }),
@@ -378,7 +388,9 @@ export class DynamoStore implements Store {
     const keys = r ? (r.Items ?? []).map((item) => unmarshall(item).sk as string) : [];
     await Promise.all(
       keys.map((sk) =>
-        this.#send(`delete event ${sk}`, 'DeleteItem', () => this.#db.send(new DeleteItemCommand({ ...TOTAL, TableName: this.#table, Key: marshall({ pk, sk }) }))),
+        this.#send(`delete event ${sk}`, 'DeleteItem', () =>
+          this.#db.send(new DeleteItemCommand({ ...TOTAL, TableName: this.#table, Key: marshall({ pk, sk }) })),
+        ),
       ),
     );
     return keys.length;
@@ -391,13 +403,16 @@ export class DynamoStore implements Store {
       startSk: after ? eventSk(Number(after[1]), after[2]!) : undefined,
       fromSk: query.fromAt !== undefined ? `EVENT#${padAt(query.fromAt)}` : undefined,
       newestFirst: query.newestFirst ?? false,
+      types: query.types,
     });
     const events = (r.Items ?? []).map((item) => {
       const { [TTL_ATTRIBUTE]: _ttl, ...e } = fromItem(item);
       return EventSchema.parse(e);
     });
-    const last = events.at(-1);
-    return { events, cursor: r.LastEvaluatedKey && last ? `${last.at}.${last.id}` : null };
+    // The next page starts after the last item read, which a type filter may not have returned.
+    const lastSk = r.LastEvaluatedKey ? (unmarshall(r.LastEvaluatedKey).sk as string) : null;
+    const m = lastSk ? /^EVENT#(\d+)#(.+)$/.exec(lastSk) : null;
+    return { events, cursor: m ? `${Number(m[1])}.${m[2]}` : null };
   }
 
   async putNodeStatus(status: NodeStatus): Promise<NodeStatus | null> {

@@ -16,7 +16,7 @@ export interface OpenedStore {
 }
 
 /** Store calls the routes may have in flight at once (see OpenedStore). */
-export const ROUTE_CONCURRENCY = 4;
+export const ROUTE_CONCURRENCY = 2;
 
 /**
  * Two views of one table. The arbiter's has an SDK client (a connection pool) of its own and no

@@ -59,6 +59,11 @@ export interface EventQuery {
   fromAt?: number | undefined;
   /** Newest first (the cursor then pages towards older events). */
   newestFirst?: boolean | undefined;
+  /**
+   * Only events of these types. `limit` still counts the events read, so a page may hold fewer
+   * (even none) and still have a cursor: the store filters, the caller parses only what matches.
+   */
+  types?: readonly string[] | undefined;
 }
 
 export interface EventPage {

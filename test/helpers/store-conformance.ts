@@ -156,6 +156,44 @@ export function storeConformance(backend: string, open: () => Promise<{ store: S
       );
     });
 
+    it('events: newest first, filtered by type, paged by what was read (a page may hold none and still go on)', async () => {
+      const types = ['maintenance.changed', 'spec.updated', 'spec.updated', 'maintenance.changed', 'spec.updated'] as const;
+      await store.putEvents(
+        types.map(
+          (type, i) =>
+            ({
+              id: `f${i}`,
+              clusterId: 'sc-filter',
+              at: T + i,
+              epoch: 0,
+              type,
+              data: type === 'spec.updated' ? { specVersion: i } : { enabled: true },
+            }) as ClusterEvent,
+        ),
+      );
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      let pages = 0;
+      do {
+        const page = await store.listEvents('sc-filter', { limit: 2, cursor, newestFirst: true, types: ['maintenance.changed'] });
+        seen.push(...page.events.map((e) => e.id));
+        cursor = page.cursor ?? undefined;
+        pages++;
+      } while (cursor && pages < 10);
+      assert.deepEqual(seen, ['f3', 'f0']);
+    });
+
+    it('events are pruned oldest first, only before the given time', async () => {
+      const e = (at: number): ClusterEvent => ({ id: `p${at}`, clusterId: 'sc-prune', at, epoch: 0, type: 'maintenance.changed', data: { enabled: true } });
+      await store.putEvents([e(T), e(T + 1), e(T + 2), e(T + 3)]);
+      assert.equal(await store.pruneEvents('sc-prune', T + 3, 2), 2);
+      assert.equal(await store.pruneEvents('sc-prune', T + 3, 10), 1);
+      assert.deepEqual(
+        (await store.listEvents('sc-prune', { limit: 10 })).events.map((x) => x.at),
+        [T + 3],
+      );
+    });
+
     it('events from a time on, oldest first', async () => {
       const e = (at: number): ClusterEvent => ({ id: `e${at}`, clusterId: 'sc-from', at, epoch: 0, type: 'maintenance.changed', data: { enabled: true } });
       await store.putEvents([e(T + 20), e(T), e(T + 10)]);

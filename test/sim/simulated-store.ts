@@ -145,9 +145,11 @@ export class SimulatedStore implements Store {
     const all = [...(this.#events.get(clusterId) ?? new Map()).entries()]
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0) * (query.newestFirst ? -1 : 1))
       .filter(([k]) => (from === '' || (query.newestFirst ? k < from : k > from)) && k >= fromAt);
-    const page = all.slice(0, query.limit).map(([, e]) => copy(e));
-    const last = page.at(-1);
-    return { events: page, cursor: all.length > query.limit && last ? `${last.at}.${last.id}` : null };
+    // As DynamoDB: the limit counts what is read; the type filter applies after it.
+    const read = all.slice(0, query.limit).map(([, e]) => copy(e));
+    const last = read.at(-1);
+    const events = query.types ? read.filter((e) => query.types!.includes(e.type)) : read;
+    return { events, cursor: all.length > query.limit && last ? `${last.at}.${last.id}` : null };
   }
 
   async pruneEvents(clusterId: string, before: number, limit: number): Promise<number> {

@@ -159,7 +159,10 @@ describe('filesystem resource', () => {
     const { ctx, exec, spec } = await resourceContext();
     spec.storage.filesystem.mountPoint = '/srv/ha';
     // The real mount of another LV (vgha/data) at that path, with users.
-    exec.on(/^findmnt /, 'findmnt--json--mounted').on(/^fuser /, 'fuser--m--busy').on(/^umount /, 'umount--busy-fails');
+    exec
+      .on(/^findmnt /, 'findmnt--json--mounted')
+      .on(/^fuser /, 'fuser--m--busy')
+      .on(/^umount /, 'umount--busy-fails');
     const signals: number[] = [];
     const fs = new Filesystem(
       ctx,

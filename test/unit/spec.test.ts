@@ -37,11 +37,15 @@ describe('cluster spec', () => {
 
   it('refuses a system directory as the mount point (a typo must not mount over, or stop, what the node needs)', () => {
     for (const dir of ['/run', '/srv', '/var', '/home', '/root/.ssh', '/etc/nfs', '/usr/local/data', '/mnt']) {
-      rejects((s) => {
-        s.storage.filesystem.mountPoint = dir;
-        s.nfs.stateDir = `${dir}/.state`;
-        s.nfs.exports = [{ path: `${dir}/export`, fsid: 1, clients: [{ host: '10.88.0.0/24' }] }];
-      }, 'storage.filesystem.mountPoint', /system directory/);
+      rejects(
+        (s) => {
+          s.storage.filesystem.mountPoint = dir;
+          s.nfs.stateDir = `${dir}/.state`;
+          s.nfs.exports = [{ path: `${dir}/export`, fsid: 1, clients: [{ host: '10.88.0.0/24' }] }];
+        },
+        'storage.filesystem.mountPoint',
+        /system directory/,
+      );
     }
     const fine = structuredClone(spec) as any;
     fine.storage.filesystem.mountPoint = '/export/data';
@@ -52,11 +56,19 @@ describe('cluster spec', () => {
 
   it('checks export clients and options as exports(5) does, at validation rather than takeover', () => {
     rejects((s) => (s.nfs.exports[0].clients[0].host = '300.88.0.0/33'), 'nfs.exports.0.clients.0.host', /IPv4 or IPv6 address or network/);
-    rejects((s) => (s.nfs.exports[0].clients[0].options = ['rw', 'sycn']), 'nfs.exports.0.clients.0.options.1', /"sycn" is not an exports\(5\) option \(did you mean "sync"\?\)/);
+    rejects(
+      (s) => (s.nfs.exports[0].clients[0].options = ['rw', 'sycn']),
+      'nfs.exports.0.clients.0.options.1',
+      /"sycn" is not an exports\(5\) option \(did you mean "sync"\?\)/,
+    );
   });
 
   it('takes async, no_root_squash and the client "*" only when the spec acknowledges them', () => {
-    rejects((s) => (s.nfs.exports[0].clients[0].options = ['rw', 'async']), 'nfs.exports.0.clients.0.options', /a failover loses acknowledged writes.*add "async"/);
+    rejects(
+      (s) => (s.nfs.exports[0].clients[0].options = ['rw', 'async']),
+      'nfs.exports.0.clients.0.options',
+      /a failover loses acknowledged writes.*add "async"/,
+    );
     rejects((s) => (s.nfs.exports[0].clients[0].options = ['rw', 'sync', 'no_root_squash']), 'nfs.exports.0.clients.0.options', /add "no_root_squash"/);
     rejects((s) => (s.nfs.exports[0].clients[0].host = '*'), 'nfs.exports.0.clients.0.host', /any host .* add "any-host"/);
     const s = structuredClone(spec) as any;

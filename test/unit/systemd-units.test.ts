@@ -21,7 +21,7 @@ describe('systemd units', () => {
     assert.equal(cp.get('User')?.[0], 'nfs-ha');
   });
 
-  it("the agent reloads its credential and peer secrets without a restart (a restart of the active fails over)", () => {
+  it('the agent reloads its credential and peer secrets without a restart (a restart of the active fails over)', () => {
     const agent = unit('nfs-ha-agent.service');
     assert.deepEqual(agent.get('ExecReload'), ['/bin/kill -HUP $MAINPID']);
   });
