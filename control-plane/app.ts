@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { Arbiter } from './arbiter.ts';
 import { swaggerUI } from '@hono/swagger-ui';
-import { accessFor, allows, Credentials, type Principal } from './auth.ts';
+import { accessFor, allows, Credentials } from './auth.ts';
 import type { AppOptions } from './config.ts';
 import { AddressSet, clientAddress, FailureLimiter } from './limits.ts';
 import { type InstallAssets, installAssets, installRouter } from './install.ts';
@@ -47,8 +47,6 @@ function callerAddress(c: Context, trusted: AddressSet): string {
 function agentRoute(method: string, path: string): boolean {
   return /^\/v1\/clusters\/[^/]+\/nodes\/[^/]+\/[a-z]+$/.test(path) || (method === 'GET' && /^\/v1\/clusters\/[^/]+$/.test(path)) || path === '/healthz';
 }
-
-export type AppVariables = { principal: Principal | null };
 
 export function createApp({
   store,

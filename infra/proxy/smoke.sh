@@ -14,6 +14,8 @@ cleanup() {
 }
 trap cleanup EXIT
 port=18443 cp_port=18080
+# The installer is served only with an agent bundle to hand out.
+[[ -f dist/nfs-ha-agent.mjs ]] || npm run --silent build >/dev/null
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout "$work/privkey.pem" -out "$work/fullchain.pem" 2>/dev/null
 sed -e "s|listen 443 ssl;|listen 127.0.0.1:$port ssl;|" -e '/listen \[::\]:443/d' \
   -e "s|/etc/ssl/nfs-ha/|$work/|" -e "s|127.0.0.1:8080|127.0.0.1:$cp_port|" infra/proxy/nfs-ha.nginx.conf >"$work/site.conf"
