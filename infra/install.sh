@@ -215,8 +215,19 @@ if [[ -z $ROOT && ! -e /dev/watchdog ]]; then
   echo 'options softdog soft_margin=1' >/etc/modprobe.d/nfs-ha-softdog.conf
   modprobe softdog soft_margin=1
 fi
+# A node whose agent runs and serves is being refreshed: what the preflight finds is reported,
+# but the reload goes ahead (it changes only the credential and the peer secrets; the running
+# agent's resources are not started again, and the service must not move).
+serving=0
+if ((start)) && systemctl is-active --quiet nfs-ha-agent; then
+  role=$(node "$LIB/nfs-ha-agent.mjs" status --json --config "$CONFIG" 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).agent.role??"unknown")}catch{console.log("unknown")}})' || echo unknown)
+  [[ $role == passive ]] || serving=1
+fi
 say "preflight"
-node "$LIB/nfs-ha-agent.mjs" validate --config "$CONFIG" || die "preflight failed: fix the problems above, then run the installer again (the credential is kept)"
+if ! node "$LIB/nfs-ha-agent.mjs" validate --config "$CONFIG"; then
+  ((serving)) || die "preflight failed: fix the problems above, then run the installer again (the credential is kept)"
+  say "warning: the preflight found the problems above on this serving node; reloading anyway (nothing restarts): fix them before its next start"
+fi
 
 if ((!start)); then
   say "installed; not started (--no-start)"
@@ -230,8 +241,7 @@ if ! systemctl is-active --quiet nfs-ha-agent; then
   exit 0
 fi
 # Refreshing a node must not move the service: a restart would make an active agent demote.
-role=$(node "$LIB/nfs-ha-agent.mjs" status --json --config "$CONFIG" 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).agent.role??"unknown")}catch{console.log("unknown")}})' || echo unknown)
-if [[ $role == passive ]]; then
+if ((!serving)); then
   systemctl restart nfs-ha-agent
   say "nfs-ha-agent restarted (this node is passive: nothing moves)"
 else

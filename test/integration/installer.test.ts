@@ -36,6 +36,7 @@ before(async () => {
   await writeFile(
     bundle,
     "if (process.argv[2] === 'status') console.log(JSON.stringify({ agent: { role: process.env.STANDIN_ROLE ?? 'passive' } }));\n" +
+      "else if (process.env.STANDIN_VALIDATE === 'fail') { console.log('✗ self-fence: /dev/watchdog: busy'); process.exit(3); }\n" +
       "else console.log(`stand-in agent: ${process.argv.slice(2).join(' ')}`);\n",
   );
   h = await startHarness({
@@ -242,5 +243,15 @@ describe('installer (GET /install.sh)', () => {
       const calls = (await readFile(log, 'utf8')).split('\n').filter((l) => /^(start|restart|reload|stop) /.test(l));
       assert.deepEqual(calls, [`${expected} nfs-ha-agent`], `${role}: ${calls.join(', ')}`);
     }
+    // A preflight problem on the serving node is reported, and the reload still happens; a
+    // passive node is not restarted into a failing preflight.
+    await writeFile(log, '');
+    const serving = await install(script, ['--insecure'], target, fullBin, { SYSTEMCTL_LOG: log, AGENT_RUNNING: '0', STANDIN_ROLE: 'active', STANDIN_VALIDATE: 'fail' });
+    assert.equal(serving.code, 0, serving.stderr);
+    assert.match(serving.stderr, /warning: the preflight found the problems above on this serving node; reloading anyway/);
+    assert.match(await readFile(log, 'utf8'), /^reload nfs-ha-agent$/m);
+    const passive = await install(script, ['--insecure'], target, fullBin, { SYSTEMCTL_LOG: log, AGENT_RUNNING: '0', STANDIN_ROLE: 'passive', STANDIN_VALIDATE: 'fail' });
+    assert.equal(passive.code, 1);
+    assert.match(passive.stderr, /preflight failed/);
   });
 });

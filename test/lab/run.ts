@@ -597,6 +597,9 @@ async function main(): Promise<void> {
     const mainPid = () => vm.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'nfs-ha-agent']).then((p) => p.trim());
     const before = await mainPid();
     const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 300_000);
+    writeFileSync(join(runDir, `${vm.name}.refresh.log`), `${r.stdout}${r.stderr}`);
+    const problems = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('✗'));
+    if (problems.length > 0) s.note(`the preflight on the serving node found: ${problems.join(' | ')}`);
     s.check('the installer ran again, keeping the credential and the allowed set', r.code === 0, r.stderr.trim().split('\n').at(-1) ?? '');
     s.check('it reloaded the serving agent instead of restarting it', /reloaded its configuration/.test(r.stderr), r.stderr.trim().split('\n').at(-1) ?? '');
     await sleep(5000);
