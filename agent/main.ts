@@ -57,7 +57,8 @@ async function target(options: SpecOptions): Promise<Target> {
   return { spec, node, config };
 }
 
-function client(config: AgentConfig, timeoutMs = 5000) {
+/** The CLI's own calls (validate, status): patient, since a loaded node may take seconds to answer. */
+function client(config: AgentConfig, timeoutMs = 15_000) {
   return new ControlPlaneClient(config.controlPlane.url, config.clusterId, config.nodeId, { timeoutMs, token: config.controlPlane.token });
 }
 
@@ -137,7 +138,7 @@ async function status(options: { config: string; json?: boolean }) {
   const log = logger('silent');
   let agent: PeerStatus | { error: string };
   try {
-    agent = await fetchPeerStatus(`http://127.0.0.1:${t.node.peerPort}/peer/v1/status`, config.peer, 2000);
+    agent = await fetchPeerStatus(`http://127.0.0.1:${t.node.peerPort}/peer/v1/status`, config.peer, 10_000);
   } catch (err) {
     agent = { error: `the agent is not answering on port ${t.node.peerPort}: ${(err as Error).message}` };
   }
