@@ -3,12 +3,8 @@
  * so a spec that names another disk, another VG or a mount point outside the node's own prefix
  * (a typo, or a compromised control plane) is refused here, before any command runs.
  */
-import { type ClusterSpec, nodeDevices } from '../shared/spec.ts';
+import { type ClusterSpec, nodeDevices, within } from '../shared/spec.ts';
 import type { AgentConfig } from './config.ts';
-
-function within(path: string, dir: string): boolean {
-  return path === dir || dir === '/' || path.startsWith(`${dir}/`);
-}
 
 /** What in the spec lies outside what this node allows; empty when the spec may run here. */
 export function outsideAllowed(spec: ClusterSpec, nodeId: string, allowed: AgentConfig['allowed']): string[] {

@@ -132,12 +132,31 @@ const PolicySchema = z
   })
   .strict();
 
-function within(path: string, dir: string): boolean {
+/** Whether `path` is `dir` or lies inside it. */
+export function within(path: string, dir: string): boolean {
   return path === dir || dir === '/' || path.startsWith(`${dir}/`);
 }
 
 /** Directories the system needs: the shared filesystem is never mounted on them or inside them. */
-const SYSTEM_TREES = ['/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/proc', '/root', '/run', '/sbin', '/sys', '/tmp', '/usr', '/var'];
+const SYSTEM_TREES = [
+  '/bin',
+  '/boot',
+  '/dev',
+  '/etc',
+  '/home',
+  '/lib',
+  '/lib32',
+  '/lib64',
+  '/libx32',
+  '/proc',
+  '/root',
+  '/run',
+  '/sbin',
+  '/sys',
+  '/tmp',
+  '/usr',
+  '/var',
+];
 /** Top-level directories that are no place for it either, though a directory inside them is. */
 const SYSTEM_TOPS = ['/media', '/mnt', '/opt', '/srv'];
 

@@ -13,6 +13,7 @@ import { createApp } from '../../control-plane/app.ts';
 import { CLOSE_CLUSTER_DELETED } from '../../control-plane/event-stream.ts';
 import { StoreUnavailableError } from '../../control-plane/store/store.ts';
 import { sweep } from '../../control-plane/sweep.ts';
+import { WebhookDeliverer } from '../../control-plane/webhooks.ts';
 import { Arbiter } from '../../control-plane/arbiter.ts';
 import { exampleSpec, type Harness, hb, serveHarness, silentLog, startHarness } from '../helpers/control-plane.ts';
 import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
@@ -140,7 +141,6 @@ describe('webhook destinations', () => {
       await h.clusterHeldByNodeA('ssrf2');
       const ok = await h.call('POST', '/v1/clusters/ssrf2/webhooks', { url: receiver.url });
       // The operator narrows the allowlist: the deliverer of a stricter instance refuses at delivery.
-      const { WebhookDeliverer } = await import('../../control-plane/webhooks.ts');
       const strict = new WebhookDeliverer(h.store, h.clock, silentLog);
       await h.call('POST', `/v1/clusters/ssrf2/webhooks/${ok.body.id}/test`);
       const before = receiver.received.length;
