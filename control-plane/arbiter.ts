@@ -50,6 +50,8 @@ export const NODE_STATUS_REFRESH_MS = 30_000;
 /** Snapshots kept; beyond this the oldest are dropped (they are only a hint). */
 const MAX_SNAPSHOTS = 10_000;
 
+const observedKey = (lease: Lease) => `${lease.version}/${lease.renewedAt}/${lease.expiresAt}`;
+
 type Outcome<T> = Rejection | { next: Lease | null; result: T };
 
 export interface HeartbeatOutcome {
@@ -75,6 +77,11 @@ const PHASE_REPORTS = { perS: 2, burst: 60 };
 
 export class Arbiter {
   readonly #snapshots = new Map<string, Lease>();
+  /**
+   * Per cluster: the lease this process last saw (its version and write time: a restored store
+   * can bring a version number back with other contents) and when it first saw it (elapsed()).
+   */
+  readonly #observed = new Map<string, { key: string; at: number }>();
   readonly #reportBudget = new Map<string, TokenBucket>();
   readonly #statusWritten = new Map<string, { at: number; key: string }>();
   readonly outbox: WebhookOutbox;
@@ -134,7 +141,7 @@ export class Arbiter {
     let decidedOn = 0;
     const { lease, result, wrote } = await this.#decide(clusterId, node, (l, now): Outcome<Decision> => {
       decidedOn = l.epoch;
-      const d = onHeartbeat(l, node, hb, now);
+      const d = onHeartbeat(l, node, hb, now, this.#quietMs(l));
       return { next: d.next, result: d };
     });
     const outcome = { lease, directive: result.directive, renewed: wrote && lease.holder === node };
@@ -195,6 +202,7 @@ export class Arbiter {
   /** After the cluster was deleted: its lease is no longer a snapshot to decide on. */
   forget(clusterId: string): void {
     this.#snapshots.delete(clusterId);
+    this.#observed.delete(clusterId);
   }
 
   /** Maintenance mode on or off for the whole cluster. */
@@ -265,6 +273,22 @@ export class Arbiter {
     this.#snapshots.delete(lease.clusterId);
     this.#snapshots.set(lease.clusterId, lease);
     if (this.#snapshots.size > MAX_SNAPSHOTS) this.#snapshots.delete(this.#snapshots.keys().next().value!);
+    const key = observedKey(lease);
+    if (this.#observed.get(lease.clusterId)?.key !== key) {
+      this.#observed.delete(lease.clusterId);
+      this.#observed.set(lease.clusterId, { key, at: this.clock.elapsed() });
+      if (this.#observed.size > MAX_SNAPSHOTS) this.#observed.delete(this.#observed.keys().next().value!);
+    }
+  }
+
+  /**
+   * How long this process has seen `lease`'s version as the current one, on its monotonic clock.
+   * A decision that writes commits only if that version is still current, so the lease was
+   * indeed not renewed for at least this long: a lower bound that no wall clock enters.
+   */
+  #quietMs(lease: Lease): number {
+    const seen = this.#observed.get(lease.clusterId);
+    return seen?.key === observedKey(lease) ? Math.floor(this.clock.elapsed() - seen.at) : 0;
   }
 
   /**

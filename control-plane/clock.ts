@@ -1,18 +1,25 @@
-/** Control-plane time in ms since the Unix epoch; lease expiry is recorded on this clock. */
+/**
+ * The control plane's two clocks. `now()` is wall time in ms since the Unix epoch: it labels
+ * events and the lease's renewedAt/expiresAt for operators, and is never compared with a time
+ * another machine wrote to decide who holds the lease. `elapsed()` is a monotonic count of ms
+ * (arbitrary origin) that no clock step moves: the arbiter's lease decisions measure durations
+ * on it only (see shared/lease.ts).
+ */
 export interface Clock {
   now(): number;
+  elapsed(): number;
 }
 
 /**
  * Wall time read once, advanced by the monotonic clock: a step of the system clock while the
- * process runs (NTP correction, an operator's `date -s`) cannot make a lease expire early.
- * Used by the long-running Node server. Lambda instances read the wall clock, which AWS keeps
- * synchronised; `skewAllowanceMs` covers any disagreement between instances.
+ * process runs (NTP correction, an operator's `date -s`) does not move the event times either.
+ * Used by the long-running Node server.
  */
 export function monotonicWallClock(): Clock {
   const wallAtStart = Date.now();
   const monoAtStart = performance.now();
-  return { now: () => Math.floor(wallAtStart + (performance.now() - monoAtStart)) };
+  return { now: () => Math.floor(wallAtStart + (performance.now() - monoAtStart)), elapsed: () => performance.now() };
 }
 
-export const systemClock: Clock = { now: () => Date.now() };
+/** Lambda: each invocation reads the wall clock for labels; lease decisions use elapsed(). */
+export const systemClock: Clock = { now: () => Date.now(), elapsed: () => performance.now() };

@@ -7,7 +7,11 @@ import { z } from 'zod';
 import { ClusterId, NodeId } from './names.ts';
 import { ReservationKey } from './reservation-key.ts';
 
-export const GrantReason = z.enum(['cold-start', 'released', 'switchover', 'lease-expired', 'holder-silent']).describe('Why the lease went to a new holder');
+export const GrantReason = z
+  .enum(['cold-start', 'released', 'switchover', 'lease-expired', 'holder-silent', 'epoch-refused', 'store-regressed'])
+  .describe(
+    "Why the lease went to a new holder (or to the same one under a new epoch: epoch-refused — the holder will not act again under an epoch it left; store-regressed — the arbiter's store went back and the lease moved past every epoch a node reported)",
+  );
 export type GrantReason = z.infer<typeof GrantReason>;
 
 export const ReleaseReason = z.enum(['switchover', 'resource-failure', 'shutdown']).describe('Why the holder gave the lease up');
@@ -64,6 +68,16 @@ export const EventSchema = z.discriminatedUnion('type', [
     type: z.literal('node.down'),
     node: NodeId,
     data: z.object({ silentMs: z.number().int().nonnegative().describe('How long the control plane had not heard from it') }),
+  }),
+  z.object({
+    ...base,
+    type: z.literal('store.regressed'),
+    node: NodeId.describe('The node whose report showed it'),
+    data: z.object({
+      storeEpoch: z.number().int().nonnegative().describe('The epoch the store held'),
+      reportedEpoch: z.number().int().nonnegative().describe('The highest epoch the node reported (seen granted, or acted under)'),
+      serving: z.boolean().describe('The node still serves under its epoch and keeps the service under a new one'),
+    }),
   }),
   z.object({ ...base, type: z.literal('node.up'), node: NodeId, data: z.object({ downForMs: z.number().int().nonnegative() }) }),
   z.object({

@@ -13,6 +13,16 @@
  * - A lease held by the peer goes to the asking node only when it has expired (plus the
  *   control-plane skew allowance), or — with early fencing — when the holder has been silent to
  *   the arbiter for suspectAfterMs and the asking node reports it unreachable too.
+ * - Expiry and silence are durations this arbiter measured itself: how long it has seen the
+ *   lease's version unchanged, on its own monotonic clock (`quietMs`). A holder's renewal was
+ *   sent before it was committed, and committed before it was seen, so the holder's own deadline
+ *   runs out first whatever any wall clock says; no time written by one machine is compared with
+ *   another's clock (DynamoDB lock client's record-version rule). Wall time only labels events.
+ * - The epoch never repeats, even when the store goes back (a restore, a re-created cluster):
+ *   every heartbeat carries the highest epoch its node has seen granted and acted under. One
+ *   above the lease's means the store lost epochs: the lease moves past every reported epoch, a
+ *   node still serving keeps the service under a new epoch, and nobody else is granted until a
+ *   node still serving has had a lease's time to say so.
  * - Nothing else changes hands: no directive other than a committed grant lets a node activate.
  */
 import { z } from 'zod';
@@ -62,6 +72,18 @@ export const LeaseSchema = z.object({
     .describe('An operator asked the holder to hand over to this node: it demotes, then releases'),
   maintenance: z.boolean().default(false).describe('Maintenance mode: the holder keeps renewing, but no node restarts, releases or takes over'),
   standby: z.array(NodeId).default([]).describe('Nodes in standby: they may not hold the lease'),
+  holdoff: z
+    .object({
+      at: z.number().int(),
+      by: NodeId,
+      reason: z.enum(['store-regressed', 'epoch-refused']),
+      storeEpoch: z.number().int().nonnegative().describe('The epoch the lease was at before it was vacated'),
+    })
+    .nullable()
+    .default(null)
+    .describe(
+      "Vacated because the store went back, or its holder refused an epoch it had left: for a lease's time only a node still serving may take it",
+    ),
   terms: LeaseTermsSchema,
   outbox: z.array(EventSchema).describe('Events decided with this lease state, not yet written as event items'),
 });
@@ -84,6 +106,19 @@ export const HeartbeatSchema = z
       .max(1000)
       .optional()
       .describe('Why this node refuses to run the cluster (e.g. the spec names a device it does not allow): it is never granted the lease'),
+    known: z
+      .object({
+        seen: z.number().int().nonnegative().describe('The highest epoch this node has seen granted to anyone'),
+        acted: z.number().int().nonnegative().describe('The highest epoch this node has acted under'),
+      })
+      .strict()
+      .optional()
+      .describe("The node's persisted epoch memory: the arbiter never grants below it, and learns from it that its store went back"),
+    refused: z
+      .object({ epoch: z.number().int().positive(), reason: z.string().max(1000) })
+      .strict()
+      .optional()
+      .describe('This node was given an epoch it will not act under (one it has seen or left): it needs a new one'),
   })
   .strict();
 export type Heartbeat = z.infer<typeof HeartbeatSchema>;
@@ -188,6 +223,7 @@ export function vacantLease(clusterId: string, terms: LeaseTerms, now: number): 
     switchover: null,
     maintenance: false,
     standby: [],
+    holdoff: null,
     terms,
     outbox: [],
   };
@@ -260,16 +296,84 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
     previousHolder: lease.holder ?? lease.releasedBy,
     fencing,
     switchover: null,
+    holdoff: null,
     outbox: [...lease.outbox, ...events],
   };
   return { next, directive: holderDirective(next, hb) };
 }
 
-/** A node's heartbeat: renew, acquire, take over, or be told to stay passive / demote. */
-export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: number): Decision {
+/** The highest epoch a heartbeat shows its node knows of. */
+export function reportedEpoch(hb: Heartbeat): number {
+  return Math.max(hb.epoch, hb.known?.seen ?? 0, hb.known?.acted ?? 0);
+}
+
+/** A node acting under the highest epoch it knows of: it may keep the service through a regression. */
+function serving(hb: Heartbeat): boolean {
+  return hb.role === 'active' && hb.epoch > 0 && hb.epoch === reportedEpoch(hb);
+}
+
+/**
+ * The lease cannot stay as it is: the heartbeat shows an epoch above the store's (the store went
+ * back: a restore, a re-created cluster), or its holder refuses the epoch (it left it). The lease
+ * moves to the highest epoch known. A node still serving under the highest epoch it knows of
+ * keeps the service under the next one (it fences the peer again, without stopping); anyone else
+ * waits, the lease vacant, until the other node has reported too, or a node still serving has
+ * had a lease's time to report — a serving node renews every interval, and one that could not
+ * has demoted by then.
+ */
+function vacate(lease: Lease, node: string, hb: Heartbeat, now: number, reason: 'store-regressed' | 'epoch-refused'): Decision {
+  const reported = Math.max(lease.epoch, reportedEpoch(hb));
+  const keeps = serving(hb) && hb.unfit === undefined && hb.epoch === reported;
+  const events: ClusterEvent[] =
+    reason === 'store-regressed'
+      ? [
+          {
+            id: `store.regressed.e${reported}.from${lease.epoch}.v${lease.version}`,
+            clusterId: lease.clusterId,
+            at: now,
+            epoch: reported,
+            type: 'store.regressed',
+            node,
+            data: { storeEpoch: lease.epoch, reportedEpoch: reported, serving: keeps },
+          },
+        ]
+      : [];
+  const moved: Lease = {
+    ...lease,
+    holder: null,
+    epoch: reported,
+    expiresAt: now,
+    releasedBy: null,
+    previousHolder: lease.holder,
+    fencing: null,
+    switchover: null,
+    holdoff: { at: now, by: node, reason, storeEpoch: lease.epoch },
+    outbox: [...lease.outbox, ...events],
+  };
+  // One write either way: the grant (which bumps the version) or the vacated lease.
+  if (keeps) return grant(moved, node, hb, now, 'store-regressed');
+  const why =
+    reason === 'store-regressed'
+      ? `the store went back (it held epoch ${lease.epoch}, ${node} knows of epoch ${reported}): the lease moves past it; waiting for a node still serving`
+      : `${node} will not act again under epoch ${lease.epoch} (${hb.refused?.reason ?? 'refused'}): the next epoch goes out once no node can still be serving`;
+  const next = { ...moved, version: lease.version + 1 };
+  return { next, directive: followerDirective(next, hb, why) };
+}
+
+/**
+ * A node's heartbeat: renew, acquire, take over, or be told to stay passive / demote.
+ * `quietMs`: how long this arbiter has seen the lease's current version, on its monotonic clock.
+ */
+export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: number, quietMs: number): Decision {
   const { terms } = lease;
+  const reported = reportedEpoch(hb);
+  if (reported > lease.epoch) return vacate(lease, node, hb, now, 'store-regressed');
   // A node that refuses the spec runs nothing: it neither takes nor keeps the lease.
   if (hb.unfit !== undefined) return { next: null, directive: followerDirective(lease, hb, `${node} cannot run this cluster: ${hb.unfit}`) };
+  // It left this epoch, or has seen it: not a lease it can use (an agent restarted without its
+  // resources, a store that went back to exactly this epoch). Nobody else holds it either.
+  if (lease.holder === node && hb.refused?.epoch === lease.epoch) return vacate(lease, node, hb, now, 'epoch-refused');
+  const lapsed = quietMs > terms.leaseTtlMs + terms.skewAllowanceMs;
   if (lease.holder === node) {
     // Never earlier than before: the holder may not have heard of a shorter TTL yet (a renewal
     // whose answer was lost), and its deadline stands on the expiry it last learnt.
@@ -281,24 +385,36 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
   if (lease.standby.includes(node)) return { next: null, directive: followerDirective(lease, hb, `${node} is in standby`) };
   if (lease.maintenance) return { next: null, directive: followerDirective(lease, hb, 'maintenance mode: no node takes the lease over') };
   if (lease.holder === null) {
-    const holdoffEnds = lease.expiresAt + terms.leaseTtlMs;
-    if (lease.releasedBy === node && now <= holdoffEnds) {
+    if (lease.holdoff) {
+      if (serving(hb) && hb.epoch === lease.epoch) return grant(lease, node, hb, now, 'store-regressed');
+      // The other node has reported too, neither serving nor knowing of a later epoch (either
+      // would have moved the lease on): everything there is to know is known, no need to wait.
+      const bothHeard = node !== lease.holdoff.by && hb.role === 'passive';
+      if (!lapsed && !bothHeard) {
+        const why = lease.holdoff.reason === 'store-regressed' ? `the store went back (found by ${lease.holdoff.by})` : `${lease.holdoff.by} refused epoch ${lease.holdoff.storeEpoch}`;
+        return {
+          next: null,
+          directive: followerDirective(lease, hb, `${why}; waiting ${terms.leaseTtlMs + terms.skewAllowanceMs - quietMs} ms more for a node still serving to report`),
+        };
+      }
+      return grant(lease, node, hb, now, lease.holdoff.reason);
+    }
+    if (lease.releasedBy === node && quietMs <= terms.leaseTtlMs) {
       return {
         next: null,
-        directive: followerDirective(lease, hb, `released the lease ${now - lease.expiresAt} ms ago; the peer has the first claim for ${terms.leaseTtlMs} ms`),
+        directive: followerDirective(lease, hb, `released the lease ${quietMs} ms ago; the peer has the first claim for ${terms.leaseTtlMs} ms`),
       };
     }
     return grant(lease, node, hb, now, lease.epoch === 0 ? 'cold-start' : lease.switchover?.to === node ? 'switchover' : 'released');
   }
-  if (now > grantableAfter(lease.expiresAt, terms.skewAllowanceMs)) return grant(lease, node, hb, now, 'lease-expired');
-  const silentMs = now - lease.renewedAt;
-  if (terms.earlyFencing && silentMs > terms.suspectAfterMs && hb.peer?.reachable === false) {
+  if (lapsed) return grant(lease, node, hb, now, 'lease-expired');
+  if (terms.earlyFencing && quietMs > terms.suspectAfterMs && hb.peer?.reachable === false) {
     return grant(lease, node, hb, now, 'holder-silent');
   }
   const why =
-    silentMs > terms.suspectAfterMs
-      ? `${lease.holder} holds epoch ${lease.epoch} and has been silent for ${silentMs} ms, but ${hb.peer ? 'this node still reaches it' : 'this node has not checked it'}`
-      : `${lease.holder} holds epoch ${lease.epoch}, renewed ${silentMs} ms ago`;
+    quietMs > terms.suspectAfterMs
+      ? `${lease.holder} holds epoch ${lease.epoch} and has been silent for ${quietMs} ms, but ${hb.peer ? 'this node still reaches it' : 'this node has not checked it'}`
+      : `${lease.holder} holds epoch ${lease.epoch}, renewed ${quietMs} ms ago`;
   return { next: null, directive: followerDirective(lease, hb, why) };
 }
 

@@ -20,6 +20,7 @@ export const TRANSITIONS: readonly { from: NodeRole; to: NodeRole; when: string 
   { from: 'fencing', to: 'demoting', when: 'fencing failed, the lease was lost, or the deadline passed' },
   { from: 'activating', to: 'active', when: 'every resource started' },
   { from: 'activating', to: 'demoting', when: 'a resource failed to start, the lease was lost, or the deadline passed' },
+  { from: 'active', to: 'active', when: "granted a new epoch while serving (the arbiter's store went back), or its fencing is not on record: fence again under it, without stopping" },
   { from: 'active', to: 'demoting', when: 'deadline passed, told to demote, or a resource failed past its restart limit' },
   { from: 'demoting', to: 'passive', when: 'every resource stopped' },
 ];
@@ -52,11 +53,15 @@ export interface CycleSnapshot {
   maxRestarts: number;
   /** Resources found running at start-up that this agent process did not start. */
   leftovers: boolean;
+  /** This node's persisted epoch memory (agent/epoch-memory.ts). */
+  memory: { seen: number; acted: number };
 }
 
 export type CycleAction =
   | { action: 'none'; reason: string }
   | { action: 'fence'; epoch: number; keys: ReservationKey[]; reason: string }
+  | { action: 'refence'; epoch: number; keys: ReservationKey[]; reason: string }
+  | { action: 'refuse'; epoch: number; reason: string }
   | { action: 'activate'; epoch: number; reason: string }
   | { action: 'restart'; resource: string; reason: string }
   | { action: 'release'; epoch: number; reason: string; why: 'resource-failure' | 'switchover' }
@@ -81,12 +86,18 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
     // earlier epoch. A new epoch means another node may have written since, and a mount from
     // before that would write over it: stop everything, then fence and start clean.
     const h = s.heartbeat;
-    const sameEpoch = h.ok && h.renewed && (h.directive.action === 'stay-active' || (h.directive.action === 'activate' && h.directive.fence.confirmed));
+    const sameEpoch =
+      h.ok &&
+      h.renewed &&
+      h.directive.epoch === s.memory.acted &&
+      (h.directive.action === 'stay-active' || (h.directive.action === 'activate' && h.directive.fence.confirmed));
     if (!sameEpoch) {
       const why = !h.ok
         ? h.error
         : h.renewed && h.directive.action === 'activate'
-          ? `granted a new epoch ${h.directive.epoch}; another node may have written since`
+          ? h.directive.epoch === s.memory.acted
+            ? `epoch ${h.directive.epoch}'s fencing is not on record`
+            : `granted epoch ${h.directive.epoch}, not the ${s.memory.acted} they run under; another node may have written since`
           : h.directive.reason;
       return {
         action: 'demote',
@@ -114,8 +125,26 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
     case 'stay-active': {
       if (!s.heartbeat.renewed) return { action: 'none', reason: `${d.action} for epoch ${d.epoch} without a committed renewal; waiting` };
       if (s.role === 'demoting') return { action: 'none', reason: `demotion in progress; epoch ${d.epoch} can be taken once it completes` };
+      const known = Math.max(s.memory.seen, s.memory.acted);
+      if (s.role === 'active' && d.action === 'activate' && !d.fence.confirmed && (d.epoch === s.epoch || (d.epoch > s.epoch && d.epoch > known))) {
+        // The arbiter lost what it knew (its store went back): it moved the lease past our epoch
+        // and gave us the next one, or it lost our fencing report. Fence again and report it,
+        // serving all along — nobody else acted in between, or our key would be gone.
+        const why = d.epoch === s.epoch ? `the arbiter has no record of epoch ${d.epoch}'s fencing` : `granted epoch ${d.epoch} while serving under ${s.epoch}`;
+        return { action: 'refence', epoch: d.epoch, keys: d.fence.keys, reason: `${why}: fencing ${d.fence.keys.join(', ')} again and reporting it, without stopping` };
+      }
       if (holding(s.role) && s.epoch !== d.epoch)
         return { action: 'demote', reason: `acting under epoch ${s.epoch} but the lease is epoch ${d.epoch}: demote first` };
+      // A new grant only above every epoch this node remembers: the one it holds in this process
+      // (or its leftovers run under) is not new, but one it has left or seen is never taken again.
+      const continuing = (holding(s.role) && s.epoch === d.epoch) || (s.leftovers && d.epoch === s.memory.acted);
+      if (!continuing && d.epoch <= known) {
+        return {
+          action: 'refuse',
+          epoch: d.epoch,
+          reason: `refusing epoch ${d.epoch}: this node has ${d.epoch <= s.memory.acted ? `acted under epoch ${s.memory.acted}` : `seen epoch ${s.memory.seen} granted`} and never acts again under an epoch it has left or seen; asking for a new one`,
+        };
+      }
       const confirmed = s.confirmedEpoch === d.epoch || (d.action === 'activate' && d.fence.confirmed);
       if (!confirmed) {
         if (d.action !== 'activate') return { action: 'none', reason: `epoch ${d.epoch} renewed but its fencing is not confirmed` };

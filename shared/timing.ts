@@ -3,9 +3,10 @@
  *
  * Two clocks are involved and never compared with each other:
  * - the agent's monotonic clock (process.hrtime / performance.now on the node), and
- * - the control plane's clock, on which lease expiry is recorded.
+ * - the control plane's monotonic clock, on which it measures how long it has seen a lease
+ *   unchanged (wall time only labels events).
  * The agent only measures a duration from the moment it *sent* a successful renewal; the
- * control plane only measures a duration from the moment it *received* it, which is later.
+ * control plane only measures a duration from the moment it *saw* it committed, which is later.
  * The checks below make the agent's deadline fall strictly before the earliest moment the
  * control plane may hand the lease to another node, for any network delay and any clock rate
  * error within `maxDriftRatio` on either side.
@@ -37,9 +38,9 @@ export const TIMING_DEFAULTS = {
    */
   safetyMarginMs: 250,
   /**
-   * How far apart the clocks of two control-plane instances may be (Lambda instances read AWS's
-   * time-synchronised clock; a single Node server needs none). Added before a lease counts as
-   * expired for anyone else.
+   * Slack the arbiter adds before a lease counts as expired for anyone else, beyond the TTL it
+   * measured itself on its monotonic clock. No wall clock enters that measurement (an NTP step
+   * or a VM migration moves nothing), so this only covers a timer or a scheduler firing late.
    */
   skewAllowanceMs: 200,
   /**
@@ -74,7 +75,7 @@ const TimingFields = z.object({
     .min(0)
     .max(60_000)
     .default(TIMING_DEFAULTS.skewAllowanceMs)
-    .describe('Bound on the clock offset between control-plane instances'),
+    .describe('Slack the arbiter adds to the TTL before a lease counts as expired'),
   suspectAfterMs: z
     .number()
     .int()

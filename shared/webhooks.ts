@@ -17,6 +17,7 @@ export const WEBHOOK_TYPES = [
   'resource.failed',
   'lease.lost',
   'maintenance.changed',
+  'store.regressed',
 ] as const;
 export const WebhookType = z.enum(WEBHOOK_TYPES);
 export type WebhookType = z.infer<typeof WebhookType>;
@@ -113,8 +114,9 @@ export function webhookMessages(e: ClusterEvent, epochEvents: readonly ClusterEv
       if (previousHolder && (reason === 'lease-expired' || reason === 'holder-silent')) {
         out.push(message(e, 'lease.lost', { node: previousHolder, epoch: e.epoch - 1, reason, newHolder: e.node }));
       }
-      // A switchover was asked for; it is announced when it completes.
-      if (reason !== 'switchover') out.push(message(e, 'failover.started', { epoch: e.epoch, from: previousHolder, to: e.node, reason }));
+      // A switchover was asked for; it is announced when it completes. A store that went back
+      // is announced by store.regressed (the serving node keeps the service under a new epoch).
+      if (reason !== 'switchover' && reason !== 'store-regressed') out.push(message(e, 'failover.started', { epoch: e.epoch, from: previousHolder, to: e.node, reason }));
       return out;
     }
     case 'fencing.confirmed':
@@ -163,6 +165,8 @@ export function webhookMessages(e: ClusterEvent, epochEvents: readonly ClusterEv
       return [message(e, 'maintenance.changed', { enabled: e.data.enabled })];
     case 'node.down':
       return [message(e, 'node.down', { node: e.node, silentMs: e.data.silentMs })];
+    case 'store.regressed':
+      return [message(e, 'store.regressed', { node: e.node, ...e.data })];
     case 'node.up':
       return [message(e, 'node.up', { node: e.node, downForMs: e.data.downForMs })];
     default:

@@ -320,8 +320,8 @@ export class DynamoStore implements Store {
   /** Writes only the fields that changed: a renewal is three small attributes, not the whole lease. */
   async putLease(next: Lease, current: Lease): Promise<boolean> {
     const changed = (Object.keys(next) as (keyof Lease)[]).filter((k) => next[k] !== current[k]);
-    const names: Record<string, string> = { '#version': 'version' };
-    const values: Record<string, unknown> = { ':expected': current.version };
+    const names: Record<string, string> = { '#version': 'version', '#renewedAt': 'renewedAt', '#expiresAt': 'expiresAt' };
+    const values: Record<string, unknown> = { ':expected': current.version, ':renewedAt': current.renewedAt, ':expiresAt': current.expiresAt };
     const sets = changed.map((k, i) => {
       names[`#f${i}`] = k;
       values[`:f${i}`] = next[k];
@@ -334,7 +334,7 @@ export class DynamoStore implements Store {
           TableName: this.#table,
           Key: marshall({ pk: clusterPk(next.clusterId), sk: 'LEASE' }),
           UpdateExpression: `SET ${sets.join(', ')}`,
-          ConditionExpression: '#version = :expected',
+          ConditionExpression: '#version = :expected AND #renewedAt = :renewedAt AND #expiresAt = :expiresAt',
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: marshall(values, { removeUndefinedValues: true }),
         }),

@@ -4,9 +4,11 @@
  * Contract every backend must keep (the conformance tests check it):
  * - Reads of the lease are strongly consistent: they see every write that completed before them.
  * - `putLease(next, current)` is an atomic compare-and-set: it writes `next` only if the stored
- *   lease's version equals `current.version`, and reports whether it wrote. Since the versions
- *   match only when the stored lease is `current`, a backend may write just the fields in which
- *   `next` differs from it. This single operation serialises every change of the lease; nothing
+ *   lease's version, renewedAt and expiresAt equal `current`'s, and reports whether it wrote.
+ *   The version alone is not enough: a store restored from a backup counts its versions again
+ *   from an older one, and a process holding a lease from before the restore must not write
+ *   over a different lease that reached the same version. Since these match only when the
+ *   stored lease is `current`, a backend may write just the fields in which `next` differs. This single operation serialises every change of the lease; nothing
  *   else writes the lease except `clearOutbox`, which is conditional on the version too and
  *   leaves the version unchanged.
  * - `putClusterIfAbsent` / `putLeaseIfAbsent` / `putEvents` never overwrite: a second write of

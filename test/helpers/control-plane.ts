@@ -20,11 +20,21 @@ import { type DeliveryOptions, WebhookDeliverer } from '../../control-plane/webh
 import type { ClusterSpecInput } from '../../shared/spec.ts';
 
 export class ManualClock implements Clock {
+  /** Monotonic time, moved only by advance(); step() moves the wall clock alone. */
+  #elapsed = 0;
   constructor(public t = 1_800_000_000_000) {}
   now(): number {
     return this.t;
   }
+  elapsed(): number {
+    return this.#elapsed;
+  }
   advance(ms: number): void {
+    this.t += ms;
+    this.#elapsed += ms;
+  }
+  /** An NTP step or a VM migration: the wall clock jumps, the monotonic one does not. */
+  step(ms: number): void {
     this.t += ms;
   }
 }
@@ -58,6 +68,8 @@ export interface Harness {
   credentials: Credentials;
   /** Delivers webhooks when a test says so (nothing runs in the background). */
   deliverer: WebhookDeliverer;
+  /** A consistent copy of the whole store, taken while it serves (the embedded store's online backup). */
+  backup(path: string): Promise<{ entries: number }>;
   /** Creates cluster `id` from the example spec, held by node-a under epoch 1 with fencing confirmed. */
   clusterHeldByNodeA(id: string): Promise<void>;
   close(): Promise<void>;
@@ -87,6 +99,7 @@ export async function startHarness(
       log: silentLog,
       deliverer,
       options: { webhookAllow: LOOPBACK_ALLOWED, publicUrl: 'http://127.0.0.1:8080', agentUrl: 'http://127.0.0.1:8080', ...options.app, ...app },
+      backups: { dir: join(dataDir, 'backups'), take: opened.backup! },
       ...(options.install && { install: options.install }),
     });
   const app = instance();
@@ -127,6 +140,7 @@ export async function startHarness(
     agentToken,
     credentials,
     deliverer,
+    backup: (path) => opened.backup!(path),
     async clusterHeldByNodeA(id) {
       for (const [path, body] of [
         ['/v1/clusters', await exampleSpec(id)],

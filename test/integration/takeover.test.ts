@@ -13,11 +13,15 @@ describe('takeover under concurrency', () => {
     for (let round = 0; round < 5; round++) {
       const id = `takeover-${round}`;
       await h.clusterHeldByNodeA(id);
-      h.clock.advance(3000 + 200 + 1);
-
       // The same heartbeat of node-b sent to three instances (retries after a timeout land on
-      // another instance) and twice to one, all at once.
+      // another instance) and twice to one, all at once. Each instance has watched the lease
+      // (node-b polled it) for a TTL plus the allowance on its own monotonic clock.
       const instances = [h.app, h.app, h.instance(), h.instance(), h.instance()];
+      for (const app of new Set(instances)) {
+        const polled = await h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive', 0, false), app);
+        assert.equal(polled.body.directive.action, 'stay-passive');
+      }
+      h.clock.advance(3000 + 200 + 1);
       const answers = await Promise.all(instances.map((app) => h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive', 0, false), app)));
       for (const a of answers) {
         assert.equal(a.status, 200, JSON.stringify(a.body));
@@ -54,5 +58,30 @@ describe('takeover under concurrency', () => {
       assert.equal(lease?.holder, active[0] === a ? 'node-a' : 'node-b');
       assert.equal(lease?.epoch, active[0] === a ? 1 : 2);
     }
+  });
+});
+
+describe('clock steps on the control plane', () => {
+  it('a wall clock stepping ±10 s neither grants the lease to the passive while the holder renews, nor costs the holder its lease', async () => {
+    const id = 'clock-step';
+    await h.clusterHeldByNodeA(id);
+    const other = h.instance();
+    for (const step of [10_000, -10_000, 10_000, 10_000]) {
+      h.clock.advance(500);
+      const renewed = await h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('active', 1), other);
+      assert.equal(renewed.body.directive.action, 'stay-active');
+      // NTP steps the clock of the instance the passive asks (and every instance here shares it).
+      h.clock.step(step);
+      const passive = await h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive', 0, false));
+      assert.equal(passive.body.directive.action, 'stay-passive', JSON.stringify(passive.body.directive));
+    }
+    const lease = await h.store.getLease(id);
+    assert.deepEqual([lease?.holder, lease?.epoch], ['node-a', 1]);
+    // The holder really stops: the instance that watched the lease for a TTL and the allowance grants it.
+    await h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive', 0, true));
+    h.clock.advance(3201);
+    const taken = await h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive', 0, true));
+    assert.equal(taken.body.directive.action, 'activate');
+    assert.equal(taken.body.directive.epoch, 2);
   });
 });

@@ -23,6 +23,7 @@ const base: CycleSnapshot = {
   failure: null,
   maxRestarts: 2,
   leftovers: false,
+  memory: { seen: 0, acted: 0 },
 };
 
 /** Active under epoch 2, its deadline at 12 s, the latest heartbeat a committed renewal with `directive`. */
@@ -126,12 +127,38 @@ describe('node role rules', () => {
   });
 
   it("demotes when told the lease is someone else's, or acting under an old epoch", () => {
-    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000 };
+    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000, memory: { seen: 2, acted: 2 } };
     assert.equal(
       decideCycle({ ...active, heartbeat: { ok: true, directive: { action: 'demote', epoch: 3, holder: 'node-b', reason: 'x' }, renewed: false } }).action,
       'demote',
     );
-    assert.equal(decideCycle({ ...active, heartbeat: { ok: true, directive: activate(3, false), renewed: true } }).action, 'demote');
+    assert.equal(decideCycle({ ...active, heartbeat: { ok: true, directive: activate(1, true), renewed: true } }).action, 'demote');
+    // Still activating (not yet serving) and given another epoch: stop first.
+    assert.equal(decideCycle({ ...active, role: 'activating', heartbeat: { ok: true, directive: activate(3, false), renewed: true } }).action, 'demote');
+  });
+
+  it("the arbiter's store went back: serving, it fences again under a new epoch or for a lost report, without stopping", () => {
+    const active = { ...base, role: 'active' as const, epoch: 2, confirmedEpoch: 2, deadline: 12_000, memory: { seen: 2, acted: 2 } };
+    const moved = decideCycle({ ...active, heartbeat: { ok: true, directive: activate(6, false), renewed: true } });
+    assert.deepEqual([moved.action, 'epoch' in moved && moved.epoch], ['refence', 6]);
+    assert.match(moved.reason, /granted epoch 6 while serving under 2: fencing .* again and reporting it, without stopping/);
+    const lost = decideCycle({ ...active, heartbeat: { ok: true, directive: activate(2, false), renewed: true } });
+    assert.deepEqual([lost.action, 'epoch' in lost && lost.epoch], ['refence', 2]);
+    // Not above what it has seen: someone else held a later epoch, so it may have been fenced.
+    assert.equal(decideCycle({ ...active, memory: { seen: 6, acted: 2 }, heartbeat: { ok: true, directive: activate(6, false), renewed: true } }).action, 'demote');
+  });
+
+  it('a new grant only above every epoch the node remembers: an epoch it left or saw is refused, with the reason', () => {
+    const granted = (epoch: number, memory: { seen: number; acted: number }) =>
+      decideCycle({ ...base, deadline: 12_000, memory, heartbeat: { ok: true, directive: activate(epoch, true), renewed: true } });
+    const left = granted(3, { seen: 3, acted: 3 });
+    assert.equal(left.action, 'refuse');
+    assert.match(left.reason, /refusing epoch 3: this node has acted under epoch 3 and never acts again under an epoch it has left or seen/);
+    assert.equal(granted(3, { seen: 5, acted: 1 }).action, 'refuse');
+    assert.match(granted(3, { seen: 5, acted: 1 }).reason, /seen epoch 5 granted/);
+    assert.equal(granted(4, { seen: 3, acted: 3 }).action, 'activate', 'above both: a new grant');
+    const fence = decideCycle({ ...base, deadline: 12_000, memory: { seen: 3, acted: 3 }, heartbeat: { ok: true, directive: activate(4, false), renewed: true } });
+    assert.equal(fence.action, 'fence');
   });
 
   const snapshot = fc.record({
@@ -166,7 +193,22 @@ describe('node role rules', () => {
     failure: fc.option(fc.record({ resource: fc.constant('exports'), reason: fc.constant('x'), restarts: fc.integer({ min: 0, max: 3 }) }), { nil: null }),
     maxRestarts: fc.constant(2),
     leftovers: fc.boolean(),
+    memory: fc.record({ seen: fc.integer({ min: 0, max: 5 }), acted: fc.integer({ min: 0, max: 5 }) }),
   }) as fc.Arbitrary<CycleSnapshot>;
+
+  it('never takes an epoch it has seen or acted under as a new grant (property)', () => {
+    fc.assert(
+      fc.property(snapshot, (s) => {
+        const d = decideCycle(s);
+        if (d.action !== 'fence' && d.action !== 'activate' && d.action !== 'refence') return true;
+        const known = Math.max(s.memory.seen, s.memory.acted);
+        const holding = s.role === 'fencing' || s.role === 'activating' || s.role === 'active';
+        const continuing = (holding && s.epoch === d.epoch) || (s.leftovers && s.memory.acted === d.epoch);
+        return continuing || d.epoch > known;
+      }),
+      { numRuns: 20_000 },
+    );
+  });
 
   it('never starts resources before fencing for that epoch is confirmed (property)', () => {
     fc.assert(
@@ -203,12 +245,20 @@ describe('node role rules', () => {
       /^resources left running by a previous agent process, and this node does not hold their epoch \(node-a holds epoch 1\): stopping them$/,
     );
     assert.equal(decideCycle({ ...leftovers, heartbeat: { ok: false, error: 'down' } }).action, 'demote', 'no lease deadline: cannot keep serving');
-    assert.equal(decideCycle({ ...leftovers, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, true), renewed: true } }).action, 'activate');
+    assert.equal(
+      decideCycle({ ...leftovers, memory: { seen: 2, acted: 2 }, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, true), renewed: true } }).action,
+      'activate',
+    );
+    // The lease says epoch 2 is ours, but the leftovers run under the later epoch 5: the store went back.
+    assert.equal(
+      decideCycle({ ...leftovers, memory: { seen: 5, acted: 5 }, deadline: 12_000, heartbeat: { ok: true, directive: activate(2, true), renewed: true } }).action,
+      'demote',
+    );
     // Found by the simulator: a *new* epoch for this node means the peer may have written in
     // between; a mount from before must not write again. Stop first, fence and start clean.
     const newEpoch = decideCycle({ ...leftovers, deadline: 12_000, heartbeat: { ok: true, directive: activate(4, false), renewed: true } });
     assert.equal(newEpoch.action, 'demote');
-    assert.match(newEpoch.reason, /granted a new epoch 4; another node may have written since/);
+    assert.match(newEpoch.reason, /granted epoch 4, not the 0 they run under; another node may have written since/);
   });
 
   it('a passive node polls slowly only while its peer is an active whose renewals land', () => {
