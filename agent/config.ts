@@ -47,6 +47,9 @@ export const AgentConfigSchema = z
       .describe(
         "What a cluster spec may touch on this node: decided here, by the node's operator (the installer's --device, --vg, --mount-prefix), never by the spec",
       ),
+    stateDir: AbsolutePath.default('/var/lib/nfs-ha-agent').describe(
+      "The node's own state (the epochs it has seen and acted under): a local disk that keeps its writes across reboots, never the shared LUN",
+    ),
     maxRestarts: z.number().int().min(0).max(10).default(2).describe('Local restarts of a failed resource before the lease is released'),
     monitorIntervalMs: z.number().int().min(200).max(60_000).default(2000),
     demoteBudgetMs: z.number().int().min(1000).max(300_000).default(10_000).describe('Self-fence when demotion takes longer'),

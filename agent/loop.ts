@@ -26,7 +26,8 @@ import {
 import type { ReservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
 import { activeDeadline } from '../shared/timing.ts';
-import type { ControlPlane } from './control-plane-client.ts';
+import { type ControlPlane, ControlPlaneError } from './control-plane-client.ts';
+import type { EpochMemory } from './epoch-memory.ts';
 import type { PeerStatus } from './peer.ts';
 import type { NodeResources } from './resources/index.ts';
 import type { FencingState, Resource } from './resources/resource.ts';
@@ -40,6 +41,8 @@ export interface AgentDeps {
   /** Shared with the resources: the volume group refuses to activate without it. */
   fencing: FencingState;
   selfFence: SelfFence;
+  /** The epochs this node has seen and acted under, on its own disk. */
+  memory: EpochMemory;
   /** The passive's view of its peer over the peer channel. */
   peer: { reachable(): boolean | undefined; status(): PeerView | null; check(): Promise<void> } | null;
   /** Monotonic milliseconds. */
@@ -90,6 +93,9 @@ export class NodeAgent {
   #deciding = false;
   #reports = 0;
   #latestSpec = 0;
+  /** An epoch the arbiter gave us that we will not act under; said in every heartbeat until a new grant. */
+  #refused: { epoch: number; reason: string } | null = null;
+  #credentialRejected = false;
 
   constructor(private readonly d: AgentDeps) {}
 
@@ -144,7 +150,12 @@ export class NodeAgent {
         role: reportedRole(this.#role),
         epoch: holding ? this.d.fencing.epoch : 0,
         ...(reachable !== undefined && { peer: { reachable } }),
+        known: this.d.memory.current(),
+        ...(this.#refused && { refused: this.#refused }),
       });
+      // An epoch granted to someone else (or left vacant) is remembered before anything is decided on it.
+      if (r.lease.holder !== this.d.nodeId) await this.d.memory.record({ seen: r.lease.epoch });
+      this.#credentialAccepted();
       this.#lastHeartbeat = { ok: true, directive: r.directive, renewed: r.lease.renewed, maintenance: r.lease.maintenance };
       this.#latestSpec = Math.max(this.#latestSpec, r.lease.specVersion);
       const ours = r.lease.renewed && r.lease.holder === this.d.nodeId && (!holding || r.lease.epoch === this.d.fencing.epoch);
@@ -162,9 +173,30 @@ export class NodeAgent {
       }
     } catch (err) {
       this.#lastHeartbeat = { ok: false, error: (err as Error).message };
+      if (err instanceof ControlPlaneError && (err.status === 401 || err.status === 403)) this.#credentialRejected401(err);
     } finally {
       this.#heartbeatInFlight = false;
     }
+  }
+
+  /**
+   * A credential that worked and now does not: revoked, or the control plane's store was
+   * restored to a backup from before it was issued. Safe as it is — to the lease it is an
+   * unreachable arbiter (a holder demotes at its deadline) — and said once, loudly, with the fix.
+   */
+  #credentialRejected401(err: ControlPlaneError): void {
+    if (this.#credentialRejected) return;
+    this.#credentialRejected = true;
+    this.d.log.error(
+      { status: err.status, code: err.code },
+      `the control plane rejects this node's credential (${err.message}); the lease is treated as unreachable. If its store was restored from a backup, the credential may have been issued after it: re-enrol this node (nfs-ha enrol ${this.d.spec.id} ${this.d.nodeId}, then install.sh --token-file)`,
+    );
+  }
+
+  #credentialAccepted(): void {
+    if (!this.#credentialRejected) return;
+    this.#credentialRejected = false;
+    this.d.log.info('the control plane accepts this node\'s credential again');
   }
 
   #setDeadline(deadline: number | null): void {
@@ -241,6 +273,7 @@ export class NodeAgent {
       failure: this.#failure,
       maxRestarts: this.d.maxRestarts,
       leftovers: this.#leftovers,
+      memory: this.d.memory.current(),
     });
     this.#logDecision(decision);
     if (decision.action === 'none' && this.#role === 'active') this.#monitorIfDue();
@@ -313,6 +346,11 @@ export class NodeAgent {
       switch (decision.action) {
         case 'fence':
           return await this.#fence(decision.epoch, decision.keys);
+        case 'refence':
+          return await this.#refence(decision.epoch, decision.keys);
+        case 'refuse':
+          this.#refused = { epoch: decision.epoch, reason: decision.reason };
+          return;
         case 'activate':
           return await this.#activate(decision.epoch);
         case 'restart':
@@ -371,8 +409,15 @@ export class NodeAgent {
     }
   }
 
-  async #fence(epoch: number, keys: ReservationKey[]): Promise<void> {
+  /** Remembers on disk that this node acts under `epoch`, before it does anything under it. */
+  async #actUnder(epoch: number): Promise<void> {
+    await this.d.memory.record({ acted: epoch, seen: epoch });
+    this.#refused = null;
     this.d.fencing.epoch = epoch;
+  }
+
+  async #fence(epoch: number, keys: ReservationKey[]): Promise<void> {
+    await this.#actUnder(epoch);
     this.#become('fencing');
     await this.d.selfFence.arm();
     const t0 = this.d.now();
@@ -387,8 +432,30 @@ export class NodeAgent {
     this.d.fencing.confirmedEpoch = epoch;
   }
 
+  /**
+   * Serving, and granted a new epoch (or told our fencing is not on record): preempt the peer's
+   * key again under it and report, while everything keeps running. Our own key must still be on
+   * the disk — if anyone acted in between, it preempted us, and we must not register again.
+   */
+  async #refence(epoch: number, keys: ReservationKey[]): Promise<void> {
+    if (!(await this.d.resources.reservation.keyPresent())) {
+      return this.d.selfFence.reboot(`our reservation key is gone while serving under epoch ${this.d.fencing.epoch}: the peer fenced us; self-fencing`);
+    }
+    await this.#actUnder(epoch);
+    const t0 = this.d.now();
+    const preempted = await this.#timed('fence', 'start', () => this.d.resources.reservation.fence(keys));
+    try {
+      await this.d.controlPlane.reportFencing({ epoch, keys: preempted, durationMs: this.d.now() - t0 });
+    } catch (err) {
+      this.d.log.warn({ epoch, err: (err as Error).message }, 'fencing done again but not acknowledged; will report again');
+      return;
+    }
+    this.d.fencing.confirmedEpoch = epoch;
+    this.d.log.info({ epoch }, `serving on under epoch ${epoch}`);
+  }
+
   async #activate(epoch: number): Promise<void> {
-    this.d.fencing.epoch = epoch;
+    await this.#actUnder(epoch);
     // Activation is decided only with fencing confirmed for this epoch: by our own report's
     // answer, or by the arbiter's record of it (our report landed but its answer was lost, or
     // a previous agent process reported it). The arbiter records it only from this node.

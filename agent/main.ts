@@ -17,6 +17,7 @@ import { reservationKey } from '../shared/reservation-key.ts';
 import { type ClusterSpec, ClusterSpecSchema, type NodeSpec } from '../shared/spec.ts';
 import { watchdogProblem } from '../shared/timing.ts';
 import { type AgentConfig, AgentConfigError, AgentConfigSchema, DEFAULT_CONFIG_PATH, loadAgentConfig } from './config.ts';
+import { type EpochMemory, FileEpochMemory } from './epoch-memory.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { dryRunNode } from './dry-run.ts';
 import { type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
@@ -164,13 +165,21 @@ async function status(options: { config: string; json?: boolean }) {
  * heartbeat (the arbiter never grants an unfit node the lease) until a new spec version fits,
  * then exit for systemd to start the agent on it.
  */
-async function refuseSpec(config: AgentConfig, cp: ControlPlaneClient, log: Logger, problems: string[], specVersion: number, pollMs: number): Promise<void> {
+async function refuseSpec(
+  config: AgentConfig,
+  cp: ControlPlaneClient,
+  log: Logger,
+  memory: EpochMemory,
+  problems: string[],
+  specVersion: number,
+  pollMs: number,
+): Promise<void> {
   log.error({ problems }, `this node refuses cluster ${config.clusterId} (spec version ${specVersion}): ${problems.join('; ')}`);
   process.on('SIGTERM', () => process.exit(0));
   process.on('SIGINT', () => process.exit(0));
   for (;;) {
     await cp
-      .heartbeat({ role: 'passive', epoch: 0, unfit: problems.join('; ').slice(0, 1000) })
+      .heartbeat({ role: 'passive', epoch: 0, unfit: problems.join('; ').slice(0, 1000), known: memory.current() })
       .catch((err: Error) => log.warn({ err: err.message }, 'heartbeat failed'));
     await new Promise((r) => setTimeout(r, pollMs));
     const next = await cp.spec().catch(() => null);
@@ -197,8 +206,10 @@ async function run(options: { config: string }) {
   const { spec, specVersion } = fetched;
   const node = spec.nodes.find((n) => n.id === config.nodeId);
   if (!node) throw new UsageError(`this node (${config.nodeId}) is not in cluster ${config.clusterId}`);
+  const memory = await FileEpochMemory.open(config.stateDir);
+  log.info({ stateDir: config.stateDir, ...memory.current() }, 'epoch memory read');
   const refused = outsideAllowed(spec, node.id, config.allowed);
-  if (refused.length > 0) return refuseSpec(config, cp, log, refused, specVersion, spec.timing.passivePollMs);
+  if (refused.length > 0) return refuseSpec(config, cp, log, memory, refused, specVersion, spec.timing.passivePollMs);
   const peer = spec.nodes.find((n) => n.id !== config.nodeId)!;
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   const resources = resourcesFor({ spec, node, config }, new HostExecutor(log), log, fencing);
@@ -221,6 +232,7 @@ async function run(options: { config: string }) {
     controlPlane,
     resources,
     fencing,
+    memory,
     selfFence: config.selfFence.mode === 'watchdog' ? new WatchdogSelfFence(config.selfFence.device, log) : new RebootSelfFence(log),
     peer: new PeerWatch(
       `http://${peer.address}:${peer.peerPort}/peer/v1/status`,

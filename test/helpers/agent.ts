@@ -1,4 +1,7 @@
 /** Agent test helpers: resources on a scripted executor, and recording fakes of the resources. */
+import type { Logger } from 'pino';
+import type { EpochMemory } from '../../agent/epoch-memory.ts';
+import { RememberedEpochs } from './epochs.ts';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import { NodeAgent } from '../../agent/loop.ts';
 import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
@@ -81,6 +84,8 @@ export async function testAgent(options: {
   peerStatus?: () => PeerView | null;
   maxRestarts?: number;
   onNewSpec?: (version: number) => void;
+  memory?: EpochMemory;
+  log?: Logger;
 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
   const fakes = fakeResources(options.journal);
@@ -91,10 +96,11 @@ export async function testAgent(options: {
     controlPlane: options.controlPlane,
     resources: fakes.resources,
     fencing,
+    memory: options.memory ?? new RememberedEpochs(),
     selfFence: recordingSelfFence(options.journal),
     peer: options.peerReachable ? { reachable: options.peerReachable, status: () => options.peerStatus?.() ?? null, check: async () => {} } : null,
     now: options.now,
-    log: silentLog,
+    log: options.log ?? silentLog,
     maxRestarts: options.maxRestarts ?? 2,
     monitorIntervalMs: 0,
     demoteBudgetMs: 10_000,

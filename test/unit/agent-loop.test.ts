@@ -5,7 +5,10 @@ import type { HeartbeatResponse } from '../../shared/api.ts';
 import { type Directive, type FencingReport, type Heartbeat, type PhaseReport, PhaseReportSchema, type Release } from '../../shared/lease.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { activeDeadline } from '../../shared/timing.ts';
+import { type Logger, pino } from 'pino';
+import { ControlPlaneError } from '../../agent/control-plane-client.ts';
 import { testAgent } from '../helpers/agent.ts';
+import { RememberedEpochs } from '../helpers/epochs.ts';
 
 const PEER_KEY = '0x17b0d5daf00be581';
 
@@ -42,9 +45,15 @@ const granted = (epoch: number, confirmed = false) =>
   answer({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [PEER_KEY], confirmed }, reason: 'granted' }, true);
 const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, reason: 'renewed' }, true);
 
-async function agentFor(options: { maxRestarts?: number; onNewSpec?: (version: number) => void } = {}) {
+async function agentFor(options: { maxRestarts?: number; onNewSpec?: (version: number) => void; memory?: RememberedEpochs; log?: Logger } = {}) {
   const cp = new FakeControlPlane();
   return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now, ...options })) };
+}
+
+/** A logger whose lines the test reads. */
+function capturedLog() {
+  const lines: { level: number; msg: string }[] = [];
+  return { lines, log: pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; msg: string }) }) };
 }
 
 beforeEach(() => {
@@ -73,7 +82,7 @@ describe('agent loop', () => {
       'start exports',
       'start floating-ip',
     ]);
-    assert.deepEqual(cp.sent.at(-1), { role: 'activating', epoch: 2 }, 'reports itself activating under the epoch while fencing');
+    assert.deepEqual(cp.sent.at(-1), { role: 'activating', epoch: 2, known: { seen: 2, acted: 2 } }, 'reports itself activating under the epoch while fencing, and its memory');
   });
 
   it("phase reports carry ids that sort in the order they were made, as the API's schema accepts", async () => {
@@ -214,7 +223,7 @@ describe('agent loop', () => {
     now += 2500;
     const sent = cp.sent.length;
     await agent.tick();
-    assert.deepEqual(cp.sent.at(-1), { role: 'demoting', epoch: 2 });
+    assert.deepEqual(cp.sent.at(-1), { role: 'demoting', epoch: 2, known: { seen: 2, acted: 2 } });
     assert.equal(cp.sent.length, sent + 1);
     assert.equal(agent.deadline, activeDeadline(now, spec.timing), 'the renewal during the demotion extended the deadline');
     finishStop();
@@ -342,7 +351,8 @@ describe('agent loop', () => {
   });
 
   it('after its process was killed on the active: adopts what it finds if it still holds the lease', async () => {
-    const { agent, cp, step, others } = await agentFor();
+    // The killed process had acted under epoch 2: its memory says so.
+    const { agent, cp, step, others } = await agentFor({ memory: new RememberedEpochs({ seen: 2, acted: 2 }) });
     for (const r of others) r.state = { state: 'running' };
     await agent.recover();
     cp.answers = [granted(2, true)];
@@ -374,7 +384,7 @@ describe('agent loop', () => {
       now += 500;
     }
     assert.equal(cp.sent.length, 6, 'the peer went silent: a poll every tick');
-    assert.deepEqual(cp.sent.at(-1), { role: 'passive', epoch: 0, peer: { reachable: false } });
+    assert.deepEqual(cp.sent.at(-1), { role: 'passive', epoch: 0, peer: { reachable: false }, known: { seen: 1, acted: 0 } });
   });
 
   it("demotes when the control plane says the lease is another node's", async () => {
@@ -387,5 +397,61 @@ describe('agent loop', () => {
     now += 100;
     assert.equal((await step())?.action, 'demote');
     assert.equal(agent.role, 'passive');
+  });
+});
+
+describe('agent loop: epoch memory and a credential that stops working', () => {
+  it('remembers epochs granted to others before deciding, reports them, and refuses an epoch it has seen', async () => {
+    const memory = new RememberedEpochs();
+    const { agent, cp, step } = await agentFor({ memory });
+    cp.answers = [answer({ action: 'stay-passive', epoch: 4, holder: 'node-a', reason: 'node-a holds epoch 4' }, false, 'node-a')];
+    await step();
+    assert.deepEqual(memory.current(), { seen: 4, acted: 0 });
+    now += 500;
+    // A store that went back grants this node epoch 4 again: someone else's epoch.
+    cp.answers = [answer({ action: 'activate', epoch: 4, fence: { victim: null, keys: [PEER_KEY], confirmed: true }, reason: 'granted' }, true, 'node-b')];
+    assert.equal((await step())?.action, 'refuse');
+    assert.equal(agent.role, 'passive');
+    assert.ok(!journal.some((j) => j.startsWith('start') || j.startsWith('fence')), 'nothing runs under it');
+    now += 500;
+    await step();
+    assert.deepEqual(cp.sent.at(-1)?.known, { seen: 4, acted: 0 });
+    assert.deepEqual(cp.sent.at(-1)?.refused?.epoch, 4);
+    // A new epoch above it is taken, and remembered before the fence.
+    now += 500;
+    cp.answers = [granted(5)];
+    assert.equal((await step())?.action, 'fence');
+    assert.deepEqual(memory.current(), { seen: 5, acted: 5 });
+    now += 500;
+    await step();
+    assert.equal(cp.sent.at(-1)?.refused, undefined, 'the refusal ends with the new grant');
+  });
+
+  it('a sudden 401 is an unreachable arbiter (the holder demotes at its deadline), said once with the fix, and its end too', async () => {
+    const { lines, log } = capturedLog();
+    const { agent, cp, step } = await agentFor({ log });
+    cp.answers = [granted(2)];
+    await step();
+    now += 100;
+    cp.answers = [stayActive(2)];
+    await step();
+    assert.equal(agent.role, 'active');
+    const rejected = new ControlPlaneError('HTTP 401 invalid_credential: the credential is malformed, unknown or revoked', 401, 'invalid_credential');
+    cp.answers = [rejected];
+    for (let i = 0; i < 3; i++) {
+      now += 500;
+      await step();
+    }
+    const errors = lines.filter((l) => l.level === 50 && /rejects this node's credential/.test(l.msg));
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!.msg, /re-enrol this node \(nfs-ha enrol .* node-b, then install.sh --token-file\)/);
+    assert.equal(agent.role, 'active', 'the lease is still valid');
+    now += 3000;
+    await step();
+    assert.equal(agent.role, 'passive', 'demoted at its deadline, as for any unreachable arbiter');
+    cp.answers = [answer({ action: 'stay-passive', epoch: 2, holder: 'node-b', reason: 'x' }, false, null)];
+    now += 500;
+    await step();
+    assert.ok(lines.some((l) => /accepts this node's credential again/.test(l.msg)));
   });
 });
