@@ -33,6 +33,8 @@ export interface HostState {
   mounted: boolean;
   cursor: number;
   nfsRunning: boolean;
+  /** nfsd died under a running service (the 'nfs-dies' fault): monitor says failed, not stopped. */
+  nfsDied: boolean;
   exported: boolean;
   vip: boolean;
   garpAt: number;
@@ -48,6 +50,7 @@ export function freshHost(): HostState {
     mounted: false,
     cursor: 0,
     nfsRunning: false,
+    nfsDied: false,
     exported: false,
     vip: false,
     garpAt: 0,
@@ -65,8 +68,12 @@ export interface HostWorld {
   stopWork(node: string, host: HostState): Promise<void>;
   violation(what: string): void;
   trace(what: string): void;
-  /** Whether the arbiter's stored lease grants `node` the epoch, and its fencing is confirmed. */
+  /** Whether the arbiter ever granted `node` the epoch, and confirmed its fencing (restores do not erase it). */
   granted(node: string, epoch: number): { granted: boolean; confirmed: boolean };
+  /** `node` acts under `epoch`: it fences, or activates the VG, under it. */
+  acted(node: string, epoch: number): void;
+  /** `node` stopped acting under `epoch`: its VG is deactivated. */
+  left(node: string, epoch: number): void;
   bugs: ReadonlySet<string>;
 }
 
@@ -97,6 +104,7 @@ class SimReservation extends SimResource implements Reservation {
     await this.w.work(this.node);
     if (!this.w.granted(this.node, this.fencing.epoch).granted)
       this.w.violation(`${this.node} registered its key without a grant of epoch ${this.fencing.epoch}`);
+    this.w.acted(this.node, this.fencing.epoch);
     this.w.lun.registrations.set(this.node, this.key);
     const preempted: ReservationKey[] = [];
     if (!this.w.bugs.has('skip-fencing')) {
@@ -136,12 +144,14 @@ class SimVolumeGroup extends SimResource {
     if (this.fencing.epoch === 0 || this.fencing.confirmedEpoch !== this.fencing.epoch) throw new Error('fencing not confirmed');
     if (!this.w.granted(this.node, this.fencing.epoch).confirmed)
       this.w.violation(`${this.node} activated the VG under epoch ${this.fencing.epoch} without confirmed fencing`);
+    this.w.acted(this.node, this.fencing.epoch);
     await this.w.work(this.node);
     this.w.lun.vgOwner = this.node;
     this.host.vgActive = true;
   }
   async stop(): Promise<void> {
     await this.w.stopWork(this.node, this.host);
+    if (this.host.vgActive) this.w.left(this.node, this.fencing.epoch);
     this.host.vgActive = false;
   }
   async monitor() {
@@ -182,20 +192,22 @@ class SimFlagResource extends SimResource {
     readonly name: ResourceName,
     private readonly flag: 'nfsRunning' | 'exported',
     /** What monitor reports when the flag is down: nfs-server dying is a failure, not a stop. */
-    private readonly down: MonitorResult,
+    private readonly down: () => MonitorResult,
   ) {
     super(w, node, host, fencing);
   }
   async start(): Promise<void> {
     await this.w.work(this.node);
     this.host[this.flag] = true;
+    if (this.flag === 'nfsRunning') this.host.nfsDied = false;
   }
   async stop(): Promise<void> {
     await this.w.stopWork(this.node, this.host);
     this.host[this.flag] = false;
+    if (this.flag === 'nfsRunning') this.host.nfsDied = false;
   }
   async monitor(): Promise<MonitorResult> {
-    return this.host[this.flag] ? { state: 'running' } : this.down;
+    return this.host[this.flag] ? { state: 'running' } : this.down();
   }
 }
 
@@ -223,8 +235,10 @@ export function simResources(w: HostWorld, node: string, host: HostState, fencin
     reservation,
     new SimVolumeGroup(w, node, host, fencing),
     new SimFilesystem(w, node, host, fencing),
-    new SimFlagResource(w, node, host, fencing, 'nfs-server', 'nfsRunning', { state: 'failed', reason: 'nfs-server is not running' }),
-    new SimFlagResource(w, node, host, fencing, 'exports', 'exported', { state: 'stopped' }),
+    new SimFlagResource(w, node, host, fencing, 'nfs-server', 'nfsRunning', () =>
+      host.nfsDied ? { state: 'failed', reason: 'nfs-server is active but nfsd runs 0 threads' } : { state: 'stopped' },
+    ),
+    new SimFlagResource(w, node, host, fencing, 'exports', 'exported', () => ({ state: 'stopped' })),
     new SimFloatingIp(w, node, host, fencing),
   ];
   return { reservation, ordered };

@@ -106,7 +106,7 @@ export class SimulatedStore implements Store {
   async putLease(next: Lease, current: Lease): Promise<boolean> {
     return this.#write('putLease', () => {
       const stored = this.#leases.get(next.clusterId);
-      if (!stored || stored.version !== current.version) return false;
+      if (!stored || stored.version !== current.version || stored.renewedAt !== current.renewedAt || stored.expiresAt !== current.expiresAt) return false;
       this.#commit(copy(next), stored);
       return true;
     });
@@ -310,6 +310,20 @@ export class SimulatedStore implements Store {
   }
 
   /** For the simulator's checks: the stored events of a cluster, oldest first. */
+  /** Everything stored, as a backup would hold it (the 'store-restored' fault). */
+  backup(): unknown {
+    return copy([this.#clusters, this.#leases, this.#events, this.#statuses, this.#secrets, this.#webhooks, this.#deliveries]);
+  }
+
+  /** Replaces everything with a backup's contents, as restoring it would. */
+  restore(backup: unknown): void {
+    const maps = [this.#clusters, this.#leases, this.#events, this.#statuses, this.#secrets, this.#webhooks, this.#deliveries] as Map<string, unknown>[];
+    copy(backup as Map<string, unknown>[]).forEach((saved, i) => {
+      maps[i]!.clear();
+      for (const [k, v] of saved) maps[i]!.set(k, v);
+    });
+  }
+
   eventsOf(clusterId: string): ClusterEvent[] {
     return [...(this.#events.get(clusterId) ?? new Map()).entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, e]) => copy(e));
   }

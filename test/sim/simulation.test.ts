@@ -39,7 +39,7 @@ describe('deterministic simulation', () => {
     });
   }
 
-  for (const bug of ['ignore-drift', 'no-skew-allowance'] as const) {
+  for (const bug of ['ignore-drift', 'wall-clock-expiry'] as const) {
     it(`the world of "${bug}" without the bug is clean (the violation is the bug's)`, async () => {
       const s = await runSeeds(1, BUG_SEED_BOUND, { bugConfigOnly: bug });
       assert.deepEqual(

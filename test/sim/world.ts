@@ -6,6 +6,7 @@
  * LUN (test/sim/host.ts), the store (test/sim/simulated-store.ts), an NFS client that appends
  * through the VIP, and the faults. Invariants are checked after every event.
  */
+import { pino } from 'pino';
 import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
 import { NodeAgent } from '../../agent/loop.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
@@ -16,12 +17,13 @@ import type { PeerView } from '../../shared/node-role.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../../shared/spec.ts';
 import { maxWatchdogTimeoutMs, minSafetyMarginMs, type TimingInput } from '../../shared/timing.ts';
 import { exampleSpec, silentLog } from '../helpers/control-plane.ts';
+import { RememberedEpochs } from '../helpers/epochs.ts';
 import { freshHost, type HostState, type HostWorld, SimLun, simResources } from './host.ts';
 import { Random } from './random.ts';
 import { Scheduler, settle } from './scheduler.ts';
 import { SimulatedStore } from './simulated-store.ts';
 
-export const PLANTED_BUGS = ['skip-fencing', 'reregister-when-fenced', 'ignore-drift', 'no-skew-allowance'] as const;
+export const PLANTED_BUGS = ['skip-fencing', 'reregister-when-fenced', 'ignore-drift', 'wall-clock-expiry', 'forget-epochs', 'unreported-epochs'] as const;
 export type PlantedBug = (typeof PLANTED_BUGS)[number];
 
 export const FAULT_KINDS = [
@@ -38,6 +40,8 @@ export const FAULT_KINDS = [
   'mount-fails',
   'stop-hangs',
   'ttl-lengthened',
+  'store-restored',
+  'cp-clock-step',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -88,9 +92,6 @@ function configFor(bug: PlantedBug | undefined) {
       // Clocks really drift by up to 10 % (the bound's maximum); agents are told 0 % (the bug)
       // and keep a thin margin.
       return { trueDrift: 0.1, cpOffsetMs: 0, timing: { maxDriftRatio: 0, safetyMarginMs: 20, skewAllowanceMs: 0 } };
-    case 'no-skew-allowance':
-      // Control-plane instances disagree by up to 600 ms; the arbiter allows none (the bug).
-      return { trueDrift: 0.01, cpOffsetMs: 300, timing: { skewAllowanceMs: 0 } };
     default:
       return { trueDrift: 0.01, cpOffsetMs: 100, timing: {} };
   }
@@ -98,12 +99,21 @@ function configFor(bug: PlantedBug | undefined) {
 
 function controlTiming(bug: PlantedBug): TimingInput {
   if (bug === 'ignore-drift') return { maxDriftRatio: 0.1, safetyMarginMs: minSafetyMarginMs(3000, 0.1) + 20, skewAllowanceMs: 0 };
-  if (bug === 'no-skew-allowance') return { skewAllowanceMs: 600 };
   return {};
 }
 
-export function drawFaults(rng: Random, durationMs: number): Fault[] {
+/** How far back a restored backup goes, at most (the fault picks the backup taken this long before it). */
+const BACKUP_AGE_MS = { min: 2_000, max: 20_000 };
+
+export function drawFaults(rng: Random, durationMs: number, bug?: PlantedBug): Fault[] {
   const faults: Fault[] = [];
+  if (bug === 'forget-epochs' || bug === 'unreported-epochs') {
+    // The case those bugs break: the active fails over, and the store then goes back to before.
+    const crashAt = rng.int(6_000, durationMs - QUIET_END_MS - 14_000);
+    faults.push({ at: crashAt, kind: 'crash', target: 'active', durationMs: rng.int(2_000, 6_000) });
+    faults.push({ at: crashAt + rng.int(4_000, 8_000), kind: 'store-restored', target: 'active', durationMs: rng.int(500, 5_000) });
+    return faults;
+  }
   const count = rng.int(1, 3);
   for (let i = 0; i < count; i++) {
     faults.push({
@@ -125,13 +135,15 @@ interface SimNode {
   agent: NodeAgent | null;
   incarnation: number;
   watchdog: { armed: boolean; deadline: number };
+  /** The agent's state directory: on the node's local disk, it outlives crashes and restarts. */
+  memory: RememberedEpochs;
 }
 
 export async function simulate(options: SimOptions): Promise<SimResult> {
   const durationMs = options.durationMs ?? 60_000;
   const rng = new Random(options.seed);
   const faultRng = new Random(options.seed ^ 0x5bd1e995);
-  const faults = options.faults ?? drawFaults(faultRng, durationMs);
+  const faults = options.faults ?? drawFaults(faultRng, durationMs, options.bug);
   const bugs = new Set<string>(options.bug ? [options.bug] : []);
   const config = configFor(options.bug ?? options.bugConfigOnly);
   const timing = options.bugConfigOnly ? controlTiming(options.bugConfigOnly) : config.timing;
@@ -146,6 +158,9 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   const lun = new SimLun();
   const violations: string[] = [];
   const trace = (what: string) => options.trace && console.log(`${String(sched.now).padStart(6)} ms  ${what}`);
+  /** With --trace, the agents' own decisions too, on the virtual clock. */
+  const agentTraceLog = (id: string) =>
+    pino({ level: 'info' }, { write: (line: string) => trace(`${id}: ${(JSON.parse(line) as { msg: string }).msg}`) });
   const violation = (what: string) => {
     trace(`VIOLATION ${what}`);
     if (violations.length < 20) violations.push(`t=${sched.now} ms: ${what}`);
@@ -163,7 +178,18 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     const period = config.trueDrift > 0 ? (2 * Math.PI * Math.max(amplitude, 1)) / config.trueDrift : Infinity;
     return () => Math.floor(CP_EPOCH + sched.now + (Number.isFinite(period) ? amplitude * Math.sin((2 * Math.PI * sched.now) / period + phase) : 0));
   });
-  const makeInstance = (i: number) => createApp({ store, clock: { now: cpClocks[i]! }, log: silentLog });
+  /** Wall-clock steps of each instance (NTP, a VM migration): the 'cp-clock-step' fault. */
+  const cpSteps = [0, 0];
+  // Each instance's monotonic clock runs at its own rate within the drift bound; no step moves it.
+  const cpRates = [0, 1].map(() => 1 + rng.between(-config.trueDrift, config.trueDrift));
+  const makeInstance = (i: number) => {
+    const startedAt = sched.now;
+    const now = () => cpClocks[i]!() + cpSteps[i]!;
+    // The planted bug: the arbiter measures durations on its wall clock, steps and all.
+    const elapsed = bugs.has('wall-clock-expiry') ? now : () => (sched.now - startedAt) * cpRates[i]!;
+    return createApp({ store, clock: { now, elapsed }, log: silentLog });
+  };
+
   let instances = [makeInstance(0), makeInstance(1)];
 
   // --- network ------------------------------------------------------------------------------
@@ -182,6 +208,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     agent: null,
     incarnation: 0,
     watchdog: { armed: false, deadline: 0 },
+    memory: new RememberedEpochs(),
   }));
   const node = (id: string) => nodes.find((n) => n.id === id)!;
   /** Each node's agent credential, as the installer would have left it in its config. */
@@ -195,6 +222,16 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   /** Runs `fn` now, or when the node thaws. */
   const onNode = (n: SimNode, fn: () => void) => (frozen(n) ? sched.at(n.frozenUntil, () => onNode(n, fn)) : fn());
 
+  /** Every grant the arbiter ever committed, and whether its fencing was confirmed: a restore does not erase what happened. */
+  const grantsEver = new Map<string, { confirmed: boolean }>();
+  const actedBy = new Map<number, { node: string; at: number }>();
+  const leftEpochs = new Map<string, Set<number>>();
+  /** When each node's latest request reached a control-plane instance. */
+  const reachedCp = new Map<string, number>();
+  let lastRestoreAt: number | null = null;
+  /** When each node's lease was last renewed or granted, committed. */
+  const renewedAt = new Map<string, number>();
+
   const hostWorld: HostWorld = {
     lun,
     clusterId: spec.id,
@@ -202,10 +239,12 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     bugs,
     violation,
     trace,
+    // A step of a node that crashes meanwhile never completes: its effects died with it.
     work: (id) =>
       new Promise((resolve) => {
         const n = node(id);
-        sched.after(rng.int(5, 40), () => onNode(n, resolve));
+        const host = n.host;
+        sched.after(rng.int(5, 40), () => onNode(n, () => n.host === host && resolve()));
       }),
     stopWork: (id, host) => {
       if (host.hangNextStopMs === 0) return hostWorld.work(id);
@@ -213,16 +252,28 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       host.hangNextStopMs = 0;
       host.hangingUntil = sched.now + hang;
       trace(`${id}: a stop hangs for ${hang} ms`);
-      return new Promise((resolve) => sched.after(hang, () => onNode(node(id), resolve)));
+      return new Promise((resolve) => sched.after(hang, () => onNode(node(id), () => node(id).host === host && resolve())));
     },
     granted: (id, epoch) => {
-      const lease = store.leaseOf(spec.id);
-      const events = store.eventsOf(spec.id);
-      const grant = lease?.holder === id && lease.epoch === epoch ? lease.fencing : null;
-      return {
-        granted: !!grant || events.some((e) => e.type === 'lease.granted' && e.epoch === epoch && e.node === id),
-        confirmed: (grant?.confirmedAt ?? null) !== null || events.some((e) => e.type === 'fencing.confirmed' && e.epoch === epoch && e.node === id),
-      };
+      const g = grantsEver.get(`${id}/${epoch}`);
+      return { granted: g !== undefined, confirmed: g?.confirmed ?? false };
+    },
+    acted: (id, epoch) => {
+      if (leftEpochs.get(id)?.has(epoch)) violation(`${id} acts again under epoch ${epoch}, which it had left`);
+      const first = actedBy.get(epoch);
+      if (first && first.node !== id) {
+        // The one case no memory can cover: the node that acted under it is down, or cut off
+        // from the arbiter, from the restore until this grant, and nobody else saw its epoch.
+        const unknowable = lastRestoreAt !== null && first.at < lastRestoreAt && (reachedCp.get(first.node) ?? -1) < lastRestoreAt;
+        if (!unknowable) violation(`epoch ${epoch} acted under by ${first.node} and by ${id}`);
+        else trace(`epoch ${epoch} acted under again by ${id}: ${first.node}, who had it, has not reached the arbiter since the restore`);
+      }
+      if (!first) actedBy.set(epoch, { node: id, at: sched.now });
+    },
+    left: (id, epoch) => {
+      if (epoch === 0) return;
+      if (!leftEpochs.has(id)) leftEpochs.set(id, new Set());
+      leftEpochs.get(id)!.add(epoch);
     },
   };
 
@@ -238,7 +289,13 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         if (rng.chance(0.01)) sched.after(delay(), () => void rng.pick(instances).request(String(input), { ...init, signal: undefined }));
         sched.after(delay(), () => {
           const app = rng.pick(instances);
+          reachedCp.set(n.id, sched.now);
           const { signal: _signal, ...rest } = init ?? {};
+          if (bugs.has('unreported-epochs') && String(input).endsWith('/heartbeat') && typeof rest.body === 'string') {
+            // The planted bug: what the node knows of epochs never reaches the arbiter.
+            const { known: _known, ...body } = JSON.parse(rest.body) as Record<string, unknown>;
+            rest.body = JSON.stringify(body);
+          }
           void Promise.resolve(app.request(String(input), rest)).then((res) => {
             if (!up('cp', n.id) || rng.chance(0.01)) return;
             sched.after(delay(), () => finish(() => resolve(res)));
@@ -272,6 +329,11 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   }
 
   const crash = (n: SimNode, downMs: number) => {
+    // Whatever it acted under ends with its power.
+    const acting = n.agent?.status();
+    if (acting && acting.epoch > 0) hostWorld.left(n.id, acting.epoch);
+    // The planted bug: the state directory is on a disk that loses its writes at a reset.
+    if (bugs.has('forget-epochs')) n.memory = new RememberedEpochs();
     n.incarnation++;
     n.agent?.stop();
     n.agent = null;
@@ -329,10 +391,11 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       }),
       resources: simResources(hostWorld, n.id, n.host, fencing),
       fencing,
+      memory: n.memory,
       selfFence: selfFenceFor(n, incarnation),
       peer: new SimPeer(n),
       now: () => mono(n),
-      log: silentLog,
+      log: options.trace ? agentTraceLog(n.id) : silentLog,
       maxRestarts: 2,
       monitorIntervalMs: 1000,
       demoteBudgetMs: DEMOTE_BUDGET_MS,
@@ -394,6 +457,19 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     }
     if (next.epoch < lastEpoch) violation(`epoch went back from ${lastEpoch} to ${next.epoch}`);
     lastEpoch = Math.max(lastEpoch, next.epoch);
+    if (next.holder && next.fencing?.epoch === next.epoch) {
+      const key = `${next.holder}/${next.epoch}`;
+      grantsEver.set(key, { confirmed: (grantsEver.get(key)?.confirmed ?? false) || next.fencing.confirmedAt !== null });
+    }
+    // No grant while the holder renews on time: the arbiter must have watched its lease unchanged
+    // for suspectAfterMs at least, on a clock that runs at most trueDrift fast — whatever its wall clock did.
+    const newHolder = previous?.holder && next.holder && next.holder !== previous.holder && next.epoch > previous.epoch;
+    if (newHolder && next.fencing?.reason !== 'store-regressed') {
+      const since = sched.now - (renewedAt.get(previous.holder!) ?? Number.NEGATIVE_INFINITY);
+      if (since < t.suspectAfterMs / (1 + config.trueDrift) - 1)
+        violation(`${next.holder} was granted epoch ${next.epoch} (${next.fencing?.reason}) while ${previous.holder} renewed ${since} ms ago`);
+    }
+    if (next.holder && (next.renewedAt !== previous?.renewedAt || next.holder !== previous?.holder)) renewedAt.set(next.holder, sched.now);
     if (next.holder && next.epoch > 0) {
       const h = holderOf.get(next.epoch);
       if (h && h !== next.holder) violation(`epoch ${next.epoch} held by ${h} and by ${next.holder}`);
@@ -473,11 +549,38 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
           return;
         case 'nfs-dies':
           n.host.nfsRunning = false;
+          n.host.nfsDied = true;
           return;
         case 'mount-fails':
           // Strikes the node that would mount next: the peer of the one serving.
           node(f.target === 'active' ? other(id) : id).host.failNextMount = true;
           return;
+        case 'cp-clock-step': {
+          // An NTP step or a VM migration on one instance: its wall clock jumps 10 s either way.
+          const i = rng.int(0, 1);
+          cpSteps[i]! += rng.pick([-10_000, 10_000]);
+          return;
+        }
+        case 'store-restored': {
+          // The control plane stops, its store is restored from a backup taken up to 20 s
+          // earlier (before, perhaps, a failover), and it starts again: new instances.
+          const takenBy = sched.now - rng.int(BACKUP_AGE_MS.min, BACKUP_AGE_MS.max);
+          const backup = [...backups].reverse().find((b) => b.at <= takenBy) ?? backups[0]!;
+          for (const id of NODES) {
+            block(id, 'cp', until);
+            block('cp', id, until);
+          }
+          sched.at(until, () => {
+            store.restore(backup.data);
+            lastRestoreAt = sched.now;
+            const restored = store.leaseOf(spec.id);
+            lastEpoch = restored?.epoch ?? 0;
+            for (const e of [...holderOf.keys()]) if (e > lastEpoch) holderOf.delete(e);
+            trace(`store restored to its backup of ${backup.at} ms: lease ${restored?.holder ?? 'vacant'} epoch ${restored?.epoch}`);
+            instances = [makeInstance(0), makeInstance(1)];
+          });
+          return;
+        }
         case 'ttl-lengthened': {
           // An operator lengthens the lease TTL while a node holds it (shortening is refused
           // while the cluster runs); the agents keep the spec they started with.
@@ -507,7 +610,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   }
 
   // --- run ----------------------------------------------------------------------------------------
-  const issuer = new Credentials(store, { now: () => CP_EPOCH + sched.now });
+  const issuer = new Credentials(store, { now: () => CP_EPOCH + sched.now, elapsed: () => sched.now });
   const adminToken = (await issuer.issue('operator', { role: 'admin', name: 'sim' })).token;
   for (const n of NODES) tokens.set(n, (await issuer.issue('agent', { clusterId: spec.id, node: n })).token);
   const created = await instances[0]!.request('/v1/clusters', {
@@ -516,6 +619,21 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     body: JSON.stringify(spec),
   });
   if (created.status !== 201) throw new Error(`cluster not created: ${created.status} ${await created.text()}`);
+  if ((options.bug ?? options.bugConfigOnly) === 'wall-clock-expiry') {
+    // NTP gone wrong: an instance's wall clock jumps 10 s ahead every few seconds.
+    const step = () => {
+      cpSteps[rng.int(0, 1)]! += 10_000;
+      sched.after(rng.int(1_000, 3_000), step);
+    };
+    sched.after(2_000, step);
+  }
+  const backups: { at: number; data: unknown }[] = [];
+  const takeBackup = () => {
+    backups.push({ at: sched.now, data: store.backup() });
+    if (backups.length > 30) backups.shift();
+    sched.after(1_000, takeBackup);
+  };
+  takeBackup();
   for (const n of nodes) sched.at(rng.int(0, 500), () => boot(n));
   sched.after(1_000, clientWrite);
   await sched.run(durationMs, check);
