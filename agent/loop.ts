@@ -420,16 +420,7 @@ export class NodeAgent {
     await this.#actUnder(epoch);
     this.#become('fencing');
     await this.d.selfFence.arm();
-    const t0 = this.d.now();
-    const preempted = await this.#timed('fence', 'start', () => this.d.resources.reservation.fence(keys));
-    try {
-      await this.d.controlPlane.reportFencing({ epoch, keys: preempted, durationMs: this.d.now() - t0 });
-    } catch (err) {
-      // Not acknowledged, so nothing may start yet; the next cycle fences (idempotently) and reports again.
-      this.d.log.warn({ epoch, err: (err as Error).message }, 'fencing done but not acknowledged; will report again');
-      return;
-    }
-    this.d.fencing.confirmedEpoch = epoch;
+    await this.#preemptAndReport(epoch, keys);
   }
 
   /**
@@ -442,16 +433,22 @@ export class NodeAgent {
       return this.d.selfFence.reboot(`our reservation key is gone while serving under epoch ${this.d.fencing.epoch}: the peer fenced us; self-fencing`);
     }
     await this.#actUnder(epoch);
+    if (await this.#preemptAndReport(epoch, keys)) this.d.log.info({ epoch }, `serving on under epoch ${epoch}`);
+  }
+
+  /** Preempts `keys` and reports it; true once the arbiter acknowledged it for `epoch`. */
+  async #preemptAndReport(epoch: number, keys: ReservationKey[]): Promise<boolean> {
     const t0 = this.d.now();
     const preempted = await this.#timed('fence', 'start', () => this.d.resources.reservation.fence(keys));
     try {
       await this.d.controlPlane.reportFencing({ epoch, keys: preempted, durationMs: this.d.now() - t0 });
     } catch (err) {
-      this.d.log.warn({ epoch, err: (err as Error).message }, 'fencing done again but not acknowledged; will report again');
-      return;
+      // Not acknowledged, so nothing (more) may start yet; the next cycle fences (idempotently) and reports again.
+      this.d.log.warn({ epoch, err: (err as Error).message }, 'fencing done but not acknowledged; will report again');
+      return false;
     }
     this.d.fencing.confirmedEpoch = epoch;
-    this.d.log.info({ epoch }, `serving on under epoch ${epoch}`);
+    return true;
   }
 
   async #activate(epoch: number): Promise<void> {

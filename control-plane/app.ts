@@ -14,6 +14,7 @@ import { agentRouter } from './routes/agent.ts';
 import { clustersRouter } from './routes/clusters.ts';
 import { credentialsRouter } from './routes/credentials.ts';
 import { router } from './routes/router.ts';
+import { type Backups, backupsRouter } from './routes/backups.ts';
 import { webhooksRouter } from './routes/webhooks.ts';
 import type { Store } from './store/store.ts';
 import { WebhookDeliverer } from './webhooks.ts';
@@ -32,6 +33,8 @@ export interface AppDeps {
   install?: InstallAssets;
   deliverer?: WebhookDeliverer;
   options?: Partial<AppOptions>;
+  /** The embedded store's online backups (absent on DynamoDB). */
+  backups?: Backups | undefined;
 }
 
 export const DEFAULT_APP_OPTIONS: AppOptions = { publicUrl: null, agentUrl: null, trustedProxies: [], webhookAllow: [], surface: 'all' };
@@ -57,6 +60,7 @@ export function createApp({
   install = installAssets(),
   deliverer,
   options = {},
+  backups,
 }: AppDeps) {
   const opts = { ...DEFAULT_APP_OPTIONS, ...options };
   const delivery = deliverer ?? new WebhookDeliverer(store, clock, log, { allow: new AddressSet(opts.webhookAllow) });
@@ -136,6 +140,7 @@ export function createApp({
   app.route('/', agentRouter(arbiter));
   app.route('/', credentialsRouter({ store, credentials, clock, install }));
   app.route('/', webhooksRouter({ store, clock, outbox: arbiter.outbox, deliverer: delivery }));
+  app.route('/', backupsRouter(backups));
   // Interactive docs: Swagger UI's page (its scripts come from a CDN) over /openapi.json.
   app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'nfs-ha control plane API' }));
   app.doc31('/openapi.json', {

@@ -205,7 +205,9 @@ export function accessFor(method: string, path: string): Access {
   const node = /^\/v1\/clusters\/([^/]+)\/nodes\/([^/]+)\//.exec(path);
   if (node) return { agentOf: { clusterId: node[1]!, node: node[2]! } };
   // Operator keys and agent credentials are managed by admins only, reading the lists included.
-  if (path === '/v1/keys' || path.startsWith('/v1/keys/') || /^\/v1\/clusters\/[^/]+\/credentials(\/|$)/.test(path)) return { operator: 'admin' };
+  // So are backups of the store: they hold every credential's hash.
+  if (path === '/v1/keys' || path.startsWith('/v1/keys/') || path.startsWith('/v1/backups') || /^\/v1\/clusters\/[^/]+\/credentials(\/|$)/.test(path))
+    return { operator: 'admin' };
   if (method === 'GET' || method === 'HEAD') {
     const cluster = /^\/v1\/clusters\/([^/]+)$/.exec(path);
     return { operator: 'read-only', ...(cluster && { orAgentOf: cluster[1]! }) };

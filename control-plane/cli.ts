@@ -15,7 +15,7 @@
  * --json on every command. The control plane and the key come from --url/--key, or NFSHA_URL /
  * NFSHA_API_KEY, or ~/.config/nfs-ha/cli.json ({ "url": …, "key": … }).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -343,6 +343,34 @@ program
                 `${String(f.epoch).padEnd(6)} ${f.holder.padEnd(9)} ${(f.victim ?? '-').padEnd(9)} ${f.reason.padEnd(15)} ${f.decidedAt}  ${f.confirmedAt ? `${f.confirmedAt}${f.durationMs !== null ? ` (${f.durationMs} ms)` : ''}` : 'NOT CONFIRMED'}`,
             ),
           ].join('\n'),
+    );
+  });
+
+program
+  .command('backup')
+  .description('back up the embedded store now, consistently, while it serves; with --out, download it too (admin)')
+  .option('--out <file>', 'write the backup here (a new file); restore: stop the control plane, then npm start -- --restore FILE')
+  .action(async (o: { out?: string }) => {
+    const r = await api<{ name: string; entries: number; bytes: number; takenAt: string; path: string }>(g(), 'POST', '/v1/backups');
+    if (o.out) {
+      const { url, key } = await connection(g());
+      const res = await fetch(`${url}/v1/backups/${r.name}`, { headers: { ...(key && { authorization: `Bearer ${key}` }) }, signal: AbortSignal.timeout(120_000) }).catch(
+        (err: Error) => {
+          throw new CliError(`cannot download ${r.name}: ${err.message}`);
+        },
+      );
+      if (!res.ok || !res.body) throw new CliError(`cannot download ${r.name}: HTTP ${res.status}`);
+      await writeFile(o.out, Buffer.from(await res.arrayBuffer()), { mode: 0o600, flag: 'wx' }).catch((err: Error) => {
+        throw new CliError(`cannot write ${o.out}: ${err.message}`);
+      });
+    }
+    out(g(), { ...r, ...(o.out && { savedTo: o.out }) }, () =>
+      [
+        `backup ${r.name}: ${r.entries} entries, ${r.bytes} bytes, taken ${r.takenAt}`,
+        `on the control plane host: ${r.path}`,
+        ...(o.out ? [`saved to ${o.out} (mode 0600: it holds every credential's hash)`] : []),
+        'restore: stop the control plane, then npm start -- --restore FILE',
+      ].join('\n'),
     );
   });
 

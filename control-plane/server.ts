@@ -13,7 +13,7 @@ import { monotonicWallClock } from './clock.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { attachEventStream } from './event-stream.ts';
 import { createLogger } from './log.ts';
-import { DataDirInUseError } from './store/embedded.ts';
+import { BackupError, DataDirInUseError, restoreEmbedded } from './store/embedded.ts';
 import { openStore } from './store/open.ts';
 import { sweep } from './sweep.ts';
 import { DeliveryLoop, WebhookDeliverer } from './webhooks.ts';
@@ -35,6 +35,15 @@ async function handOver(key: string, dataDir: string, log: ReturnType<typeof cre
   if (process.stderr.isTTY) process.stderr.write(`\nnfs-ha: ${what}; the admin API key is:\n\n  ${key}\n\nIt is also in ${file}.\n\n`);
 }
 
+/** The value after `flag` on the command line (`npm start -- --restore FILE`). */
+function flagValue(flag: string): string | undefined {
+  const i = process.argv.indexOf(flag);
+  if (i < 0) return undefined;
+  const value = process.argv[i + 1];
+  if (value === undefined || value.startsWith('--')) throw new ConfigError(`${flag} needs a value`);
+  return value;
+}
+
 /** How often the Node server sweeps (the deployment's schedule does it every minute on Lambda). */
 const SWEEP_INTERVAL_MS = 15_000;
 
@@ -44,6 +53,18 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
   const log = createLogger(config.logLevel);
   const dataDir = config.store.kind === 'embedded' ? config.store.dataDir : (process.env.NFSHA_DATA_DIR ?? './data');
+  const restoreFrom = flagValue('--restore');
+  if (restoreFrom !== undefined) {
+    // Before the store opens: the data directory's lock refuses this while a control plane runs on it.
+    if (config.store.kind !== 'embedded') throw new ConfigError('--restore is for the embedded store; DynamoDB restores with point-in-time recovery (README, "Backup and restore")');
+    const r = await restoreEmbedded(dataDir, restoreFrom);
+    log.warn(
+      { from: restoreFrom, takenAt: r.takenAt, entries: r.entries, keptAside: r.keptAside },
+      `restored ${r.entries} entries from ${restoreFrom} (taken ${r.takenAt})${r.keptAside ? `; the store it replaced is kept in ${r.keptAside}` : ''}. ` +
+        'Agents report the epochs the backup lacks and the arbiter moves past them on their first heartbeats; revoke again any credential revoked since the backup, and re-enrol nodes enrolled since',
+    );
+    // Then it starts on the restored store, as on any start (one command, the shortest outage).
+  }
   const opened = await openStore(config.store, { eventRetentionMs: config.eventRetentionMs });
   const clock = monotonicWallClock();
   const credentials = new Credentials(opened.store, clock);
@@ -58,7 +79,8 @@ async function main(): Promise<void> {
   const arbiter = new Arbiter(opened.leaseStore, clock, log, { onDeliveries: () => deliveries.kick() });
   const adminKey = await credentials.bootstrapAdmin();
   if (adminKey) await handOver(adminKey, dataDir, log, 'first start on an empty store');
-  const app = createApp({ store: opened.store, clock, log, arbiter, credentials, deliverer, options: config.app });
+  const backups = opened.backup && { dir: join(resolve(dataDir), 'backups'), take: opened.backup };
+  const app = createApp({ store: opened.store, clock, log, arbiter, credentials, deliverer, options: config.app, backups });
   // The embedded store has no TTL: the sweep prunes events past their retention.
   const retention = config.store.kind === 'embedded' ? config.eventRetentionMs : null;
   const sweeper = setInterval(
@@ -102,7 +124,7 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   // Operator mistakes get one clear line, not a stack trace.
-  if (err instanceof ConfigError || err instanceof DataDirInUseError) {
+  if (err instanceof ConfigError || err instanceof DataDirInUseError || err instanceof BackupError) {
     console.error(`nfs-ha: ${err.message}`);
     process.exit(2);
   }

@@ -12,6 +12,8 @@ export interface OpenedStore {
   leaseStore: Store;
   /** Where the data lives, for the start-up log line. */
   description: string;
+  /** The embedded store's online backup (DynamoDB has its own: point-in-time recovery, on-demand backups). */
+  backup?: (path: string) => Promise<{ entries: number }>;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,7 @@ export async function openStore(config: StoreConfig, options: { eventRetentionMs
       store: new DynamoStore({ client, tableName: config.tableName, concurrency: ROUTE_CONCURRENCY, ...options }),
       leaseStore: new DynamoStore({ client: leaseClient, tableName: config.tableName, ...options }),
       description: `embedded DynamoDB (dynalite) with data in ${embedded.dataDir}`,
+      backup: (path) => embedded.backup(path),
       async close() {
         client.destroy();
         leaseClient.destroy();

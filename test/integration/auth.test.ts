@@ -86,6 +86,9 @@ const routes: { method: string; path: string; body?: unknown; allowed: Partial<R
   { method: 'GET', path: '/v1/clusters/auth-a/credentials', allowed: { admin: 200 } },
   { method: 'POST', path: '/v1/clusters/auth-a/credentials', body: { node: 'node-b', overlapSeconds: 60 }, allowed: { admin: 201 } },
   { method: 'POST', path: '/v1/clusters/auth-a/peer-secret', allowed: { admin: 201 } },
+  // A backup holds every credential's hash: admins only, reading included.
+  { method: 'POST', path: '/v1/backups', allowed: { admin: 201 } },
+  { method: 'GET', path: '/v1/backups/nfs-ha-2026-01-01T00-00-00-000Z.jsonl', allowed: { admin: 404 } },
 ];
 
 describe('authorization matrix', () => {
@@ -126,7 +129,8 @@ describe('authorization matrix', () => {
         .replace(/\/standby\/node-b$/, '/standby/{node}')
         .replace(/\/(f{16})$/, '/{id}')
         .replace('/wh_ffffffffffffffff', '/{webhookId}')
-        .replace(/\/dlv_[0-9_]+\//, '/{deliveryId}/');
+        .replace(/\/dlv_[0-9_]+\//, '/{deliveryId}/')
+        .replace(/\/nfs-ha-[^/]+\.jsonl$/, '/{name}');
     const covered = new Set(routes.map((r) => `${r.method} ${template(r.path)}`));
     const documented = Object.entries(doc.paths).flatMap(([path, ops]) =>
       Object.keys(ops).map(

@@ -222,4 +222,24 @@ describe('nfs-ha CLI', () => {
       await receiver.stop();
     }
   });
+
+  it('backup: taken while the store serves, downloaded (0600), and a file that exists is never overwritten', async () => {
+    const out = join(dir, 'store.jsonl');
+    const r = await cli(['backup', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^backup nfs-ha-.*\.jsonl: \d+ entries, \d+ bytes, taken /m);
+    assert.match(r.stdout, /saved to .*store\.jsonl \(mode 0600/);
+    const { stat } = await import('node:fs/promises');
+    assert.equal((await stat(out)).mode & 0o777, 0o600);
+    const lines = (await readFile(out, 'utf8')).trim().split('\n');
+    assert.equal(JSON.parse(lines[0]!).format, 'nfs-ha-embedded-store/1');
+    assert.equal(JSON.parse(lines.at(-1)!).end, lines.length - 2);
+    const again = await cli(['backup', '--out', out]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /cannot write .*store\.jsonl: EEXIST/);
+    const readOnly = (await h.credentials.issue('operator', { role: 'read-only', name: 'cli-ro' })).token;
+    const refused = await cli(['backup'], readOnly);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /forbidden/);
+  });
 });

@@ -63,16 +63,16 @@ class ControlPlane {
   #process: ChildProcess | null = null;
   adminKey = '';
 
-  async start(): Promise<void> {
+  async start(args: string[] = []): Promise<void> {
     const dataDir = join(runDir, 'control-plane-data');
-    const out = createWriteStream(join(runDir, 'control-plane.log'));
-    this.#process = spawn(process.execPath, ['--import', 'tsx', join(repo, 'control-plane/server.ts')], {
+    const out = createWriteStream(join(runDir, 'control-plane.log'), { flags: 'a' });
+    this.#process = spawn(process.execPath, ['--import', 'tsx', join(repo, 'control-plane/server.ts'), ...args], {
       cwd: repo,
       env: { ...process.env, PORT: '8080', HOST, NFSHA_DATA_DIR: dataDir, NFSHA_PUBLIC_URL: CP, LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.#process.stdout!.pipe(out);
-    this.#process.stderr!.pipe(createWriteStream(join(runDir, 'control-plane.stderr.log')));
+    this.#process.stderr!.pipe(createWriteStream(join(runDir, 'control-plane.stderr.log'), { flags: 'a' }));
     // The first admin key is in a 0600 file of the data directory, as an operator finds it.
     await until('the control plane to write its admin key', 60_000, async () => {
       this.adminKey = (await readFile(join(dataDir, 'initial-admin-key'), 'utf8').catch(() => '')).trim();
@@ -83,6 +83,15 @@ class ControlPlane {
 
   stop(): void {
     this.#process?.kill('SIGTERM');
+  }
+
+  /** Stops it and waits for the process to exit (its data directory's lock is released then). */
+  async stopped(): Promise<void> {
+    const p = this.#process;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((ok) => p.once('exit', ok));
+    p.kill('SIGTERM');
+    await exited;
   }
 
   async call<T>(method: string, path: string, body?: unknown, token = this.adminKey): Promise<T> {
@@ -625,6 +634,61 @@ async function main(): Promise<void> {
       released ? `released epoch ${epoch} (${released.type === 'lease.released' ? released.data.reason : ''})` : 'no release recorded',
     );
     await passiveAgain(s, holder, faultAt);
+  });
+
+  await runScenario('restore', "the control plane's store restored to a backup taken before a switchover, the agents running", device, async (s) => {
+    const { holder, epoch } = await activeNode();
+    const to = peerOf(holder);
+    await passiveAgain(s, to, Date.now() - 40_000);
+    const backupAt = Date.now();
+    const backup = await cp.call<{ path: string; entries: number }>('POST', '/v1/backups');
+    s.check('an online backup of the store while it serves', backup.entries > 0, `${backup.entries} entries, ${holder} active under epoch ${epoch}`);
+    // A failover after the backup: the planned one (it leaves nobody reset).
+    const switchAt = Date.now();
+    await cp.call('POST', `/v1/clusters/${CLUSTER}/switchover`, { to });
+    const moved = await awaitFailover(epoch, switchAt);
+    s.check('a failover after the backup', moved.to === to, `${holder} → ${moved.to} under epoch ${moved.epoch}`);
+    await waitAcksAfter(5, 60_000);
+    const clientFrom = await clientNow();
+    const downAt = Date.now();
+    await cp.stopped();
+    await cp.start(['--restore', backup.path]);
+    const upAt = Date.now();
+    const restored = await cp.status();
+    s.check(
+      'the restored store went back to before the failover',
+      restored.lease.epoch < moved.epoch,
+      `lease at epoch ${restored.lease.epoch} (${restored.lease.holder ?? 'vacant'}) right after the restart`,
+    );
+    const regressed = await until('the arbiter to report the regression', 60_000, async () => (await cp.events()).find((e) => e.type === 'store.regressed'));
+    s.check(
+      'the arbiter reports that its store went back',
+      regressed.type === 'store.regressed' && regressed.data.reportedEpoch >= moved.epoch,
+      regressed.type === 'store.regressed'
+        ? `store.regressed from ${regressed.node}: store at epoch ${regressed.data.storeEpoch}, reported ${regressed.data.reportedEpoch}${regressed.data.serving ? ', still serving' : ''}`
+        : '',
+    );
+    const after = await until('one active holder above every earlier epoch', 120_000, async () => {
+      const a = await activeNode();
+      return a.epoch > moved.epoch ? a : null;
+    });
+    const events = await cp.events();
+    const grant = events.find((e) => e.type === 'lease.granted' && e.epoch === after.epoch);
+    const confirmed = events.find((e) => e.type === 'fencing.confirmed' && e.epoch === after.epoch);
+    s.check(
+      'one holder afterwards, under an epoch above every one acted under',
+      after.epoch > moved.epoch,
+      `${after.holder} under epoch ${after.epoch} (${grant?.type === 'lease.granted' ? grant.data.reason : '?'})`,
+    );
+    s.check('the node serving kept the service (no failover)', after.holder === to, `${to} served before, ${after.holder} after`);
+    await waitAcksAfter(5, 60_000);
+    const stall = longestStall(await acks(), clientFrom, await clientNow());
+    s.check("the client's writes went on through the restore", stall < 10_000, `longest wait for an acknowledgement ${fmt(stall)} s`);
+    const rel = (t: number | undefined) => (t === undefined ? '—' : fmt(t - downAt));
+    s.note(
+      `timeline (s from the control plane's stop): backup ${fmt(backupAt - downAt)}, switchover granted ${fmt(switchAt + (moved.detectionMs ?? 0) - downAt)}, ` +
+        `control plane up on the restored store ${rel(upAt)}, store.regressed ${rel(regressed.at)}, epoch ${after.epoch} granted ${rel(grant?.at)}, its fencing confirmed ${rel(confirmed?.at)}`,
+    );
   });
 
   await runScenario('crash', 'power loss of the active (its VM killed)', device, async (s) => {
