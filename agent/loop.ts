@@ -151,6 +151,7 @@ export class NodeAgent {
         epoch: holding ? this.d.fencing.epoch : 0,
         ...(reachable !== undefined && { peer: { reachable } }),
         known: this.d.memory.current(),
+        ...(this.#leftovers && { leftovers: true }),
         ...(this.#refused && { refused: this.#refused }),
       });
       // An epoch granted to someone else (or left vacant) is remembered before anything is decided on it.

@@ -311,7 +311,8 @@ export class Arbiter {
   /** Rate-limited record of what a node last said, for the status view. Never fails the heartbeat. */
   async #noteHeartbeat(clusterId: string, node: string, hb: Heartbeat, directive: Directive): Promise<void> {
     const now = this.clock.now();
-    const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}/${hb.unfit ?? ''}`;
+    const refused = hb.refused && `epoch ${hb.refused.epoch}: ${hb.refused.reason}`;
+    const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}/${hb.unfit ?? ''}/${refused ?? ''}`;
     const id = `${clusterId}/${node}`;
     const last = this.#statusWritten.get(id);
     if (last && last.key === key && now - last.at < NODE_STATUS_REFRESH_MS) return;
@@ -325,8 +326,10 @@ export class Arbiter {
         lastHeartbeatAt: now,
         lastDirective: directive.action,
         ...(hb.unfit !== undefined && { unfit: hb.unfit }),
+        ...(refused && { refused }),
       });
       if (hb.unfit !== undefined && last?.key !== key) this.log.error({ clusterId, node, unfit: hb.unfit }, `${node} refuses to run ${clusterId}: ${hb.unfit}`);
+      if (refused && last?.key !== key) this.log.warn({ clusterId, node, refused: hb.refused }, `${node} refuses ${refused}`);
       this.#statusWritten.set(id, { at: now, key });
       if (previous?.downAt !== undefined) {
         const lease = this.#snapshots.get(clusterId) ?? null;

@@ -100,7 +100,13 @@ function statusTable(s: ClusterStatus): string {
   const l = s.lease;
   const head =
     l.holder === null
-      ? `cluster ${s.clusterId}   epoch ${l.epoch}   lease vacant`
+      ? `cluster ${s.clusterId}   epoch ${l.epoch}   lease vacant${
+          l.holdoff
+            ? l.holdoff.reason === 'store-regressed'
+              ? ` (the store went back to epoch ${l.holdoff.storeEpoch}, found by ${l.holdoff.by}: waiting for a node still serving)`
+              : ` (${l.holdoff.by} refused epoch ${l.holdoff.storeEpoch}: the next one goes out once no node can still be serving)`
+            : ''
+        }`
       : `cluster ${s.clusterId}   epoch ${l.epoch}   ${l.state === 'held' ? 'active' : l.state}: ${l.holder} (renewed ${ago(l.renewedAgoMs)}, ${l.expiresInMs >= 0 ? `expires in ${(l.expiresInMs / 1000).toFixed(1)} s` : `lapsed ${(-l.expiresInMs / 1000).toFixed(1)} s ago`})`;
   const rows = [['NODE', 'ROLE', 'EPOCH', 'LAST HEARTBEAT', 'SEES PEER', 'RESERVATION KEY', 'RESOURCES']];
   for (const n of s.nodes) {
@@ -122,6 +128,7 @@ function statusTable(s: ClusterStatus): string {
     ? `\nfencing: epoch ${f.epoch} (${f.reason})${f.victim ? ` fenced ${f.victim}` : ''}, ${f.confirmedAt ? 'confirmed' : 'NOT YET CONFIRMED'}`
     : '';
   const modes = [
+    ...s.nodes.flatMap((n) => [n.unfit ? `${n.id} REFUSES this cluster: ${n.unfit}` : '', n.refused ? `${n.id} refuses ${n.refused}` : '']),
     s.maintenance ? 'MAINTENANCE MODE: no restarts, releases or takeovers' : '',
     s.standby.length > 0 ? `standby: ${s.standby.join(', ')}` : '',
     s.switchover ? `switchover to ${s.switchover.to} requested at ${s.switchover.requestedAt}` : '',

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { EventSchema, ResourceState } from './events.ts';
-import { AgentRole, DirectiveSchema, FencingDecisionSchema } from './lease.ts';
+import { AgentRole, DirectiveSchema, FencingDecisionSchema, LeaseSchema } from './lease.ts';
 import { ClusterId, NodeId } from './names.ts';
 import { ReservationKey } from './reservation-key.ts';
 import { ClusterSpecSchema } from './spec.ts';
@@ -29,6 +29,7 @@ export const LeaseViewSchema = z.object({
   renewedAgoMs: z.number().int().describe("Time since the last grant or renewal, on the control plane's clock"),
   expiresInMs: z.number().int().describe('Time until the lease lapses (negative: lapsed)'),
   fencing: FencingDecisionSchema.nullable(),
+  holdoff: LeaseSchema.shape.holdoff.describe('The lease was vacated (the store went back, or its holder refused its epoch): who found it, and why'),
 });
 
 export const NodeStatusViewSchema = z.object({
@@ -41,6 +42,11 @@ export const NodeStatusViewSchema = z.object({
   lastHeartbeatAgoMs: z.number().int().nullable().describe('Refreshed at least every 30 s while the node heartbeats (for the holder, at every renewal)'),
   lastDirective: z.string().nullable(),
   unfit: z.string().nullable().describe('Why the node refuses to run the cluster (null: it does not); it is never granted the lease'),
+  refused: z
+    .string()
+    .nullable()
+    .default(null)
+    .describe('The epoch the node will not act under (one it has seen or left) and why, as it last said; it is given a new one'),
   resources: z
     .record(z.string(), ResourceState)
     .describe("Each resource's state as this node last reported it since the current grant (empty: nothing reported)"),

@@ -114,6 +114,10 @@ export const HeartbeatSchema = z
       .strict()
       .optional()
       .describe("The node's persisted epoch memory: the arbiter never grants below it, and learns from it that its store went back"),
+    leftovers: z
+      .boolean()
+      .optional()
+      .describe('Resources found running at start that this agent process has not adopted or stopped yet (it may adopt them under the epoch it acted under)'),
     refused: z
       .object({ epoch: z.number().int().positive(), reason: z.string().max(1000) })
       .strict()
@@ -307,6 +311,11 @@ export function reportedEpoch(hb: Heartbeat): number {
   return Math.max(hb.epoch, hb.known?.seen ?? 0, hb.known?.acted ?? 0);
 }
 
+/** The holder runs nothing, has no leftovers to adopt, and has acted under this epoch: it left it. */
+function leftEpoch(lease: Lease, hb: Heartbeat): boolean {
+  return lease.epoch > 0 && hb.role === 'passive' && hb.leftovers !== true && (hb.known?.acted ?? 0) >= lease.epoch;
+}
+
 /** A node acting under the highest epoch it knows of: it may keep the service through a regression. */
 function serving(hb: Heartbeat): boolean {
   return hb.role === 'active' && hb.epoch > 0 && hb.epoch === reportedEpoch(hb);
@@ -355,7 +364,7 @@ function vacate(lease: Lease, node: string, hb: Heartbeat, now: number, reason: 
   const why =
     reason === 'store-regressed'
       ? `the store went back (it held epoch ${lease.epoch}, ${node} knows of epoch ${reported}): the lease moves past it; waiting for a node still serving`
-      : `${node} will not act again under epoch ${lease.epoch} (${hb.refused?.reason ?? 'refused'}): the next epoch goes out once no node can still be serving`;
+      : `${node} will not act again under epoch ${lease.epoch} (${hb.refused?.reason ?? `it acted under epoch ${hb.known?.acted} and runs nothing now`}): the next epoch goes out once no node can still be serving`;
   const next = { ...moved, version: lease.version + 1 };
   return { next, directive: followerDirective(next, hb, why) };
 }
@@ -371,8 +380,10 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
   // A node that refuses the spec runs nothing: it neither takes nor keeps the lease.
   if (hb.unfit !== undefined) return { next: null, directive: followerDirective(lease, hb, `${node} cannot run this cluster: ${hb.unfit}`) };
   // It left this epoch, or has seen it: not a lease it can use (an agent restarted without its
-  // resources, a store that went back to exactly this epoch). Nobody else holds it either.
-  if (lease.holder === node && hb.refused?.epoch === lease.epoch) return vacate(lease, node, hb, now, 'epoch-refused');
+  // resources, a store that went back to exactly this epoch). Nobody else holds it either. A
+  // holder that runs nothing and has acted under it says so by its memory alone: no need to
+  // renew it first and wait for its refusal.
+  if (lease.holder === node && (hb.refused?.epoch === lease.epoch || leftEpoch(lease, hb))) return vacate(lease, node, hb, now, 'epoch-refused');
   const lapsed = quietMs > terms.leaseTtlMs + terms.skewAllowanceMs;
   if (lease.holder === node) {
     // Never earlier than before: the holder may not have heard of a shorter TTL yet (a renewal

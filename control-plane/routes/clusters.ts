@@ -76,6 +76,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         renewedAgoMs: now - lease.renewedAt,
         expiresInMs: lease.expiresAt - now,
         fencing: lease.fencing,
+        holdoff: lease.holdoff,
       },
       nodes: lease.terms.nodes.map((id, i) => {
         const s = statuses.find((n) => n.node === id);
@@ -91,6 +92,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
             lease.holder === id ? Math.min(now - lease.renewedAt, s ? now - s.lastHeartbeatAt : Infinity) : s ? now - s.lastHeartbeatAt : null,
           lastDirective: s?.lastDirective ?? null,
           unfit: s?.unfit ?? null,
+          refused: s?.refused ?? null,
           resources: resourceStates(recent, id),
         };
       }),

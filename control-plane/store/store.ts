@@ -46,6 +46,8 @@ export interface NodeStatus {
   lastDirective: string;
   /** Why the node refuses to run the cluster, as it last said (absent: it does not). */
   unfit?: string | undefined;
+  /** The epoch the node refuses to act under and why, as it last said (absent: it refuses none). */
+  refused?: string | undefined;
   /** Set by the sweep when the node has been silent too long (a node.down event); a heartbeat clears it. */
   downAt?: number | undefined;
 }

@@ -85,3 +85,16 @@ describe('clock steps on the control plane', () => {
     assert.equal(taken.body.directive.epoch, 2);
   });
 });
+
+describe('a node that refuses an epoch', () => {
+  it('is shown refusing it in the status view, with its reason', async () => {
+    const id = 'refusal-shown';
+    await h.clusterHeldByNodeA(id);
+    const body = { ...hb('passive'), known: { seen: 1, acted: 0 }, refused: { epoch: 1, reason: 'this node has seen epoch 1 granted' } };
+    assert.equal((await h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, body)).status, 200);
+    const status = (await h.call('GET', `/v1/clusters/${id}/status`)).body;
+    assert.equal(status.nodes[1].refused, 'epoch 1: this node has seen epoch 1 granted');
+    assert.equal(status.nodes[0].refused, null);
+    assert.equal(status.lease.holdoff, null);
+  });
+});

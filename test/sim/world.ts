@@ -415,6 +415,13 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
             sched.at(at, () => onNode(n, () => alive() && void agent.onDeadline().catch((e: Error) => violation(`${n.id} onDeadline threw: ${e.message}`))));
           }
           sched.at(started + t.renewIntervalMs / n.rate, () => onNode(n, tick));
+          // As the agent's own run loop does: fencing acknowledged, it activates at once, not at the next tick.
+          void agent.settled().then(() =>
+            onNode(n, () => {
+              if (alive() && agent.role === 'fencing' && fencing.confirmedEpoch === fencing.epoch)
+                void agent.decide().catch((e: Error) => violation(`${n.id} decide threw: ${e.message}`));
+            }),
+          );
         })
         .catch((e: Error) => violation(`${n.id} agent threw: ${e.stack}`));
     };
