@@ -684,6 +684,9 @@ async function main(): Promise<void> {
     await waitAcksAfter(5, 60_000);
     const stall = longestStall(await acks(), clientFrom, await clientNow());
     s.check("the client's writes went on through the restore", stall < 10_000, `longest wait for an acknowledgement ${fmt(stall)} s`);
+    // The next scenario needs both nodes: the old holder (reset meanwhile, if its demotion
+    // starved its watchdog under TCG) must be back as passive.
+    await passiveAgain(s, holder, downAt);
     const rel = (t: number | undefined) => (t === undefined ? '—' : fmt(t - downAt));
     s.note(
       `timeline (s from the control plane's stop): backup ${fmt(backupAt - downAt)}, switchover granted ${fmt(switchAt + (moved.detectionMs ?? 0) - downAt)}, ` +
