@@ -8,6 +8,11 @@
  * (shared/timing.ts). A timer fires at the deadline: whatever is running is told to stop at the
  * next step, and demotion begins. Demotion that does not finish within its budget, a failed
  * stop, or our reservation key vanishing while we hold the lease, ends in self-fencing.
+ *
+ * Failsafe (shared/failsafe.ts): a holder whose renewal got no answer about the lease asks its
+ * peer for a promise, and an accepted one extends the deadline as a renewal would. A passive
+ * node answers such requests, and keeps what it promised: while a promise runs it tells the
+ * arbiter it vouches, and acts on no grant.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -26,6 +31,7 @@ import {
 import type { ReservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
 import { activeDeadline } from '../shared/timing.ts';
+import { answerPromise, definiteAnswer, type GivenPromise, type PromiseAnswer, type PromiseRequest, restartPromise, vouching } from '../shared/failsafe.ts';
 import { type ControlPlane, ControlPlaneError } from './control-plane-client.ts';
 import type { EpochMemory } from './epoch-memory.ts';
 import type { PeerStatus } from './peer.ts';
@@ -43,8 +49,14 @@ export interface AgentDeps {
   selfFence: SelfFence;
   /** The epochs this node has seen and acted under, on its own disk. */
   memory: EpochMemory;
-  /** The passive's view of its peer over the peer channel. */
-  peer: { reachable(): boolean | undefined; status(): PeerView | null; check(): Promise<void> } | null;
+  /** The passive's view of its peer over the peer channel, and the holder's way to ask it for a failsafe promise. */
+  peer: {
+    reachable(): boolean | undefined;
+    status(): PeerView | null;
+    check(): Promise<void>;
+    /** Asks the peer to vouch for `node` serving under `epoch`; throws when it does not answer in time. */
+    promise(node: string, epoch: number, timeoutMs: number): Promise<PromiseAnswer>;
+  } | null;
   /** Monotonic milliseconds. */
   now: () => number;
   log: Logger;
@@ -69,6 +81,9 @@ const realTimer = (ms: number, fn: () => void) => {
 };
 
 class Interrupted extends Error {}
+
+/** Tries per promise request: a lost packet on the peer channel must not cost the active its deadline. */
+const PROMISE_ATTEMPTS = 3;
 
 export class NodeAgent {
   #role: NodeRole = 'passive';
@@ -96,8 +111,23 @@ export class NodeAgent {
   /** An epoch the arbiter gave us that we will not act under; said in every heartbeat until a new grant. */
   #refused: { epoch: number; reason: string } | null = null;
   #credentialRejected = false;
+  readonly #peerId: string;
+  /** The failsafe promise this node gave its peer (passive side). */
+  #promise: GivenPromise | null = null;
+  /** Serving on the peer's promises, the arbiter unreachable: since when (holder side). */
+  #failsafe: { since: number; vouchedBy: string } | null = null;
+  #lastRefusal = '';
+  #renewalMissed = false;
 
-  constructor(private readonly d: AgentDeps) {}
+  constructor(private readonly d: AgentDeps) {
+    this.#peerId = d.spec.nodes.find((n) => n.id !== d.nodeId)!.id;
+    // This process may have been preceded by one that promised and died: keep that promise.
+    if (this.#failsafeOn) this.#promise = restartPromise(this.#peerId, d.now(), d.spec.timing.leaseTtlMs);
+  }
+
+  get #failsafeOn(): boolean {
+    return this.d.peer !== null && this.d.spec.policy.failsafe;
+  }
 
   /**
    * At start-up: finds resources a previous agent process left running (it crashed or was
@@ -112,6 +142,8 @@ export class NodeAgent {
       if (m.state !== 'stopped') running.push(r.name);
     }
     this.#leftovers = running.length > 0;
+    // A node that runs anything gives no promise, and one given before its resources started had run out.
+    if (this.#leftovers) this.#promise = null;
     if (this.#leftovers) this.d.log.warn({ resources: running }, `found running without this process: ${running.join(', ')}`);
     return running;
   }
@@ -125,12 +157,55 @@ export class NodeAgent {
   }
 
   status(): PeerStatus {
+    const now = this.d.now();
+    const promised = vouching(this.#promise, now);
     return {
       node: this.d.nodeId,
       role: this.#role,
       epoch: this.#role === 'passive' ? 0 : this.d.fencing.epoch,
-      leaseRemainingMs: this.#deadline === null ? null : Math.round(this.#deadline - this.d.now()),
+      leaseRemainingMs: this.#deadline === null ? null : Math.round(this.#deadline - now),
+      ...(this.#failsafe && { failsafe: { vouchedBy: this.#failsafe.vouchedBy, forMs: Math.round(now - this.#failsafe.since) } }),
+      ...(promised && { vouching: promised }),
     };
+  }
+
+  /**
+   * The peer asks this node to vouch for it (the peer channel calls this). A promise newly given
+   * is told to the arbiter at once, and kept until it runs out on this node's clock.
+   */
+  answerPromise(req: PromiseRequest): PromiseAnswer {
+    const now = this.d.now();
+    const promiseMs = this.d.spec.timing.leaseTtlMs;
+    const answer = answerPromise(
+      {
+        enabled: this.#failsafeOn,
+        peer: this.#peerId,
+        role: this.#role,
+        acting: this.#action !== null,
+        leftovers: this.#leftovers,
+        heartbeat: this.#lastHeartbeat,
+        memory: this.d.memory.current(),
+        now,
+        promiseMs,
+        current: this.#promise,
+      },
+      req,
+    );
+    if (!answer.accept) {
+      if (answer.reason !== this.#lastRefusal) this.d.log.warn({ peer: req.node, epoch: req.epoch }, `not vouching for ${req.node}: ${answer.reason}`);
+      this.#lastRefusal = answer.reason;
+      return { accepted: false, reason: answer.reason };
+    }
+    this.#lastRefusal = '';
+    if (!vouching(this.#promise, now)?.epoch) {
+      this.d.log.warn(
+        { peer: req.node, epoch: req.epoch, promiseMs },
+        `${req.node} cannot reach the arbiter and asks this node to vouch for it (epoch ${req.epoch}): promised not to take the lease for ${promiseMs} ms, renewed while it asks (failsafe)`,
+      );
+      this.#lastPollAt = Number.NEGATIVE_INFINITY;
+    }
+    this.#promise = answer.promise;
+    return { accepted: true, ttlMs: promiseMs };
   }
 
   /** Resolves when the action in progress (if any) has finished. */
@@ -144,15 +219,26 @@ export class NodeAgent {
     this.#heartbeatInFlight = true;
     const sentAt = this.d.now();
     const holding = this.#role !== 'passive';
+    let renewed = false;
+    // A renewal not answered within half a request timeout (or one after a miss) is hedged with
+    // a promise request, so that one lost request on each channel does not add up to two
+    // request timeouts between the watchdog's pets.
+    let hedged: Promise<void> | null = null;
+    const hedge = this.#mayAskPromise()
+      ? (this.d.timer ?? realTimer)(this.#renewalMissed ? 0 : this.d.spec.timing.requestTimeoutMs / 2, () => (hedged = this.#askPromise()))
+      : null;
     try {
       const reachable = this.d.peer?.reachable();
+      // While it vouches, a node does not report its peer unreachable: its promise says so.
+      const promised = vouching(this.#promise, sentAt);
       const r = await this.d.controlPlane.heartbeat({
         role: reportedRole(this.#role),
         epoch: holding ? this.d.fencing.epoch : 0,
-        ...(reachable !== undefined && { peer: { reachable } }),
+        ...(promised ? { vouching: promised } : reachable !== undefined && { peer: { reachable } }),
         known: this.d.memory.current(),
         ...(this.#leftovers && { leftovers: true }),
         ...(this.#refused && { refused: this.#refused }),
+        ...(holding && this.#failsafe && { failsafe: { forMs: Math.round(sentAt - this.#failsafe.since), vouchedBy: this.#failsafe.vouchedBy } }),
       });
       // An epoch granted to someone else (or left vacant) is remembered before anything is decided on it.
       if (r.lease.holder !== this.d.nodeId) await this.d.memory.record({ seen: r.lease.epoch });
@@ -170,13 +256,71 @@ export class NodeAgent {
         // The arbiter's TTL may be shorter than ours (the spec changed since we started): the shorter rules.
         const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, r.lease.ttlMs) };
         this.#setDeadline(activeDeadline(sentAt, timing));
+        renewed = holding;
         if (holding) await this.d.selfFence.pet();
+        if (holding && this.#failsafe) {
+          this.d.log.info(
+            { epoch: this.d.fencing.epoch, failsafeMs: Math.round(sentAt - this.#failsafe.since) },
+            `the arbiter answers again: renewals resume under epoch ${this.d.fencing.epoch} after ${((sentAt - this.#failsafe.since) / 1000).toFixed(1)} s in failsafe`,
+          );
+          this.#failsafe = null;
+        }
       }
     } catch (err) {
       this.#lastHeartbeat = { ok: false, error: (err as Error).message };
       if (err instanceof ControlPlaneError && (err.status === 401 || err.status === 403)) this.#credentialRejected401(err);
     } finally {
       this.#heartbeatInFlight = false;
+    }
+    hedge?.cancel();
+    this.#renewalMissed = holding && !renewed;
+    if (renewed) return;
+    if (hedged) await hedged;
+    else if (this.#mayAskPromise() && !definiteAnswer(this.#lastHeartbeat, this.d.fencing.epoch)) await this.#askPromise();
+  }
+
+  #mayAskPromise(): boolean {
+    return this.#failsafeOn && (this.#role === 'activating' || this.#role === 'active');
+  }
+
+  /**
+   * The arbiter gave no answer about the lease: ask the peer to vouch. An accepted promise
+   * extends the deadline from the moment the request was sent, as a committed renewal would.
+   */
+  async #askPromise(): Promise<void> {
+    const epoch = this.d.fencing.epoch;
+    // The peer is on the local network: a short timeout, and another try or two at once.
+    const timeoutMs = Math.min(this.d.spec.timing.requestTimeoutMs, this.d.spec.timing.renewIntervalMs / 2);
+    let sentAt = this.d.now();
+    let answer: PromiseAnswer = { accepted: false, reason: 'not asked' };
+    for (let attempt = 1; attempt <= PROMISE_ATTEMPTS; attempt++) {
+      sentAt = this.d.now();
+      try {
+        answer = await this.d.peer!.promise(this.d.nodeId, epoch, timeoutMs);
+        break;
+      } catch (err) {
+        answer = { accepted: false, reason: `no answer from ${this.#peerId} (${(err as Error).message})` };
+      }
+    }
+    const serving = (this.#role === 'activating' || this.#role === 'active') && this.d.fencing.epoch === epoch;
+    if (!answer.accepted || !serving || this.#deadline === null || this.d.now() >= this.#deadline) {
+      if (!answer.accepted && answer.reason !== this.#lastRefusal) {
+        const left = this.#deadline === null ? 0 : Math.max(0, Math.round(this.#deadline - this.d.now()));
+        this.d.log.warn({ epoch, peer: this.#peerId }, `the arbiter is unreachable and ${this.#peerId} does not vouch (${answer.reason}): demoting at the deadline, in ${left} ms`);
+      }
+      if (!answer.accepted) this.#lastRefusal = answer.reason;
+      return;
+    }
+    this.#lastRefusal = '';
+    const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, answer.ttlMs) };
+    this.#setDeadline(Math.max(this.#deadline, activeDeadline(sentAt, timing)));
+    await this.d.selfFence.pet();
+    if (!this.#failsafe) {
+      this.#failsafe = { since: sentAt, vouchedBy: this.#peerId };
+      this.d.log.warn(
+        { epoch, vouchedBy: this.#peerId },
+        `the arbiter is unreachable (${this.#lastHeartbeat.ok ? 'no renewal committed' : this.#lastHeartbeat.error}): serving on under epoch ${epoch}, vouched for by ${this.#peerId} (failsafe)`,
+      );
     }
   }
 
@@ -275,6 +419,7 @@ export class NodeAgent {
       maxRestarts: this.d.maxRestarts,
       leftovers: this.#leftovers,
       memory: this.d.memory.current(),
+      vouching: vouching(this.#promise, this.d.now()),
     });
     this.#logDecision(decision);
     if (decision.action === 'none' && this.#role === 'active') this.#monitorIfDue();
@@ -493,6 +638,7 @@ export class NodeAgent {
     await this.d.selfFence.disarm();
     this.#setDeadline(null);
     this.#leftovers = false;
+    this.#failsafe = null;
     this.#become('passive');
   }
 

@@ -255,7 +255,13 @@ async function run(options: { config: string }) {
     // Passive and idle: exit, and systemd (Restart=always) starts the agent on the new spec.
     onNewSpec: () => void shutdown('new spec'),
   });
-  const server = await startPeerServer({ host: config.peer.listen, port: node.peerPort, keys: () => peerKeys, status: () => agent.status() });
+  const server = await startPeerServer({
+    host: config.peer.listen,
+    port: node.peerPort,
+    keys: () => peerKeys,
+    status: () => agent.status(),
+    promise: (req) => agent.answerPromise(req),
+  });
   log.info({ cluster: spec.id, node: node.id, peer: peer.id, specVersion }, `nfs-ha-agent running for ${node.id} of ${spec.id} (spec version ${specVersion})`);
   await agent.recover();
   agent.run();

@@ -15,14 +15,19 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
+import type { PromiseAnswer, PromiseRequest } from '../shared/failsafe.ts';
 import { NODE_ROLES } from '../shared/node-role.ts';
 
 export const PeerStatusSchema = z.object({
   node: z.string(),
   role: z.enum(NODE_ROLES),
   epoch: z.number().int(),
-  /** Time left on this node's lease, by its own monotonic clock (null: holds none). */
+  /** Time left on this node's lease (or promise), by its own monotonic clock (null: holds none). */
   leaseRemainingMs: z.number().nullable(),
+  /** Serving on its peer's promise, the arbiter unreachable: since how long, on its clock. */
+  failsafe: z.object({ vouchedBy: z.string(), forMs: z.number() }).optional(),
+  /** A promise it gave its peer that still runs. */
+  vouching: z.object({ for: z.string(), epoch: z.number().int(), remainingMs: z.number() }).optional(),
 });
 export type PeerStatus = z.infer<typeof PeerStatusSchema>;
 
@@ -34,6 +39,15 @@ export interface PeerKeys {
 
 const NONCE = /^[0-9a-f]{32}$/;
 const Answer = z.object({ status: z.string().max(4096), mac: z.string().max(100) });
+const PromiseRequestSchema = z
+  .object({ node: z.string().max(100), epoch: z.number().int().nonnegative(), instance: z.string().regex(/^[0-9a-f]{16}$/), seq: z.number().int().positive() })
+  .strict();
+const PromiseAnswerSchema = z.discriminatedUnion('accepted', [
+  z.object({ accepted: z.literal(true), ttlMs: z.number().int().positive() }),
+  z.object({ accepted: z.literal(false), reason: z.string().max(1000) }),
+]);
+/** Instances whose last sequence number is remembered: an agent restarts rarely, a few suffice. */
+const REMEMBERED_INSTANCES = 16;
 
 const mac = (key: string, ...parts: string[]) => createHmac('sha256', key).update(parts.join('\n')).digest('base64url');
 
@@ -44,31 +58,71 @@ function same(a: string, b: string): boolean {
 }
 
 const requestMac = (key: string, nonce: string) => mac(key, 'nfs-ha peer request', nonce);
+const promiseMac = (key: string, nonce: string, body: string) => mac(key, 'nfs-ha peer promise', nonce, body);
 const answerMac = (key: string, nonce: string, status: string) => mac(key, 'nfs-ha peer status', nonce, status);
 
 /** The key a request was signed with, among those accepted; null when none. */
-function signedWith(keys: PeerKeys, header: string | undefined, nonce: string): string | null {
+function signedWith(keys: PeerKeys, header: string | undefined, expected: (key: string) => string): string | null {
   const presented = /^NFSHA-HMAC ([A-Za-z0-9_-]{43})$/.exec(header ?? '')?.[1];
   if (!presented) return null;
-  for (const key of [keys.token, keys.previousToken]) if (key && same(requestMac(key, nonce), presented)) return key;
+  for (const key of [keys.token, keys.previousToken]) if (key && same(expected(key), presented)) return key;
   return null;
 }
 
-export function startPeerServer(options: { host: string; port: number; keys: () => PeerKeys; status: () => PeerStatus }): Promise<Server> {
+const MAX_PROMISE_BODY = 1024;
+
+export function startPeerServer(options: {
+  host: string;
+  port: number;
+  keys: () => PeerKeys;
+  status: () => PeerStatus;
+  /** Answers a failsafe promise request (absent: every request is refused). */
+  promise?: (req: PromiseRequest) => PromiseAnswer;
+}): Promise<Server> {
+  const lastSeq = new Map<string, number>();
   const server = createServer((req, res) => {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
     const url = new URL(req.url ?? '/', 'http://peer');
-    if (req.method !== 'GET' || url.pathname !== '/peer/v1/status')
-      return send(404, { error: { code: 'route_not_found', message: 'only GET /peer/v1/status' } });
+    const route = `${req.method} ${url.pathname}`;
+    if (route !== 'GET /peer/v1/status' && route !== 'POST /peer/v1/promise')
+      return send(404, { error: { code: 'route_not_found', message: 'only GET /peer/v1/status and POST /peer/v1/promise' } });
     const nonce = url.searchParams.get('nonce') ?? '';
     if (!NONCE.test(nonce)) return send(400, { error: { code: 'invalid_request', message: 'nonce: 32 hex digits' } });
-    const key = signedWith(options.keys(), req.headers.authorization, nonce);
-    if (!key) return send(401, { error: { code: 'unauthorized', message: 'peer signature missing or wrong' } });
-    const status = JSON.stringify(options.status());
-    send(200, { status, mac: answerMac(key, nonce, status) });
+    const signed = (answer: unknown, key: string) => {
+      const body = JSON.stringify(answer);
+      send(200, { status: body, mac: answerMac(key, nonce, body) });
+    };
+    if (route === 'GET /peer/v1/status') {
+      const key = signedWith(options.keys(), req.headers.authorization, (k) => requestMac(k, nonce));
+      if (!key) return send(401, { error: { code: 'unauthorized', message: 'peer signature missing or wrong' } });
+      return signed(options.status(), key);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_PROMISE_BODY) req.destroy();
+      else chunks.push(c);
+    });
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      const key = signedWith(options.keys(), req.headers.authorization, (k) => promiseMac(k, nonce, body));
+      if (!key) return send(401, { error: { code: 'unauthorized', message: 'peer signature missing or wrong' } });
+      let parsed: z.infer<typeof PromiseRequestSchema>;
+      try {
+        parsed = PromiseRequestSchema.parse(JSON.parse(body));
+      } catch {
+        return send(400, { error: { code: 'invalid_request', message: 'body: { node, epoch, instance, seq }' } });
+      }
+      if (parsed.seq <= (lastSeq.get(parsed.instance) ?? 0)) return signed({ accepted: false, reason: 'replayed request (sequence number already seen)' }, key);
+      lastSeq.delete(parsed.instance);
+      lastSeq.set(parsed.instance, parsed.seq);
+      if (lastSeq.size > REMEMBERED_INSTANCES) lastSeq.delete(lastSeq.keys().next().value!);
+      signed(options.promise ? options.promise({ node: parsed.node, epoch: parsed.epoch }) : { accepted: false, reason: 'this agent gives no promises' }, key);
+    });
   });
   return new Promise((ok, fail) => {
     server.once('error', fail);
@@ -84,32 +138,45 @@ export class PeerAuthError extends Error {
   override name = 'PeerAuthError';
 }
 
-async function ask(url: string, key: string, timeoutMs: number): Promise<{ status: number; answer?: PeerStatus }> {
+/** One signed request; the verified answer, or null when the peer refused this key. */
+async function ask<T>(url: string, key: string, timeoutMs: number, schema: z.ZodType<T>, body?: string): Promise<T | null> {
   const nonce = randomBytes(16).toString('hex');
   const res = await fetch(`${url}?nonce=${nonce}`, {
-    headers: { authorization: `NFSHA-HMAC ${requestMac(key, nonce)}` },
+    ...(body === undefined
+      ? { headers: { authorization: `NFSHA-HMAC ${requestMac(key, nonce)}` } }
+      : { method: 'POST', body, headers: { authorization: `NFSHA-HMAC ${promiseMac(key, nonce, body)}`, 'content-type': 'application/json' } }),
     signal: AbortSignal.timeout(timeoutMs),
   });
-  if (res.status === 401) return { status: 401 };
+  if (res.status === 401) return null;
   if (!res.ok) throw new Error(`peer answered HTTP ${res.status}`);
-  const body = Answer.parse(await res.json());
+  const answer = Answer.parse(await res.json());
   // Only an answer to this request, from a holder of the secret, counts.
-  if (!same(answerMac(key, nonce, body.status), body.mac))
+  if (!same(answerMac(key, nonce, answer.status), answer.mac))
     throw new PeerAuthError('the peer answer is not signed for this request (forged or replayed): ignored');
-  return { status: 200, answer: PeerStatusSchema.parse(JSON.parse(body.status)) };
+  return schema.parse(JSON.parse(answer.status));
 }
 
 /**
- * Asks the peer for its status, signed with `token`; if the peer does not know it yet (a
- * rotation half done), with `previousToken`. Throws unless a verified answer came back.
+ * A signed request, with `token`; if the peer does not know it yet (a rotation half done), with
+ * `previousToken`. Throws unless a verified answer came back.
  */
-export async function fetchPeerStatus(url: string, keys: PeerKeys, timeoutMs: number): Promise<PeerStatus> {
+async function askEither<T>(url: string, keys: PeerKeys, timeoutMs: number, schema: z.ZodType<T>, body?: string): Promise<T> {
   for (const key of [keys.token, keys.previousToken]) {
     if (!key) continue;
-    const r = await ask(url, key, timeoutMs);
-    if (r.answer) return r.answer;
+    const answer = await ask(url, key, timeoutMs, schema, body);
+    if (answer !== null) return answer;
   }
   throw new PeerAuthError('the peer refused our signature (peer secrets differ)');
+}
+
+/** Asks the peer for its status. */
+export function fetchPeerStatus(url: string, keys: PeerKeys, timeoutMs: number): Promise<PeerStatus> {
+  return askEither(url, keys, timeoutMs, PeerStatusSchema);
+}
+
+/** Asks the peer for a failsafe promise; `instance` and `seq` make each request unique (no replays). */
+export function requestPromise(url: string, keys: PeerKeys, timeoutMs: number, req: PromiseRequest & { instance: string; seq: number }): Promise<PromiseAnswer> {
+  return askEither(url, keys, timeoutMs, PromiseAnswerSchema, JSON.stringify(req));
 }
 
 /** Tracks whether the peer answered recently, and what it said. */
@@ -117,6 +184,8 @@ export class PeerWatch {
   #lastSuccess: number | null = null;
   #lastStatus: PeerStatus | null = null;
   #checks = 0;
+  readonly #instance = randomBytes(8).toString('hex');
+  #seq = 0;
 
   constructor(
     private readonly url: string,
@@ -142,6 +211,12 @@ export class PeerWatch {
   reachable(): boolean | undefined {
     if (this.#checks === 0) return undefined;
     return this.#lastSuccess !== null && this.now() - this.#lastSuccess <= this.silenceMs;
+  }
+
+  /** Asks the peer for a failsafe promise for `node` serving under `epoch`; throws when it does not answer. */
+  promise(node: string, epoch: number, timeoutMs: number): Promise<PromiseAnswer> {
+    this.#seq += 1;
+    return requestPromise(new URL('promise', this.url).href, this.keys(), timeoutMs, { node, epoch, instance: this.#instance, seq: this.#seq });
   }
 
   /** The peer's latest status while it is reachable; null otherwise. */

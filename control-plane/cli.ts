@@ -128,6 +128,9 @@ function statusTable(s: ClusterStatus): string {
     ? `\nfencing: epoch ${f.epoch} (${f.reason})${f.victim ? ` fenced ${f.victim}` : ''}, ${f.confirmedAt ? 'confirmed' : 'NOT YET CONFIRMED'}`
     : '';
   const modes = [
+    l.failsafe
+      ? `FAILSAFE since ${l.failsafe.since}: ${l.failsafe.serving} serves without the arbiter (unreachable from ${l.failsafe.unreachableFrom.join(', ')}), vouched for by ${l.failsafe.vouchedBy}`
+      : '',
     ...s.nodes.flatMap((n) => [n.unfit ? `${n.id} REFUSES this cluster: ${n.unfit}` : '', n.refused ? `${n.id} refuses ${n.refused}` : '']),
     s.maintenance ? 'MAINTENANCE MODE: no restarts, releases or takeovers' : '',
     s.standby.length > 0 ? `standby: ${s.standby.join(', ')}` : '',

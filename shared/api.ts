@@ -30,6 +30,16 @@ export const LeaseViewSchema = z.object({
   expiresInMs: z.number().int().describe('Time until the lease lapses (negative: lapsed)'),
   fencing: FencingDecisionSchema.nullable(),
   holdoff: LeaseSchema.shape.holdoff.describe('The lease was vacated (the store went back, or its holder refused its epoch): who found it, and why'),
+  failsafe: z
+    .object({
+      serving: NodeId.describe('The holder, serving on without the arbiter'),
+      vouchedBy: NodeId,
+      since: z.string().describe('When the arbiter learnt of it (ISO 8601)'),
+      unreachableFrom: z.array(NodeId).describe('The nodes that could not reach the arbiter'),
+    })
+    .nullable()
+    .default(null)
+    .describe("The holder cannot reach the arbiter and serves on its peer's promise not to take the lease (failsafe)"),
 });
 
 export const NodeStatusViewSchema = z.object({

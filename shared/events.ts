@@ -79,6 +79,25 @@ export const EventSchema = z.discriminatedUnion('type', [
       serving: z.boolean().describe('The node still serves under its epoch and keeps the service under a new one'),
     }),
   }),
+  z.object({
+    ...base,
+    type: z.literal('failsafe.entered'),
+    node: NodeId.describe('The holder, serving on without the arbiter'),
+    data: z.object({
+      vouchedBy: NodeId.describe('The peer that promised not to take the lease'),
+      unreachableFrom: z.array(NodeId).describe('The nodes that could not reach the arbiter'),
+    }),
+  }),
+  z.object({
+    ...base,
+    type: z.literal('failsafe.left'),
+    node: NodeId.describe('The holder that was in failsafe'),
+    data: z.object({
+      vouchedBy: NodeId,
+      durationMs: z.number().int().nonnegative().describe('How long the holder served on promises, as far as the arbiter knows'),
+      outcome: z.enum(['renewed', 'replaced', 'released']).describe('renewed: the holder reached the arbiter again; replaced: the peer took over; released: the holder gave the lease up'),
+    }),
+  }),
   z.object({ ...base, type: z.literal('node.up'), node: NodeId, data: z.object({ downForMs: z.number().int().nonnegative() }) }),
   z.object({
     ...base,

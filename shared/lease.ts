@@ -23,6 +23,9 @@
  *   above the lease's means the store lost epochs: the lease moves past every reported epoch, a
  *   node still serving keeps the service under a new epoch, and nobody else is granted until a
  *   node still serving has had a lease's time to say so.
+ * - Failsafe: a node that says it vouches for the holder (it promised over the peer channel not to
+ *   take the lease) is never granted it. The arbiter records who serves on promises, and since
+ *   when; when the holder is heard from again it renews under the same epoch.
  * - Nothing else changes hands: no directive other than a committed grant lets a node activate.
  */
 import { z } from 'zod';
@@ -84,6 +87,15 @@ export const LeaseSchema = z.object({
     .describe(
       "Vacated because the store went back, or its holder refused an epoch it had left: for a lease's time only a node still serving may take it",
     ),
+  failsafe: z
+    .object({
+      since: z.number().int().describe('Control-plane time the arbiter learnt of it'),
+      vouchedBy: NodeId,
+      reportedBy: z.enum(['peer', 'holder']).describe('peer: the vouching node reached the arbiter; holder: only the holder told, afterwards'),
+    })
+    .nullable()
+    .default(null)
+    .describe('The holder serves on its peer\'s promise while the arbiter cannot reach it'),
   terms: LeaseTermsSchema,
   outbox: z.array(EventSchema).describe('Events decided with this lease state, not yet written as event items'),
 });
@@ -123,6 +135,23 @@ export const HeartbeatSchema = z
       .strict()
       .optional()
       .describe('This node was given an epoch it will not act under (one it has seen or left): it needs a new one'),
+    vouching: z
+      .object({
+        for: NodeId,
+        epoch: z.number().int().nonnegative().describe('The epoch it vouches for (0: it restarted within a promise window and may have promised)'),
+        remainingMs: z.number().int().nonnegative().describe('How long its promise still runs, on its own clock'),
+      })
+      .strict()
+      .optional()
+      .describe('This node promised its peer not to take the lease (failsafe): the arbiter never grants it the lease meanwhile'),
+    failsafe: z
+      .object({
+        forMs: z.number().int().nonnegative().max(365 * 86_400_000).describe('How long it has served on promises without reaching the arbiter'),
+        vouchedBy: NodeId,
+      })
+      .strict()
+      .optional()
+      .describe('The holder served on its peer\'s promise because it could not reach the arbiter'),
   })
   .strict();
 export type Heartbeat = z.infer<typeof HeartbeatSchema>;
@@ -228,6 +257,7 @@ export function vacantLease(clusterId: string, terms: LeaseTerms, now: number): 
     maintenance: false,
     standby: [],
     holdoff: null,
+    failsafe: null,
     terms,
     outbox: [],
   };
@@ -286,6 +316,7 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
   const keys = [lease.terms.keys[peer]];
   const fencing: FencingDecision = { epoch, holder: node, victim, keys, reason, decidedAt: now, confirmedAt: null };
   const events = [
+    ...failsafeLeft(lease, now, 'replaced'),
     epochEvent(lease.clusterId, epoch, now, node, 'lease.granted', { previousHolder: lease.holder, reason }),
     epochEvent(lease.clusterId, epoch, now, node, 'fencing.decided', { victim, keys, reason }),
   ];
@@ -301,9 +332,53 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
     fencing,
     switchover: null,
     holdoff: null,
+    failsafe: null,
     outbox: [...lease.outbox, ...events],
   };
   return { next, directive: holderDirective(next, hb) };
+}
+
+/** The failsafe the lease records ends (the holder was heard from, released, or was replaced). */
+function failsafeLeft(lease: Lease, now: number, outcome: 'renewed' | 'replaced' | 'released'): ClusterEvent[] {
+  if (!lease.failsafe || !lease.holder) return [];
+  const durationMs = Math.max(0, now - lease.failsafe.since);
+  return [operatorEvent(lease, now, { type: 'failsafe.left', node: lease.holder, data: { vouchedBy: lease.failsafe.vouchedBy, durationMs, outcome } })];
+}
+
+/**
+ * A heartbeat from a node that vouches for the holder: it is never granted the lease. The
+ * first such heartbeat for the current holder and epoch records the failsafe (one write).
+ */
+function onVouching(lease: Lease, node: string, hb: Heartbeat & { vouching: NonNullable<Heartbeat['vouching']> }, now: number): Decision {
+  const v = hb.vouching;
+  const why =
+    v.epoch === 0
+      ? `${node} restarted ${lease.terms.leaseTtlMs - v.remainingMs} ms ago and may have promised ${v.for} not to take the lease: not granting it for ${v.remainingMs} ms more`
+      : `${node} vouches for ${v.for} (epoch ${v.epoch}) for ${v.remainingMs} ms more: ${v.for} serves without reaching the arbiter (failsafe); not granting ${node} the lease`;
+  const records = v.epoch > 0 && v.for === lease.holder && v.epoch === lease.epoch && lease.failsafe === null;
+  if (!records) return { next: null, directive: followerDirective(lease, hb, why) };
+  const event = operatorEvent(lease, now, { type: 'failsafe.entered', node: v.for, data: { vouchedBy: node, unreachableFrom: [v.for] } });
+  const next: Lease = { ...lease, version: lease.version + 1, failsafe: { since: now, vouchedBy: node, reportedBy: 'peer' }, outbox: [...lease.outbox, event] };
+  return { next, directive: followerDirective(next, hb, why) };
+}
+
+/**
+ * The holder renews after serving on promises. If the arbiter never heard of it (both nodes
+ * were cut from it), the holder's own account is recorded, entered and left at once.
+ */
+function failsafeRenewed(lease: Lease, hb: Heartbeat, now: number): { failsafe: null; events: ClusterEvent[] } {
+  if (lease.failsafe) return { failsafe: null, events: failsafeLeft(lease, now, 'renewed') };
+  if (!hb.failsafe || !lease.holder) return { failsafe: null, events: [] };
+  const peer = lease.terms.nodes[peerIndex(lease.terms, lease.holder)];
+  const since = now - hb.failsafe.forMs;
+  const told: Lease = { ...lease, failsafe: { since, vouchedBy: hb.failsafe.vouchedBy, reportedBy: 'holder' } };
+  return {
+    failsafe: null,
+    events: [
+      operatorEvent(lease, since, { type: 'failsafe.entered', node: lease.holder, data: { vouchedBy: hb.failsafe.vouchedBy, unreachableFrom: [lease.holder, peer] } }),
+      ...failsafeLeft(told, now, 'renewed'),
+    ],
+  };
 }
 
 /** The highest epoch a heartbeat shows its node knows of. */
@@ -318,7 +393,8 @@ function leftEpoch(lease: Lease, hb: Heartbeat): boolean {
 
 /** A node acting under the highest epoch it knows of: it may keep the service through a regression. */
 function serving(hb: Heartbeat): boolean {
-  return hb.role === 'active' && hb.epoch > 0 && hb.epoch === reportedEpoch(hb);
+  // A node that vouches for its peer runs nothing (the agent promises only then): never granted on this ground.
+  return hb.role === 'active' && hb.epoch > 0 && hb.epoch === reportedEpoch(hb) && hb.vouching === undefined;
 }
 
 /**
@@ -357,6 +433,7 @@ function vacate(lease: Lease, node: string, hb: Heartbeat, now: number, reason: 
     fencing: null,
     switchover: null,
     holdoff: { at: now, by: node, reason, storeEpoch: lease.epoch },
+    failsafe: null,
     outbox: [...lease.outbox, ...events],
   };
   // One write either way: the grant (which bumps the version) or the vacated lease.
@@ -384,12 +461,14 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
   // holder that runs nothing and has acted under it says so by its memory alone: no need to
   // renew it first and wait for its refusal.
   if (lease.holder === node && (hb.refused?.epoch === lease.epoch || leftEpoch(lease, hb))) return vacate(lease, node, hb, now, 'epoch-refused');
+  if (hb.vouching) return onVouching(lease, node, { ...hb, vouching: hb.vouching }, now);
   const lapsed = quietMs > terms.leaseTtlMs + terms.skewAllowanceMs;
   if (lease.holder === node) {
     // Never earlier than before: the holder may not have heard of a shorter TTL yet (a renewal
     // whose answer was lost), and its deadline stands on the expiry it last learnt.
     const expiresAt = Math.max(lease.expiresAt, leaseExpiry(now, terms.leaseTtlMs));
-    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt };
+    const { failsafe, events } = failsafeRenewed(lease, hb, now);
+    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt, failsafe, outbox: [...lease.outbox, ...events] };
     return { next, directive: holderDirective(next, hb) };
   }
   // Neither a node in standby nor, in maintenance, any node other than the holder takes the lease.
@@ -459,9 +538,12 @@ export function onRelease(lease: Lease, node: string, release: Release, now: num
   const stale = staleEpoch(lease, node, release.epoch);
   if (stale) return stale;
   const event = epochEvent(lease.clusterId, lease.epoch, now, node, 'lease.released', { reason: release.reason });
+  const left = failsafeLeft(lease, now, 'released');
   // A pending switchover stays until its target is granted the lease: the releaser's hold-off
   // gives the target the first claim, and the grant names it a switchover.
-  return { next: { ...lease, holder: null, version: lease.version + 1, expiresAt: now, releasedBy: node, outbox: [...lease.outbox, event] } };
+  return {
+    next: { ...lease, holder: null, version: lease.version + 1, expiresAt: now, releasedBy: node, failsafe: null, outbox: [...lease.outbox, ...left, event] },
+  };
 }
 
 /**
@@ -472,6 +554,12 @@ export function onRelease(lease: Lease, node: string, release: Release, now: num
 export function requestSwitchover(lease: Lease, to: string, now: number): Rejection | { next: Lease | null } {
   if (lease.maintenance) return { code: 'switchover_not_possible', message: 'the cluster is in maintenance mode: nothing changes hands until it ends' };
   if (lease.standby.includes(to)) return { code: 'switchover_not_possible', message: `${to} is in standby` };
+  if (lease.failsafe && lease.holder) {
+    return {
+      code: 'switchover_not_possible',
+      message: `${lease.holder} serves in failsafe, vouched by ${lease.failsafe.vouchedBy}: the arbiter cannot reach it to make it release; retry once it is heard from again (maintenance and standby are recorded and take effect then)`,
+    };
+  }
   const state = leaseState(lease, now);
   if (state !== 'held' || lease.holder === null) {
     return { code: 'switchover_not_possible', message: `the lease is ${state}: a switchover needs an active holder whose fencing is confirmed` };

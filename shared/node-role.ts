@@ -55,6 +55,8 @@ export interface CycleSnapshot {
   leftovers: boolean;
   /** This node's persisted epoch memory (agent/epoch-memory.ts). */
   memory: { seen: number; acted: number };
+  /** A failsafe promise this node gave its peer that still runs (shared/failsafe.ts); null if none. */
+  vouching?: { for: string; epoch: number; remainingMs: number } | null;
 }
 
 export type CycleAction =
@@ -104,6 +106,13 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
         reason: `resources left running by a previous agent process, and this node does not hold their epoch (${why}): stopping them`,
       };
     }
+  }
+  if (s.role === 'passive' && s.vouching && s.heartbeat.ok && s.heartbeat.directive.action === 'activate') {
+    const v = s.vouching;
+    return {
+      action: 'none',
+      reason: `${v.epoch === 0 ? 'restarted within a promise window' : `vouching for ${v.for} (epoch ${v.epoch})`}: not acting on epoch ${s.heartbeat.directive.epoch} for ${v.remainingMs} ms more`,
+    };
   }
   if (!s.heartbeat.ok) {
     if (!holding(s.role)) return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); staying ${s.role}` };

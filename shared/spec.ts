@@ -129,6 +129,12 @@ const VipSchema = z
 const PolicySchema = z
   .object({
     earlyFencing: z.boolean().default(true).describe('Fence and grant before the lease expires when the holder is silent to the arbiter and to its peer'),
+    failsafe: z
+      .boolean()
+      .default(true)
+      .describe(
+        'When the arbiter is unreachable, the active keeps serving while its peer promises, over the peer channel, not to take the lease (Patroni failsafe_mode); off: the active demotes at its deadline',
+      ),
   })
   .strict();
 

@@ -18,6 +18,8 @@ export const WEBHOOK_TYPES = [
   'lease.lost',
   'maintenance.changed',
   'store.regressed',
+  'failsafe.entered',
+  'failsafe.left',
 ] as const;
 export const WebhookType = z.enum(WEBHOOK_TYPES);
 export type WebhookType = z.infer<typeof WebhookType>;
@@ -167,6 +169,9 @@ export function webhookMessages(e: ClusterEvent, epochEvents: readonly ClusterEv
       return [message(e, 'node.down', { node: e.node, silentMs: e.data.silentMs })];
     case 'store.regressed':
       return [message(e, 'store.regressed', { node: e.node, ...e.data })];
+    case 'failsafe.entered':
+    case 'failsafe.left':
+      return [message(e, e.type, { node: e.node, ...e.data })];
     case 'node.up':
       return [message(e, 'node.up', { node: e.node, downForMs: e.data.downForMs })];
     default:

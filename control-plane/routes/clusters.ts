@@ -77,6 +77,16 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         expiresInMs: lease.expiresAt - now,
         fencing: lease.fencing,
         holdoff: lease.holdoff,
+        failsafe:
+          lease.failsafe && lease.holder
+            ? {
+                serving: lease.holder,
+                vouchedBy: lease.failsafe.vouchedBy,
+                since: iso(lease.failsafe.since),
+                // A voucher that reached the arbiter itself says so; an account given afterwards by the holder means neither did.
+                unreachableFrom: lease.failsafe.reportedBy === 'peer' ? [lease.holder] : [...lease.terms.nodes],
+              }
+            : null,
       },
       nodes: lease.terms.nodes.map((id, i) => {
         const s = statuses.find((n) => n.node === id);

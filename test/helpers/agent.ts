@@ -7,6 +7,7 @@ import { NodeAgent } from '../../agent/loop.ts';
 import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
 import type { FencingState, MonitorResult, Resource, ResourceContext, ResourceName } from '../../agent/resources/resource.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
+import type { PromiseAnswer } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import type { ReservationKey } from '../../shared/reservation-key.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
@@ -82,6 +83,8 @@ export async function testAgent(options: {
   clusterId?: string;
   peerReachable?: () => boolean | undefined;
   peerStatus?: () => PeerView | null;
+  /** The peer's answer to a failsafe promise request (default: it does not answer). */
+  peerPromise?: (node: string, epoch: number) => Promise<PromiseAnswer>;
   maxRestarts?: number;
   onNewSpec?: (version: number) => void;
   memory?: EpochMemory;
@@ -98,7 +101,14 @@ export async function testAgent(options: {
     fencing,
     memory: options.memory ?? new RememberedEpochs(),
     selfFence: recordingSelfFence(options.journal),
-    peer: options.peerReachable ? { reachable: options.peerReachable, status: () => options.peerStatus?.() ?? null, check: async () => {} } : null,
+    peer: options.peerReachable
+      ? {
+          reachable: options.peerReachable,
+          status: () => options.peerStatus?.() ?? null,
+          check: async () => {},
+          promise: options.peerPromise ?? (async () => Promise.reject(new Error('peer unreachable'))),
+        }
+      : null,
     now: options.now,
     log: options.log ?? silentLog,
     maxRestarts: options.maxRestarts ?? 2,

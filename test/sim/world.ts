@@ -13,6 +13,7 @@ import type { SelfFence } from '../../agent/self-fence.ts';
 import { createApp } from '../../control-plane/app.ts';
 import { Credentials } from '../../control-plane/auth.ts';
 import { StoreUnavailableError } from '../../control-plane/store/store.ts';
+import type { PromiseAnswer } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../../shared/spec.ts';
 import { maxWatchdogTimeoutMs, minSafetyMarginMs, type TimingInput } from '../../shared/timing.ts';
@@ -23,7 +24,18 @@ import { Random } from './random.ts';
 import { Scheduler, settle } from './scheduler.ts';
 import { SimulatedStore } from './simulated-store.ts';
 
-export const PLANTED_BUGS = ['skip-fencing', 'reregister-when-fenced', 'ignore-drift', 'wall-clock-expiry', 'forget-epochs', 'unreported-epochs'] as const;
+export const PLANTED_BUGS = [
+  'skip-fencing',
+  'reregister-when-fenced',
+  'ignore-drift',
+  'wall-clock-expiry',
+  'forget-epochs',
+  'unreported-epochs',
+  'forget-promise',
+  'extend-past-promise',
+  'grant-vouching',
+  'never-asks',
+] as const;
 export type PlantedBug = (typeof PLANTED_BUGS)[number];
 
 export const FAULT_KINDS = [
@@ -42,14 +54,18 @@ export const FAULT_KINDS = [
   'ttl-lengthened',
   'store-restored',
   'cp-clock-step',
+  'cp-down',
+  'cp-down-peer-flap',
+  'cp-down-passive-restart',
+  'cp-down-active-crash',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export interface Fault {
   at: number;
   kind: FaultKind;
-  /** 'active' is resolved when the fault strikes: the node serving then (or node-a). */
-  target: 'node-a' | 'node-b' | 'active';
+  /** 'active' and 'passive' are resolved when the fault strikes: the node serving then (or node-a), and its peer. */
+  target: 'node-a' | 'node-b' | 'active' | 'passive';
   durationMs: number;
 }
 
@@ -84,6 +100,8 @@ const PLANTED_BUG_WATCHDOG_MS = 10_000;
 /** After a clean crash of the serving node (no other fault near it), service resumes within this. */
 const CRASH_FAILOVER_BOUND_MS = 4_000;
 const QUIET_END_MS = 20_000;
+/** With only the arbiter gone, the client never waits longer than this (it writes every 50 ms). */
+const ARBITER_OUTAGE_STALL_MS = 1_000;
 
 /** The world's configuration for a planted bug (or its control): timing and true clock error. */
 function configFor(bug: PlantedBug | undefined) {
@@ -96,6 +114,19 @@ function configFor(bug: PlantedBug | undefined) {
       return { trueDrift: 0.01, cpOffsetMs: 100, timing: {} };
   }
 }
+
+/**
+ * Failsafe keeps an active serving through an arbiter outage: the worlds of the bugs that only
+ * show when it demotes there (a lease outlived, epochs forgotten across a failover) run without
+ * it, as when its peer is gone too.
+ */
+function failsafeFor(bug: PlantedBug | undefined): boolean {
+  return !(bug === 'ignore-drift' || bug === 'forget-epochs' || bug === 'unreported-epochs');
+}
+
+/** The arbiter unreachable from both nodes: 5 s to 2 min. */
+const CP_DOWN_MS = { min: 5_000, max: 120_000 };
+const isCpDown = (k: FaultKind) => k.startsWith('cp-down');
 
 function controlTiming(bug: PlantedBug): TimingInput {
   if (bug === 'ignore-drift') return { maxDriftRatio: 0.1, safetyMarginMs: minSafetyMarginMs(3000, 0.1) + 20, skewAllowanceMs: 0 };
@@ -114,13 +145,31 @@ export function drawFaults(rng: Random, durationMs: number, bug?: PlantedBug): F
     faults.push({ at: crashAt + rng.int(4_000, 8_000), kind: 'store-restored', target: 'active', durationMs: rng.int(500, 5_000) });
     return faults;
   }
+  // The arbiter cut from the active only, a while, with what breaks each failsafe rule.
+  const cut = (ms: number): Fault => ({ at: rng.int(6_000, 12_000), kind: 'partition-cp', target: 'active', durationMs: ms });
+  switch (bug) {
+    case 'forget-promise': {
+      // The passive's agent restarts while it vouches: it must keep the promise it forgot.
+      const f = cut(rng.int(12_000, 20_000));
+      return [f, { at: f.at + rng.int(2_000, 5_000), kind: 'agent-crash', target: 'passive', durationMs: rng.int(200, 1_000) }];
+    }
+    case 'extend-past-promise': {
+      // Then the peer channel goes too: the active must stop before the promise it had runs out.
+      const f = cut(rng.int(15_000, 20_000));
+      return [f, { at: f.at + rng.int(2_000, 5_000), kind: 'partition-peer', target: 'passive', durationMs: 12_000 }];
+    }
+    case 'grant-vouching':
+    case 'never-asks':
+      return [cut(rng.int(6_000, 12_000))];
+  }
   const count = rng.int(1, 3);
   for (let i = 0; i < count; i++) {
+    const kind = rng.pick(FAULT_KINDS);
     faults.push({
       at: rng.int(6_000, durationMs - QUIET_END_MS - 8_000),
-      kind: rng.pick(FAULT_KINDS),
+      kind,
       target: rng.chance(0.7) ? 'active' : rng.pick(NODES),
-      durationMs: rng.int(500, 8_000),
+      durationMs: isCpDown(kind) ? rng.int(CP_DOWN_MS.min, CP_DOWN_MS.max) : rng.int(500, 8_000),
     });
   }
   return faults.sort((a, b) => a.at - b.at);
@@ -140,14 +189,17 @@ interface SimNode {
 }
 
 export async function simulate(options: SimOptions): Promise<SimResult> {
-  const durationMs = options.durationMs ?? 60_000;
   const rng = new Random(options.seed);
   const faultRng = new Random(options.seed ^ 0x5bd1e995);
-  const faults = options.faults ?? drawFaults(faultRng, durationMs, options.bug);
+  const faults = options.faults ?? drawFaults(faultRng, options.durationMs ?? 60_000, options.bug);
+  // A long outage of the arbiter runs on past the usual minute: the run ends a quiet while after it.
+  const durationMs = Math.max(options.durationMs ?? 60_000, ...faults.map((f) => f.at + f.durationMs + QUIET_END_MS));
   const bugs = new Set<string>(options.bug ? [options.bug] : []);
   const config = configFor(options.bug ?? options.bugConfigOnly);
   const timing = options.bugConfigOnly ? controlTiming(options.bugConfigOnly) : config.timing;
-  const spec: ClusterSpec = ClusterSpecSchema.parse({ ...(await exampleSpec('sim')), timing });
+  const example = await exampleSpec('sim');
+  const policy = { ...example.policy, failsafe: failsafeFor(options.bug ?? options.bugConfigOnly) };
+  const spec: ClusterSpec = ClusterSpecSchema.parse({ ...example, timing, policy });
   const t = spec.timing;
   // As long as the agent and the installer allow: a node whose agent died is reset before its
   // deadline. The planted bugs (and their controls) live in the deadline logic the watchdog backs
@@ -291,12 +343,23 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
           const app = rng.pick(instances);
           reachedCp.set(n.id, sched.now);
           const { signal: _signal, ...rest } = init ?? {};
-          if (bugs.has('unreported-epochs') && String(input).endsWith('/heartbeat') && typeof rest.body === 'string') {
+          const heartbeat = String(input).endsWith('/heartbeat') && typeof rest.body === 'string' ? (JSON.parse(rest.body) as Record<string, unknown>) : null;
+          if (heartbeat && bugs.has('unreported-epochs')) {
             // The planted bug: what the node knows of epochs never reaches the arbiter.
-            const { known: _known, ...body } = JSON.parse(rest.body) as Record<string, unknown>;
+            const { known: _known, ...body } = heartbeat;
             rest.body = JSON.stringify(body);
           }
-          void Promise.resolve(app.request(String(input), rest)).then((res) => {
+          if (heartbeat && bugs.has('grant-vouching')) {
+            // The planted bug: the arbiter does not heed a node that says it vouches.
+            const { vouching: _vouching, ...body } = heartbeat;
+            rest.body = JSON.stringify(body);
+          }
+          void Promise.resolve(app.request(String(input), rest)).then(async (res) => {
+            if (heartbeat?.vouching && res.ok) {
+              const answer = (await res.clone().json()) as { directive: { action: string; epoch: number } };
+              if (answer.directive.action === 'activate')
+                violation(`${n.id} was told to activate epoch ${answer.directive.epoch} in answer to a heartbeat saying it vouches for its peer`);
+            }
             if (!up('cp', n.id) || rng.chance(0.01)) return;
             sched.after(delay(), () => finish(() => resolve(res)));
           });
@@ -318,6 +381,40 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         this.lastSuccess = mono(this.self);
         this.lastStatus = p.agent.status();
       }
+    }
+    /** The last promise the peer accepted (for the planted 'extend-past-promise'). */
+    lastAccepted: PromiseAnswer | null = null;
+    /** A request over the peer channel to the peer's current agent, with the network's delays and losses. */
+    promise(node: string, epoch: number, timeoutMs: number): Promise<PromiseAnswer> {
+      // The planted 'never-asks': the active's requests never leave it, so it demotes at its deadline.
+      if (bugs.has('never-asks')) return Promise.reject(new Error('not sent'));
+      const self = this.self;
+      const incarnation = self.incarnation;
+      return new Promise((resolve, reject) => {
+        let done = false;
+        const finish = (fn: () => void) => onNode(self, () => !done && self.incarnation === incarnation && ((done = true), fn()));
+        sched.after(timeoutMs, () =>
+          finish(() =>
+            // The planted bug: an answer not to this request (a replay) is taken as a promise.
+            bugs.has('extend-past-promise') && this.lastAccepted ? resolve(this.lastAccepted) : reject(new Error('peer timed out')),
+          ),
+        );
+        const p = this.other;
+        if (!up(self.id, p.id) || rng.chance(0.01)) return;
+        sched.after(delay(), () =>
+          onNode(p, () => {
+            if (!p.host.powered || !p.agent) return;
+            const answer = p.agent.answerPromise({ node, epoch });
+            if (!up(p.id, self.id) || rng.chance(0.01)) return;
+            sched.after(delay(), () =>
+              finish(() => {
+                if (answer.accepted) this.lastAccepted = answer;
+                resolve(answer);
+              }),
+            );
+          }),
+        );
+      });
     }
     reachable() {
       if (this.checks === 0) return undefined;
@@ -381,6 +478,9 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     const incarnation = ++n.incarnation;
     const alive = () => n.incarnation === incarnation;
     const fencing = { epoch: 0, confirmedEpoch: 0 };
+    // The planted 'forget-promise': a restarted agent's clock reads a promise window late while
+    // it starts, so the promise it may have given in its previous life is not kept.
+    let startLateMs = bugs.has('forget-promise') ? t.leaseTtlMs + 1 : 0;
     const agent = new NodeAgent({
       spec,
       nodeId: n.id,
@@ -394,13 +494,14 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       memory: n.memory,
       selfFence: selfFenceFor(n, incarnation),
       peer: new SimPeer(n),
-      now: () => mono(n),
+      now: () => mono(n) - startLateMs,
       log: options.trace ? agentTraceLog(n.id) : silentLog,
       maxRestarts: 2,
       monitorIntervalMs: 1000,
       demoteBudgetMs: DEMOTE_BUDGET_MS,
       timer: (ms, fn) => sched.after(ms / n.rate, () => onNode(n, () => alive() && fn())),
     });
+    startLateMs = 0;
     n.agent = agent;
     const tick = () => {
       if (!alive()) return;
@@ -514,14 +615,25 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     failAfterApply: () => sched.now < storeFaultsUntil.t && rng.chance(0.1),
   };
   const cleanCrashes: { at: number; of: string }[] = [];
+  /** The active crashed while the arbiter was down: the survivor must wait for it, then take over. */
+  const survivorWaits: { crashedAt: number; cpBackAt: number; of: string }[] = [];
+  /** Outages of the arbiter alone, with both nodes and the peer channel healthy, that began while the service ran. */
+  const arbiterOnlyOutages: { at: number; until: number; kind: FaultKind }[] = [];
   for (const f of faults) {
     sched.at(f.at, () => {
-      const id = f.target === 'active' ? serving() : f.target;
+      const id = f.target === 'active' ? serving() : f.target === 'passive' ? other(serving()) : f.target;
       // Clean: no other fault near it, and no latent one armed before it (a mount that will
       // fail, a stop that will hang: they strike at the takeover the crash causes).
       const latent = (g: Fault) => g.kind === 'mount-fails' || g.kind === 'stop-hangs';
       const alone = faults.every((g) => g === f || (latent(g) ? g.at > f.at + 10_000 : g.at + g.durationMs < f.at - 10_000 || g.at > f.at + 10_000));
       if (f.kind === 'crash' && alone && node(id).host.vip && node(id).host.powered) cleanCrashes.push({ at: f.at, of: id });
+      // No other fault from 10 s before this one to 10 s after it ends (a latent one: none armed before then).
+      const quiet = faults.every((g) => g === f || (!latent(g) && g.at + g.durationMs < f.at - 10_000) || g.at > f.at + f.durationMs + 10_000);
+      const arbiterOnly = (f.kind === 'cp-down' || f.kind === 'partition-cp' || f.kind === 'oneway-cp') && quiet;
+      const servingNode = nodes.find((x) => x.host.vip && x.host.powered && x.agent?.role === 'active');
+      const healthyPeer = nodes.find((x) => x !== servingNode && x.host.powered && x.agent?.role === 'passive' && !frozen(x));
+      const servingNow = (ackedBy.at(-1)?.at ?? Number.NEGATIVE_INFINITY) >= sched.now - 300;
+      if (spec.policy.failsafe && arbiterOnly && servingNode && healthyPeer && servingNow) arbiterOnlyOutages.push({ at: f.at, until: f.at + f.durationMs, kind: f.kind });
       trace(`FAULT ${f.kind} on ${id} for ${f.durationMs} ms`);
       const n = node(id);
       const until = sched.now + f.durationMs;
@@ -540,6 +652,48 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         case 'partition-cp':
           block(id, 'cp', until);
           return block('cp', id, until);
+        case 'cp-down':
+        case 'cp-down-peer-flap':
+        case 'cp-down-passive-restart':
+        case 'cp-down-active-crash': {
+          // The arbiter unreachable from both nodes (a WAN outage, a region down), and what may come with it.
+          for (const x of NODES) {
+            block(x, 'cp', until);
+            block('cp', x, until);
+          }
+          const during = () => sched.now + rng.int(1_000, Math.max(1_001, f.durationMs - 2_000));
+          if (f.kind === 'cp-down-peer-flap') {
+            const flap = () => {
+              if (sched.now >= until) return;
+              const cutMs = rng.int(200, 3_000);
+              trace(`peer channel cut for ${cutMs} ms`);
+              block('node-a', 'node-b', sched.now + cutMs);
+              block('node-b', 'node-a', sched.now + cutMs);
+              sched.after(cutMs + rng.int(300, 4_000), flap);
+            };
+            sched.at(during(), flap);
+          }
+          if (f.kind === 'cp-down-passive-restart') {
+            sched.at(during(), () => {
+              const p = node(other(serving()));
+              trace(`${p.id}: agent restarts during the outage`);
+              p.incarnation++;
+              p.agent?.stop();
+              p.agent = null;
+              sched.after(rng.int(200, 2_000), () => p.host.powered && !p.agent && boot(p));
+            });
+          }
+          if (f.kind === 'cp-down-active-crash') {
+            sched.at(during(), () => {
+              const a = node(serving());
+              if (!a.host.vip) return;
+              trace(`${a.id}: crashes during the outage`);
+              if (quiet) survivorWaits.push({ crashedAt: sched.now, cpBackAt: until, of: a.id });
+              crash(a, rng.int(2_000, 8_000));
+            });
+          }
+          return;
+        }
         case 'oneway-cp':
           return block(id, 'cp', until);
         case 'partition-peer':
@@ -665,6 +819,24 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         `after ${c.of} crashed at ${c.at} ms, service resumed ${resumed ? `only after ${resumed.at - c.at} ms (by ${resumed.node})` : 'never'} (bound ${CRASH_FAILOVER_BOUND_MS} ms)`,
       );
     }
+  }
+  for (const o of arbiterOnlyOutages) {
+    // Failsafe: losing only the arbiter never stops the service (policy.failsafe on).
+    let last = [...ackedBy].reverse().find((a) => a.at <= o.at)?.at ?? o.at;
+    let gap = 0;
+    for (const a of ackedBy) {
+      if (a.at <= o.at || a.at > o.until) continue;
+      gap = Math.max(gap, a.at - last);
+      last = a.at;
+    }
+    gap = Math.max(gap, Math.min(o.until, durationMs) - last);
+    if (gap > ARBITER_OUTAGE_STALL_MS) violation(`the arbiter alone was unreachable (${o.kind} at ${o.at} ms), both nodes and the peer channel healthy, and the client stalled ${gap} ms`);
+  }
+  for (const w of survivorWaits) {
+    const resumed = ackedBy.find((a) => a.at > w.crashedAt);
+    if (resumed && resumed.at < w.cpBackAt) violation(`${resumed.node} served again at ${resumed.at} ms while the arbiter was down`);
+    if (!resumed || resumed.at > w.cpBackAt + CRASH_FAILOVER_BOUND_MS)
+      violation(`${w.of} crashed at ${w.crashedAt} ms with the arbiter down until ${w.cpBackAt} ms; service resumed ${resumed ? `only at ${resumed.at} ms` : 'never'}`);
   }
   const lastAck = ackedBy.at(-1)?.at ?? 0;
   if (durationMs - lastAck > 5_000)

@@ -3,6 +3,7 @@ import { beforeEach, describe, it } from 'node:test';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
 import { type Directive, type FencingReport, type Heartbeat, type PhaseReport, PhaseReportSchema, type Release } from '../../shared/lease.ts';
+import type { PromiseAnswer } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { activeDeadline } from '../../shared/timing.ts';
 import { type Logger, pino } from 'pino';
@@ -453,5 +454,128 @@ describe('agent loop: epoch memory and a credential that stops working', () => {
     now += 500;
     await step();
     assert.ok(lines.some((l) => /accepts this node's credential again/.test(l.msg)));
+  });
+});
+
+describe('agent loop: failsafe (the arbiter unreachable)', () => {
+  const timing = { leaseTtlMs: 3000, maxDriftRatio: 0.01, safetyMarginMs: 250 };
+  const windowMs = timing.leaseTtlMs * (1 - timing.maxDriftRatio) - timing.safetyMarginMs;
+
+  /** node-b with a peer channel; `promise` answers node-b's requests to node-a. */
+  async function withPeer(promise: (node: string, epoch: number) => Promise<PromiseAnswer>, log?: Logger) {
+    const cp = new FakeControlPlane();
+    const asked: number[] = [];
+    const t = await testAgent({
+      nodeId: 'node-b',
+      controlPlane: cp,
+      journal,
+      now: () => now,
+      peerReachable: () => true,
+      peerStatus: () => ({ role: 'passive', leaseRemainingMs: null }),
+      peerPromise: async (node, epoch) => {
+        asked.push(now);
+        return promise(node, epoch);
+      },
+      ...(log && { log }),
+    });
+    return { cp, asked, ...t };
+  }
+
+  /** Past the restart window, granted epoch 2 and active, renewed at `now`. */
+  async function activeUnderEpoch2(t: Awaited<ReturnType<typeof withPeer>>) {
+    now += 3_001;
+    t.cp.answers = [granted(2)];
+    await t.step();
+    t.cp.answers = [granted(2, true)];
+    await t.step();
+    t.cp.answers = [stayActive(2)];
+    await t.step();
+    assert.equal(t.agent.role, 'active');
+  }
+
+  it('serves on while the peer vouches, past its lease; renewals resume under the same epoch when the arbiter is back', async () => {
+    const { lines, log } = capturedLog();
+    const t = await withPeer(async () => ({ accepted: true, ttlMs: 3000 }), log);
+    await activeUnderEpoch2(t);
+    const leaseDeadline = t.agent.deadline!;
+    t.cp.answers = [new Error('connect ECONNREFUSED')];
+    for (let i = 0; i < 20; i++) {
+      now += 500;
+      await t.step();
+      assert.equal(t.agent.role, 'active', `still serving ${now - leaseDeadline} ms past the lease's deadline`);
+      assert.equal(t.agent.deadline, t.asked.at(-1)! + windowMs, 'the deadline runs from the moment the promise was asked for, with the lease math');
+    }
+    assert.ok(now > leaseDeadline + 5_000);
+    assert.ok(lines.some((l) => /serving on under epoch 2, vouched for by node-a \(failsafe\)/.test(l.msg)));
+    assert.deepEqual(t.cp.sent.at(-1)?.failsafe?.vouchedBy, 'node-a', 'the heartbeat says so, for the arbiter to record when it hears it');
+    t.cp.answers = [stayActive(2)];
+    now += 500;
+    await t.step();
+    assert.equal(t.agent.role, 'active');
+    assert.equal(t.fencing.epoch, 2, 'no new epoch');
+    assert.ok(!journal.some((j) => j.startsWith('stop')), 'nothing stopped');
+    now += 500;
+    await t.step();
+    assert.equal(t.cp.sent.at(-1)?.failsafe, undefined, 'failsafe over');
+    assert.ok(lines.some((l) => /renewals resume under epoch 2 after/.test(l.msg)));
+  });
+
+  it('without a promise (refused, or no answer) it demotes at its lease deadline, as without failsafe', async () => {
+    for (const promise of [async (): Promise<PromiseAnswer> => ({ accepted: false, reason: 'this node is active' }), () => Promise.reject(new Error('timed out'))]) {
+      journal.length = 0;
+      const t = await withPeer(promise);
+      await activeUnderEpoch2(t);
+      const leaseDeadline = t.agent.deadline!;
+      t.cp.answers = [new Error('no answer within 800 ms')];
+      while (now < leaseDeadline) {
+        now += 500;
+        await t.step();
+      }
+      assert.equal(t.agent.role, 'passive');
+      assert.ok(t.asked.length > 0);
+    }
+  });
+
+  it('an answer about the lease is final: no promise is asked for, it demotes', async () => {
+    const t = await withPeer(async () => ({ accepted: true, ttlMs: 3000 }));
+    await activeUnderEpoch2(t);
+    t.cp.answers = [answer({ action: 'demote', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
+    now += 500;
+    assert.equal((await t.step())?.action, 'demote');
+    assert.deepEqual(t.asked, []);
+  });
+
+  it('the passive that vouches says so to the arbiter, never that its peer is unreachable, and acts on no grant until the promise ends', async () => {
+    const t = await withPeer(async () => ({ accepted: false, reason: 'unused' }));
+    now += 3_001;
+    t.cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
+    await t.step();
+    assert.deepEqual(t.agent.answerPromise({ node: 'node-a', epoch: 1 }), { accepted: true, ttlMs: 3000 });
+    const promisedAt = now;
+    now += 500;
+    t.cp.answers = [granted(2)];
+    assert.equal((await t.step())?.action, 'none', 'a grant (one sent before the promise, say) is not acted on');
+    assert.deepEqual(t.cp.sent.at(-1)?.vouching, { for: 'node-a', epoch: 1, remainingMs: 2500 });
+    assert.equal(t.cp.sent.at(-1)?.peer, undefined);
+    assert.ok(!journal.some((j) => j.startsWith('fence')));
+    now = promisedAt + 3_000;
+    assert.equal((await t.step())?.action, 'fence', 'the promise has run out');
+  });
+
+  it('a restarted agent keeps out of the lease for one promise window, unless it found resources running', async () => {
+    const t = await withPeer(async () => ({ accepted: false, reason: 'unused' }));
+    t.cp.answers = [granted(2)];
+    assert.equal((await t.step())?.action, 'none');
+    assert.deepEqual(t.cp.sent.at(-1)?.vouching, { for: 'node-a', epoch: 0, remainingMs: 3000 });
+    now += 3_000;
+    assert.equal((await t.step())?.action, 'fence');
+
+    journal.length = 0;
+    const leftover = await withPeer(async () => ({ accepted: false, reason: 'unused' }));
+    leftover.others[0]!.state = { state: 'running' };
+    await leftover.agent.recover();
+    leftover.cp.answers = [granted(2)];
+    await leftover.step();
+    assert.equal(leftover.cp.sent.at(-1)?.vouching, undefined, 'a node that ran resources had given no promise that still runs');
   });
 });

@@ -310,6 +310,7 @@ describe('lease: invariants under any sequence of requests (property)', () => {
       peer: fc.option(fc.boolean(), { nil: undefined }),
       known: fc.option(fc.record({ seen: fc.integer({ min: 0, max: 8 }), acted: fc.integer({ min: 0, max: 8 }) }), { nil: undefined }),
       refuses: fc.boolean(),
+      vouches: fc.boolean(),
     }),
     fc.record({ kind: fc.constant('confirm' as const), node: fc.constantFrom(A, B), epoch: fc.integer({ min: 1, max: 6 }) }),
     fc.record({ kind: fc.constant('release' as const), node: fc.constantFrom(A, B), epoch: fc.integer({ min: 1, max: 6 }) }),
@@ -334,6 +335,7 @@ describe('lease: invariants under any sequence of requests (property)', () => {
               ...(op.peer !== undefined && { peer: { reachable: op.peer } }),
               ...(op.known && { known: op.known }),
               ...(op.refuses && lease.epoch > 0 && { refused: { epoch: lease.epoch, reason: 'left it' } }),
+              ...(op.vouches && { vouching: { for: op.node === A ? B : A, epoch: lease.epoch, remainingMs: 2000 } }),
             };
             maxReported = Math.max(maxReported, op.epoch, op.known?.seen ?? 0, op.known?.acted ?? 0);
             const d = beat(lease, op.node, hb, now);
@@ -341,6 +343,7 @@ describe('lease: invariants under any sequence of requests (property)', () => {
             // Only a committed grant or renewal for this node may tell it to be active.
             if (d.directive.action === 'activate' || d.directive.action === 'stay-active') {
               assert.ok(next && next.holder === op.node && next.epoch === d.directive.epoch);
+              assert.ok(!hb.vouching, 'a node that vouches is never granted or renewed');
             }
             if (next && next.epoch !== lease.epoch) assert.ok(next.epoch >= maxReported, 'the lease never stays below an epoch a node reported');
           } else if (op.kind === 'confirm') {
@@ -471,5 +474,77 @@ describe('lease: time is measured by the arbiter on its monotonic clock', () => 
     const wait = l.terms.leaseTtlMs + l.terms.skewAllowanceMs;
     assert.equal(onHeartbeat(back, B, passive, T0 + 60_000, wait).next, null);
     assert.equal(committed(onHeartbeat(back, B, passive, T0 - 9_000, wait + 1)).holder, B);
+  });
+});
+
+describe('lease: failsafe (the holder serves on its peer\'s promise)', () => {
+  const vouchingFor = (epoch: number, remainingMs = 2500): Heartbeat => ({ role: 'passive', epoch: 0, vouching: { for: A, epoch, remainingMs } });
+
+  it('a node that vouches is never granted the lease: not at expiry, not after, not with early fencing', () => {
+    const l = heldByA();
+    for (const late of [3_300, 30_000, 3_600_000]) {
+      const d = beat(l, B, vouchingFor(1), T0 + late);
+      assert.equal(d.directive.action, 'stay-passive');
+      assert.match(d.directive.reason, /vouches for node-a/);
+      assert.notEqual(d.next?.holder, B);
+    }
+    // A restarted agent that may have promised before (epoch 0) is not granted a vacant lease either.
+    const d = beat(fresh, B, { role: 'passive', epoch: 0, vouching: { for: A, epoch: 0, remainingMs: 1200 } }, T0);
+    assert.equal(d.directive.action, 'stay-passive');
+    assert.equal(d.next, null, 'and nothing is recorded for it');
+    // Once the promise has run out the same node is granted the lapsed lease, fencing the holder.
+    const after = beat(l, B, passive, T0 + 3_300);
+    assert.equal(after.directive.action, 'activate');
+    assert.equal(after.next?.fencing?.reason, 'lease-expired');
+  });
+
+  it('the first vouching heartbeat records who serves and who vouches (failsafe.entered), once', () => {
+    const l = heldByA();
+    const entered = committed(beat(l, B, vouchingFor(1), T0 + 1_500));
+    assert.deepEqual(entered.failsafe, { since: T0 + 1_500, vouchedBy: B, reportedBy: 'peer' });
+    const e = entered.outbox.at(-1)!;
+    assert.equal(e.type, 'failsafe.entered');
+    assert.deepEqual([e.node, e.data], [A, { vouchedBy: B, unreachableFrom: [A] }]);
+    assert.equal(beat(entered, B, vouchingFor(1), T0 + 2_000).next, null, 'recorded once');
+    assert.equal(beat(l, B, vouchingFor(7), T0 + 1_500).next, null, 'not for an epoch the lease is not at');
+  });
+
+  it('the holder heard from again renews under the same epoch, and the failsafe ends (failsafe.left)', () => {
+    const entered = committed(beat(heldByA(), B, vouchingFor(1), T0 + 1_500));
+    const d = beat(entered, A, { role: 'active', epoch: 1, failsafe: { forMs: 60_000, vouchedBy: B } }, T0 + 61_000);
+    const next = committed(d);
+    assert.equal(d.directive.action, 'stay-active');
+    assert.deepEqual([next.holder, next.epoch, next.failsafe], [A, 1, null]);
+    const left = next.outbox.at(-1)!;
+    assert.equal(left.type, 'failsafe.left');
+    assert.deepEqual(left.data, { vouchedBy: B, durationMs: 59_500, outcome: 'renewed' });
+  });
+
+  it('cut off from both nodes, the arbiter learns of it from the holder afterwards: entered and left at once', () => {
+    const next = committed(beat(heldByA(), A, { role: 'active', epoch: 1, failsafe: { forMs: 60_000, vouchedBy: B } }, T0 + 61_000));
+    const [entered, left] = next.outbox.slice(-2);
+    assert.equal(entered?.type, 'failsafe.entered');
+    assert.equal(entered?.at, T0 + 1_000);
+    assert.deepEqual(entered?.data, { vouchedBy: B, unreachableFrom: [A, B] });
+    assert.deepEqual([left?.type, left?.data], ['failsafe.left', { vouchedBy: B, durationMs: 60_000, outcome: 'renewed' }]);
+    assert.equal(next.failsafe, null);
+  });
+
+  it('the peer takes over once it no longer vouches: the failsafe ends as replaced', () => {
+    const entered = committed(beat(heldByA(), B, vouchingFor(1), T0 + 1_500));
+    const taken = committed(beat(entered, B, { role: 'passive', epoch: 0, peer: { reachable: false } }, T0 + 5_000));
+    assert.deepEqual([taken.holder, taken.epoch, taken.failsafe], [B, 2, null]);
+    const left = taken.outbox.find((e) => e.type === 'failsafe.left');
+    assert.deepEqual(left?.data, { vouchedBy: B, durationMs: 3_500, outcome: 'replaced' });
+  });
+
+  it('a switchover is refused while the holder is in failsafe; maintenance and standby are recorded', () => {
+    const entered = committed(beat(heldByA(), B, vouchingFor(1), T0 + 1_500));
+    const r = requestSwitchover(entered, B, T0 + 1_600);
+    assert.ok('code' in r);
+    assert.match(r.message, /serves in failsafe, vouched by node-b: the arbiter cannot reach it/);
+    assert.equal(setMaintenance(entered, true, T0 + 1_600).next?.maintenance, true);
+    const standby = setStandby(entered, A, true, T0 + 1_600);
+    assert.ok(!('code' in standby) && standby.next?.standby.includes(A));
   });
 });

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
-import { fetchPeerStatus, type PeerKeys, type PeerStatus, PeerWatch, startPeerServer } from '../../agent/peer.ts';
+import { fetchPeerStatus, type PeerKeys, type PeerStatus, PeerWatch, requestPromise, startPeerServer } from '../../agent/peer.ts';
+import type { PromiseRequest } from '../../shared/failsafe.ts';
 
 const OLD = 'old-secret-0123456789abcdef';
 const NEW = 'new-secret-0123456789abcdef';
@@ -85,5 +86,58 @@ describe('peer channel', () => {
     assert.deepEqual(await fetchPeerStatus(b, { token: NEW, previousToken: OLD }, 2000), active, 'a asks b: new refused, then the old');
     // Both updated; the old secret dropped.
     assert.deepEqual(await fetchPeerStatus(await peer({ token: NEW }), { token: NEW }, 2000), active);
+  });
+});
+
+describe('peer channel: failsafe promises', () => {
+  async function promiser(keys: PeerKeys, seen: PromiseRequest[]) {
+    const server = await startPeerServer({
+      host: '127.0.0.1',
+      port: 0,
+      keys: () => keys,
+      status: () => active,
+      promise: (req) => {
+        seen.push(req);
+        return { accepted: true, ttlMs: 3000 };
+      },
+    });
+    servers.push(server);
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}/peer/v1/promise`;
+  }
+
+  it('a signed request gets a signed answer; each request is used once', async () => {
+    const seen: PromiseRequest[] = [];
+    const url = await promiser({ token: OLD }, seen);
+    const req = { node: 'node-a', epoch: 7, instance: '0123456789abcdef', seq: 1 };
+    assert.deepEqual(await requestPromise(url, { token: OLD }, 2000, req), { accepted: true, ttlMs: 3000 });
+    assert.deepEqual(seen, [{ node: 'node-a', epoch: 7 }]);
+    // The same request again (a replay by someone on the network): refused, the passive promises nothing more.
+    const again = await requestPromise(url, { token: OLD }, 2000, req);
+    assert.equal(again.accepted, false);
+    assert.match(again.accepted ? '' : again.reason, /replayed/);
+    assert.equal(seen.length, 1);
+    assert.equal((await requestPromise(url, { token: OLD }, 2000, { ...req, seq: 2 })).accepted, true);
+    // During a rotation the previous secret still works.
+    assert.equal((await requestPromise(url, { token: NEW, previousToken: OLD }, 2000, { ...req, seq: 3 })).accepted, true);
+  });
+
+  it('without the secret, nothing is promised; a forged acceptance is not taken', async () => {
+    const seen: PromiseRequest[] = [];
+    const url = await promiser({ token: OLD }, seen);
+    await assert.rejects(requestPromise(url, { token: NEW }, 2000, { node: 'node-a', epoch: 7, instance: '0123456789abcdef', seq: 1 }), /refused our signature/);
+    assert.deepEqual(seen, []);
+    const forged = await impostor(() => ({ status: JSON.stringify({ accepted: true, ttlMs: 3000 }), mac: 'x'.repeat(43) }));
+    await assert.rejects(
+      requestPromise(forged.url.replace('status', 'promise'), { token: OLD }, 2000, { node: 'node-a', epoch: 7, instance: '0123456789abcdef', seq: 1 }),
+      /not signed for this request/,
+    );
+  });
+
+  it('PeerWatch numbers its requests, so the active asks again and again', async () => {
+    const seen: PromiseRequest[] = [];
+    const url = await promiser({ token: OLD }, seen);
+    const watch = new PeerWatch(url.replace('promise', 'status'), () => ({ token: OLD }), 2000, 1000, () => 0);
+    for (let i = 0; i < 3; i++) assert.deepEqual(await watch.promise('node-a', 7, 2000), { accepted: true, ttlMs: 3000 });
+    assert.equal(seen.length, 3);
   });
 });
