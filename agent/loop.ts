@@ -116,6 +116,8 @@ export class NodeAgent {
   #promise: GivenPromise | null = null;
   /** Serving on the peer's promises, the arbiter unreachable: since when (holder side). */
   #failsafe: { since: number; vouchedBy: string } | null = null;
+  /** When the first promise since the last committed renewal was asked for. */
+  #vouchedSince: number | null = null;
   #lastRefusal = '';
   #renewalMissed = false;
 
@@ -274,9 +276,14 @@ export class NodeAgent {
     }
     hedge?.cancel();
     this.#renewalMissed = holding && !renewed;
-    if (renewed) return;
+    if (renewed) {
+      // A hedge answered alongside a renewal that landed: no failsafe.
+      this.#vouchedSince = null;
+      return;
+    }
     if (hedged) await hedged;
     else if (this.#mayAskPromise() && !definiteAnswer(this.#lastHeartbeat, this.d.fencing.epoch)) await this.#askPromise();
+    if (this.#mayAskPromise()) this.#enterFailsafe();
   }
 
   #mayAskPromise(): boolean {
@@ -314,14 +321,18 @@ export class NodeAgent {
     this.#lastRefusal = '';
     const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, answer.ttlMs) };
     this.#setDeadline(Math.max(this.#deadline, activeDeadline(sentAt, timing)));
+    this.#vouchedSince ??= sentAt;
     await this.d.selfFence.pet();
-    if (!this.#failsafe) {
-      this.#failsafe = { since: sentAt, vouchedBy: this.#peerId };
-      this.d.log.warn(
-        { epoch, vouchedBy: this.#peerId },
-        `the arbiter is unreachable (${this.#lastHeartbeat.ok ? 'no renewal committed' : this.#lastHeartbeat.error}): serving on under epoch ${epoch}, vouched for by ${this.#peerId} (failsafe)`,
-      );
-    }
+  }
+
+  /** The renewal failed and the peer vouches: this node serves in failsafe (said once). */
+  #enterFailsafe(): void {
+    if (this.#failsafe || this.#vouchedSince === null) return;
+    this.#failsafe = { since: this.#vouchedSince, vouchedBy: this.#peerId };
+    this.d.log.warn(
+      { epoch: this.d.fencing.epoch, vouchedBy: this.#peerId },
+      `the arbiter is unreachable (${this.#lastHeartbeat.ok ? 'no renewal committed' : this.#lastHeartbeat.error}): serving on under epoch ${this.d.fencing.epoch}, vouched for by ${this.#peerId} (failsafe)`,
+    );
   }
 
   /**
@@ -373,7 +384,10 @@ export class NodeAgent {
   async tick(): Promise<CycleAction | null> {
     if (this.#role === 'passive') {
       await this.d.peer?.check();
-      const interval = passivePollIntervalMs(this.d.spec.timing, this.d.peer?.status() ?? null);
+      // While it vouches, the arbiter hears of it at every interval: status shows the failsafe at once.
+      const interval = vouching(this.#promise, this.d.now())?.epoch
+        ? this.d.spec.timing.renewIntervalMs
+        : passivePollIntervalMs(this.d.spec.timing, this.d.peer?.status() ?? null);
       // Half a tick of slack: timers fire a little early or late, and a 500 ms poll must not become 1 s.
       const due = this.d.now() - this.#lastPollAt >= interval - this.d.spec.timing.renewIntervalMs / 2;
       if (!due && !this.#leftovers) return null;
@@ -639,6 +653,7 @@ export class NodeAgent {
     this.#setDeadline(null);
     this.#leftovers = false;
     this.#failsafe = null;
+    this.#vouchedSince = null;
     this.#become('passive');
   }
 

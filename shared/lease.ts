@@ -347,15 +347,17 @@ function failsafeLeft(lease: Lease, now: number, outcome: 'renewed' | 'replaced'
 
 /**
  * A heartbeat from a node that vouches for the holder: it is never granted the lease. The
- * first such heartbeat for the current holder and epoch records the failsafe (one write).
+ * first such heartbeat for the current holder and epoch, once the holder is silent, records the
+ * failsafe (one write).
  */
-function onVouching(lease: Lease, node: string, hb: Heartbeat & { vouching: NonNullable<Heartbeat['vouching']> }, now: number): Decision {
+function onVouching(lease: Lease, node: string, hb: Heartbeat & { vouching: NonNullable<Heartbeat['vouching']> }, now: number, quietMs: number): Decision {
   const v = hb.vouching;
   const why =
     v.epoch === 0
       ? `${node} restarted ${lease.terms.leaseTtlMs - v.remainingMs} ms ago and may have promised ${v.for} not to take the lease: not granting it for ${v.remainingMs} ms more`
       : `${node} vouches for ${v.for} (epoch ${v.epoch}) for ${v.remainingMs} ms more: ${v.for} serves without reaching the arbiter (failsafe); not granting ${node} the lease`;
-  const records = v.epoch > 0 && v.for === lease.holder && v.epoch === lease.epoch && lease.failsafe === null;
+  // A promise asked for as a hedge against one slow renewal is no failsafe: only a silent holder's is.
+  const records = v.epoch > 0 && v.for === lease.holder && v.epoch === lease.epoch && lease.failsafe === null && quietMs > lease.terms.suspectAfterMs;
   if (!records) return { next: null, directive: followerDirective(lease, hb, why) };
   const event = operatorEvent(lease, now, { type: 'failsafe.entered', node: v.for, data: { vouchedBy: node, unreachableFrom: [v.for] } });
   const next: Lease = { ...lease, version: lease.version + 1, failsafe: { since: now, vouchedBy: node, reportedBy: 'peer' }, outbox: [...lease.outbox, event] };
@@ -461,7 +463,7 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
   // holder that runs nothing and has acted under it says so by its memory alone: no need to
   // renew it first and wait for its refusal.
   if (lease.holder === node && (hb.refused?.epoch === lease.epoch || leftEpoch(lease, hb))) return vacate(lease, node, hb, now, 'epoch-refused');
-  if (hb.vouching) return onVouching(lease, node, { ...hb, vouching: hb.vouching }, now);
+  if (hb.vouching) return onVouching(lease, node, { ...hb, vouching: hb.vouching }, now, quietMs);
   const lapsed = quietMs > terms.leaseTtlMs + terms.skewAllowanceMs;
   if (lease.holder === node) {
     // Never earlier than before: the holder may not have heard of a shorter TTL yet (a renewal

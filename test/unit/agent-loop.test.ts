@@ -520,6 +520,25 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     assert.ok(lines.some((l) => /renewals resume under epoch 2 after/.test(l.msg)));
   });
 
+  it('a slow renewal is hedged with a promise request; when the renewal lands, that is no failsafe', async () => {
+    const { lines, log } = capturedLog();
+    const t = await withPeer(async () => ({ accepted: true, ttlMs: 3000 }), log);
+    await activeUnderEpoch2(t);
+    const slow = stayActive(2);
+    t.cp.heartbeat = async (body) => {
+      t.cp.sent.push(body);
+      await new Promise((ok) => setTimeout(ok, 600)); // past half the request timeout (400 ms)
+      return slow;
+    };
+    now += 500;
+    await t.step();
+    assert.equal(t.asked.length, 1, 'the peer was asked while the renewal was slow');
+    now += 500;
+    await t.step();
+    assert.equal(t.cp.sent.at(-1)?.failsafe, undefined);
+    assert.ok(!lines.some((l) => /failsafe/.test(l.msg)), 'nothing said of a failsafe');
+  });
+
   it('without a promise (refused, or no answer) it demotes at its lease deadline, as without failsafe', async () => {
     for (const promise of [async (): Promise<PromiseAnswer> => ({ accepted: false, reason: 'this node is active' }), () => Promise.reject(new Error('timed out'))]) {
       journal.length = 0;

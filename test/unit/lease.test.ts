@@ -507,6 +507,7 @@ describe('lease: failsafe (the holder serves on its peer\'s promise)', () => {
     assert.deepEqual([e.node, e.data], [A, { vouchedBy: B, unreachableFrom: [A] }]);
     assert.equal(beat(entered, B, vouchingFor(1), T0 + 2_000).next, null, 'recorded once');
     assert.equal(beat(l, B, vouchingFor(7), T0 + 1_500).next, null, 'not for an epoch the lease is not at');
+    assert.equal(beat(l, B, vouchingFor(1), T0 + 600).next, null, 'nor while the holder renews on time (a hedge against one slow renewal)');
   });
 
   it('the holder heard from again renews under the same epoch, and the failsafe ends (failsafe.left)', () => {
