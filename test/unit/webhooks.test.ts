@@ -65,6 +65,26 @@ describe('webhook messages', () => {
     assert.notEqual(messages[0]!.id, messages[1]!.id);
   });
 
+  it('failsafe: entered and left, with who serves, who vouches, from where the arbiter is unreachable, and the outcome', () => {
+    const entered: ClusterEvent = {
+      id: 'e3.3.failsafe.entered.v000000000012',
+      clusterId: 'c1',
+      at,
+      epoch: 3,
+      type: 'failsafe.entered',
+      node: 'node-a',
+      data: { vouchedBy: 'node-b', unreachableFrom: ['node-a'] },
+    };
+    const left: ClusterEvent = { ...entered, id: 'e3.3.failsafe.left.v000000000013', type: 'failsafe.left', data: { vouchedBy: 'node-b', durationMs: 60_000, outcome: 'renewed' } };
+    assert.deepEqual(
+      [...webhookMessages(entered), ...webhookMessages(left)].map((m) => [m.type, m.data]),
+      [
+        ['failsafe.entered', { node: 'node-a', vouchedBy: 'node-b', unreachableFrom: ['node-a'] }],
+        ['failsafe.left', { node: 'node-a', vouchedBy: 'node-b', durationMs: 60_000, outcome: 'renewed' }],
+      ],
+    );
+  });
+
   it('a floating IP of another epoch or node completes nothing', () => {
     const grant = granted(4, 'node-b', 'node-a', 'released');
     assert.deepEqual(webhookMessages(phase(4, 'node-a', 'floating-ip', 1, 10), [grant]), []);
