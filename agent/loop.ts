@@ -281,9 +281,11 @@ export class NodeAgent {
       this.#vouchedSince = null;
       return;
     }
+    const open = !definiteAnswer(this.#lastHeartbeat, this.d.fencing.epoch);
     if (hedged) await hedged;
-    else if (this.#mayAskPromise() && !definiteAnswer(this.#lastHeartbeat, this.d.fencing.epoch)) await this.#askPromise();
-    if (this.#mayAskPromise()) this.#enterFailsafe();
+    else if (this.#mayAskPromise() && open) await this.#askPromise();
+    // An answer about the lease is final: the decision demotes, whatever a hedge brought.
+    if (this.#mayAskPromise() && open) this.#enterFailsafe();
   }
 
   #mayAskPromise(): boolean {
