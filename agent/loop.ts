@@ -30,7 +30,7 @@ import {
 } from '../shared/node-role.ts';
 import type { ReservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
-import { activeDeadline } from '../shared/timing.ts';
+import { activeDeadline, maxWatchdogTimeoutMs } from '../shared/timing.ts';
 import { answerPromise, definiteAnswer, type GivenPromise, type PromiseAnswer, type PromiseRequest, restartPromise, vouching } from '../shared/failsafe.ts';
 import { type ControlPlane, ControlPlaneError } from './control-plane-client.ts';
 import type { EpochMemory } from './epoch-memory.ts';
@@ -119,7 +119,7 @@ export class NodeAgent {
   /** When the first promise since the last committed renewal was asked for. */
   #vouchedSince: number | null = null;
   #lastRefusal = '';
-  #renewalMissed = false;
+  #petTimer: { cancel(): void } | null = null;
 
   constructor(private readonly d: AgentDeps) {
     this.#peerId = d.spec.nodes.find((n) => n.id !== d.nodeId)!.id;
@@ -222,13 +222,6 @@ export class NodeAgent {
     const sentAt = this.d.now();
     const holding = this.#role !== 'passive';
     let renewed = false;
-    // A renewal not answered within half a request timeout (or one after a miss) is hedged with
-    // a promise request, so that one lost request on each channel does not add up to two
-    // request timeouts between the watchdog's pets.
-    let hedged: Promise<void> | null = null;
-    const hedge = this.#mayAskPromise()
-      ? (this.d.timer ?? realTimer)(this.#renewalMissed ? 0 : this.d.spec.timing.requestTimeoutMs / 2, () => (hedged = this.#askPromise()))
-      : null;
     try {
       const reachable = this.d.peer?.reachable();
       // While it vouches, a node does not report its peer unreachable: its promise says so.
@@ -259,7 +252,7 @@ export class NodeAgent {
         const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, r.lease.ttlMs) };
         this.#setDeadline(activeDeadline(sentAt, timing));
         renewed = holding;
-        if (holding) await this.d.selfFence.pet();
+        if (holding) await this.#petIfSafe();
         if (holding && this.#failsafe) {
           this.d.log.info(
             { epoch: this.d.fencing.epoch, failsafeMs: Math.round(sentAt - this.#failsafe.since) },
@@ -274,18 +267,15 @@ export class NodeAgent {
     } finally {
       this.#heartbeatInFlight = false;
     }
-    hedge?.cancel();
-    this.#renewalMissed = holding && !renewed;
     if (renewed) {
-      // A hedge answered alongside a renewal that landed: no failsafe.
       this.#vouchedSince = null;
       return;
     }
-    const open = !definiteAnswer(this.#lastHeartbeat, this.d.fencing.epoch);
-    if (hedged) await hedged;
-    else if (this.#mayAskPromise() && open) await this.#askPromise();
-    // An answer about the lease is final: the decision demotes, whatever a hedge brought.
-    if (this.#mayAskPromise() && open) this.#enterFailsafe();
+    // An answer about the lease is final: the decision demotes. Anything else: ask the peer.
+    if (this.#mayAskPromise() && !definiteAnswer(this.#lastHeartbeat, this.d.fencing.epoch)) {
+      await this.#askPromise();
+      this.#enterFailsafe();
+    }
   }
 
   #mayAskPromise(): boolean {
@@ -324,7 +314,27 @@ export class NodeAgent {
     const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, answer.ttlMs) };
     this.#setDeadline(Math.max(this.#deadline, activeDeadline(sentAt, timing)));
     this.#vouchedSince ??= sentAt;
-    await this.d.selfFence.pet();
+    await this.#petIfSafe();
+  }
+
+  /**
+   * Pets the watchdog if it may: only while the deadline is at least the longest allowed
+   * watchdog timeout away, so that a node whose agent hangs after this pet is reset before its
+   * deadline. Called after every extension and on a timer of its own (keepWatchdog), so that a
+   * renewal that times out does not starve a watchdog the deadline still covers.
+   */
+  async #petIfSafe(): Promise<void> {
+    if (this.#role === 'passive' || this.#deadline === null) return;
+    if (this.d.now() + maxWatchdogTimeoutMs(this.d.spec.timing) <= this.#deadline) await this.d.selfFence.pet();
+  }
+
+  /** Pets the watchdog every half renewal interval while the deadline allows (run() starts it; the simulator too). */
+  keepWatchdog(): void {
+    const pet = () => {
+      void this.#petIfSafe().catch((err: Error) => this.d.log.error({ err: err.message }, 'watchdog pet failed'));
+      this.#petTimer = (this.d.timer ?? realTimer)(this.d.spec.timing.renewIntervalMs / 2, pet);
+    };
+    pet();
   }
 
   /** The renewal failed and the peer vouches: this node serves in failsafe (said once). */
@@ -676,6 +686,7 @@ export class NodeAgent {
   /** Runs until stopped: a tick every renewIntervalMs, and at once after fencing is acknowledged. */
   run(): void {
     this.#running = true;
+    this.keepWatchdog();
     const loop = async () => {
       if (!this.#running) return;
       const started = this.d.now();
@@ -690,6 +701,7 @@ export class NodeAgent {
 
   stop(): void {
     this.#running = false;
+    this.#petTimer?.cancel();
     for (const t of this.#timers) clearTimeout(t);
     if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
   }

@@ -2,7 +2,7 @@
  * The node's last resort when it may no longer be trusted to stop on its own: its reservation
  * key vanished while active (the peer fenced it), or demotion did not finish in time. Like sbd
  * and fence_scsi_check: the hardware watchdog, armed only while this node holds the lease and
- * petted only after a committed renewal, reboots a hung node; an immediate reboot (sysrq)
+ * petted only while its deadline is at least a watchdog timeout away, reboots a hung node; an immediate reboot (sysrq)
  * serves when the agent itself decides.
  */
 import { open, readFile, realpath, writeFile, type FileHandle } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 export interface SelfFence {
   /** Holding the lease from now on: arm the watchdog. */
   arm(): Promise<void>;
-  /** A renewal was committed: the node is still trusted for another timeout. */
+  /** The deadline is at least a timeout away: the node is still trusted for another timeout. */
   pet(): Promise<void>;
   /** Demotion completed cleanly: nothing to guard any more. */
   disarm(): Promise<void>;

@@ -62,10 +62,10 @@ export function fakeResources(journal: string[]) {
   return { resources, reservation, others };
 }
 
-export function recordingSelfFence(journal: string[]): SelfFence {
+export function recordingSelfFence(journal: string[], pets: { at: number[] } = { at: [] }, now: () => number = () => 0): SelfFence {
   return {
     arm: async () => void journal.push('watchdog armed'),
-    pet: async () => {},
+    pet: async () => void pets.at.push(now()),
     disarm: async () => void journal.push('watchdog disarmed'),
     reboot: async (reason) => void journal.push(`REBOOT: ${reason}`),
   };
@@ -89,10 +89,14 @@ export async function testAgent(options: {
   onNewSpec?: (version: number) => void;
   memory?: EpochMemory;
   log?: Logger;
+  /** The agent's timers (default: setTimeout). */
+  timer?: (ms: number, fn: () => void) => { cancel(): void };
 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
   const fakes = fakeResources(options.journal);
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
+  /** When the watchdog was petted, on the agent's clock. */
+  const pets = { at: [] as number[] };
   const agent = new NodeAgent({
     spec,
     nodeId: options.nodeId,
@@ -100,7 +104,7 @@ export async function testAgent(options: {
     resources: fakes.resources,
     fencing,
     memory: options.memory ?? new RememberedEpochs(),
-    selfFence: recordingSelfFence(options.journal),
+    selfFence: recordingSelfFence(options.journal, pets, options.now),
     peer: options.peerReachable
       ? {
           reachable: options.peerReachable,
@@ -116,11 +120,12 @@ export async function testAgent(options: {
     demoteBudgetMs: 10_000,
     specVersion: 1,
     ...(options.onNewSpec && { onNewSpec: options.onNewSpec }),
+    ...(options.timer && { timer: options.timer }),
   });
   const step = async () => {
     const d = await agent.tick();
     await agent.idle();
     return d;
   };
-  return { agent, spec, fencing, step, ...fakes };
+  return { agent, spec, fencing, step, pets, ...fakes };
 }

@@ -526,7 +526,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         })
         .catch((e: Error) => violation(`${n.id} agent threw: ${e.stack}`));
     };
-    void agent.recover().then(() => onNode(n, tick));
+    void agent.recover().then(() => onNode(n, () => (agent.keepWatchdog(), tick())));
   };
 
   // --- the NFS client -------------------------------------------------------------------------

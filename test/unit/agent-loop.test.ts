@@ -465,7 +465,13 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
   async function withPeer(promise: (node: string, epoch: number) => Promise<PromiseAnswer>, log?: Logger) {
     const cp = new FakeControlPlane();
     const asked: number[] = [];
+    /** Timers the test fires by hand. */
+    const timers: (() => void)[] = [];
     const t = await testAgent({
+      timer: (_ms, fn) => {
+        timers.push(fn);
+        return { cancel: () => {} };
+      },
       nodeId: 'node-b',
       controlPlane: cp,
       journal,
@@ -478,7 +484,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
       },
       ...(log && { log }),
     });
-    return { cp, asked, ...t };
+    return { cp, asked, timers, ...t };
   }
 
   /** Past the restart window, granted epoch 2 and active, renewed at `now`. */
@@ -520,23 +526,28 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     assert.ok(lines.some((l) => /renewals resume under epoch 2 after/.test(l.msg)));
   });
 
-  it('a slow renewal is hedged with a promise request; when the renewal lands, that is no failsafe', async () => {
-    const { lines, log } = capturedLog();
-    const t = await withPeer(async () => ({ accepted: true, ttlMs: 3000 }), log);
+  it('the watchdog is petted while the deadline is at least its longest timeout away — a renewal that times out starves nothing the deadline covers', async () => {
+    const t = await withPeer(async () => ({ accepted: true, ttlMs: 3000 }));
     await activeUnderEpoch2(t);
-    const slow = stayActive(2);
-    t.cp.heartbeat = async (body) => {
-      t.cp.sent.push(body);
-      await new Promise((ok) => setTimeout(ok, 600)); // past half the request timeout (400 ms)
-      return slow;
-    };
-    now += 500;
+    const renewedAt = now;
+    const maxWatchdog = windowMs - 800; // activeWindow − requestTimeout: the longest watchdog this timing allows
+    t.timers.length = 0;
+    t.agent.keepWatchdog();
+    t.pets.at.length = 0;
+    // The pet loop's timer, fired by hand at these moments; no renewal lands meanwhile.
+    const lastSafe = renewedAt + windowMs - maxWatchdog; // the renewal was sent at renewedAt: deadline − longest watchdog
+    for (const at of [renewedAt + 500, lastSafe, lastSafe + 1, renewedAt + windowMs - 100]) {
+      now = at;
+      t.timers.shift()!();
+      await new Promise((ok) => setImmediate(ok));
+    }
+    assert.deepEqual(t.pets.at, [renewedAt + 500, lastSafe], 'no pet once a hang after it could outlast the deadline');
+    // A promise extends the deadline, and the pets go on.
+    t.cp.answers = [new Error('no answer within 800 ms')];
+    now = renewedAt + windowMs - 50;
     await t.step();
-    assert.equal(t.asked.length, 1, 'the peer was asked while the renewal was slow');
-    now += 500;
-    await t.step();
-    assert.equal(t.cp.sent.at(-1)?.failsafe, undefined);
-    assert.ok(!lines.some((l) => /failsafe/.test(l.msg)), 'nothing said of a failsafe');
+    assert.equal(t.agent.role, 'active');
+    assert.equal(t.pets.at.at(-1), now, 'petted once the promise extended the deadline');
   });
 
   it('without a promise (refused, or no answer) it demotes at its lease deadline, as without failsafe', async () => {
