@@ -116,6 +116,18 @@ export function decideCycle(s: CycleSnapshot): CycleAction {
   }
   if (!s.heartbeat.ok) {
     if (!holding(s.role)) return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); staying ${s.role}` };
+    // A local restart changes no holder: it needs no arbiter (an active in failsafe may serve for long).
+    // Past the limit, releasing needs the arbiter: demote, and the lease runs out.
+    if (s.role === 'active' && s.failure) {
+      if (s.failure.restarts < s.maxRestarts) {
+        return {
+          action: 'restart',
+          resource: s.failure.resource,
+          reason: `${s.failure.resource} failed (${s.failure.reason}); local restart ${s.failure.restarts + 1} of ${s.maxRestarts} (control plane unreachable)`,
+        };
+      }
+      return { action: 'demote', reason: `${s.failure.resource} failed ${s.failure.restarts} times (${s.failure.reason}) and the control plane is unreachable: demoting` };
+    }
     return { action: 'none', reason: `control plane unreachable (${s.heartbeat.error}); lease valid for ${Math.round(s.deadline! - s.now)} ms more` };
   }
   const d = s.heartbeat.directive;

@@ -87,6 +87,21 @@ describe('node role rules', () => {
     assert.deepEqual(d, { action: 'none', reason: 'control plane unreachable (no answer within 800 ms); lease valid for 1500 ms more' });
   });
 
+  it('restarts a failed resource locally while the control plane is unreachable (failsafe may last long); past the limit, demotes', () => {
+    const unreachable = {
+      ...base,
+      role: 'active' as const,
+      epoch: 2,
+      confirmedEpoch: 2,
+      deadline: 11_500,
+      heartbeat: { ok: false as const, error: 'no answer within 800 ms' },
+    };
+    const failed = (restarts: number) => ({ resource: 'nfs-server', reason: 'nfsd runs 0 threads', restarts });
+    const d = decideCycle({ ...unreachable, failure: failed(0) });
+    assert.deepEqual([d.action, d.action === 'restart' && d.resource], ['restart', 'nfs-server']);
+    assert.equal(decideCycle({ ...unreachable, failure: failed(unreachable.maxRestarts) }).action, 'demote');
+  });
+
   it('self-fences when its key vanished while holding', () => {
     const d = decideCycle({
       ...base,
