@@ -252,7 +252,7 @@ export class NodeAgent {
         const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, r.lease.ttlMs) };
         this.#setDeadline(activeDeadline(sentAt, timing));
         renewed = holding;
-        if (holding) await this.#petIfSafe();
+        if (holding) await this.d.selfFence.pet();
         if (holding && this.#failsafe) {
           this.d.log.info(
             { epoch: this.d.fencing.epoch, failsafeMs: Math.round(sentAt - this.#failsafe.since) },
@@ -314,14 +314,14 @@ export class NodeAgent {
     const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, answer.ttlMs) };
     this.#setDeadline(Math.max(this.#deadline, activeDeadline(sentAt, timing)));
     this.#vouchedSince ??= sentAt;
-    await this.#petIfSafe();
+    await this.d.selfFence.pet();
   }
 
   /**
    * Pets the watchdog if it may: only while the deadline is at least the longest allowed
    * watchdog timeout away, so that a node whose agent hangs after this pet is reset before its
-   * deadline. Called after every extension and on a timer of its own (keepWatchdog), so that a
-   * renewal that times out does not starve a watchdog the deadline still covers.
+   * deadline. On a timer of its own (keepWatchdog), between the pets that every extension gives,
+   * so that a renewal that times out does not starve a watchdog the deadline still covers.
    */
   async #petIfSafe(): Promise<void> {
     if (this.#role === 'passive' || this.#deadline === null) return;
