@@ -700,7 +700,8 @@ async function main(): Promise<void> {
 
   await runScenario('arbiter-down', 'the control plane stopped for 60 s: the active serves on, vouched for by its peer (failsafe)', device, async (s) => {
     const { holder, epoch } = await activeNode();
-    await passiveAgain(s, peerOf(holder), Date.now() - 40_000);
+    // A fresh heartbeat: the peer must be up and passive now (after a switchover its demotion may have reset it), or nobody can vouch.
+    await passiveAgain(s, peerOf(holder), Date.now());
     await waitAcksAfter(5, 60_000);
     const clientFrom = await clientNow();
     const downAt = Date.now();
@@ -847,7 +848,7 @@ async function main(): Promise<void> {
   // Last: the crashed node is not brought back (no scenario follows that needs it).
   await runScenario('arbiter-down-crash', 'the control plane stopped, then the active killed: the survivor waits, and takes over once the control plane is back', device, async (s) => {
     const { holder, epoch } = await activeNode();
-    await passiveAgain(s, peerOf(holder), Date.now() - 40_000);
+    await passiveAgain(s, peerOf(holder), Date.now());
     await waitAcksAfter(5, 60_000);
     const downAt = Date.now();
     await cp.stopped();
