@@ -115,7 +115,7 @@ export class NodeAgent {
   /** The failsafe promise this node gave its peer (passive side). */
   #promise: GivenPromise | null = null;
   /** Serving on the peer's promises, the arbiter unreachable: since when (holder side). */
-  #failsafe: { since: number; vouchedBy: string } | null = null;
+  #failsafeSince: number | null = null;
   /** When the first promise since the last committed renewal was asked for. */
   #vouchedSince: number | null = null;
   #lastRefusal = '';
@@ -166,7 +166,7 @@ export class NodeAgent {
       role: this.#role,
       epoch: this.#role === 'passive' ? 0 : this.d.fencing.epoch,
       leaseRemainingMs: this.#deadline === null ? null : Math.round(this.#deadline - now),
-      ...(this.#failsafe && { failsafe: { vouchedBy: this.#failsafe.vouchedBy, forMs: Math.round(now - this.#failsafe.since) } }),
+      ...(this.#failsafeSince !== null && { failsafe: { vouchedBy: this.#peerId, forMs: Math.round(now - this.#failsafeSince) } }),
       ...(promised && { vouching: promised }),
     };
   }
@@ -233,7 +233,7 @@ export class NodeAgent {
         known: this.d.memory.current(),
         ...(this.#leftovers && { leftovers: true }),
         ...(this.#refused && { refused: this.#refused }),
-        ...(holding && this.#failsafe && { failsafe: { forMs: Math.round(sentAt - this.#failsafe.since), vouchedBy: this.#failsafe.vouchedBy } }),
+        ...(holding && this.#failsafeSince !== null && { failsafe: { forMs: Math.round(sentAt - this.#failsafeSince), vouchedBy: this.#peerId } }),
       });
       // An epoch granted to someone else (or left vacant) is remembered before anything is decided on it.
       if (r.lease.holder !== this.d.nodeId) await this.d.memory.record({ seen: r.lease.epoch });
@@ -253,12 +253,13 @@ export class NodeAgent {
         this.#setDeadline(activeDeadline(sentAt, timing));
         renewed = holding;
         if (holding) await this.d.selfFence.pet();
-        if (holding && this.#failsafe) {
+        if (holding && this.#failsafeSince !== null) {
+          const failsafeMs = Math.round(sentAt - this.#failsafeSince);
           this.d.log.info(
-            { epoch: this.d.fencing.epoch, failsafeMs: Math.round(sentAt - this.#failsafe.since) },
-            `the arbiter answers again: renewals resume under epoch ${this.d.fencing.epoch} after ${((sentAt - this.#failsafe.since) / 1000).toFixed(1)} s in failsafe`,
+            { epoch: this.d.fencing.epoch, failsafeMs },
+            `the arbiter answers again: renewals resume under epoch ${this.d.fencing.epoch} after ${(failsafeMs / 1000).toFixed(1)} s in failsafe`,
           );
-          this.#failsafe = null;
+          this.#failsafeSince = null;
         }
       }
     } catch (err) {
@@ -278,8 +279,12 @@ export class NodeAgent {
     }
   }
 
+  #serving(): boolean {
+    return this.#role === 'activating' || this.#role === 'active';
+  }
+
   #mayAskPromise(): boolean {
-    return this.#failsafeOn && (this.#role === 'activating' || this.#role === 'active');
+    return this.#failsafeOn && this.#serving();
   }
 
   /**
@@ -301,7 +306,7 @@ export class NodeAgent {
         answer = { accepted: false, reason: `no answer from ${this.#peerId} (${(err as Error).message})` };
       }
     }
-    const serving = (this.#role === 'activating' || this.#role === 'active') && this.d.fencing.epoch === epoch;
+    const serving = this.#serving() && this.d.fencing.epoch === epoch;
     if (!answer.accepted || !serving || this.#deadline === null || this.d.now() >= this.#deadline) {
       if (!answer.accepted && answer.reason !== this.#lastRefusal) {
         const left = this.#deadline === null ? 0 : Math.max(0, Math.round(this.#deadline - this.d.now()));
@@ -339,8 +344,8 @@ export class NodeAgent {
 
   /** The renewal failed and the peer vouches: this node serves in failsafe (said once). */
   #enterFailsafe(): void {
-    if (this.#failsafe || this.#vouchedSince === null) return;
-    this.#failsafe = { since: this.#vouchedSince, vouchedBy: this.#peerId };
+    if (this.#failsafeSince !== null || this.#vouchedSince === null) return;
+    this.#failsafeSince = this.#vouchedSince;
     this.d.log.warn(
       { epoch: this.d.fencing.epoch, vouchedBy: this.#peerId },
       `the arbiter is unreachable (${this.#lastHeartbeat.ok ? 'no renewal committed' : this.#lastHeartbeat.error}): serving on under epoch ${this.d.fencing.epoch}, vouched for by ${this.#peerId} (failsafe)`,
@@ -664,7 +669,7 @@ export class NodeAgent {
     await this.d.selfFence.disarm();
     this.#setDeadline(null);
     this.#leftovers = false;
-    this.#failsafe = null;
+    this.#failsafeSince = null;
     this.#vouchedSince = null;
     this.#become('passive');
   }

@@ -339,10 +339,15 @@ function grant(lease: Lease, node: string, hb: Heartbeat, now: number, reason: G
 }
 
 /** The failsafe the lease records ends (the holder was heard from, released, or was replaced). */
-function failsafeLeft(lease: Lease, now: number, outcome: 'renewed' | 'replaced' | 'released'): ClusterEvent[] {
-  if (!lease.failsafe || !lease.holder) return [];
-  const durationMs = Math.max(0, now - lease.failsafe.since);
-  return [operatorEvent(lease, now, { type: 'failsafe.left', node: lease.holder, data: { vouchedBy: lease.failsafe.vouchedBy, durationMs, outcome } })];
+function failsafeLeft(
+  lease: Lease,
+  now: number,
+  outcome: 'renewed' | 'replaced' | 'released',
+  failsafe: Pick<NonNullable<Lease['failsafe']>, 'since' | 'vouchedBy'> | null = lease.failsafe,
+): ClusterEvent[] {
+  if (!failsafe || !lease.holder) return [];
+  const durationMs = Math.max(0, now - failsafe.since);
+  return [operatorEvent(lease, now, { type: 'failsafe.left', node: lease.holder, data: { vouchedBy: failsafe.vouchedBy, durationMs, outcome } })];
 }
 
 /**
@@ -368,19 +373,15 @@ function onVouching(lease: Lease, node: string, hb: Heartbeat & { vouching: NonN
  * The holder renews after serving on promises. If the arbiter never heard of it (both nodes
  * were cut from it), the holder's own account is recorded, entered and left at once.
  */
-function failsafeRenewed(lease: Lease, hb: Heartbeat, now: number): { failsafe: null; events: ClusterEvent[] } {
-  if (lease.failsafe) return { failsafe: null, events: failsafeLeft(lease, now, 'renewed') };
-  if (!hb.failsafe || !lease.holder) return { failsafe: null, events: [] };
+function failsafeRenewed(lease: Lease, hb: Heartbeat, now: number): ClusterEvent[] {
+  if (lease.failsafe) return failsafeLeft(lease, now, 'renewed');
+  if (!hb.failsafe || !lease.holder) return [];
   const peer = lease.terms.nodes[peerIndex(lease.terms, lease.holder)];
-  const since = now - hb.failsafe.forMs;
-  const told: Lease = { ...lease, failsafe: { since, vouchedBy: hb.failsafe.vouchedBy, reportedBy: 'holder' } };
-  return {
-    failsafe: null,
-    events: [
-      operatorEvent(lease, since, { type: 'failsafe.entered', node: lease.holder, data: { vouchedBy: hb.failsafe.vouchedBy, unreachableFrom: [lease.holder, peer] } }),
-      ...failsafeLeft(told, now, 'renewed'),
-    ],
-  };
+  const told = { since: now - hb.failsafe.forMs, vouchedBy: hb.failsafe.vouchedBy };
+  return [
+    operatorEvent(lease, told.since, { type: 'failsafe.entered', node: lease.holder, data: { vouchedBy: told.vouchedBy, unreachableFrom: [lease.holder, peer] } }),
+    ...failsafeLeft(lease, now, 'renewed', told),
+  ];
 }
 
 /** The highest epoch a heartbeat shows its node knows of. */
@@ -469,8 +470,8 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
     // Never earlier than before: the holder may not have heard of a shorter TTL yet (a renewal
     // whose answer was lost), and its deadline stands on the expiry it last learnt.
     const expiresAt = Math.max(lease.expiresAt, leaseExpiry(now, terms.leaseTtlMs));
-    const { failsafe, events } = failsafeRenewed(lease, hb, now);
-    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt, failsafe, outbox: [...lease.outbox, ...events] };
+    const events = failsafeRenewed(lease, hb, now);
+    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt, failsafe: null, outbox: [...lease.outbox, ...events] };
     return { next, directive: holderDirective(next, hb) };
   }
   // Neither a node in standby nor, in maintenance, any node other than the holder takes the lease.

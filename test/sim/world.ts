@@ -626,9 +626,11 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       // fail, a stop that will hang: they strike at the takeover the crash causes).
       const latent = (g: Fault) => g.kind === 'mount-fails' || g.kind === 'stop-hangs';
       const alone = faults.every((g) => g === f || (latent(g) ? g.at > f.at + 10_000 : g.at + g.durationMs < f.at - 10_000 || g.at > f.at + 10_000));
-      // A peer that vouched for it just before (a renewal of the crashed node had failed) keeps its promise first.
-      const promised = node(other(id)).agent?.status().vouching?.remainingMs ?? 0;
-      if (f.kind === 'crash' && alone && node(id).host.vip && node(id).host.powered) cleanCrashes.push({ at: f.at, of: id, promisedMs: promised * (1 + config.trueDrift) });
+      if (f.kind === 'crash' && alone && node(id).host.vip && node(id).host.powered) {
+        // A peer that vouched for it just before (a renewal of the crashed node had failed) keeps its promise first.
+        const promised = node(other(id)).agent?.status().vouching?.remainingMs ?? 0;
+        cleanCrashes.push({ at: f.at, of: id, promisedMs: promised * (1 + config.trueDrift) });
+      }
       // No other fault from 10 s before this one to 10 s after it ends (a latent one: none armed before then).
       const quiet = faults.every((g) => g === f || (!latent(g) && g.at + g.durationMs < f.at - 10_000) || g.at > f.at + f.durationMs + 10_000);
       const arbiterOnly = (f.kind === 'cp-down' || f.kind === 'partition-cp' || f.kind === 'oneway-cp') && quiet;
