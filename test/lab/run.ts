@@ -282,11 +282,17 @@ async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs:
 // Agents, installed the way an operator does it: the control plane's installer with a
 // one-time enrolment token (it verifies the bundle, enrols, runs the preflight, starts the unit)
 
+const LAB_DEMOTE_BUDGET_MS = 90_000;
+
 async function installAgent(vm: Vm, device: string): Promise<void> {
   const { token, agentSha256 } = await cp.call<{ token: string; agentSha256: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
   // As the README says: the token in a 0600 file, the allowed set and the operator's checksum as flags.
   // --insecure: the lab's control plane speaks plain HTTP on its private bridge.
   await vm.run(['bash', '-c', `umask 077 && printf %s ${token} > /root/nfs-ha.token`]);
+  // What an operator of slow nodes sets before installing (the installer keeps it): under TCG,
+  // stopping nfsd alone can take 10 s, the default demotion budget, and a switchover's demotion
+  // past it reboots the node. The budget bounds a demotion that hangs; it guards no lease.
+  await vm.run(['bash', '-c', `mkdir -p -m 0700 /etc/nfs-ha && umask 077 && echo '{"demoteBudgetMs": ${LAB_DEMOTE_BUDGET_MS}}' > /etc/nfs-ha/agent.json`]);
   const flags = `--token-file /root/nfs-ha.token --sha256 ${agentSha256} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
   const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- ${flags}`], 300_000);
   writeFileSync(join(runDir, `${vm.name}.install.log`), `${r.stdout}${r.stderr}`);
@@ -549,6 +555,14 @@ async function fencedWrite(s: Scenario, vm: Vm, device: string): Promise<void> {
   );
 }
 
+/** The agent's warnings and errors since `since` (host clock), across the node's boots (the journal is persistent). */
+async function agentLogTail(vm: Vm, since: number): Promise<string> {
+  const sinceArg = `@${Math.floor((since - 60_000) / 1000)}`;
+  const r = await vm.exec(['journalctl', '-u', 'nfs-ha-agent', '--since', sinceArg, '-o', 'cat', '--no-pager'], 10_000);
+  const lines = r.stdout.split('\n').filter((l) => /"level":(40|50|60)|demot|self-fenc|watchdog/.test(l));
+  return lines.slice(-8).map((l) => l.replace(/^.*"msg":"([^"]*)".*$/, '$1')).join(' | ') || `nothing logged (journalctl exit ${r.code})`;
+}
+
 async function bootCount(vm: Vm): Promise<number> {
   const out = await until(`${vm.name} to answer`, 240_000, () => vm.run(['journalctl', '--list-boots', '--no-pager'], 10_000), 1000);
   return out.trim().split('\n').length;
@@ -600,6 +614,12 @@ async function main(): Promise<void> {
     await Promise.all(nodes.map((vm) => installAgent(vm, device)));
     s.failover = await awaitFailover(0, null);
     s.check('one node became active', true, `${s.failover.to} under epoch ${s.failover.epoch}`);
+    // The agent's own Prometheus listener (README, "Metrics"), on the node, as a scraper would see it.
+    const role = await until(`${s.failover.to}'s metrics to say active`, 60_000, async () => {
+      const text = await vmByName(s.failover!.to).run(['curl', '-fsS', 'http://127.0.0.1:9758/metrics']);
+      return /^nfsha_agent_role\{role="active"\} 1$/m.test(text) && text.match(/^nfsha_agent_deadline_margin_seconds.*$/m)?.[0];
+    }, 1000);
+    s.check(`${s.failover.to}'s agent reports itself active on its metrics listener`, true, role);
     await startClient();
     await waitAcksAfter(20, 120_000);
   });
@@ -632,12 +652,15 @@ async function main(): Promise<void> {
     s.failover = await awaitFailover(epoch, faultAt);
     tookOver(s, holder, ['switchover']);
     const released = (await cp.events()).find((e) => e.type === 'lease.released' && e.epoch === epoch);
+    const byRelease = released?.type === 'lease.released' && released.data.reason === 'switchover';
     s.check(
       `${holder} demoted and released the lease first`,
-      released?.type === 'lease.released' && released.data.reason === 'switchover',
+      byRelease,
       released ? `released epoch ${epoch} (${released.type === 'lease.released' ? released.data.reason : ''})` : 'no release recorded',
     );
     await passiveAgain(s, holder, faultAt);
+    // Without a release, say why from the old holder's own log (its previous boot if it was reset).
+    if (!byRelease) s.note(`${holder}'s agent, last words before the takeover: ${await agentLogTail(vmByName(holder), faultAt)}`);
   });
 
   await runScenario('restore', "the control plane's store restored to a backup taken before a switchover, the agents running", device, async (s) => {
