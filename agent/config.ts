@@ -30,6 +30,13 @@ export const AgentConfigSchema = z
         listen: Ipv4Address.default('0.0.0.0'),
       })
       .strict(),
+    metrics: z
+      .object({
+        listen: Ipv4Address.default('127.0.0.1').describe('Address of the Prometheus listener (GET /metrics); loopback unless a scraper elsewhere needs it'),
+        port: z.number().int().min(0).max(65535).default(9758).describe('0: no listener'),
+      })
+      .strict()
+      .prefault({}),
     selfFence: z
       .object({
         mode: z.enum(['watchdog', 'reboot']).default('watchdog').describe('watchdog: /dev/watchdog armed while active; reboot: sysrq only'),

@@ -67,7 +67,11 @@ const MAX_OUTPUT = 4 * 1024 * 1024;
 
 /** Runs commands on this host. */
 export class HostExecutor implements Executor {
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    /** Told of every result (the agent's metrics). */
+    private readonly onResult: (result: CommandResult) => void = () => {},
+  ) {}
 
   run(command: Command): Promise<CommandResult> {
     const [file, ...args] = command.argv;
@@ -94,6 +98,7 @@ export class HostExecutor implements Executor {
           const fields = { cmd: formatArgv(command.argv), exitCode: result.exitCode, ms: Math.round(durationMs), ...(timedOut && { timedOut }) };
           if (result.exitCode === 0) this.log.debug(fields, 'command');
           else this.log.info({ ...fields, stderr: stderr.trim().slice(0, 500) }, 'command');
+          this.onResult(result);
           resolve(result);
         },
       );

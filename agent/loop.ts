@@ -34,6 +34,7 @@ import { activeDeadline, maxWatchdogTimeoutMs } from '../shared/timing.ts';
 import { answerPromise, definiteAnswer, type GivenPromise, type PromiseAnswer, type PromiseRequest, restartPromise, vouching } from '../shared/failsafe.ts';
 import { type ControlPlane, ControlPlaneError } from './control-plane-client.ts';
 import type { EpochMemory } from './epoch-memory.ts';
+import type { AgentMetrics } from './metrics.ts';
 import type { PeerStatus } from './peer.ts';
 import type { NodeResources } from './resources/index.ts';
 import type { FencingState, Resource } from './resources/resource.ts';
@@ -63,6 +64,8 @@ export interface AgentDeps {
   maxRestarts: number;
   monitorIntervalMs: number;
   demoteBudgetMs: number;
+  /** Counts heartbeats and monitor results (absent: not counted). */
+  metrics?: Pick<AgentMetrics, 'heartbeat' | 'resource' | 'resourcesStopped'>;
   /** The spec version this process runs. */
   specVersion?: number;
   /**
@@ -222,6 +225,7 @@ export class NodeAgent {
     const sentAt = this.d.now();
     const holding = this.#role !== 'passive';
     let renewed = false;
+    let answered = false;
     try {
       const reachable = this.d.peer?.reachable();
       // While it vouches, a node does not report its peer unreachable: its promise says so.
@@ -237,6 +241,7 @@ export class NodeAgent {
       });
       // An epoch granted to someone else (or left vacant) is remembered before anything is decided on it.
       if (r.lease.holder !== this.d.nodeId) await this.d.memory.record({ seen: r.lease.epoch });
+      answered = true;
       this.#credentialAccepted();
       this.#lastHeartbeat = { ok: true, directive: r.directive, renewed: r.lease.renewed, maintenance: r.lease.maintenance };
       this.#latestSpec = Math.max(this.#latestSpec, r.lease.specVersion);
@@ -268,6 +273,7 @@ export class NodeAgent {
     } finally {
       this.#heartbeatInFlight = false;
     }
+    this.d.metrics?.heartbeat(renewed ? 'renewed' : answered ? 'answered' : 'failed', (this.d.now() - sentAt) / 1000);
     if (renewed) {
       this.#vouchedSince = null;
       return;
@@ -491,6 +497,7 @@ export class NodeAgent {
       let failure: (CycleSnapshot['failure'] & { resource: Phase }) | null = null;
       for (const r of this.d.resources.ordered) {
         const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
+        this.d.metrics?.resource(r.name, m.state === 'running');
         if (m.state !== 'running') {
           failure = { resource: r.name, reason: m.state === 'failed' ? m.reason : 'stopped unexpectedly', restarts: this.#restarts.get(r.name) ?? 0 };
           break;
@@ -671,6 +678,7 @@ export class NodeAgent {
     this.#leftovers = false;
     this.#failsafeSince = null;
     this.#vouchedSince = null;
+    this.d.metrics?.resourcesStopped();
     this.#become('passive');
   }
 

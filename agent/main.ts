@@ -22,6 +22,7 @@ import { ControlPlaneClient } from './control-plane-client.ts';
 import { dryRunNode } from './dry-run.ts';
 import { type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
 import { NodeAgent } from './loop.ts';
+import { AgentMetrics } from './metrics.ts';
 import { outsideAllowed } from './allowed.ts';
 import { fetchPeerStatus, type PeerKeys, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
 import { nodeResources } from './resources/index.ts';
@@ -212,7 +213,10 @@ async function run(options: { config: string }) {
   if (refused.length > 0) return refuseSpec(config, cp, log, memory, refused, specVersion, spec.timing.passivePollMs);
   const peer = spec.nodes.find((n) => n.id !== config.nodeId)!;
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
-  const resources = resourcesFor({ spec, node, config }, new HostExecutor(log), log, fencing);
+  // Read at scrape time: the agent exists by the time the listener starts.
+  const metrics = new AgentMetrics(() => agent.status());
+  const executor = new HostExecutor(log, (r) => metrics.command(r.argv, r.exitCode, r.durationMs / 1000));
+  const resources = resourcesFor({ spec, node, config }, executor, log, fencing);
   const problems = (await preflight({ spec, node, config }, resources)).flatMap((r) => r.problems.map((p) => `${r.resource}: ${p}`));
   if (problems.length > 0) {
     for (const p of problems) log.error(p);
@@ -233,7 +237,7 @@ async function run(options: { config: string }) {
     resources,
     fencing,
     memory,
-    selfFence: config.selfFence.mode === 'watchdog' ? new WatchdogSelfFence(config.selfFence.device, log) : new RebootSelfFence(log),
+    selfFence: metrics.counting(config.selfFence.mode === 'watchdog' ? new WatchdogSelfFence(config.selfFence.device, log) : new RebootSelfFence(log)),
     peer: new PeerWatch(
       `http://${peer.address}:${peer.peerPort}/peer/v1/status`,
       () => peerKeys,
@@ -251,6 +255,7 @@ async function run(options: { config: string }) {
     maxRestarts: config.maxRestarts,
     monitorIntervalMs: config.monitorIntervalMs,
     demoteBudgetMs: config.demoteBudgetMs,
+    metrics,
     specVersion,
     // Passive and idle: exit, and systemd (Restart=always) starts the agent on the new spec.
     onNewSpec: () => void shutdown('new spec'),
@@ -262,6 +267,8 @@ async function run(options: { config: string }) {
     status: () => agent.status(),
     promise: (req) => agent.answerPromise(req),
   });
+  const metricsServer = config.metrics.port === 0 ? null : await metrics.listen(config.metrics.listen, config.metrics.port);
+  if (metricsServer) log.info({ listen: config.metrics.listen, port: metricsServer.port }, `Prometheus metrics on http://${config.metrics.listen}:${metricsServer.port}/metrics`);
   log.info({ cluster: spec.id, node: node.id, peer: peer.id, specVersion }, `nfs-ha-agent running for ${node.id} of ${spec.id} (spec version ${specVersion})`);
   await agent.recover();
   agent.run();
@@ -269,6 +276,7 @@ async function run(options: { config: string }) {
     log.info({ signal }, 'stopping');
     agent.stop();
     server.close();
+    metricsServer?.close();
     await agent.settled();
     // Leaving the lease to expire would cost a failover its TTL; a holder demotes and releases.
     if (agent.role !== 'passive') await agent.shutdown();

@@ -1,6 +1,7 @@
 /** The control plane's HTTP app: the same object serves the Node server and the Lambda handler. */
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { routePath } from 'hono/route';
 import { Arbiter } from './arbiter.ts';
 import { swaggerUI } from '@hono/swagger-ui';
 import { accessFor, allows, Credentials } from './auth.ts';
@@ -9,12 +10,14 @@ import { AddressSet, clientAddress, FailureLimiter } from './limits.ts';
 import { type InstallAssets, installAssets, installRouter } from './install.ts';
 import type { Clock } from './clock.ts';
 import { errorHandler, errorResponse } from './errors.ts';
+import { ControlPlaneMetrics } from './metrics.ts';
 import type { Logger } from './log.ts';
 import { agentRouter } from './routes/agent.ts';
 import { clustersRouter } from './routes/clusters.ts';
 import { credentialsRouter } from './routes/credentials.ts';
 import { router } from './routes/router.ts';
 import { type Backups, backupsRouter } from './routes/backups.ts';
+import { metricsRouter } from './routes/metrics.ts';
 import { webhooksRouter } from './routes/webhooks.ts';
 import type { Store } from './store/store.ts';
 import { WebhookDeliverer } from './webhooks.ts';
@@ -35,6 +38,8 @@ export interface AppDeps {
   options?: Partial<AppOptions>;
   /** The embedded store's online backups (absent on DynamoDB). */
   backups?: Backups | undefined;
+  /** Shared with the arbiter and the deliverer, which count what they do (made here when not given). */
+  metrics?: ControlPlaneMetrics;
 }
 
 export const DEFAULT_APP_OPTIONS: AppOptions = { publicUrl: null, agentUrl: null, trustedProxies: [], webhookAllow: [], surface: 'all' };
@@ -55,7 +60,8 @@ export function createApp({
   store,
   clock,
   log,
-  arbiter = new Arbiter(store, clock, log),
+  metrics = new ControlPlaneMetrics(),
+  arbiter = new Arbiter(store, clock, log, { metrics }),
   credentials = new Credentials(store, clock),
   install = installAssets(),
   deliverer,
@@ -63,7 +69,7 @@ export function createApp({
   backups,
 }: AppDeps) {
   const opts = { ...DEFAULT_APP_OPTIONS, ...options };
-  const delivery = deliverer ?? new WebhookDeliverer(store, clock, log, { allow: new AddressSet(opts.webhookAllow) });
+  const delivery = deliverer ?? new WebhookDeliverer(store, clock, log, { allow: new AddressSet(opts.webhookAllow), metrics });
   const trusted = new AddressSet(opts.trustedProxies);
   const app = router();
   const limiter = new FailureLimiter();
@@ -71,13 +77,13 @@ export function createApp({
   // one-time; what is limited is refused tokens, per address, as for other credentials.
   const enrolFailures = new FailureLimiter();
 
-  if (log.isLevelEnabled('debug')) {
-    app.use('*', async (c, next) => {
-      const started = performance.now();
-      await next();
-      log.debug({ method: c.req.method, path: c.req.path, status: c.res.status, ms: +(performance.now() - started).toFixed(2) }, 'request');
-    });
-  }
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    await next();
+    const seconds = (performance.now() - started) / 1000;
+    metrics.request(c.req.method, routePath(c, -1), c.res.status, seconds);
+    if (log.isLevelEnabled('debug')) log.debug({ method: c.req.method, path: c.req.path, status: c.res.status, ms: +(seconds * 1000).toFixed(2) }, 'request');
+  });
   const tooLarge = (c: Context) => errorResponse(c, 413, 'payload_too_large', `request body exceeds ${MAX_BODY_BYTES} bytes`);
   const countingLimit = bodyLimit({ maxSize: MAX_BODY_BYTES, onError: tooLarge });
   app.use('*', async (c, next) => {
@@ -141,6 +147,7 @@ export function createApp({
   app.route('/', credentialsRouter({ store, credentials, clock, install }));
   app.route('/', webhooksRouter({ store, clock, outbox: arbiter.outbox, deliverer: delivery }));
   app.route('/', backupsRouter(backups));
+  app.route('/', metricsRouter({ store, clock, metrics }));
   // Interactive docs: Swagger UI's page (its scripts come from a CDN) over /openapi.json.
   app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'nfs-ha control plane API' }));
   app.doc31('/openapi.json', {

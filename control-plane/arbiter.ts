@@ -37,6 +37,7 @@ import type { Clock } from './clock.ts';
 import { ApiError } from './errors.ts';
 import { TokenBucket } from './limits.ts';
 import type { Logger } from './log.ts';
+import type { ControlPlaneMetrics } from './metrics.ts';
 import type { Store } from './store/store.ts';
 import { WebhookOutbox } from './webhooks.ts';
 
@@ -70,6 +71,8 @@ export const NODE_DOWN_AFTER_MS = 60_000;
 export interface ArbiterOptions {
   /** Told when webhook deliveries were enqueued (the Node server's loop, or Lambda's self-invocation). */
   onDeliveries?: () => void;
+  /** Counts the events it records. */
+  metrics?: ControlPlaneMetrics;
 }
 
 /** Phase reports per node: a takeover or demotion makes about 15; restarts a few more. */
@@ -85,6 +88,7 @@ export class Arbiter {
   readonly #reportBudget = new Map<string, TokenBucket>();
   readonly #statusWritten = new Map<string, { at: number; key: string }>();
   readonly outbox: WebhookOutbox;
+  readonly #metrics: ControlPlaneMetrics | null;
 
   constructor(
     private readonly store: Store,
@@ -93,6 +97,7 @@ export class Arbiter {
     options: ArbiterOptions = {},
   ) {
     this.outbox = new WebhookOutbox(store, clock, options.onDeliveries);
+    this.#metrics = options.metrics ?? null;
   }
 
   /**
@@ -103,6 +108,7 @@ export class Arbiter {
     if (events.length === 0) return;
     await this.outbox.enqueue(events, lease);
     await this.store.putEvents(events);
+    this.#metrics?.events(events);
   }
 
   /** Writes the vacant lease of a newly created cluster (idempotent). */

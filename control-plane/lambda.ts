@@ -17,6 +17,7 @@ import { systemClock } from './clock.ts';
 import { loadConfig } from './config.ts';
 import { AddressSet } from './limits.ts';
 import { createLogger } from './log.ts';
+import { ControlPlaneMetrics } from './metrics.ts';
 import { DynamoStore } from './store/dynamodb.ts';
 import { dynamoClient } from './store/client.ts';
 import { BOOTSTRAP_EVENT, DELIVER_EVENT, isTaskEvent, SWEEP_EVENT, sweep } from './sweep.ts';
@@ -27,12 +28,14 @@ if (config.store.kind !== 'dynamodb') throw new Error('the Lambda handler runs o
 const log = createLogger(config.logLevel);
 // One request at a time per instance: no queue to jump, so one store serves the arbiter and the routes.
 const store = new DynamoStore({ client: dynamoClient(config.store), tableName: config.store.tableName, eventRetentionMs: config.eventRetentionMs });
-const deliverer = new WebhookDeliverer(store, systemClock, log, { allow: new AddressSet(config.app.webhookAllow) });
+// An instance's own counters mean nothing to a scrape: they go to CloudWatch as embedded metrics.
+const metrics = new ControlPlaneMetrics('emf');
+const deliverer = new WebhookDeliverer(store, systemClock, log, { allow: new AddressSet(config.app.webhookAllow), metrics });
 /** One request at a time per instance: set while handling one, when it enqueued deliveries. */
 let enqueued = false;
-const arbiter = new Arbiter(store, systemClock, log, { onDeliveries: () => (enqueued = true) });
+const arbiter = new Arbiter(store, systemClock, log, { onDeliveries: () => (enqueued = true), metrics });
 const credentials = new Credentials(store, systemClock);
-const http = handle(createApp({ store, clock: systemClock, log, arbiter, credentials, deliverer, options: config.app }));
+const http = handle(createApp({ store, clock: systemClock, log, arbiter, credentials, deliverer, options: config.app, metrics }));
 const lambda = new LambdaClient({ maxAttempts: 2 });
 
 async function invokeDelivery(functionName: string): Promise<void> {

@@ -13,6 +13,7 @@ import { monotonicWallClock } from './clock.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { attachEventStream } from './event-stream.ts';
 import { createLogger } from './log.ts';
+import { ControlPlaneMetrics } from './metrics.ts';
 import { BackupError, DataDirInUseError, restoreEmbedded } from './store/embedded.ts';
 import { openStore } from './store/open.ts';
 import { sweep } from './sweep.ts';
@@ -74,13 +75,14 @@ async function main(): Promise<void> {
     await opened.close();
     return;
   }
-  const deliverer = new WebhookDeliverer(opened.store, clock, log, { allow: new AddressSet(config.app.webhookAllow) });
+  const metrics = new ControlPlaneMetrics();
+  const deliverer = new WebhookDeliverer(opened.store, clock, log, { allow: new AddressSet(config.app.webhookAllow), metrics });
   const deliveries = new DeliveryLoop(deliverer, log);
-  const arbiter = new Arbiter(opened.leaseStore, clock, log, { onDeliveries: () => deliveries.kick() });
+  const arbiter = new Arbiter(opened.leaseStore, clock, log, { onDeliveries: () => deliveries.kick(), metrics });
   const adminKey = await credentials.bootstrapAdmin();
   if (adminKey) await handOver(adminKey, dataDir, log, 'first start on an empty store');
   const backups = opened.backup && { dir: join(resolve(dataDir), 'backups'), take: opened.backup };
-  const app = createApp({ store: opened.store, clock, log, arbiter, credentials, deliverer, options: config.app, backups });
+  const app = createApp({ store: opened.store, clock, log, arbiter, credentials, deliverer, options: config.app, backups, metrics });
   // The embedded store has no TTL: the sweep prunes events past their retention.
   const retention = config.store.kind === 'embedded' ? config.eventRetentionMs : null;
   const sweeper = setInterval(

@@ -32,6 +32,7 @@ import {
 import type { Clock } from './clock.ts';
 import { AddressSet } from './limits.ts';
 import type { Logger } from './log.ts';
+import type { ControlPlaneMetrics } from './metrics.ts';
 import type { DeliveryRecord, Store, WebhookRecord } from './store/store.ts';
 import { WebhookDestinations } from './webhook-destinations.ts';
 
@@ -122,6 +123,8 @@ export interface DeliveryOptions {
   timeoutMs?: number;
   /** Non-public addresses webhooks may reach all the same (NFSHA_WEBHOOK_ALLOW). */
   allow?: AddressSet;
+  /** Counts the attempts by outcome. */
+  metrics?: ControlPlaneMetrics;
 }
 
 /** The secrets that sign a delivery now: the current one, and during a rotation's overlap the previous one too. */
@@ -139,6 +142,7 @@ export interface DeliveryPass {
 export class WebhookDeliverer {
   readonly #retry: RetryPolicy;
   readonly #timeoutMs: number;
+  readonly #metrics: ControlPlaneMetrics | null;
   readonly destinations: WebhookDestinations;
 
   constructor(
@@ -150,6 +154,7 @@ export class WebhookDeliverer {
     this.#retry = options.retry ?? DEFAULT_RETRY;
     this.#timeoutMs = options.timeoutMs ?? 5000;
     this.destinations = new WebhookDestinations(options.allow ?? new AddressSet([]));
+    this.#metrics = options.metrics ?? null;
   }
 
   /** Delivers what is due, pass after pass, until nothing is (or `maxPasses`). */
@@ -203,6 +208,7 @@ export class WebhookDeliverer {
       httpStatus: attempt.httpStatus,
       ms: attempt.durationMs,
     };
+    this.#metrics?.delivery(d.clusterId, ok ? 'delivered' : status === 'failed' ? 'failed' : 'retry');
     if (ok) this.log.info(fields, `webhook ${d.type} delivered to ${d.webhookId}`);
     else {
       const then = status === 'failed' ? 'giving up (redeliver to try again)' : `next attempt in ${Math.round(delay! / 1000)} s`;

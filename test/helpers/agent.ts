@@ -4,6 +4,7 @@ import type { EpochMemory } from '../../agent/epoch-memory.ts';
 import { RememberedEpochs } from './epochs.ts';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import { NodeAgent } from '../../agent/loop.ts';
+import { AgentMetrics } from '../../agent/metrics.ts';
 import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
 import type { FencingState, MonitorResult, Resource, ResourceContext, ResourceName } from '../../agent/resources/resource.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
@@ -97,6 +98,7 @@ export async function testAgent(options: {
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   /** When the watchdog was petted, on the agent's clock. */
   const pets = { at: [] as number[] };
+  const metrics = new AgentMetrics(() => agent.status());
   const agent = new NodeAgent({
     spec,
     nodeId: options.nodeId,
@@ -104,7 +106,7 @@ export async function testAgent(options: {
     resources: fakes.resources,
     fencing,
     memory: options.memory ?? new RememberedEpochs(),
-    selfFence: recordingSelfFence(options.journal, pets, options.now),
+    selfFence: metrics.counting(recordingSelfFence(options.journal, pets, options.now)),
     peer: options.peerReachable
       ? {
           reachable: options.peerReachable,
@@ -118,6 +120,7 @@ export async function testAgent(options: {
     maxRestarts: options.maxRestarts ?? 2,
     monitorIntervalMs: 0,
     demoteBudgetMs: 10_000,
+    metrics,
     specVersion: 1,
     ...(options.onNewSpec && { onNewSpec: options.onNewSpec }),
     ...(options.timer && { timer: options.timer }),
@@ -127,5 +130,5 @@ export async function testAgent(options: {
     await agent.idle();
     return d;
   };
-  return { agent, spec, fencing, step, pets, ...fakes };
+  return { agent, spec, fencing, step, pets, metrics, ...fakes };
 }

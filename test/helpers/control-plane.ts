@@ -14,6 +14,7 @@ import type { Clock } from '../../control-plane/clock.ts';
 import type { AppOptions } from '../../control-plane/config.ts';
 import { AddressSet } from '../../control-plane/limits.ts';
 import { createLogger } from '../../control-plane/log.ts';
+import { ControlPlaneMetrics } from '../../control-plane/metrics.ts';
 import { openStore } from '../../control-plane/store/open.ts';
 import type { Store } from '../../control-plane/store/store.ts';
 import { type DeliveryOptions, WebhookDeliverer } from '../../control-plane/webhooks.ts';
@@ -91,13 +92,15 @@ export async function startHarness(
   const opened = await openStore({ kind: 'embedded', dataDir, tableName: 'nfs-ha' });
   const clock = new ManualClock(options.clockStart);
   // The tests' webhook receivers listen on loopback, which only an operator's allowlist opens.
-  const deliverer = new WebhookDeliverer(opened.store, clock, silentLog, { allow: new AddressSet(LOOPBACK_ALLOWED), ...options.delivery });
+  const metrics = new ControlPlaneMetrics();
+  const deliverer = new WebhookDeliverer(opened.store, clock, silentLog, { allow: new AddressSet(LOOPBACK_ALLOWED), metrics, ...options.delivery });
   const instance = (app: Partial<AppOptions> = {}) =>
     createApp({
       store: opened.store,
       clock,
       log: silentLog,
       deliverer,
+      metrics,
       options: { webhookAllow: LOOPBACK_ALLOWED, publicUrl: 'http://127.0.0.1:8080', agentUrl: 'http://127.0.0.1:8080', ...options.app, ...app },
       backups: { dir: join(dataDir, 'backups'), take: opened.backup! },
       ...(options.install && { install: options.install }),

@@ -88,6 +88,7 @@ const routes: { method: string; path: string; body?: unknown; allowed: Partial<R
   { method: 'POST', path: '/v1/clusters/auth-a/peer-secret', allowed: { admin: 201 } },
   // A backup holds every credential's hash: admins only, reading included.
   { method: 'POST', path: '/v1/backups', allowed: { admin: 201 } },
+  { method: 'GET', path: '/v1/metrics', allowed: { 'read-only': 200, admin: 200 } },
   { method: 'GET', path: '/v1/backups/nfs-ha-2026-01-01T00-00-00-000Z.jsonl', allowed: { admin: 404 } },
 ];
 
@@ -109,7 +110,8 @@ describe('authorization matrix', () => {
           // A distinct client address per request: the failure limiter is tested on its own below.
           { incoming: { socket: { remoteAddress: `matrix-${n++}` } } },
         );
-        const body = (await res.json()) as { error?: { code: string } };
+        // Errors are JSON; a success may be another format (the Prometheus text of /v1/metrics).
+        const body = (res.headers.get('content-type')?.includes('json') ? await res.json() : {}) as { error?: { code: string } };
         const code = body.error?.code ?? '';
         const expectedCode = expected === 401 ? (token === null ? 'unauthenticated' : 'invalid_credential') : expected === 403 ? 'forbidden' : null;
         if (res.status !== expected || (expectedCode !== null && code !== expectedCode)) {

@@ -9,6 +9,7 @@ import { activeDeadline } from '../../shared/timing.ts';
 import { type Logger, pino } from 'pino';
 import { ControlPlaneError } from '../../agent/control-plane-client.ts';
 import { testAgent } from '../helpers/agent.ts';
+import { sample } from '../helpers/prometheus.ts';
 import { RememberedEpochs } from '../helpers/epochs.ts';
 
 const PEER_KEY = '0x17b0d5daf00be581';
@@ -607,5 +608,60 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     leftover.cp.answers = [granted(2)];
     await leftover.step();
     assert.equal(leftover.cp.sent.at(-1)?.vouching, undefined, 'a node that ran resources had given no promise that still runs');
+  });
+});
+
+describe("the agent's metrics", () => {
+  it('show its role, epoch, deadline margin, heartbeats, pets and each resource, and forget the resources once it demotes', async () => {
+    const { cp, step, metrics, others, spec } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [granted(2, true)];
+    await step();
+    now += 500;
+    cp.answers = [stayActive(2)];
+    const sentAt = now;
+    await step();
+    let text = await metrics.registry.metrics();
+    assert.equal(sample(text, 'nfsha_agent_role', { role: 'active' }), 1);
+    assert.equal(sample(text, 'nfsha_agent_role', { role: 'passive' }), 0);
+    assert.equal(sample(text, 'nfsha_agent_epoch'), 2);
+    assert.equal(sample(text, 'nfsha_agent_deadline_margin_seconds', { epoch: '2' }), Math.round(activeDeadline(sentAt, spec.timing) - now) / 1000);
+    // The grant answered a passive's heartbeat; the activating and the active ones renewed.
+    assert.equal(sample(text, 'nfsha_agent_heartbeat_duration_seconds_count', { outcome: 'renewed' }), 2);
+    assert.ok(sample(text, 'nfsha_agent_watchdog_pets_total') >= 2);
+    assert.equal(sample(text, 'nfsha_agent_resource_up', { resource: 'nfs-server' }), 1);
+    assert.equal(sample(text, 'nfsha_agent_failsafe'), 0);
+
+    const nfsd = others.find((r) => r.name === 'nfs-server')!;
+    nfsd.state = { state: 'failed', reason: 'nfsd is not running' };
+    cp.answers = [new Error('connect ECONNREFUSED')];
+    now += 500;
+    await step();
+    text = await metrics.registry.metrics();
+    assert.equal(sample(text, 'nfsha_agent_resource_up', { resource: 'nfs-server' }), 0);
+    assert.equal(sample(text, 'nfsha_agent_heartbeat_duration_seconds_count', { outcome: 'failed' }), 1);
+
+    cp.answers = [answer({ action: 'demote', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
+    now += 500;
+    await step();
+    text = await metrics.registry.metrics();
+    assert.equal(sample(text, 'nfsha_agent_role', { role: 'passive' }), 1);
+    assert.equal(sample(text, 'nfsha_agent_heartbeat_duration_seconds_count', { outcome: 'answered' }), 2);
+    assert.throws(() => sample(text, 'nfsha_agent_deadline_margin_seconds'), /0 samples/, 'holds nothing: no margin');
+    assert.ok(!text.includes('nfsha_agent_resource_up{'), 'nothing runs: no resource is reported up or down');
+  });
+
+  it('are served on their own listener at /metrics, and nothing else is', async () => {
+    const { metrics } = await agentFor();
+    const server = await metrics.listen('127.0.0.1', 0);
+    try {
+      const ok = await fetch(`http://127.0.0.1:${server.port}/metrics`);
+      assert.equal(ok.status, 200);
+      assert.match(await ok.text(), /^nfsha_agent_role\{role="passive"\} 1$/m);
+      assert.equal((await fetch(`http://127.0.0.1:${server.port}/peer/v1/status`)).status, 404);
+    } finally {
+      server.close();
+    }
   });
 });
