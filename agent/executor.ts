@@ -29,19 +29,44 @@ export interface Executor {
   run(command: Command): Promise<CommandResult>;
 }
 
+/** The Debian package of each program the agent runs (the preflight names it when one is missing). */
+export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
+  sg_persist: 'sg3-utils',
+  lvm: 'lvm2',
+  vgs: 'lvm2',
+  lvs: 'lvm2',
+  vgchange: 'lvm2',
+  exportfs: 'nfs-kernel-server',
+  ip: 'iproute2',
+  arping: 'arping',
+  blkid: 'util-linux',
+  findmnt: 'util-linux',
+  mount: 'mount',
+  umount: 'mount',
+  fuser: 'psmisc',
+  systemctl: 'systemd',
+  mkdir: 'coreutils',
+};
+
+/** Exit status of a program that could not be started (not installed, not on PATH). */
+const NOT_FOUND = 127;
+
+/** How a command ended other than with 0, and its last words: "exited 5: …", or the package to install. */
+export function failureText(result: CommandResult): string {
+  const program = result.argv[0] ?? '';
+  if (result.exitCode === NOT_FOUND && /ENOENT/.test(result.stderr)) return `cannot run: ${program} is not installed (Debian package ${PROGRAM_PACKAGES[program] ?? 'unknown'})`;
+  const how = result.timedOut ? `timed out after ${Math.round(result.durationMs)} ms` : result.signal ? `was killed by ${result.signal}` : `exited ${result.exitCode}`;
+  const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
+  return `${how}${detail ? `: ${detail}` : ''}`;
+}
+
 /** A command that ended other than expected; carries the whole result for logs and reports. */
 export class CommandFailed extends Error {
   constructor(
     readonly result: CommandResult,
     what?: string,
   ) {
-    const how = result.timedOut
-      ? `timed out after ${Math.round(result.durationMs)} ms`
-      : result.signal
-        ? `was killed by ${result.signal}`
-        : `exited ${result.exitCode}`;
-    const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
-    super(`${what ?? formatArgv(result.argv)} ${how}${detail ? `: ${detail}` : ''}`);
+    super(`${what ?? formatArgv(result.argv)} ${failureText(result)}`);
     this.name = 'CommandFailed';
   }
 }
@@ -88,7 +113,7 @@ export class HostExecutor implements Executor {
           const spawnFailed = typeof e?.code === 'string';
           const result: CommandResult = {
             argv: command.argv,
-            exitCode: e ? (typeof e.code === 'number' ? e.code : spawnFailed ? 127 : null) : 0,
+            exitCode: e ? (typeof e.code === 'number' ? e.code : spawnFailed ? NOT_FOUND : null) : 0,
             signal: e?.signal ?? null,
             timedOut,
             stdout,

@@ -14,8 +14,10 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { pino, type Logger } from 'pino';
 import { reservationKey } from '../shared/reservation-key.ts';
-import { type ClusterSpec, ClusterSpecSchema, type NodeSpec } from '../shared/spec.ts';
+import type { ClusterSpec, NodeSpec } from '../shared/spec.ts';
 import { watchdogProblem } from '../shared/timing.ts';
+import { specFromText } from '../shared/spec-file.ts';
+import { VERSION } from '../shared/version.ts';
 import { type AgentConfig, AgentConfigError, AgentConfigSchema, DEFAULT_CONFIG_PATH, loadAgentConfig } from './config.ts';
 import { type EpochMemory, FileEpochMemory } from './epoch-memory.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
@@ -46,11 +48,14 @@ interface SpecOptions {
 async function target(options: SpecOptions): Promise<Target> {
   if (options.spec) {
     if (!options.node) throw new UsageError('--spec needs --node: which node of the spec this is');
-    const parsed = ClusterSpecSchema.safeParse(JSON.parse(await readFile(options.spec, 'utf8')));
-    if (!parsed.success) throw new UsageError(`${options.spec}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const node = parsed.data.nodes.find((n) => n.id === options.node);
-    if (!node) throw new UsageError(`node "${options.node}" is not in ${options.spec} (nodes: ${parsed.data.nodes.map((n) => n.id).join(', ')})`);
-    return { spec: parsed.data, node, config: null };
+    const text = await readFile(options.spec, 'utf8').catch((err: Error) => {
+      throw new UsageError(`cannot read ${options.spec}: ${err.message}`);
+    });
+    const { spec, problems } = specFromText(text, options.spec);
+    if (!spec) throw new UsageError(`${options.spec} is not a valid cluster spec: ${problems.join('; ')}`);
+    const node = spec.nodes.find((n) => n.id === options.node);
+    if (!node) throw new UsageError(`node "${options.node}" is not in ${options.spec} (nodes: ${spec.nodes.map((n) => n.id).join(', ')})`);
+    return { spec, node, config: null };
   }
   const config = await loadAgentConfig(options.config);
   const { spec } = await client(config).spec();
@@ -111,7 +116,8 @@ async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryR
 /** Can this node run the cluster? Each resource's own checks, and the watchdog against the timing. */
 async function preflight(t: Target, resources: ReturnType<typeof resourcesFor>): Promise<{ resource: string; problems: string[] }[]> {
   const results = [];
-  for (const r of resources.ordered) results.push({ resource: r.name as string, problems: await r.validate() });
+  // A check that cannot run (a tool missing) is a problem to name, not a crash.
+  for (const r of resources.ordered) results.push({ resource: r.name as string, problems: await r.validate().catch((err: Error) => [err.message]) });
   if (t.config?.selfFence.mode === 'watchdog') {
     const device = t.config.selfFence.device;
     const timeout = await watchdogTimeoutSeconds(device);
@@ -335,10 +341,10 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-const program = new Command('nfs-ha-agent').description('nfs-ha node agent').showHelpAfterError();
+const program = new Command('nfs-ha-agent').description('nfs-ha node agent').version(VERSION).showHelpAfterError();
 const configOption = new Option('-c, --config <file>', 'agent configuration').default(DEFAULT_CONFIG_PATH);
 const specOptions = (cmd: Command) =>
-  cmd.addOption(configOption).option('--spec <file>', 'cluster spec (JSON) instead of the control plane').option('--node <id>', "with --spec: this node's id");
+  cmd.addOption(configOption).option('--spec <file>', 'cluster spec (YAML or JSON) instead of the control plane').option('--node <id>', "with --spec: this node's id");
 
 program.command('run').description('run the HA loop').addOption(configOption).action(run);
 program

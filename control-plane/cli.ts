@@ -20,12 +20,13 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, Option } from 'commander';
-import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import type { ClusterStatus, FencingHistorySchema } from '../shared/api.ts';
-import { type ClusterSpec, ClusterSpecSchema, specDiff } from '../shared/spec.ts';
-import { eventMatches } from '../shared/events.ts';
+import { type ClusterSpec, specDiff } from '../shared/spec.ts';
+import { specFromText } from '../shared/spec-file.ts';
+import { EVENT_TYPES, eventMatches } from '../shared/events.ts';
 import { detectionWindowMs } from '../shared/timing.ts';
+import { VERSION } from '../shared/version.ts';
 import { WEBHOOK_TYPES, WebhookCreateSchema } from '../shared/webhooks.ts';
 
 class CliError extends Error {}
@@ -36,21 +37,58 @@ interface Globals {
   json?: boolean;
 }
 
-async function connection(g: Globals): Promise<{ url: string; key: string | undefined }> {
-  let file: { url?: string; key?: string } = {};
-  try {
-    file = JSON.parse(await readFile(join(homedir(), '.config', 'nfs-ha', 'cli.json'), 'utf8')) as typeof file;
-  } catch {
-    // No config file: flags and environment only.
-  }
-  return {
-    url: (g.url ?? process.env.NFSHA_URL ?? file.url ?? 'http://127.0.0.1:8080').replace(/\/+$/, ''),
-    key: g.key ?? process.env.NFSHA_API_KEY ?? file.key,
-  };
+const CONFIG_FILE = join(homedir(), '.config', 'nfs-ha', 'cli.json');
+
+interface Connection {
+  url: string;
+  key: string | undefined;
+  /** Where each came from, for the error messages. */
+  urlFrom: string;
+  keyFrom: string | null;
 }
 
+async function connection(g: Globals): Promise<Connection> {
+  let file: { url?: unknown; key?: unknown } = {};
+  let text: string | null = null;
+  try {
+    text = await readFile(CONFIG_FILE, 'utf8');
+  } catch (err) {
+    // No config file: flags and environment only. Any other failure is the operator's to know.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CliError(`cannot read ${CONFIG_FILE}: ${(err as Error).message}`);
+  }
+  if (text !== null) {
+    try {
+      file = JSON.parse(text) as typeof file;
+    } catch (err) {
+      throw new CliError(`${CONFIG_FILE} is not valid JSON (${(err as Error).message}); it should look like {"url": "https://…", "key": "…"}`);
+    }
+    for (const k of ['url', 'key'] as const)
+      if (file[k] !== undefined && typeof file[k] !== 'string') throw new CliError(`${CONFIG_FILE}: "${k}" must be a string`);
+  }
+  const fileUrl = file.url as string | undefined;
+  const fileKey = file.key as string | undefined;
+  const [url, urlFrom] = g.url
+    ? [g.url, '--url']
+    : process.env.NFSHA_URL
+      ? [process.env.NFSHA_URL, 'NFSHA_URL']
+      : fileUrl
+        ? [fileUrl, `"url" in ${CONFIG_FILE}`]
+        : ['http://127.0.0.1:8080', 'the default'];
+  const [key, keyFrom] = g.key
+    ? [g.key, '--key']
+    : process.env.NFSHA_API_KEY
+      ? [process.env.NFSHA_API_KEY, 'NFSHA_API_KEY']
+      : fileKey
+        ? [fileKey, `"key" in ${CONFIG_FILE}`]
+        : [undefined, null];
+  return { url: url.replace(/\/+$/, ''), key, urlFrom, keyFrom };
+}
+
+const SET_URL = `set it with --url, NFSHA_URL or "url" in ${CONFIG_FILE}`;
+const SET_KEY = `pass one with --key, NFSHA_API_KEY or "key" in ${CONFIG_FILE}`;
+
 async function api<T>(g: Globals, method: string, path: string, body?: unknown): Promise<T> {
-  const { url, key } = await connection(g);
+  const { url, key, urlFrom, keyFrom } = await connection(g);
   let res: Response;
   try {
     res = await fetch(url + path, {
@@ -60,24 +98,24 @@ async function api<T>(g: Globals, method: string, path: string, body?: unknown):
       signal: AbortSignal.timeout(10_000),
     });
   } catch (err) {
-    throw new CliError(`cannot reach the control plane at ${url}: ${(err as Error).message}`);
+    const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message;
+    throw new CliError(`cannot reach the control plane at ${url} (from ${urlFrom}): ${cause}; ${SET_URL}`);
   }
   const json = (await res.json().catch(() => ({}))) as T & { error?: { code: string; message: string } };
-  if (!res.ok) throw new CliError(`${json.error?.code ?? `HTTP ${res.status}`}: ${json.error?.message ?? 'request failed'}`);
+  if (!res.ok) {
+    const said = `${json.error?.code ?? `HTTP ${res.status}`}: ${json.error?.message ?? 'request failed'}`;
+    if (res.status === 401 && !key) throw new CliError(`${said}; no API key was given: ${SET_KEY}`);
+    if (res.status === 401) throw new CliError(`${said}; the key from ${keyFrom} was refused: ${SET_KEY}`);
+    if (res.status === 403) throw new CliError(`${said}; the key from ${keyFrom} is read-only or an agent's: use an admin key`);
+    throw new CliError(said);
+  }
   return json;
 }
 
 /** Reads a spec file (YAML or JSON) and checks it with the API's own schema. */
 async function readSpec(file: string): Promise<{ spec?: ClusterSpec; problems: string[] }> {
-  let raw: unknown;
-  try {
-    raw = parseYaml(await readFile(file, 'utf8'));
-  } catch (err) {
-    return { problems: [`${file}: ${(err as Error).message}`] };
-  }
-  const r = ClusterSpecSchema.safeParse(raw);
-  if (!r.success) return { problems: r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`) };
-  return { spec: r.data, problems: [] };
+  const text = await readFile(file, 'utf8').catch((err: Error) => err);
+  return text instanceof Error ? { problems: [`${file}: ${text.message}`] } : specFromText(text, file);
 }
 
 const out = (g: Globals, json: unknown, text: () => string) => console.log(g.json ? JSON.stringify(json, null, 2) : text());
@@ -139,7 +177,7 @@ function statusTable(s: ClusterStatus): string {
   return `${head}\n${table}${fencing}${modes.map((m) => `\n${m}`).join('')}`;
 }
 
-const program = new Command('nfs-ha').description('nfs-ha operator command line').showHelpAfterError();
+const program = new Command('nfs-ha').description('nfs-ha operator command line').version(VERSION).showHelpAfterError();
 program
   .addOption(new Option('--url <url>', 'control plane URL (NFSHA_URL)'))
   .addOption(new Option('--key <key>', 'API key (NFSHA_API_KEY)'))
@@ -239,52 +277,139 @@ program
     );
   });
 
+type ClusterList = { clusters: { id: string; nodes: string[]; specVersion: number; createdAt: string }[]; cursor: string | null };
+
+/** Every cluster's id, all pages. */
+async function clusterIds(): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: ClusterList = await api(g(), 'GET', `/v1/clusters?${new URLSearchParams({ limit: '100', ...(cursor && { cursor }) })}`);
+    ids.push(...page.clusters.map((c) => c.id));
+    cursor = page.cursor;
+  } while (cursor);
+  return ids;
+}
+
+/** One line per cluster: what `pcs status` would lead with. */
+function overviewTable(all: ClusterStatus[]): string {
+  if (all.length === 0) return 'no clusters (create one: nfs-ha apply -f cluster.yaml)';
+  const rows = [['CLUSTER', 'HOLDER', 'EPOCH', 'LEASE', 'NODES', 'NOTES']];
+  for (const s of all) {
+    const nodes = s.nodes.map((n) => `${n.id} ${n.role ?? '?'} ${ago(n.lastHeartbeatAgoMs)}`).join('; ');
+    const notes = [
+      s.lease.failsafe ? 'FAILSAFE' : '',
+      s.maintenance ? 'MAINTENANCE' : '',
+      s.switchover ? `switchover to ${s.switchover.to}` : '',
+      s.standby.length ? `standby ${s.standby.join(',')}` : '',
+      s.lease.fencing && !s.lease.fencing.confirmedAt && s.lease.holder ? 'fencing not confirmed' : '',
+      ...s.nodes.flatMap((n) => Object.entries(n.resources).filter(([, st]) => st !== 'running' && n.isHolder).map(([r, st]) => `${r} ${st}`)),
+    ].filter(Boolean);
+    rows.push([s.clusterId, s.lease.holder ?? '-', String(s.lease.epoch), s.lease.state === 'held' ? 'active' : s.lease.state.toUpperCase(), nodes, notes.join(', ') || '-']);
+  }
+  return columns(rows);
+}
+
 program
   .command('status')
-  .description('who is active, under which epoch, and what each node last said')
-  .argument('<cluster>')
-  .action(async (cluster: string) => {
-    const s = await api<ClusterStatus>(g(), 'GET', `/v1/clusters/${encodeURIComponent(cluster)}/status`);
-    out(g(), s, () => statusTable(s));
+  .description('who is active, under which epoch, and what each node last said; without a cluster, every cluster in one table')
+  .argument('[cluster]')
+  .option('-w, --watch', 'redraw every --interval seconds until Ctrl-C (like crm_mon); with --json, one JSON document per line')
+  .option('--interval <seconds>', 'with --watch: how often', '1')
+  .action(async (cluster: string | undefined, o: { watch?: boolean; interval: string }) => {
+    const interval = Number(o.interval);
+    if (!(interval >= 0.2 && interval <= 3600)) throw new CliError(`--interval takes seconds between 0.2 and 3600, not "${o.interval}"`);
+    const read = async (): Promise<{ json: unknown; text: string }> => {
+      if (cluster) {
+        const s = await api<ClusterStatus>(g(), 'GET', `/v1/clusters/${encodeURIComponent(cluster)}/status`);
+        return { json: s, text: statusTable(s) };
+      }
+      const all = await Promise.all((await clusterIds()).map((id) => api<ClusterStatus>(g(), 'GET', `/v1/clusters/${encodeURIComponent(id)}/status`)));
+      return { json: { clusters: all }, text: overviewTable(all) };
+    };
+    if (!o.watch) {
+      const r = await read();
+      return out(g(), r.json, () => r.text);
+    }
+    for (;;) {
+      const r = await read().catch((err: Error) => ({ json: { error: err.message }, text: `nfs-ha: ${err.message}` }));
+      if (g().json) console.log(JSON.stringify(r.json));
+      // Clear the screen and home the cursor, then the table with the time it was read.
+      else process.stdout.write(`\x1b[2J\x1b[H${new Date().toISOString()}  ${cluster ?? 'all clusters'} (every ${interval} s; Ctrl-C to stop)\n\n${r.text}\n`);
+      await new Promise((resolve) => setTimeout(resolve, interval * 1000));
+    }
   });
 
 type EventLine = { id: string; at: number; type: string; node?: string; epoch: number; data: unknown };
 const eventLine = (e: EventLine) =>
   `${new Date(e.at).toISOString()}  epoch ${String(e.epoch).padEnd(3)} ${e.type.padEnd(20)} ${(e.node ?? '').padEnd(10)} ${JSON.stringify(e.data)}`;
 
+/**
+ * A list of names, written the same way on every command: comma- or space-separated, the option
+ * repeatable (`--type a,b --type c`); each checked against `known`, naming the ones accepted.
+ */
+function nameList(what: string, known: readonly string[]) {
+  return (value: string, previous: string[] = []): string[] => {
+    const names = value.split(/[\s,]+/).filter(Boolean);
+    const unknown = names.filter((n) => !known.includes(n));
+    if (unknown.length > 0) throw new CliError(`unknown ${what} ${unknown.map((u) => `"${u}"`).join(', ')}; known: ${known.join(', ')}`);
+    return [...previous, ...names];
+  };
+}
+
+/** `--since`: an ISO 8601 time, or how long ago (30s, 10m, 2h, 7d). */
+function sinceTime(value: string): string {
+  const rel = /^(\d+)(s|m|h|d)$/.exec(value);
+  if (rel) return new Date(Date.now() - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as 's']).toISOString();
+  const at = Date.parse(value);
+  if (Number.isNaN(at)) throw new CliError(`--since takes an ISO 8601 time (2026-12-02T10:00:00Z) or a duration ago (30s, 10m, 2h, 7d), not "${value}"`);
+  return new Date(at).toISOString();
+}
+
+const EVENTS_MAX = 10_000;
+/** The API's largest page. */
+const EVENTS_PAGE = 500;
+
 program
   .command('events')
-  .description("the cluster's timeline, oldest first; --follow streams new events as they happen")
+  .description("the cluster's timeline: the newest events (shown oldest first), or those since a time; --follow streams new ones")
   .argument('<cluster>')
-  .option('--limit <n>', 'how many (with --follow: how many recent ones first)', '50')
-  .option('--type <types>', 'only these event types, comma-separated (e.g. lease.granted,fencing.confirmed)')
+  .option('--limit <n>', `how many (1–${EVENTS_MAX}; with --follow: how many recent ones first)`, '50')
+  .option('--since <time>', 'events from then on, oldest first: ISO 8601, or a duration ago (10m, 2h, 7d)')
+  .option('--cursor <cursor>', 'continue where the previous listing said "more" (older ones; with --since, newer ones)')
+  .option('--type <types>', `only these event types, comma-separated (${EVENT_TYPES.join(', ')})`, nameList('event type', EVENT_TYPES))
   .option('--node <node>', 'only events of this node')
   .option('--epoch <n>', 'only events of this epoch')
   .option('-f, --follow', 'keep streaming new events (WebSocket; Ctrl-C to stop)')
-  .action(async (cluster: string, o: { limit: string; type?: string; node?: string; epoch?: string; follow?: boolean }) => {
-    const filter = { ...(o.type && { type: o.type }), ...(o.node && { node: o.node }), ...(o.epoch && { epoch: o.epoch }) };
+  .action(async (cluster: string, o: { limit: string; since?: string; cursor?: string; type?: string[]; node?: string; epoch?: string; follow?: boolean }) => {
+    const limit = Number(o.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > EVENTS_MAX) throw new CliError(`--limit takes a whole number from 1 to ${EVENTS_MAX}, not "${o.limit}"`);
+    const filter = { ...(o.type && { type: o.type.join(',') }), ...(o.node && { node: o.node }), ...(o.epoch && { epoch: o.epoch }) };
     const path = `/v1/clusters/${encodeURIComponent(cluster)}/events`;
+    const since = o.since === undefined ? undefined : sinceTime(o.since);
+    const order = since ? 'oldest' : 'newest';
+    const events: EventLine[] = [];
+    let cursor: string | null = o.cursor ?? null;
+    do {
+      const query = { limit: String(Math.min(EVENTS_PAGE, limit - events.length)), order, ...(since && { since }), ...(cursor && { cursor }), ...filter };
+      const page: { events: EventLine[]; cursor: string | null } = await api(g(), 'GET', `${path}?${new URLSearchParams(query)}`);
+      events.push(...page.events);
+      cursor = page.cursor;
+    } while (cursor && events.length < limit);
+    if (order === 'newest') events.reverse();
     if (!o.follow) {
-      const r = await api<{ events: EventLine[] }>(g(), 'GET', `${path}?${new URLSearchParams({ limit: String(Number(o.limit)), ...filter })}`);
-      return out(g(), r, () => r.events.map(eventLine).join('\n') || 'no events');
+      const again = cursor && `nfs-ha events ${cluster}${o.since ? ` --since ${o.since}` : ''} --cursor ${cursor}`;
+      out(g(), { events, cursor }, () => events.map(eventLine).join('\n') || 'no events');
+      // The hint goes to stderr: a pipe gets the events alone.
+      if (again && !g().json) console.error(`(more ${order === 'newest' ? 'older' : 'newer'} events: ${again})`);
+      return;
     }
     // The recent past from REST, then the stream from the last event seen; reconnects resume there.
-    let recent: EventLine[] = [];
-    let cursor: string | null = null;
-    do {
-      const page: { events: EventLine[]; cursor: string | null } = await api(
-        g(),
-        'GET',
-        `${path}?${new URLSearchParams({ limit: '500', ...(cursor && { cursor }) })}`,
-      );
-      recent = [...recent, ...page.events].slice(-Number(o.limit));
-      cursor = page.cursor;
-    } while (cursor);
-    const match = { types: o.type?.split(','), node: o.node, epoch: o.epoch === undefined ? undefined : Number(o.epoch) };
+    const match = { types: o.type, node: o.node, epoch: o.epoch === undefined ? undefined : Number(o.epoch) };
     const wanted = (e: EventLine) => eventMatches(e, match);
     const show = (e: EventLine) => console.log(g().json ? JSON.stringify(e) : eventLine(e));
-    recent.filter(wanted).forEach(show);
-    let last = recent.at(-1);
+    events.forEach(show);
+    let last = events.at(-1);
     const { url, key } = await connection(g());
     const { WebSocket } = await import('ws');
     for (;;) {
@@ -315,10 +440,16 @@ program
 
 program
   .command('maintenance')
-  .description('maintenance mode: agents keep the lease but neither restart, release nor take over (admin)')
+  .description('maintenance mode: agents keep the lease but neither restart, release nor take over (admin); without on|off, show it')
   .argument('<cluster>')
-  .argument('<on|off>')
-  .action(async (cluster: string, state: string) => {
+  .argument('[on|off]')
+  .action(async (cluster: string, state: string | undefined) => {
+    if (state === undefined) {
+      const s = await api<ClusterStatus>(g(), 'GET', `/v1/clusters/${encodeURIComponent(cluster)}/status`);
+      return out(g(), { clusterId: cluster, maintenance: s.maintenance }, () =>
+        s.maintenance ? `maintenance mode is ON for ${cluster}: no restarts, releases or takeovers (nfs-ha maintenance ${cluster} off to end it)` : `maintenance mode is off for ${cluster}`,
+      );
+    }
     if (state !== 'on' && state !== 'off') throw new CliError(`maintenance takes "on" or "off", not "${state}"`);
     const r = await api<{ maintenance: boolean }>(g(), 'PUT', `/v1/clusters/${encodeURIComponent(cluster)}/maintenance`, { enabled: state === 'on' });
     out(g(), r, () => `maintenance mode ${r.maintenance ? 'ON: no restarts, releases or takeovers until it is turned off' : 'off'} for ${cluster}`);
@@ -472,7 +603,7 @@ webhooks
   .command('add')
   .argument('<cluster>')
   .requiredOption('--endpoint <url>', 'where to POST (http or https)')
-  .option('--type <type...>', `only these types (${WEBHOOK_TYPES.join(', ')}); default all`)
+  .option('--type <types>', `only these types, comma-separated (${WEBHOOK_TYPES.join(', ')}); default all`, nameList('webhook type', WEBHOOK_TYPES))
   .option('--description <text>', 'what it is for')
   .action(async (cluster: string, o: { endpoint: string; type?: string[]; description?: string }) => {
     const body = WebhookCreateSchema.safeParse({ url: o.endpoint, ...(o.type && { types: o.type }), ...(o.description && { description: o.description }) });

@@ -261,9 +261,23 @@ export function nodeDevices(spec: ClusterSpec, nodeId: string): string[] {
 /** Where two specs (or any JSON values) differ, as "path: old → new" lines. */
 export function specDiff(before: unknown, after: unknown, path = ''): string[] {
   if (JSON.stringify(before) === JSON.stringify(after)) return [];
-  if (before && after && typeof before === 'object' && typeof after === 'object' && !Array.isArray(before) && !Array.isArray(after)) {
+  const at = path || '(spec)';
+  if (before === undefined) return [`${at}: added ${JSON.stringify(after)}`];
+  if (after === undefined) return [`${at}: removed ${JSON.stringify(before)}`];
+  const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (isObject(before) && isObject(after)) {
     const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
-    return keys.flatMap((k) => specDiff((before as Record<string, unknown>)[k], (after as Record<string, unknown>)[k], path ? `${path}.${k}` : k));
+    return keys.flatMap((k) => specDiff(before[k], after[k], path ? `${path}.${k}` : k));
   }
-  return [`${path || '(spec)'}: ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
+  if (Array.isArray(before) && Array.isArray(after)) {
+    // A list of names or options: what came and went, not two lines of JSON.
+    if ([...before, ...after].every((v) => v === null || typeof v !== 'object')) {
+      const shown = (list: unknown[], sign: string) => list.map((v) => `${sign}${JSON.stringify(v)}`);
+      const changes = [...shown(after.filter((v) => !before.includes(v)), '+'), ...shown(before.filter((v) => !after.includes(v)), '-')];
+      return [`${at}: ${changes.length > 0 ? changes.join(' ') : `reordered ${JSON.stringify(before)} → ${JSON.stringify(after)}`}`];
+    }
+    // A list of records (exports, clients, nodes): entry by entry.
+    return Array.from({ length: Math.max(before.length, after.length) }, (_, i) => specDiff(before[i], after[i], `${at}[${i}]`)).flat();
+  }
+  return [`${at}: ${JSON.stringify(before)} → ${JSON.stringify(after)}`];
 }

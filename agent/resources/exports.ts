@@ -5,7 +5,7 @@
  * still adds the entry, so every start is verified against the table and a failed entry is
  * removed again.
  */
-import { expectExit } from '../executor.ts';
+import { expectExit, failureText } from '../executor.ts';
 import { type MonitorResult, type Resource, type ResourceContext, ResourceError, TIMEOUT } from './resource.ts';
 
 export interface ExportEntry {
@@ -56,7 +56,7 @@ export class Exports implements Resource {
 
   async validate(): Promise<string[]> {
     const r = await this.ctx.exec.run({ argv: ['exportfs', '-v'], timeoutMs: TIMEOUT.query });
-    return r.exitCode === 0 ? [] : [`exportfs is not usable: ${(r.stderr || r.stdout).trim() || `exit ${r.exitCode}`}`];
+    return r.exitCode === 0 ? [] : [`exportfs is not usable: it ${failureText(r)}`];
   }
 
   async start(): Promise<void> {

@@ -10,7 +10,7 @@
  */
 import { ReservationKey, reservationKey } from '../../shared/reservation-key.ts';
 import { nodeDevices } from '../../shared/spec.ts';
-import { type CommandResult, expectExit } from '../executor.ts';
+import { type CommandResult, expectExit, failureText } from '../executor.ts';
 import { type MonitorResult, type Resource, type ResourceContext, ResourceError, TIMEOUT } from './resource.ts';
 
 const TYPE_5 = '5';
@@ -96,7 +96,7 @@ export class ScsiReservation implements Resource {
     const problems: string[] = [];
     for (const device of this.#devices) {
       const r = await this.#sg(device, '--in', '--report-capabilities');
-      if (r.exitCode !== 0) problems.push(`${device}: persistent reservations not available (${(r.stderr || r.stdout).trim() || `exit ${r.exitCode}`})`);
+      if (r.exitCode !== 0) problems.push(`${device}: persistent reservations not available (sg_persist ${failureText(r)})`);
       else if (!supportsType5(r.stdout)) problems.push(`${device}: does not support reservation type 5 (${TYPE_5_NAME})`);
     }
     return problems;

@@ -334,7 +334,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         method: 'get',
         path: '/v1/clusters/{clusterId}/events',
         tags,
-        summary: "The cluster's timeline, oldest first",
+        summary: "The cluster's timeline, oldest first (order=newest: newest first)",
         request: {
           params: ClusterParams,
           query: z.object({
@@ -349,6 +349,8 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
               .describe(`Only these types, comma-separated (${EVENT_TYPES.join(', ')})`),
             node: NodeId.optional().describe('Only events of this node'),
             epoch: z.coerce.number().int().nonnegative().optional().describe('Only events of this epoch'),
+            order: z.enum(['oldest', 'newest']).default('oldest').describe('oldest: oldest first, the cursor pages forward; newest: newest first, the cursor pages back'),
+            since: z.iso.datetime({ offset: true }).optional().describe('Only events at or after this time (ISO 8601)'),
           }),
         },
         responses: { 200: jsonResponse(EventPageSchema, 'A page of events'), ...errors(400, 404, 503) },
@@ -356,10 +358,11 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       async (c) => {
         const { clusterId } = c.req.valid('param');
         await cluster(clusterId);
-        const { type, node, epoch, ...page } = c.req.valid('query');
+        const { type, node, epoch, order, since, ...page } = c.req.valid('query');
         const filter = { types: type, node, epoch };
+        const query = { ...page, types: type, newestFirst: order === 'newest', fromAt: since === undefined ? undefined : Date.parse(since) };
         return c.json(
-          await filteredEvents(store, clusterId, { ...page, types: type }, type || node || epoch !== undefined ? (e) => eventMatches(e, filter) : null),
+          await filteredEvents(store, clusterId, query, type || node || epoch !== undefined ? (e) => eventMatches(e, filter) : null),
           200,
         );
       },
@@ -436,7 +439,7 @@ async function filteredEvents(store: Store, clusterId: string, query: EventQuery
   const events: ClusterEvent[] = [];
   let cursor = query.cursor;
   for (let pages = 0; pages < SCAN_PAGES; pages++) {
-    const page = await store.listEvents(clusterId, { limit: Math.min(query.limit, SCAN_PAGE), cursor, types: query.types });
+    const page = await store.listEvents(clusterId, { ...query, limit: Math.min(query.limit, SCAN_PAGE), cursor });
     for (const e of page.events) {
       if (!filter(e)) continue;
       events.push(e);

@@ -56,6 +56,23 @@ describe('nfs-ha-agent bundle', () => {
     assert.match(r.stdout, /^umount \/srv\/nfs$/m);
   });
 
+  it('takes a YAML spec as the CLI does (the same file works for both), and says --version', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { stringify } = await import('yaml');
+    const yaml = join(dir, 'cluster.yaml');
+    await writeFile(yaml, stringify(JSON.parse(await readFile(spec, 'utf8'))));
+    const fromJson = await agent('stop', '--dry-run', '--spec', spec, '--node', 'node-a');
+    const fromYaml = await agent('stop', '--dry-run', '--spec', yaml, '--node', 'node-a');
+    assert.equal(fromYaml.code, 0, fromYaml.stderr);
+    assert.equal(fromYaml.stdout, fromJson.stdout);
+    await writeFile(join(dir, 'bad.yaml'), 'id: [unclosed');
+    const bad = await agent('validate', '--spec', join(dir, 'bad.yaml'), '--node', 'node-a');
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^nfs-ha-agent: \S+bad\.yaml is not a valid cluster spec: /);
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    assert.equal((await agent('--version')).stdout.trim(), version);
+  });
+
   it('refuses to start or stop for real outside the running agent', async () => {
     const r = await agent('start', '--spec', spec, '--node', 'node-a');
     assert.equal(r.code, 2);

@@ -56,11 +56,11 @@ describe('nfs-ha CLI', () => {
     await writeFile(file, (await readFile(file, 'utf8')).replace('fsid: 102', 'fsid: 103'));
     const dry = await cli(['apply', '-f', file, '--dry-run']);
     assert.equal(dry.code, 0, dry.stderr);
-    assert.match(dry.stdout, /dry run, nothing changed.*\n.*nfs\.exports: .*"fsid":102.* → .*"fsid":103/);
+    assert.match(dry.stdout, /dry run, nothing changed\):\n {2}nfs\.exports\[1\]\.fsid: 102 → 103$/m);
     assert.equal(JSON.parse((await cli(['clusters', '--json'])).stdout).clusters[0].specVersion, 1);
     const applied = await cli(['apply', '-f', file]);
     assert.equal(applied.code, 0, applied.stderr);
-    assert.match(applied.stdout, /updated cluster cli-prod to spec version 2:\n.*"fsid":103.*\n.*the passive agent restarts to take the rest/);
+    assert.match(applied.stdout, /updated cluster cli-prod to spec version 2:\n {2}nfs\.exports\[1\]\.fsid: 102 → 103\n.*the passive agent restarts to take the rest/);
     assert.match((await cli(['apply', '-f', file])).stdout, /already matches/);
     const renamed = (await readFile(file, 'utf8')).replaceAll('node-b', 'node-c');
     await writeFile(join(dir, 'renamed.yaml'), renamed);
@@ -107,6 +107,7 @@ describe('nfs-ha CLI', () => {
     assert.match(modes, /^standby: node-b$/m);
     assert.match((await cli(['standby', 'cli-prod', 'node-b', '--off'])).stdout, /node-b is eligible again; in standby now: none/);
     assert.match((await cli(['maintenance', 'cli-prod', 'off'])).stdout, /maintenance mode off/);
+    assert.match((await cli(['maintenance', 'cli-prod'])).stdout, /^maintenance mode is off for cli-prod$/m);
     const bad = await cli(['maintenance', 'cli-prod', 'maybe']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /takes "on" or "off"/);
@@ -118,9 +119,17 @@ describe('nfs-ha CLI', () => {
     assert.match((await cli(['keys', 'list'])).stdout, new RegExp(`${created.id}  read-only dashboards`));
     assert.match((await cli(['enrol', 'cli-prod', 'node-b'])).stdout, /enrolment token for node-b of cli-prod, valid until .*\nnfsha_en_/);
     const denied = await cli(['keys', 'list'], created.key);
-    assert.deepEqual([denied.code, denied.stderr.trim()], [1, 'nfs-ha: forbidden: this credential may not GET /v1/keys']);
+    assert.deepEqual(
+      [denied.code, denied.stderr.trim()],
+      [1, "nfs-ha: forbidden: this credential may not GET /v1/keys; the key from NFSHA_API_KEY is read-only or an agent's: use an admin key"],
+    );
     const anonymous = await cli(['clusters'], null);
-    assert.match(anonymous.stderr, /^nfs-ha: unauthenticated: /);
+    assert.match(anonymous.stderr, /^nfs-ha: unauthenticated: .*; no API key was given: pass one with --key, NFSHA_API_KEY or "key" in \S+cli\.json$/m);
+    const refused = await cli(['clusters', '--key', 'nfsha_op_0000000000000000_wrong'], null);
+    assert.match(refused.stderr, /^nfs-ha: invalid_credential: .*; the key from --key was refused/m);
+    // A port nothing listens on (fetch refuses some low ports outright, such as 9).
+    const unreachable = await cli(['clusters', '--url', 'http://127.0.0.1:65531']);
+    assert.match(unreachable.stderr, /^nfs-ha: cannot reach the control plane at http:\/\/127\.0\.0\.1:65531 \(from --url\): .*ECONNREFUSED.*; set it with --url, NFSHA_URL or "url" in /m);
     assert.match((await cli(['events', 'cli-prod'])).stdout, /lease\.granted\s+node-a/);
   });
 
@@ -186,17 +195,22 @@ describe('nfs-ha CLI', () => {
     const receiver = new WebhookReceiver(); // trusts no secret: answers 401, which the deliveries show
     await receiver.start();
     try {
-      const bad = await cli(['webhooks', 'add', 'cli-prod', '--endpoint', 'ftp://example.com/h', '--type', 'node.exploded']);
+      const unknown = await cli(['webhooks', 'add', 'cli-prod', '--endpoint', receiver.url, '--type', 'node.down,node.exploded']);
+      assert.equal(unknown.code, 1);
+      assert.match(unknown.stderr, /^nfs-ha: unknown webhook type "node\.exploded"; known: failover\.started, /);
+      const bad = await cli(['webhooks', 'add', 'cli-prod', '--endpoint', 'ftp://example.com/h']);
       assert.equal(bad.code, 1);
-      assert.match(bad.stderr, /nfs-ha: url: .*; types\.0: /);
+      assert.match(bad.stderr, /nfs-ha: url: /);
       const added = await cli([
         'webhooks',
         'add',
         'cli-prod',
         '--endpoint',
         receiver.url,
+        // One way to write a list everywhere: comma-separated, the option repeatable.
         '--type',
         'node.down',
+        '--type',
         'node.up',
         '--description',
         'pager',
@@ -220,6 +234,61 @@ describe('nfs-ha CLI', () => {
       assert.match(gone.stderr, /webhook_not_found/);
     } finally {
       await receiver.stop();
+    }
+  });
+
+  it('status without a cluster: every cluster in one table; --version', async () => {
+    await h.clusterHeldByNodeA('cli-other');
+    const r = await cli(['status']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^CLUSTER\s+HOLDER\s+EPOCH\s+LEASE\s+NODES\s+NOTES$/m);
+    assert.match(r.stdout, /^cli-other\s+node-a\s+1\s+active\s+node-a passive \S+ s ago; node-b \? never\s+-$/m);
+    assert.match(r.stdout, /^cli-prod\s+/m);
+    const listed = (JSON.parse((await cli(['status', '--json'])).stdout) as { clusters: { clusterId: string }[] }).clusters.map((c) => c.clusterId);
+    assert.ok(listed.includes('cli-other') && listed.includes('cli-prod'), listed.join(', '));
+    assert.equal(listed.length, r.stdout.trim().split('\n').length - 1, 'one row per cluster');
+    const { version } = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string };
+    assert.equal((await cli(['--version'])).stdout.trim(), version);
+  });
+
+  it('events: the newest by default, oldest first, with the command for more; --cursor, --since, --limit and --type checked', async () => {
+    const id = 'cli-events';
+    await h.clusterHeldByNodeA(id);
+    for (let i = 0; i < 6; i++) {
+      h.clock.advance(1000);
+      await h.call('PUT', `/v1/clusters/${id}/maintenance`, { enabled: i % 2 === 0 });
+    }
+    const all = (JSON.parse((await cli(['events', id, '--limit', '100', '--json'])).stdout) as { events: { type: string; at: number }[] }).events;
+    assert.equal(all.filter((e) => e.type === 'maintenance.changed').length, 6);
+    assert.deepEqual(all.map((e) => e.at), [...all.map((e) => e.at)].sort((a, b) => a - b), 'oldest first');
+    const newest = await cli(['events', id, '--limit', '3']);
+    assert.equal(newest.code, 0, newest.stderr);
+    const lines = newest.stdout.trim().split('\n');
+    assert.equal(lines.length, 3);
+    assert.deepEqual(lines.map((l) => l.slice(0, 24)), all.slice(-3).map((e) => new Date(e.at).toISOString()));
+    const more = /^\(more older events: (nfs-ha events cli-events --cursor (\S+))\)$/m.exec(newest.stderr);
+    assert.ok(more, newest.stderr);
+    const older = await cli(['events', id, '--limit', '3', '--cursor', more[2]!]);
+    assert.deepEqual(older.stdout.trim().split('\n').map((l) => l.slice(0, 24)), all.slice(-6, -3).map((e) => new Date(e.at).toISOString()));
+    const since = await cli(['events', id, '--since', new Date(all.at(-2)!.at).toISOString()]);
+    assert.equal(since.stdout.trim().split('\n').length, 2);
+    assert.equal(since.stderr, '');
+    const limit = await cli(['events', id, '--limit', '0']);
+    assert.deepEqual([limit.code, limit.stderr.trim()], [1, 'nfs-ha: --limit takes a whole number from 1 to 10000, not "0"']);
+    assert.match((await cli(['events', id, '--type', 'lease.granted,bogus'])).stderr, /^nfs-ha: unknown event type "bogus"; known: cluster\.created, lease\.granted, /);
+    assert.match((await cli(['events', id, '--type', 'lease.granted', '--type', 'cluster.created'])).stdout, /cluster\.created[\s\S]*lease\.granted/);
+  });
+
+  it('a malformed ~/.config/nfs-ha/cli.json is named, not ignored', async () => {
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(dir, '.config', 'nfs-ha'), { recursive: true });
+    await writeFile(join(dir, '.config', 'nfs-ha', 'cli.json'), '{"url": ');
+    try {
+      const r = await cli(['clusters']);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^nfs-ha: \S+\/\.config\/nfs-ha\/cli\.json is not valid JSON \(.*\); it should look like \{"url": /m);
+    } finally {
+      await writeFile(join(dir, '.config', 'nfs-ha', 'cli.json'), '{}');
     }
   });
 

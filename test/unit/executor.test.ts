@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CommandFailed, expectExit, formatArgv, HostExecutor } from '../../agent/executor.ts';
+import { CommandFailed, expectExit, failureText, formatArgv, HostExecutor } from '../../agent/executor.ts';
 import { silentLog } from '../helpers/control-plane.ts';
 
 const exec = new HostExecutor(silentLog);
@@ -34,10 +34,12 @@ describe('host executor (real processes)', () => {
     assert.doesNotThrow(() => expectExit(r, [0, 3]));
   });
 
-  it('reports a missing program as exit 127', async () => {
+  it('reports a missing program as exit 127, and names the Debian package of a tool the agent runs', async () => {
     const r = await exec.run({ argv: ['nfs-ha-no-such-tool'], timeoutMs: 5000 });
     assert.equal(r.exitCode, 127);
     assert.match(r.stderr, /ENOENT/);
+    assert.equal(failureText({ ...r, argv: ['lvm', 'systemid'] }), 'cannot run: lvm is not installed (Debian package lvm2)');
+    assert.throws(() => expectExit({ ...r, argv: ['sg_persist', '--in'] }), /^CommandFailed: sg_persist --in cannot run: sg_persist is not installed \(Debian package sg3-utils\)$/);
   });
 
   it('feeds standard input', async () => {

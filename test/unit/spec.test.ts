@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { type ClusterSpecInput, ClusterSpecSchema, nodeDevices } from '../../shared/spec.ts';
+import { type ClusterSpecInput, ClusterSpecSchema, nodeDevices, specDiff } from '../../shared/spec.ts';
 import { TIMING_DEFAULTS } from '../../shared/timing.ts';
 import { exampleSpec } from '../helpers/control-plane.ts';
 
@@ -112,5 +112,20 @@ describe('cluster spec', () => {
   it('refuses device paths that are not stable names', () => {
     rejects((s) => (s.storage.devices = ['/dev/sdb']), 'storage.devices.0', /stable name/);
     rejects((s) => (s.nodes[0].devices = ['/dev/mapper/a', '/dev/mapper/b']), 'nodes.0.devices', /one path per shared device/);
+  });
+});
+
+describe('specDiff: what apply shows', () => {
+  it('names each changed field by its path, lists of names by what came and went, records entry by entry', () => {
+    const before = { vip: { address: '10.0.0.5', prefix: 24 }, nfs: { exports: [{ path: '/a', fsid: 1, options: ['rw', 'sync'] }] } };
+    const after = { vip: { address: '10.0.0.6', prefix: 24 }, nfs: { exports: [{ path: '/a', fsid: 1, options: ['rw', 'async'] }, { path: '/b', fsid: 2 }] } };
+    assert.deepEqual(specDiff(before, after), [
+      'nfs.exports[0].options: +"async" -"sync"',
+      'nfs.exports[1]: added {"path":"/b","fsid":2}',
+      'vip.address: "10.0.0.5" → "10.0.0.6"',
+    ]);
+    assert.deepEqual(specDiff({ standby: ['a', 'b'] }, { standby: ['b', 'a'] }), ['standby: reordered ["a","b"] → ["b","a"]']);
+    assert.deepEqual(specDiff({ x: 1, y: 2 }, { x: 1 }), ['y: removed 2']);
+    assert.deepEqual(specDiff(before, structuredClone(before)), []);
   });
 });
