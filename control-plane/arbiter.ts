@@ -29,6 +29,7 @@ import {
   requestSwitchover,
   setMaintenance,
   setStandby,
+  type Requester,
   updateTerms,
   vacantLease,
 } from '../shared/lease.ts';
@@ -78,6 +79,8 @@ export interface ArbiterOptions {
 /** Phase reports per node: a takeover or demotion makes about 15; restarts a few more. */
 const PHASE_REPORTS = { perS: 2, burst: 60 };
 
+const asked = (by: Requester | undefined) => (by ? `, asked by key ${by.name} (${by.keyId})` : '');
+
 export class Arbiter {
   readonly #snapshots = new Map<string, Lease>();
   /**
@@ -87,6 +90,8 @@ export class Arbiter {
   readonly #observed = new Map<string, { key: string; at: number }>();
   readonly #reportBudget = new Map<string, TokenBucket>();
   readonly #statusWritten = new Map<string, { at: number; key: string }>();
+  /** When this process last heard each node: fresher than its status item, which is written only on a change or every 30 s. */
+  readonly #heardAt = new Map<string, number>();
   readonly outbox: WebhookOutbox;
   readonly #metrics: ControlPlaneMetrics | null;
 
@@ -174,9 +179,9 @@ export class Arbiter {
   }
 
   /** An operator's planned switchover to `to`; the holder learns it at its next renewal. */
-  async requestSwitchover(clusterId: string, to: string): Promise<Lease> {
-    const { lease, wrote } = await this.#change(clusterId, to, (l, now) => requestSwitchover(l, to, now));
-    if (wrote) this.log.info({ clusterId, from: lease.holder, to, epoch: lease.epoch }, `switchover from ${lease.holder} to ${to} requested`);
+  async requestSwitchover(clusterId: string, to: string, by?: Requester): Promise<Lease> {
+    const { lease, wrote } = await this.#change(clusterId, to, (l, now) => requestSwitchover(l, to, now, by));
+    if (wrote) this.log.info({ clusterId, from: lease.holder, to, epoch: lease.epoch, by }, `switchover from ${lease.holder} to ${to} requested${asked(by)}`);
     return lease;
   }
 
@@ -199,8 +204,8 @@ export class Arbiter {
   }
 
   /** The lease takes the terms of a new spec version (refused if the nodes changed). */
-  async updateTerms(clusterId: string, terms: LeaseTerms): Promise<Lease> {
-    const { lease, wrote } = await this.#change(clusterId, null, (l, now) => updateTerms(l, terms, now));
+  async updateTerms(clusterId: string, terms: LeaseTerms, by?: Requester): Promise<Lease> {
+    const { lease, wrote } = await this.#change(clusterId, null, (l, now) => updateTerms(l, terms, now, by));
     if (wrote) this.log.info({ clusterId, specVersion: terms.specVersion }, `lease terms of ${clusterId} now from spec version ${terms.specVersion}`);
     return lease;
   }
@@ -212,17 +217,26 @@ export class Arbiter {
   }
 
   /** Maintenance mode on or off for the whole cluster. */
-  async setMaintenance(clusterId: string, enabled: boolean): Promise<Lease> {
-    const { lease, wrote } = await this.#change(clusterId, null, (l, now) => setMaintenance(l, enabled, now));
-    if (wrote) this.log.info({ clusterId, enabled }, `maintenance mode ${enabled ? 'on' : 'off'}`);
+  async setMaintenance(clusterId: string, enabled: boolean, by?: Requester): Promise<Lease> {
+    const { lease, wrote } = await this.#change(clusterId, null, (l, now) => setMaintenance(l, enabled, now, by));
+    if (wrote) this.log.info({ clusterId, enabled, by }, `maintenance mode ${enabled ? 'on' : 'off'}${asked(by)}`);
     return lease;
   }
 
   /** A node in or out of standby. */
-  async setStandby(clusterId: string, node: string, enabled: boolean): Promise<Lease> {
-    const { lease, wrote } = await this.#change(clusterId, node, (l, now) => setStandby(l, node, enabled, now));
-    if (wrote) this.log.info({ clusterId, node, enabled }, `${node} ${enabled ? 'in' : 'out of'} standby`);
+  async setStandby(clusterId: string, node: string, enabled: boolean, by?: Requester): Promise<Lease> {
+    const { lease, wrote } = await this.#change(clusterId, node, (l, now) => setStandby(l, node, enabled, now, by));
+    if (wrote) this.log.info({ clusterId, node, enabled, by }, `${node} ${enabled ? 'in' : 'out of'} standby${asked(by)}`);
     return lease;
+  }
+
+  /**
+   * When this process last heard from a node (null: not since it started). On the Node server
+   * that is every heartbeat; on Lambda only those this instance served, so the status item stays
+   * the fallback.
+   */
+  lastHeardAt(clusterId: string, node: string): number | null {
+    return this.#heardAt.get(`${clusterId}/${node}`) ?? null;
   }
 
   /** A rule that only changes the lease (or refuses to): commits its next lease, if any. */
@@ -317,6 +331,9 @@ export class Arbiter {
   /** Rate-limited record of what a node last said, for the status view. Never fails the heartbeat. */
   async #noteHeartbeat(clusterId: string, node: string, hb: Heartbeat, directive: Directive): Promise<void> {
     const now = this.clock.now();
+    this.#heardAt.delete(`${clusterId}/${node}`);
+    this.#heardAt.set(`${clusterId}/${node}`, now);
+    if (this.#heardAt.size > MAX_SNAPSHOTS * 2) this.#heardAt.delete(this.#heardAt.keys().next().value!);
     const refused = hb.refused && `epoch ${hb.refused.epoch}: ${hb.refused.reason}`;
     const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}/${hb.unfit ?? ''}/${refused ?? ''}`;
     const id = `${clusterId}/${node}`;

@@ -32,6 +32,10 @@ const base = {
   clusterId: ClusterId,
   at: z.number().int().describe('Control-plane time, ms since the Unix epoch'),
   epoch: z.number().int().nonnegative(),
+  by: z
+    .object({ keyId: z.string().max(100), name: z.string().max(200) })
+    .optional()
+    .describe('The operator key that asked for it (maintenance, standby, switchover, a spec update through the API)'),
 };
 
 export const EventSchema = z.discriminatedUnion('type', [
@@ -99,6 +103,14 @@ export const EventSchema = z.discriminatedUnion('type', [
     }),
   }),
   z.object({ ...base, type: z.literal('node.up'), node: NodeId, data: z.object({ downForMs: z.number().int().nonnegative() }) }),
+  z.object({
+    ...base,
+    type: z.literal('lease.expired'),
+    node: NodeId.describe('The holder whose lease ran out'),
+    data: z.object({
+      expiredForMs: z.number().int().nonnegative().describe('How long the lease had been past its expiry, with no node taking it over'),
+    }),
+  }),
   z.object({
     ...base,
     type: z.literal('phase.reported'),

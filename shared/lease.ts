@@ -554,9 +554,8 @@ export function onRelease(lease: Lease, node: string, release: Release, now: num
  * confirmed (a node still activating finishes first); the holder is told to demote and release
  * at its next renewal, and the target takes the lease through the ordinary grant with fencing.
  */
-export function requestSwitchover(lease: Lease, to: string, now: number): Rejection | { next: Lease | null } {
+export function requestSwitchover(lease: Lease, to: string, now: number, by?: Requester): Rejection | { next: Lease | null } {
   if (lease.maintenance) return { code: 'switchover_not_possible', message: 'the cluster is in maintenance mode: nothing changes hands until it ends' };
-  if (lease.standby.includes(to)) return { code: 'switchover_not_possible', message: `${to} is in standby` };
   if (lease.failsafe && lease.holder) {
     return {
       code: 'switchover_not_possible',
@@ -567,9 +566,11 @@ export function requestSwitchover(lease: Lease, to: string, now: number): Reject
   if (state !== 'held' || lease.holder === null) {
     return { code: 'switchover_not_possible', message: `the lease is ${state}: a switchover needs an active holder whose fencing is confirmed` };
   }
+  // The target's own state only once something is active to hand over.
+  if (lease.standby.includes(to)) return { code: 'switchover_not_possible', message: `${to} is in standby` };
   if (lease.holder === to) return { code: 'switchover_not_possible', message: `${to} already holds the lease (epoch ${lease.epoch})` };
   if (lease.switchover?.to === to) return { next: null };
-  const event = operatorEvent(lease, now, { type: 'switchover.requested', node: to, data: { from: lease.holder } });
+  const event = operatorEvent(lease, now, { type: 'switchover.requested', node: to, data: { from: lease.holder } }, by);
   return { next: { ...lease, version: lease.version + 1, switchover: { to, requestedAt: now }, outbox: [...lease.outbox, event] } };
 }
 
@@ -618,9 +619,12 @@ export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now:
  * (unique, and the same when a retried request decides it again) and sorts after the epoch's
  * fencing.confirmed (step 3) and before its release (step 4).
  */
-function operatorEvent(lease: Lease, now: number, event: Pick<ClusterEvent, 'type' | 'data'> & { node?: string }): ClusterEvent {
+/** Who asked for a change through the API (recorded on its event). */
+export type Requester = NonNullable<ClusterEvent['by']>;
+
+function operatorEvent(lease: Lease, now: number, event: Pick<ClusterEvent, 'type' | 'data'> & { node?: string }, by?: Requester): ClusterEvent {
   const id = `e${lease.epoch}.3.${event.type}.v${String(lease.version).padStart(12, '0')}`;
-  return { id, clusterId: lease.clusterId, at: now, epoch: lease.epoch, ...event } as ClusterEvent;
+  return { id, clusterId: lease.clusterId, at: now, epoch: lease.epoch, ...event, ...(by && { by }) } as ClusterEvent;
 }
 
 /** A spec may not change a cluster's nodes: the reservation keys derive from them. */
@@ -638,18 +642,18 @@ export function nodesChanged(before: readonly string[], after: readonly string[]
  * the shorter of its own TTL and the one each renewal answers with. The nodes, and so the
  * reservation keys, never change. Idempotent for a version already taken.
  */
-export function updateTerms(lease: Lease, terms: LeaseTerms, now: number): Rejection | { next: Lease | null } {
+export function updateTerms(lease: Lease, terms: LeaseTerms, now: number, by?: Requester): Rejection | { next: Lease | null } {
   const refused = nodesChanged(lease.terms.nodes, terms.nodes);
   if (refused) return refused;
   if (terms.specVersion <= lease.terms.specVersion) return { next: null };
-  const event = operatorEvent(lease, now, { type: 'spec.updated', data: { specVersion: terms.specVersion } });
+  const event = operatorEvent(lease, now, { type: 'spec.updated', data: { specVersion: terms.specVersion } }, by);
   return { next: { ...lease, version: lease.version + 1, terms, outbox: [...lease.outbox, event] } };
 }
 
 /** Maintenance mode on or off. Idempotent. */
-export function setMaintenance(lease: Lease, enabled: boolean, now: number): { next: Lease | null } {
+export function setMaintenance(lease: Lease, enabled: boolean, now: number, by?: Requester): { next: Lease | null } {
   if (lease.maintenance === enabled) return { next: null };
-  const event = operatorEvent(lease, now, { type: 'maintenance.changed', data: { enabled } });
+  const event = operatorEvent(lease, now, { type: 'maintenance.changed', data: { enabled } }, by);
   return { next: { ...lease, version: lease.version + 1, maintenance: enabled, outbox: [...lease.outbox, event] } };
 }
 
@@ -657,7 +661,7 @@ export function setMaintenance(lease: Lease, enabled: boolean, now: number): { n
  * A node in or out of standby. A holder put in standby is told to release at its next renewal
  * (as for a switchover); both nodes in standby is refused — that is maintenance or an outage.
  */
-export function setStandby(lease: Lease, node: string, enabled: boolean, now: number): Rejection | { next: Lease | null } {
+export function setStandby(lease: Lease, node: string, enabled: boolean, now: number, by?: Requester): Rejection | { next: Lease | null } {
   if (lease.standby.includes(node) === enabled) return { next: null };
   if (enabled && lease.standby.length > 0) {
     return {
@@ -666,6 +670,6 @@ export function setStandby(lease: Lease, node: string, enabled: boolean, now: nu
     };
   }
   const standby = enabled ? [...lease.standby, node] : lease.standby.filter((n) => n !== node);
-  const event = operatorEvent(lease, now, { type: 'standby.changed', node, data: { enabled } });
+  const event = operatorEvent(lease, now, { type: 'standby.changed', node, data: { enabled } }, by);
   return { next: { ...lease, version: lease.version + 1, standby, outbox: [...lease.outbox, event] } };
 }

@@ -20,6 +20,7 @@ export const WEBHOOK_TYPES = [
   'store.regressed',
   'failsafe.entered',
   'failsafe.left',
+  'lease.expired',
 ] as const;
 export const WebhookType = z.enum(WEBHOOK_TYPES);
 export type WebhookType = z.infer<typeof WebhookType>;
@@ -174,6 +175,8 @@ export function webhookMessages(e: ClusterEvent, epochEvents: readonly ClusterEv
       return [message(e, e.type, { node: e.node, ...e.data })];
     case 'node.up':
       return [message(e, 'node.up', { node: e.node, downForMs: e.data.downForMs })];
+    case 'lease.expired':
+      return [message(e, 'lease.expired', { node: e.node, epoch: e.epoch, expiredForMs: e.data.expiredForMs })];
     default:
       return [];
   }

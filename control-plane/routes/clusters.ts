@@ -13,7 +13,7 @@ import type { Credentials } from '../auth.ts';
 import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
 import { type ClusterRecord, EVENT_CURSOR, type EventPage, type EventQuery, type Store } from '../store/store.ts';
-import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, router } from './router.ts';
+import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, requester, router } from './router.ts';
 
 const tags = ['clusters'];
 /** A request reads at most SCAN_PAGES pages of SCAN_PAGE events; past that its cursor says where to go on. */
@@ -27,6 +27,15 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 function clusterView(r: ClusterRecord) {
   return { spec: r.spec, specVersion: r.specVersion, createdAt: iso(r.createdAt), updatedAt: iso(r.updatedAt) };
+}
+
+/**
+ * A node's heartbeat age from the freshest of what is known: the holder's last renewal, the
+ * status item (written on a change or every 30 s), and this process's own record of it.
+ */
+function heartbeatAge(now: number, heard: (number | null)[]): number | null {
+  const known = heard.filter((t): t is number => t !== null);
+  return known.length === 0 ? null : now - Math.max(...known);
 }
 
 export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Clock; credentials: Credentials }) {
@@ -97,9 +106,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           role: s?.role ?? null,
           epoch: s?.epoch ?? null,
           peerReachable: s?.peerReachable ?? null,
-          // The holder's renewals are the freshest sign of it; the status item may be up to 30 s old.
-          lastHeartbeatAgoMs:
-            lease.holder === id ? Math.min(now - lease.renewedAt, s ? now - s.lastHeartbeatAt : Infinity) : s ? now - s.lastHeartbeatAt : null,
+          lastHeartbeatAgoMs: heartbeatAge(now, [lease.holder === id ? lease.renewedAt : null, s?.lastHeartbeatAt ?? null, arbiter.lastHeardAt(clusterId, id)]),
           lastDirective: s?.lastDirective ?? null,
           unfit: s?.unfit ?? null,
           refused: s?.refused ?? null,
@@ -217,7 +224,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           }
         }
         // Also when nothing changed: a retry completes an update whose lease write did not land.
-        await arbiter.updateTerms(clusterId, leaseTerms(record.spec, record.specVersion));
+        await arbiter.updateTerms(clusterId, leaseTerms(record.spec, record.specVersion), requester(c));
         return c.json({ ...clusterView(record), changed }, 200);
       },
     )
@@ -280,16 +287,19 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       async (c) => {
         const { clusterId } = c.req.valid('param');
         const { to } = c.req.valid('json');
-        const target = (await status(clusterId)).nodes.find((n) => n.id === to);
+        const s = await status(clusterId);
+        const target = s.nodes.find((n) => n.id === to);
         if (!target) throw new ApiError(404, 'node_not_found', `"${to}" is not a node of cluster ${clusterId}`);
-        if (!target.isHolder && (target.role !== 'passive' || target.lastHeartbeatAgoMs === null || target.lastHeartbeatAgoMs > SWITCHOVER_TARGET_SEEN_MS)) {
+        // With nothing active, that is the answer (the arbiter's), whatever the target's state.
+        const active = s.lease.holder !== null && s.lease.state === 'held';
+        if (active && !target.isHolder && (target.role !== 'passive' || target.lastHeartbeatAgoMs === null || target.lastHeartbeatAgoMs > SWITCHOVER_TARGET_SEEN_MS)) {
           throw new ApiError(
             409,
             'target_not_ready',
             `${to} is not a passive node heard from in the last ${SWITCHOVER_TARGET_SEEN_MS / 1000} s (role ${target.role ?? 'unknown'}, last heartbeat ${target.lastHeartbeatAgoMs === null ? 'never' : `${Math.round(target.lastHeartbeatAgoMs / 1000)} s ago`})`,
           );
         }
-        const lease = await arbiter.requestSwitchover(clusterId, to);
+        const lease = await arbiter.requestSwitchover(clusterId, to, requester(c));
         return c.json({ clusterId, from: lease.holder!, to, epoch: lease.epoch, requestedAt: iso(lease.switchover?.requestedAt ?? clock.now()) }, 202);
       },
     )
@@ -307,7 +317,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       async (c) => {
         const { clusterId } = c.req.valid('param');
         await cluster(clusterId);
-        const lease = await arbiter.setMaintenance(clusterId, c.req.valid('json').enabled);
+        const lease = await arbiter.setMaintenance(clusterId, c.req.valid('json').enabled, requester(c));
         return c.json({ clusterId, maintenance: lease.maintenance }, 200);
       },
     )
@@ -325,7 +335,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
       async (c) => {
         const { clusterId, node } = c.req.valid('param');
         await cluster(clusterId);
-        const lease = await arbiter.setStandby(clusterId, node, c.req.valid('json').enabled);
+        const lease = await arbiter.setStandby(clusterId, node, c.req.valid('json').enabled, requester(c));
         return c.json({ clusterId, standby: lease.standby }, 200);
       },
     )

@@ -2,6 +2,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { ClusterId, NodeId } from '../../shared/names.ts';
+import type { Requester } from '../../shared/lease.ts';
 import type { Principal } from '../auth.ts';
 import { ApiError, ErrorBodySchema, validationError } from '../errors.ts';
 import type { ClusterRecord, Store } from '../store/store.ts';
@@ -54,4 +55,10 @@ export async function existingCluster(store: Store, clusterId: string): Promise<
   const record = await store.getCluster(clusterId);
   if (!record) throw new ApiError(404, 'cluster_not_found', `no cluster "${clusterId}"`);
   return record;
+}
+
+/** The operator key behind a request, as its events record it. */
+export function requester(c: { get(key: 'principal'): Principal | null }): Requester | undefined {
+  const p = c.get('principal');
+  return p?.kind === 'operator' ? { keyId: p.id, name: p.name } : undefined;
 }

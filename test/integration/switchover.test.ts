@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { type Harness, hb, startHarness } from '../helpers/control-plane.ts';
+import { exampleSpec, type Harness, hb, startHarness } from '../helpers/control-plane.ts';
 
 let h: Harness;
 before(async () => {
@@ -83,7 +83,45 @@ describe('planned switchover (POST /v1/clusters/{id}/switchover)', () => {
     assert.equal((await h.call('PUT', `${base}/standby/node-z`, { enabled: true })).status, 404);
     const status = (await h.call('GET', `${base}/status`)).body;
     assert.deepEqual(status.standby, ['node-a']);
-    const types = ((await h.call('GET', `${base}/events?type=maintenance.changed,standby.changed`)).body.events as { type: string }[]).map((e) => e.type);
-    assert.deepEqual(types, ['maintenance.changed', 'maintenance.changed', 'standby.changed']);
+    const events = (await h.call('GET', `${base}/events?type=maintenance.changed,standby.changed`)).body.events as { type: string; by?: { keyId: string; name: string } }[];
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ['maintenance.changed', 'maintenance.changed', 'standby.changed'],
+    );
+    // Each records the key that asked (the harness's admin key is named "test").
+    for (const e of events) assert.equal(e.by?.name, 'test', JSON.stringify(e));
+  });
+
+  it('with nothing active, a switchover is refused for that, before anything about the target', async () => {
+    const id = 'switch-4';
+    assert.equal((await h.call('POST', '/v1/clusters', await exampleSpec(id))).status, 201);
+    await h.call('PUT', `/v1/clusters/${id}/standby/node-b`, { enabled: true });
+    const r = await h.call('POST', `/v1/clusters/${id}/switchover`, { to: 'node-b' });
+    assert.deepEqual([r.status, r.body.error.code], [409, 'switchover_not_possible']);
+    assert.match(r.body.error.message, /^the lease is vacant: a switchover needs an active holder/);
+  });
+});
+
+describe('status', () => {
+  it("shows a passive node's heartbeat age as heard, though its status item is written only every 30 s", async () => {
+    const id = 'status-age';
+    await h.clusterHeldByNodeA(id);
+    for (let i = 0; i < 40; i++) {
+      h.clock.advance(500);
+      await h.call('POST', `/v1/clusters/${id}/nodes/node-a/heartbeat`, hb('active', 1));
+      await h.call('POST', `/v1/clusters/${id}/nodes/node-b/heartbeat`, hb('passive', 0, true));
+    }
+    h.clock.advance(200);
+    const nodes = (await h.call('GET', `/v1/clusters/${id}/status`)).body.nodes as { id: string; lastHeartbeatAgoMs: number }[];
+    assert.deepEqual(
+      nodes.map((n) => [n.id, n.lastHeartbeatAgoMs]),
+      [
+        ['node-a', 200],
+        ['node-b', 200],
+      ],
+    );
+    // The status item itself is older: written once, 20 s ago, as nothing it records has changed.
+    const item = (await h.store.listNodeStatuses(id)).find((s) => s.node === 'node-b')!;
+    assert.ok(h.clock.now() - item.lastHeartbeatAt >= 19_000, `${h.clock.now() - item.lastHeartbeatAt} ms`);
   });
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { Arbiter } from '../../control-plane/arbiter.ts';
-import { sweep } from '../../control-plane/sweep.ts';
+import { LEASE_EXPIRED_ALERT_MS, sweep } from '../../control-plane/sweep.ts';
 import { AddressSet } from '../../control-plane/limits.ts';
 import { DeliveryLoop, WebhookDeliverer } from '../../control-plane/webhooks.ts';
 import { PHASES } from '../../shared/events.ts';
@@ -322,5 +322,29 @@ describe('webhooks', () => {
       timeline.body.events.map((e: { type: string; node: string }) => `${e.type} ${e.node}`),
       ['node.down node-a', 'node.up node-a'],
     );
+  });
+
+  it('lease.expired when the lease has run out with no taker: once per epoch, and never while a failsafe promise covers the holder', async () => {
+    await h.clusterHeldByNodeA('wh-expired');
+    await subscribe('wh-expired', { types: ['lease.expired'] });
+    await h.clusterHeldByNodeA('wh-expired-fs');
+    const deps = { store: h.store, arbiter: new Arbiter(h.store, h.clock, silentLog), deliverer: h.deliverer, clock: h.clock, log: silentLog };
+    // node-b vouches for the quiet holder of wh-expired-fs: the arbiter records the failsafe.
+    h.clock.advance(1500);
+    const vouched = await h.call('POST', '/v1/clusters/wh-expired-fs/nodes/node-b/heartbeat', { role: 'passive', epoch: 0, vouching: { for: 'node-a', epoch: 1, remainingMs: 3000 } });
+    assert.equal(vouched.status, 200, JSON.stringify(vouched.body));
+    // Expired (3 s + the 200 ms allowance) but not yet for LEASE_EXPIRED_ALERT_MS: a taker may still come.
+    h.clock.advance(3000);
+    await sweep(deps);
+    h.clock.advance(LEASE_EXPIRED_ALERT_MS);
+    await sweep(deps);
+    await sweep(deps);
+    const expired = async (id: string) =>
+      (await h.call('GET', `/v1/clusters/${id}/events?type=lease.expired`)).body.events.map((e: { node: string; epoch: number }) => `${e.node} ${e.epoch}`);
+    assert.deepEqual(await expired('wh-expired'), ['node-a 1'], 'reported once');
+    assert.deepEqual(await expired('wh-expired-fs'), [], 'the holder serves on its peer\'s promise');
+    const got = receiver.received.filter((r) => r.data.clusterId === 'wh-expired');
+    assert.deepEqual(got.map((r) => [r.type, r.data.node, r.data.epoch]), [['lease.expired', 'node-a', 1]]);
+    assert.ok((got[0]!.data.expiredForMs as number) > LEASE_EXPIRED_ALERT_MS);
   });
 });
