@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { routePath } from 'hono/route';
 import { Arbiter } from './arbiter.ts';
-import { swaggerUI } from '@hono/swagger-ui';
+import { docsDir, docsRouter } from './docs.ts';
 import { accessFor, allows, Credentials } from './auth.ts';
 import type { AppOptions } from './config.ts';
 import { AddressSet, clientAddress, FailureLimiter } from './limits.ts';
@@ -11,6 +11,7 @@ import { type InstallAssets, installAssets, installRouter } from './install.ts';
 import type { Clock } from './clock.ts';
 import { errorHandler, errorResponse } from './errors.ts';
 import { ControlPlaneMetrics } from './metrics.ts';
+import { VERSION } from '../shared/version.ts';
 import type { Logger } from './log.ts';
 import { agentRouter } from './routes/agent.ts';
 import { clustersRouter } from './routes/clusters.ts';
@@ -148,11 +149,22 @@ export function createApp({
   app.route('/', webhooksRouter({ store, clock, outbox: arbiter.outbox, deliverer: delivery }));
   app.route('/', backupsRouter(backups));
   app.route('/', metricsRouter({ store, clock, metrics }));
-  // Interactive docs: Swagger UI's page (its scripts come from a CDN) over /openapi.json.
-  app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'nfs-ha control plane API' }));
+  app.route('/', docsRouter(docsDir()));
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An operator key (nfsha_op_…: admin or read-only) or, on its node routes, an agent credential',
+  });
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
-    info: { title: 'nfs-ha control plane', version: '1', description: 'Lease arbiter and fencing authority for two-node NFS clusters.' },
+    info: {
+      title: 'nfs-ha control plane',
+      version: VERSION,
+      description: 'Lease arbiter and fencing authority for two-node NFS clusters.',
+      license: { name: 'Apache-2.0', url: 'https://www.apache.org/licenses/LICENSE-2.0' },
+    },
+    servers: [{ url: opts.publicUrl ?? '/', description: 'this control plane' }],
+    security: [{ bearer: [] }],
   });
 
   app.notFound((c) => errorResponse(c, 404, 'route_not_found', `no route for ${c.req.method} ${c.req.path}`));

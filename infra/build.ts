@@ -3,10 +3,11 @@
  * control plane's Lambda handler as one minified file. ESM bundles get a createRequire banner:
  * some dependencies still call require() for Node built-ins, which bare ESM lacks.
  */
-import { copyFile, stat } from 'node:fs/promises';
+import { copyFile, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
+import { DOCS_FILES, docsDir } from '../control-plane/docs.ts';
 
 const REQUIRE_SHIM = "import { createRequire as __nfsHaCreateRequire } from 'node:module'; const require = __nfsHaCreateRequire(import.meta.url);";
 
@@ -42,6 +43,9 @@ export async function copyInstallAssets(outdir = 'dist'): Promise<void> {
   await copyFile('infra/install.sh', join(lambda, 'install.sh'));
   await copyFile('infra/systemd/nfs-ha-agent.service', join(lambda, 'nfs-ha-agent.service'));
   await copyFile(join(outdir, BUNDLES.agent.file), join(lambda, 'nfs-ha-agent.mjs'));
+  // /docs serves Swagger UI from here on Lambda (control-plane/docs.ts).
+  await mkdir(join(lambda, 'docs'), { recursive: true });
+  for (const file of Object.keys(DOCS_FILES)) await copyFile(join(docsDir(), file), join(lambda, 'docs', file));
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

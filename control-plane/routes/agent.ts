@@ -18,6 +18,7 @@ export function agentRouter(arbiter: Arbiter) {
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'heartbeat',
         path: `${nodePath}/heartbeat`,
         tags,
         summary: 'Renew or acquire the lease; get a directive',
@@ -42,6 +43,7 @@ export function agentRouter(arbiter: Arbiter) {
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'reportFencing',
         path: `${nodePath}/fencing`,
         tags,
         summary: 'Report the fencing decision executed',
@@ -59,6 +61,7 @@ export function agentRouter(arbiter: Arbiter) {
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'reportPhase',
         path: `${nodePath}/phases`,
         tags,
         summary: 'Report progress of a resource start or stop',
@@ -73,6 +76,7 @@ export function agentRouter(arbiter: Arbiter) {
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'releaseLease',
         path: `${nodePath}/release`,
         tags,
         summary: 'Give the lease up after demoting',

@@ -43,6 +43,7 @@ export function backupsRouter(backups: Backups | undefined) {
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'createBackup',
         path: '/v1/backups',
         tags,
         summary: 'Back up the embedded store now',
@@ -69,6 +70,7 @@ export function backupsRouter(backups: Backups | undefined) {
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'downloadBackup',
         path: '/v1/backups/{name}',
         tags,
         summary: 'Download a backup',

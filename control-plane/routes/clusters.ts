@@ -120,6 +120,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'createCluster',
         path: '/v1/clusters',
         tags,
         summary: 'Create a cluster from its spec',
@@ -141,6 +142,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'listClusters',
         path: '/v1/clusters',
         tags,
         summary: 'List clusters, by id',
@@ -164,6 +166,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'getCluster',
         path: '/v1/clusters/{clusterId}',
         tags,
         summary: "Get a cluster's spec",
@@ -175,6 +178,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'put',
+        operationId: 'updateCluster',
         path: '/v1/clusters/{clusterId}',
         tags,
         summary: "Update a cluster's spec (admin)",
@@ -231,6 +235,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'delete',
+        operationId: 'deleteCluster',
         path: '/v1/clusters/{clusterId}',
         tags,
         summary: 'Delete a cluster (admin), only once no agent runs it',
@@ -258,6 +263,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'getClusterStatus',
         path: '/v1/clusters/{clusterId}/status',
         tags,
         summary: 'Who is active, under which epoch, and what each node last reported',
@@ -269,6 +275,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'requestSwitchover',
         path: '/v1/clusters/{clusterId}/switchover',
         tags,
         summary: 'Planned switchover to a node (admin)',
@@ -306,6 +313,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'put',
+        operationId: 'setMaintenance',
         path: '/v1/clusters/{clusterId}/maintenance',
         tags,
         summary: 'Maintenance mode on or off (admin)',
@@ -324,6 +332,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'put',
+        operationId: 'setStandby',
         path: '/v1/clusters/{clusterId}/standby/{node}',
         tags,
         summary: 'A node in or out of standby (admin)',
@@ -342,6 +351,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'listEvents',
         path: '/v1/clusters/{clusterId}/events',
         tags,
         summary: "The cluster's timeline, oldest first (order=newest: newest first)",
@@ -380,6 +390,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'listFencing',
         path: '/v1/clusters/{clusterId}/fencing',
         tags,
         summary: 'Fencing history: every fencing decision, who fenced whom, and when it was confirmed',

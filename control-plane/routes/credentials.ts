@@ -59,6 +59,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'createKey',
         path: '/v1/keys',
         tags,
         summary: 'Create an operator API key (admin)',
@@ -74,6 +75,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'listKeys',
         path: '/v1/keys',
         tags,
         summary: 'List operator keys, without secrets (admin)',
@@ -95,6 +97,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'delete',
+        operationId: 'revokeKey',
         path: '/v1/keys/{keyId}',
         tags,
         summary: 'Revoke an operator key (admin)',
@@ -120,6 +123,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'createEnrolment',
         path: '/v1/clusters/{clusterId}/enrolments',
         tags,
         summary: 'Create a one-time enrolment token for a node (admin)',
@@ -173,8 +177,11 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'enrol',
         path: '/v1/enrol',
         tags,
+        // Authenticated by the enrolment token in its body, not a bearer credential.
+        security: [],
         summary: "Exchange an enrolment token for the node's agent credential",
         request: jsonBody(z.object({ token: z.string().max(200) }).strict()),
         responses: {
@@ -209,6 +216,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'listAgentCredentials',
         path: '/v1/clusters/{clusterId}/credentials',
         tags,
         summary: "List the cluster's agent credentials, without secrets (admin)",
@@ -235,6 +243,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'rotateAgentCredential',
         path: '/v1/clusters/{clusterId}/credentials',
         tags,
         summary: 'Rotate a node’s agent credential (admin)',
@@ -266,6 +275,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'rotatePeerSecret',
         path: '/v1/clusters/{clusterId}/peer-secret',
         tags,
         summary: "Rotate the nodes' peer-channel secret (admin)",
@@ -286,6 +296,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
     .openapi(
       createRoute({
         method: 'delete',
+        operationId: 'revokeAgentCredential',
         path: '/v1/clusters/{clusterId}/credentials/{credentialId}',
         tags,
         summary: 'Revoke an agent credential (admin)',

@@ -10,6 +10,7 @@ export function metricsRouter({ store, clock, metrics }: { store: Store; clock: 
   return router().openapi(
     createRoute({
       method: 'get',
+      operationId: 'getMetrics',
       path: '/v1/metrics',
       tags: ['metrics'],
       summary: 'Prometheus metrics',

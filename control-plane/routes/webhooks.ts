@@ -72,6 +72,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'createWebhook',
         path: '/v1/clusters/{clusterId}/webhooks',
         tags,
         summary: 'Subscribe a URL to the cluster’s events (admin)',
@@ -109,6 +110,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'listWebhooks',
         path: '/v1/clusters/{clusterId}/webhooks',
         tags,
         summary: 'List the cluster’s webhooks (without secrets)',
@@ -125,6 +127,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'getWebhook',
         path: '/v1/clusters/{clusterId}/webhooks/{webhookId}',
         tags,
         summary: 'Get a webhook (without its secret)',
@@ -139,6 +142,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'rotateWebhookSecret',
         path: '/v1/clusters/{clusterId}/webhooks/{webhookId}/rotate-secret',
         tags,
         summary: 'A new signing secret (admin); the old one keeps signing too during the overlap',
@@ -178,6 +182,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'delete',
+        operationId: 'deleteWebhook',
         path: '/v1/clusters/{clusterId}/webhooks/{webhookId}',
         tags,
         summary: 'Delete a webhook (admin); its pending deliveries are dropped',
@@ -194,6 +199,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'get',
+        operationId: 'listDeliveries',
         path: '/v1/clusters/{clusterId}/webhooks/{webhookId}/deliveries',
         tags,
         summary: 'A webhook’s deliveries, newest first, each with its attempts',
@@ -223,6 +229,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'redeliver',
         path: '/v1/clusters/{clusterId}/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver',
         tags,
         summary: 'Send a delivery again now (admin), with the same webhook-id; a failed one gets a fresh round of retries',
@@ -243,6 +250,7 @@ export function webhooksRouter(deps: { store: Store; clock: Clock; outbox: Webho
     .openapi(
       createRoute({
         method: 'post',
+        operationId: 'testWebhook',
         path: '/v1/clusters/{clusterId}/webhooks/{webhookId}/test',
         tags,
         summary: 'Send a test event (webhook.test) to this webhook (admin)',
