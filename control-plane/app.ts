@@ -4,6 +4,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { routePath } from 'hono/route';
 import { Arbiter } from './arbiter.ts';
 import { docsDir, docsRouter } from './docs.ts';
+import { statusPageRouter } from './status-page.ts';
 import { accessFor, allows, Credentials } from './auth.ts';
 import type { AppOptions } from './config.ts';
 import { AddressSet, clientAddress, FailureLimiter } from './limits.ts';
@@ -150,6 +151,7 @@ export function createApp({
   app.route('/', backupsRouter(backups));
   app.route('/', metricsRouter({ store, clock, metrics }));
   app.route('/', docsRouter(docsDir()));
+  app.route('/', statusPageRouter());
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
     type: 'http',
     scheme: 'bearer',

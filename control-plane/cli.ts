@@ -65,23 +65,18 @@ async function connection(g: Globals): Promise<Connection> {
     for (const k of ['url', 'key'] as const)
       if (file[k] !== undefined && typeof file[k] !== 'string') throw new CliError(`${CONFIG_FILE}: "${k}" must be a string`);
   }
-  const fileUrl = file.url as string | undefined;
-  const fileKey = file.key as string | undefined;
-  const [url, urlFrom] = g.url
-    ? [g.url, '--url']
-    : process.env.NFSHA_URL
-      ? [process.env.NFSHA_URL, 'NFSHA_URL']
-      : fileUrl
-        ? [fileUrl, `"url" in ${CONFIG_FILE}`]
-        : ['http://127.0.0.1:8080', 'the default'];
-  const [key, keyFrom] = g.key
-    ? [g.key, '--key']
-    : process.env.NFSHA_API_KEY
-      ? [process.env.NFSHA_API_KEY, 'NFSHA_API_KEY']
-      : fileKey
-        ? [fileKey, `"key" in ${CONFIG_FILE}`]
-        : [undefined, null];
-  return { url: url.replace(/\/+$/, ''), key, urlFrom, keyFrom };
+  // The flag, then the environment, then the file: the first that is set, and where it came from.
+  const pick = (flag: string | undefined, flagName: string, envName: string, field: 'url' | 'key') =>
+    (
+      [
+        [flag, flagName],
+        [process.env[envName], envName],
+        [file[field] as string | undefined, `"${field}" in ${CONFIG_FILE}`],
+      ] as const
+    ).find(([value]) => value) ?? [undefined, null];
+  const [url, urlFrom] = pick(g.url, '--url', 'NFSHA_URL', 'url');
+  const [key, keyFrom] = pick(g.key, '--key', 'NFSHA_API_KEY', 'key');
+  return { url: (url ?? 'http://127.0.0.1:8080').replace(/\/+$/, ''), key, urlFrom: urlFrom ?? 'the default', keyFrom };
 }
 
 const SET_URL = `set it with --url, NFSHA_URL or "url" in ${CONFIG_FILE}`;

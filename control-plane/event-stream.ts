@@ -1,7 +1,9 @@
 /**
  * Live events over WebSocket (Node server only; Lambda has no long-lived connections):
  * GET /v1/clusters/{id}/events/stream[?cursor=…] upgrades, authenticated like the API
- * (Authorization: Bearer …, a read-only key is enough), then sends each new event of the
+ * (Authorization: Bearer …, a read-only key is enough; a browser, which cannot set headers on a
+ * WebSocket, offers the subprotocols `nfs-ha` and `nfs-ha.bearer.<key>` instead, as Kubernetes
+ * does, so that the key never sits in a URL), then sends each new event of the
  * cluster as one JSON text message, oldest first. Without a cursor it starts at the end of the
  * timeline; with one (from the REST page or the last event received) it resumes after it, so a
  * client that reconnects loses nothing.
@@ -36,6 +38,18 @@ const cursorKey = (cursor: string) => {
   const m = EVENT_CURSOR.exec(cursor)!;
   return `${m[1]!.padStart(15, '0')}#${m[2]}`;
 };
+
+const PROTOCOL = 'nfs-ha';
+const BEARER_PROTOCOL = /^nfs-ha\.bearer\.([A-Za-z0-9_-]{1,200})$/;
+
+/** The key a browser offered as a subprotocol (Sec-WebSocket-Protocol: nfs-ha, nfs-ha.bearer.<key>). */
+function protocolToken(header: string | undefined): string | undefined {
+  for (const p of (header ?? '').split(',')) {
+    const m = BEARER_PROTOCOL.exec(p.trim());
+    if (m) return m[1];
+  }
+  return undefined;
+}
 
 function refuse(socket: Duplex, status: number, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message } });
@@ -143,7 +157,8 @@ export function attachEventStream(
   server: Server,
   deps: { store: Store; credentials: Credentials; log: Logger; pollMs?: number; trustedProxies?: AddressSet; limits?: Partial<typeof STREAM_LIMITS> },
 ): { close(): Promise<void>; streams(): number } {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
+  // A browser's connection needs its subprotocol answered: the plain one, never the one carrying the key.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024, handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false) });
   const pollMs = deps.pollMs ?? POLL_MS;
   const limits = { ...STREAM_LIMITS, ...deps.limits };
   const trusted = deps.trustedProxies ?? new AddressSet([]);
@@ -166,7 +181,7 @@ export function attachEventStream(
       const cursor = url.searchParams.get('cursor') ?? undefined;
       if (cursor !== undefined && !EVENT_CURSOR.test(cursor))
         return refuse(socket, 400, 'invalid_request', 'cursor: must be a cursor returned by a previous page');
-      const token = /^Bearer ([\x21-\x7e]{1,200})$/.exec(req.headers.authorization ?? '')?.[1];
+      const token = /^Bearer ([\x21-\x7e]{1,200})$/.exec(req.headers.authorization ?? '')?.[1] ?? protocolToken(req.headers['sec-websocket-protocol']);
       if (!token) return refuse(socket, 401, 'unauthenticated', 'this route needs a credential: Authorization: Bearer <token>');
       const principal = await deps.credentials.authenticate(token);
       if (!principal) return refuse(socket, 401, 'invalid_credential', 'the credential is malformed, unknown or revoked');

@@ -75,6 +75,32 @@ describe('live events (WebSocket)', () => {
     resumed.ws!.close();
   });
 
+  it("a browser's way: the key offered as a subprotocol, never in the URL; the plain subprotocol is the one answered", async () => {
+    const readOnly = (await h.credentials.issue('operator', { role: 'read-only', name: 'browser' })).token;
+    const opened = await new Promise<WebSocket>((resolve, reject) => {
+      const ws = new WebSocket(streamUrl('live'), ['nfs-ha', `nfs-ha.bearer.${readOnly}`]);
+      ws.on('open', () => resolve(ws));
+      ws.on('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+      ws.on('error', reject);
+    });
+    assert.equal(opened.protocol, 'nfs-ha');
+    const received: string[] = [];
+    opened.on('message', (d) => received.push((JSON.parse(String(d)) as { type: string }).type));
+    await new Promise((r) => setTimeout(r, 150));
+    // Later than the last event on the timeline (the harness's clock stands still otherwise).
+    h.clock.advance(1);
+    await h.call('PUT', '/v1/clusters/live/maintenance', { enabled: true });
+    await until('maintenance.changed', () => received.includes('maintenance.changed'));
+    opened.close();
+    await h.call('PUT', '/v1/clusters/live/maintenance', { enabled: false });
+    const refused = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(streamUrl('live'), ['nfs-ha', 'nfs-ha.bearer.nfsha_op_0000000000000000_nope']);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('open', () => resolve(101));
+    });
+    assert.equal(refused, 401);
+  });
+
   it('nfs-ha events --follow: the recent past, then each new event as it happens', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'control-plane/cli.ts', 'events', 'live', '--follow', '--json', '--limit', '2'], {
       cwd: root,

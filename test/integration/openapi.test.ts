@@ -42,6 +42,21 @@ describe('/openapi.json', () => {
   });
 });
 
+describe('GET / (the status page)', () => {
+  it('is one self-contained document that loads nothing from elsewhere and may not be framed', async () => {
+    const r = await h.app.request('/');
+    assert.equal(r.status, 200);
+    const csp = r.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /connect-src 'self'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    const page = await r.text();
+    assert.deepEqual([...page.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]), ['/docs'], 'only a link to the API docs');
+    assert.match(page, /sessionStorage/);
+    assert.doesNotMatch(page, /localStorage|[?&](key|token)=/, 'the key stays in the tab, never in a URL');
+  });
+});
+
 describe('/docs', () => {
   it('is Swagger UI served from the package itself: the page loads nothing from elsewhere', async () => {
     const page = await (await h.app.request('/docs')).text();
