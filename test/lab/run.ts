@@ -629,7 +629,8 @@ async function main(): Promise<void> {
     const vm = vmByName(holder);
     const mainPid = () => vm.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'nfs-ha-agent']).then((p) => p.trim());
     const before = await mainPid();
-    const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 300_000);
+    // Under TCG the installer's node runs (status, validate) on the busy active node take minutes.
+    const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 600_000);
     writeFileSync(join(runDir, `${vm.name}.refresh.log`), `${r.stdout}${r.stderr}`);
     const problems = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('✗'));
     if (problems.length > 0) s.note(`the preflight on the serving node found: ${problems.join(' | ')}`);

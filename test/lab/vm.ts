@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 
 export interface ExecResult {
@@ -92,10 +93,38 @@ export class Vm {
     this.#process?.kill('SIGCONT');
   }
 
-  async #request<T>(path: string, init: RequestInit & { timeoutMs: number }): Promise<T> {
-    const res = await fetch(`http://${this.o.address}:${HELPER_PORT}${path}`, { ...init, signal: AbortSignal.timeout(init.timeoutMs) });
-    if (!res.ok) throw new Error(`${this.name} ${path}: HTTP ${res.status} ${await res.text()}`);
-    return (await res.json()) as T;
+  /**
+   * One call to the guest helper. Plain node:http, not fetch: fetch gives up on any answer whose
+   * headers take over 300 s (undici's headersTimeout), and a command under TCG may take longer
+   * (the installer's re-run on a busy active node); here `timeoutMs` alone decides.
+   */
+  #request<T>(path: string, init: { method?: string; body?: string; timeoutMs: number }): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(
+        { host: this.o.address, port: HELPER_PORT, path, method: init.method ?? 'GET', timeout: init.timeoutMs, headers: init.body ? { 'content-type': 'application/json' } : {} },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('error', reject);
+          res.on('end', () => {
+            if ((res.statusCode ?? 0) >= 300) reject(new Error(`${this.name} ${path}: HTTP ${res.statusCode} ${text}`));
+            else {
+              try {
+                resolve(JSON.parse(text) as T);
+              } catch (err) {
+                reject(err as Error);
+              }
+            }
+          });
+        },
+      );
+      const timer = setTimeout(() => req.destroy(new Error(`${this.name} ${path}: no answer within ${init.timeoutMs / 1000} s`)), init.timeoutMs);
+      req.on('close', () => clearTimeout(timer));
+      req.on('timeout', () => req.destroy(new Error(`${this.name} ${path}: the connection stalled for ${init.timeoutMs / 1000} s`)));
+      req.on('error', reject);
+      req.end(init.body);
+    });
   }
 
   /** Waits until the guest helper answers (the guest booted). */
