@@ -284,6 +284,9 @@ async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs:
 
 const LAB_DEMOTE_BUDGET_MS = 90_000;
 
+/** The stretch of normal operation a scenario measures the client's usual waits over. */
+const BASELINE_MS = 30_000;
+
 async function installAgent(vm: Vm, device: string): Promise<void> {
   const { token, agentSha256 } = await cp.call<{ token: string; agentSha256: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
   // As the README says: the token in a 0600 file, the allowed set and the operator's checksum as flags.
@@ -739,9 +742,18 @@ async function main(): Promise<void> {
       servedThroughout.length > 0 && lost.length === 0,
       `${servedThroughout.length} samples, ${lost.length} without the VIP on ${holder}`,
     );
-    const stall = longestStall(await acks(), clientFrom, await clientNow());
-    // The goal is 1 s (about the jitter of three VMs on two cores under TCG); a demotion would cost 20 s or more.
-    s.check("the client's writes went on (stall ≤ 2 s)", stall <= 2_000, `longest wait for an acknowledgement ${fmt(stall)} s`);
+    const written = await acks();
+    const stall = longestStall(written, clientFrom, await clientNow());
+    // Failsafe may add 1 s to what the client waits anyway: three VMs on two cores under TCG stall
+    // it for a second or more with nothing failing (cold-start's figure), so the baseline is the
+    // longest wait of the 30 s before the outage, in this run. A demotion would cost 20 s or more.
+    const baseline = longestStall(written, clientFrom - BASELINE_MS, clientFrom);
+    const allowed = Math.min(5_000, Math.max(2_000, baseline + 1_000));
+    s.check(
+      `the client's writes went on (stall ≤ ${fmt(allowed)} s: 1 s over the baseline, at least 2 s)`,
+      stall <= allowed,
+      `longest wait for an acknowledgement ${fmt(stall)} s; in the 30 s before the outage ${fmt(baseline)} s`,
+    );
     await cp.start();
     const upAt = Date.now();
     const back = await activeNode();
