@@ -168,6 +168,16 @@ async function status(options: { config: string; json?: boolean }) {
 }
 
 /**
+ * The running agent's role, one word (`down` when it does not answer): what the package's and the
+ * installer's scripts ask before they restart an agent, which only a passive one may be.
+ */
+async function role(options: { config: string }) {
+  const t = await target(options);
+  const agent = await fetchPeerStatus(`http://127.0.0.1:${t.node.peerPort}/peer/v1/status`, t.config!.peer, 5_000).catch(() => null);
+  console.log(agent?.role ?? 'down');
+}
+
+/**
  * The spec names something this node does not allow: run nothing, and say why in every
  * heartbeat (the arbiter never grants an unfit node the lease) until a new spec version fits,
  * then exit for systemd to start the agent on it.
@@ -274,7 +284,11 @@ async function run(options: { config: string }) {
     promise: (req) => agent.answerPromise(req),
   });
   const metricsServer = config.metrics.port === 0 ? null : await metrics.listen(config.metrics.listen, config.metrics.port);
-  if (metricsServer) log.info({ listen: config.metrics.listen, port: metricsServer.port }, `Prometheus metrics on http://${config.metrics.listen}:${metricsServer.port}/metrics`);
+  if (metricsServer)
+    log.info(
+      { listen: config.metrics.listen, port: metricsServer.port },
+      `Prometheus metrics on http://${config.metrics.listen}:${metricsServer.port}/metrics`,
+    );
   log.info({ cluster: spec.id, node: node.id, peer: peer.id, specVersion }, `nfs-ha-agent running for ${node.id} of ${spec.id} (spec version ${specVersion})`);
   await agent.recover();
   agent.run();
@@ -344,7 +358,10 @@ async function readStdin(): Promise<string> {
 const program = new Command('nfs-ha-agent').description('nfs-ha node agent').version(VERSION).showHelpAfterError();
 const configOption = new Option('-c, --config <file>', 'agent configuration').default(DEFAULT_CONFIG_PATH);
 const specOptions = (cmd: Command) =>
-  cmd.addOption(configOption).option('--spec <file>', 'cluster spec (YAML or JSON) instead of the control plane').option('--node <id>', "with --spec: this node's id");
+  cmd
+    .addOption(configOption)
+    .option('--spec <file>', 'cluster spec (YAML or JSON) instead of the control plane')
+    .option('--node <id>', "with --spec: this node's id");
 
 program.command('run').description('run the HA loop').addOption(configOption).action(run);
 program
@@ -353,6 +370,11 @@ program
   .addOption(configOption)
   .option('--json', 'machine-readable output')
   .action(status);
+program
+  .command('role')
+  .description("the running agent's role, one word (passive, fencing, activating, active, demoting; down when it does not answer)")
+  .addOption(configOption)
+  .action(role);
 specOptions(program.command('validate').description("check that this node can run the cluster's resources"))
   .option('--json', 'machine-readable output')
   .action(validate);

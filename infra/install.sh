@@ -97,7 +97,7 @@ if ((${#missing[@]})); then
   die "missing ${missing[*]}; install them with: apt-get install ${missing[*]}"
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 20)) || die "Node.js $(node --version) is too old: the agent needs 20 or later"
+((node_major >= 22)) || die "Node.js $(node --version) is too old: the agent bundle needs 22 or later (Debian 12 ships 18): install the nfs-ha-agent package, which carries its own runtime (README, \"The agent package\")"
 
 # --- transport -------------------------------------------------------------------------------
 case $CONTROL_PLANE in

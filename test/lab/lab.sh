@@ -31,7 +31,7 @@ trap cleanup EXIT
 cleanup
 
 echo "== lab: agent bundle"
-npm run --silent build >/dev/null
+npm run --silent build -- --no-package >/dev/null
 echo "== lab: guest image"
 bash test/lab/image.sh "$cache/image"
 
