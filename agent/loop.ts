@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Phase, PhaseDirection } from '../shared/events.ts';
-import type { Release } from '../shared/lease.ts';
+import type { AgentBuild, Release } from '../shared/lease.ts';
 import {
   assertTransition,
   type CycleAction,
@@ -39,6 +39,10 @@ import type { PeerStatus } from './peer.ts';
 import type { NodeResources } from './resources/index.ts';
 import type { FencingState, Resource } from './resources/resource.ts';
 import type { SelfFence } from './self-fence.ts';
+import { VERSION } from '../shared/version.ts';
+
+/** What this agent reports of itself, so that status shows a cluster of mixed versions. */
+const AGENT_BUILD: AgentBuild = { version: VERSION, runtime: process.version };
 
 export interface AgentDeps {
   spec: ClusterSpec;
@@ -119,6 +123,8 @@ export class NodeAgent {
   #promise: GivenPromise | null = null;
   /** Serving on the peer's promises, the arbiter unreachable: since when (holder side). */
   #failsafeSince: number | null = null;
+  /** The release the control plane said in its latest answer (null: none, or an older one that does not say). */
+  #controlPlaneVersion: string | null = null;
   /** When the first promise since the last committed renewal was asked for. */
   #vouchedSince: number | null = null;
   #lastRefusal = '';
@@ -238,7 +244,9 @@ export class NodeAgent {
         ...(this.#leftovers && { leftovers: true }),
         ...(this.#refused && { refused: this.#refused }),
         ...(holding && this.#failsafeSince !== null && { failsafe: { forMs: Math.round(sentAt - this.#failsafeSince), vouchedBy: this.#peerId } }),
+        ...(this.#controlPlaneVersion !== null && { agent: AGENT_BUILD }),
       });
+      this.#controlPlaneVersion = r.controlPlaneVersion ?? null;
       // An epoch granted to someone else (or left vacant) is remembered before anything is decided on it.
       if (r.lease.holder !== this.d.nodeId) await this.d.memory.record({ seen: r.lease.epoch });
       answered = true;
@@ -316,7 +324,10 @@ export class NodeAgent {
     if (!answer.accepted || !serving || this.#deadline === null || this.d.now() >= this.#deadline) {
       if (!answer.accepted && answer.reason !== this.#lastRefusal) {
         const left = this.#deadline === null ? 0 : Math.max(0, Math.round(this.#deadline - this.d.now()));
-        this.d.log.warn({ epoch, peer: this.#peerId }, `the arbiter is unreachable and ${this.#peerId} does not vouch (${answer.reason}): demoting at the deadline, in ${left} ms`);
+        this.d.log.warn(
+          { epoch, peer: this.#peerId },
+          `the arbiter is unreachable and ${this.#peerId} does not vouch (${answer.reason}): demoting at the deadline, in ${left} ms`,
+        );
       }
       if (!answer.accepted) this.#lastRefusal = answer.reason;
       return;
@@ -375,7 +386,7 @@ export class NodeAgent {
   #credentialAccepted(): void {
     if (!this.#credentialRejected) return;
     this.#credentialRejected = false;
-    this.d.log.info('the control plane accepts this node\'s credential again');
+    this.d.log.info("the control plane accepts this node's credential again");
   }
 
   #setDeadline(deadline: number | null): void {

@@ -11,6 +11,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { NODE_ROLES } from '../shared/node-role.ts';
 import type { SelfFence } from './self-fence.ts';
 import type { PeerStatus } from './peer.ts';
+import { VERSION } from '../shared/version.ts';
 
 const OWN = { registers: [] as Registry[] };
 /** Seconds: a renewal takes milliseconds; a command up to its timeout (tens of seconds). */
@@ -45,6 +46,15 @@ export class AgentMetrics {
 
   constructor(status: () => PeerStatus) {
     const gauges = [
+      new Gauge({
+        ...OWN,
+        name: 'nfsha_agent_build_info',
+        help: "Always 1: this agent's release and the Node runtime it runs on (a cluster of mixed versions shows two)",
+        labelNames: ['version', 'runtime'],
+        collect() {
+          this.set({ version: VERSION, runtime: process.version }, 1);
+        },
+      }),
       new Gauge({
         ...OWN,
         name: 'nfsha_agent_role',

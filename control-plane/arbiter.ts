@@ -335,7 +335,8 @@ export class Arbiter {
     this.#heardAt.set(`${clusterId}/${node}`, now);
     if (this.#heardAt.size > MAX_SNAPSHOTS * 2) this.#heardAt.delete(this.#heardAt.keys().next().value!);
     const refused = hb.refused && `epoch ${hb.refused.epoch}: ${hb.refused.reason}`;
-    const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}/${hb.unfit ?? ''}/${refused ?? ''}`;
+    const agent = hb.agent;
+    const key = `${hb.role}/${hb.epoch}/${hb.peer?.reachable ?? '-'}/${directive.action}/${hb.unfit ?? ''}/${refused ?? ''}/${agent?.version ?? ''}/${agent?.runtime ?? ''}`;
     const id = `${clusterId}/${node}`;
     const last = this.#statusWritten.get(id);
     if (last && last.key === key && now - last.at < NODE_STATUS_REFRESH_MS) return;
@@ -350,6 +351,7 @@ export class Arbiter {
         lastDirective: directive.action,
         ...(hb.unfit !== undefined && { unfit: hb.unfit }),
         ...(refused && { refused }),
+        ...(agent && { agent }),
       });
       if (hb.unfit !== undefined && last?.key !== key) this.log.error({ clusterId, node, unfit: hb.unfit }, `${node} refuses to run ${clusterId}: ${hb.unfit}`);
       if (refused && last?.key !== key) this.log.warn({ clusterId, node, refused: hb.refused }, `${node} refuses ${refused}`);

@@ -26,7 +26,7 @@ import { type ClusterSpec, specDiff } from '../shared/spec.ts';
 import { specFromText } from '../shared/spec-file.ts';
 import { EVENT_TYPES, eventMatches } from '../shared/events.ts';
 import { detectionWindowMs } from '../shared/timing.ts';
-import { VERSION } from '../shared/version.ts';
+import { VERSION, versionWarning } from '../shared/version.ts';
 import { WEBHOOK_TYPES, WebhookCreateSchema } from '../shared/webhooks.ts';
 
 class CliError extends Error {}
@@ -141,7 +141,7 @@ function statusTable(s: ClusterStatus): string {
             : ''
         }`
       : `cluster ${s.clusterId}   epoch ${l.epoch}   ${l.state === 'held' ? 'active' : l.state}: ${l.holder} (renewed ${ago(l.renewedAgoMs)}, ${l.expiresInMs >= 0 ? `expires in ${(l.expiresInMs / 1000).toFixed(1)} s` : `lapsed ${(-l.expiresInMs / 1000).toFixed(1)} s ago`})`;
-  const rows = [['NODE', 'ROLE', 'EPOCH', 'LAST HEARTBEAT', 'SEES PEER', 'RESERVATION KEY', 'RESOURCES']];
+  const rows = [['NODE', 'ROLE', 'EPOCH', 'LAST HEARTBEAT', 'SEES PEER', 'RESERVATION KEY', 'AGENT', 'RESOURCES']];
   for (const n of s.nodes) {
     const states = Object.entries(n.resources);
     const unusual = states.filter(([, state]) => state !== 'running');
@@ -152,6 +152,7 @@ function statusTable(s: ClusterStatus): string {
       ago(n.lastHeartbeatAgoMs),
       n.peerReachable === null ? '-' : n.peerReachable ? 'yes' : 'NO',
       n.reservationKey,
+      n.agent?.version ?? '-',
       states.length === 0 ? '-' : unusual.length === 0 ? `${states.length} running` : unusual.map(([r, state]) => `${r} ${state.toUpperCase()}`).join(', '),
     ]);
   }
@@ -165,6 +166,10 @@ function statusTable(s: ClusterStatus): string {
       ? `FAILSAFE since ${l.failsafe.since}: ${l.failsafe.serving} serves without the arbiter (unreachable from ${l.failsafe.unreachableFrom.join(', ')}), vouched for by ${l.failsafe.vouchedBy}`
       : '',
     ...s.nodes.flatMap((n) => [n.unfit ? `${n.id} REFUSES this cluster: ${n.unfit}` : '', n.refused ? `${n.id} refuses ${n.refused}` : '']),
+    versionWarning(
+      s.controlPlaneVersion,
+      s.nodes.map((n) => ({ node: n.id, version: n.agent?.version ?? null })),
+    ) ?? '',
     s.maintenance ? 'MAINTENANCE MODE: no restarts, releases or takeovers' : '',
     s.standby.length > 0 ? `standby: ${s.standby.join(', ')}` : '',
     s.switchover ? `switchover to ${s.switchover.to} requested at ${s.switchover.requestedAt}` : '',
@@ -298,9 +303,20 @@ function overviewTable(all: ClusterStatus[]): string {
       s.switchover ? `switchover to ${s.switchover.to}` : '',
       s.standby.length ? `standby ${s.standby.join(',')}` : '',
       s.lease.fencing && !s.lease.fencing.confirmedAt && s.lease.holder ? 'fencing not confirmed' : '',
-      ...s.nodes.flatMap((n) => Object.entries(n.resources).filter(([, st]) => st !== 'running' && n.isHolder).map(([r, st]) => `${r} ${st}`)),
+      ...s.nodes.flatMap((n) =>
+        Object.entries(n.resources)
+          .filter(([, st]) => st !== 'running' && n.isHolder)
+          .map(([r, st]) => `${r} ${st}`),
+      ),
     ].filter(Boolean);
-    rows.push([s.clusterId, s.lease.holder ?? '-', String(s.lease.epoch), s.lease.state === 'held' ? 'active' : s.lease.state.toUpperCase(), nodes, notes.join(', ') || '-']);
+    rows.push([
+      s.clusterId,
+      s.lease.holder ?? '-',
+      String(s.lease.epoch),
+      s.lease.state === 'held' ? 'active' : s.lease.state.toUpperCase(),
+      nodes,
+      notes.join(', ') || '-',
+    ]);
   }
   return columns(rows);
 }
@@ -378,7 +394,8 @@ program
   .option('-f, --follow', 'keep streaming new events (WebSocket; Ctrl-C to stop)')
   .action(async (cluster: string, o: { limit: string; since?: string; cursor?: string; type?: string[]; node?: string; epoch?: string; follow?: boolean }) => {
     const limit = Number(o.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > EVENTS_MAX) throw new CliError(`--limit takes a whole number from 1 to ${EVENTS_MAX}, not "${o.limit}"`);
+    if (!Number.isInteger(limit) || limit < 1 || limit > EVENTS_MAX)
+      throw new CliError(`--limit takes a whole number from 1 to ${EVENTS_MAX}, not "${o.limit}"`);
     const filter = { ...(o.type && { type: o.type.join(',') }), ...(o.node && { node: o.node }), ...(o.epoch && { epoch: o.epoch }) };
     const path = `/v1/clusters/${encodeURIComponent(cluster)}/events`;
     const since = o.since === undefined ? undefined : sinceTime(o.since);
@@ -442,7 +459,9 @@ program
     if (state === undefined) {
       const s = await api<ClusterStatus>(g(), 'GET', `/v1/clusters/${encodeURIComponent(cluster)}/status`);
       return out(g(), { clusterId: cluster, maintenance: s.maintenance }, () =>
-        s.maintenance ? `maintenance mode is ON for ${cluster}: no restarts, releases or takeovers (nfs-ha maintenance ${cluster} off to end it)` : `maintenance mode is off for ${cluster}`,
+        s.maintenance
+          ? `maintenance mode is ON for ${cluster}: no restarts, releases or takeovers (nfs-ha maintenance ${cluster} off to end it)`
+          : `maintenance mode is off for ${cluster}`,
       );
     }
     if (state !== 'on' && state !== 'off') throw new CliError(`maintenance takes "on" or "off", not "${state}"`);
@@ -490,11 +509,12 @@ program
     const r = await api<{ name: string; entries: number; bytes: number; takenAt: string; path: string }>(g(), 'POST', '/v1/backups');
     if (o.out) {
       const { url, key } = await connection(g());
-      const res = await fetch(`${url}/v1/backups/${r.name}`, { headers: { ...(key && { authorization: `Bearer ${key}` }) }, signal: AbortSignal.timeout(120_000) }).catch(
-        (err: Error) => {
-          throw new CliError(`cannot download ${r.name}: ${err.message}`);
-        },
-      );
+      const res = await fetch(`${url}/v1/backups/${r.name}`, {
+        headers: { ...(key && { authorization: `Bearer ${key}` }) },
+        signal: AbortSignal.timeout(120_000),
+      }).catch((err: Error) => {
+        throw new CliError(`cannot download ${r.name}: ${err.message}`);
+      });
       if (!res.ok || !res.body) throw new CliError(`cannot download ${r.name}: HTTP ${res.status}`);
       await writeFile(o.out, Buffer.from(await res.arrayBuffer()), { mode: 0o600, flag: 'wx' }).catch((err: Error) => {
         throw new CliError(`cannot write ${o.out}: ${err.message}`);

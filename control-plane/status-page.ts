@@ -130,9 +130,10 @@ function render(id) {
       $('td', {}, n.lastHeartbeatAgoMs === null ? 'never' : secs(n.lastHeartbeatAgoMs) + ' ago'),
       $('td', { class: 'wide' }, n.peerReachable === null ? '—' : n.peerReachable ? 'yes' : 'NO'),
       $('td', {}, res.length === 0 ? '—' : bad.length === 0 ? res.length + ' running' : bad.map(([r, st]) => r + ' ' + st.toUpperCase()).join(', ')),
-      $('td', { class: 'wide muted' }, n.reservationKey));
+      $('td', { class: 'wide muted' }, n.reservationKey),
+      $('td', { class: 'wide muted' }, n.agent ? n.agent.version : '—'));
   });
-  const table = $('table', {}, $('tr', {}, ...['node', 'role', 'heard', 'sees peer', 'resources', 'reservation key'].map((h, i) => $('th', i === 3 || i === 5 ? { class: 'wide' } : {}, h))), ...rows);
+  const table = $('table', {}, $('tr', {}, ...['node', 'role', 'heard', 'sees peer', 'resources', 'reservation key', 'agent'].map((h, i) => $('th', i === 3 || i >= 5 ? { class: 'wide' } : {}, h))), ...rows);
   const t = takeover(events);
   const lease = s.lease.holder === null ? 'no holder' : s.lease.expiresInMs >= 0 ? 'renewed ' + secs(s.lease.renewedAgoMs) + ' ago, expires in ' + secs(s.lease.expiresInMs) : 'lapsed ' + secs(-s.lease.expiresInMs) + ' ago';
   const parts = [title, $('div', { class: 'muted' }, lease + (s.lease.failsafe ? '; serving on ' + s.lease.failsafe.vouchedBy + "'s promise since " + s.lease.failsafe.since : '')), table];

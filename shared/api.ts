@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { EventSchema, ResourceState } from './events.ts';
-import { AgentRole, DirectiveSchema, FencingDecisionSchema, LeaseSchema } from './lease.ts';
+import { AgentBuildSchema, AgentRole, DirectiveSchema, FencingDecisionSchema, LeaseSchema } from './lease.ts';
 import { ClusterId, NodeId } from './names.ts';
 import { ReservationKey } from './reservation-key.ts';
 import { ClusterSpecSchema } from './spec.ts';
@@ -19,6 +19,11 @@ export const HeartbeatResponseSchema = z.object({
     maintenance: z.boolean().default(false).describe('Maintenance mode: keep renewing; do not restart, release or take over'),
   }),
   directive: DirectiveSchema,
+  controlPlaneVersion: z
+    .string()
+    .max(64)
+    .optional()
+    .describe("The control plane's release: an agent reports its own version (heartbeat.agent) only to a control plane that says this"),
 });
 export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
 
@@ -57,6 +62,7 @@ export const NodeStatusViewSchema = z.object({
     .nullable()
     .default(null)
     .describe('The epoch the node will not act under (one it has seen or left) and why, as it last said; it is given a new one'),
+  agent: AgentBuildSchema.nullable().default(null).describe("The node agent's release and Node runtime, as it last said (null: not reported yet)"),
   resources: z
     .record(z.string(), ResourceState)
     .describe("Each resource's state as this node last reported it since the current grant (empty: nothing reported)"),
@@ -64,6 +70,7 @@ export const NodeStatusViewSchema = z.object({
 
 export const ClusterStatusSchema = z.object({
   clusterId: ClusterId,
+  controlPlaneVersion: z.string().describe('This control plane\'s release: agents may be older, never newer (README, "Versions and rolling upgrades")'),
   specVersion: z.number().int(),
   maintenance: z.boolean().describe('Maintenance mode: agents do not restart, release or take over'),
   standby: z.array(NodeId).describe('Nodes that may not hold the lease'),

@@ -84,9 +84,7 @@ export const LeaseSchema = z.object({
     })
     .nullable()
     .default(null)
-    .describe(
-      "Vacated because the store went back, or its holder refused an epoch it had left: for a lease's time only a node still serving may take it",
-    ),
+    .describe("Vacated because the store went back, or its holder refused an epoch it had left: for a lease's time only a node still serving may take it"),
   failsafe: z
     .object({
       since: z.number().int().describe('Control-plane time the arbiter learnt of it'),
@@ -95,11 +93,20 @@ export const LeaseSchema = z.object({
     })
     .nullable()
     .default(null)
-    .describe('The holder serves on its peer\'s promise while the arbiter cannot reach it'),
+    .describe("The holder serves on its peer's promise while the arbiter cannot reach it"),
   terms: LeaseTermsSchema,
   outbox: z.array(EventSchema).describe('Events decided with this lease state, not yet written as event items'),
 });
 export type Lease = z.infer<typeof LeaseSchema>;
+
+/** What a program is: its release (package.json) and the Node runtime it runs on. */
+export const AgentBuildSchema = z
+  .object({
+    version: z.string().regex(/^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]{1,40})?$/, 'a semantic version'),
+    runtime: z.string().regex(/^v\d+\.\d+\.\d+$/, 'a Node version such as v24.22.3'),
+  })
+  .strict();
+export type AgentBuild = z.infer<typeof AgentBuildSchema>;
 
 /** Role an agent reports for itself. */
 export const AgentRole = z.enum(['passive', 'activating', 'active', 'demoting']);
@@ -144,14 +151,22 @@ export const HeartbeatSchema = z
       .strict()
       .optional()
       .describe('This node promised its peer not to take the lease (failsafe): the arbiter never grants it the lease meanwhile'),
+    agent: AgentBuildSchema.optional().describe(
+      'The release and Node runtime this agent runs. Sent only to a control plane that has said its own version (controlPlaneVersion): an older one refuses unknown fields',
+    ),
     failsafe: z
       .object({
-        forMs: z.number().int().nonnegative().max(365 * 86_400_000).describe('How long it has served on promises without reaching the arbiter'),
+        forMs: z
+          .number()
+          .int()
+          .nonnegative()
+          .max(365 * 86_400_000)
+          .describe('How long it has served on promises without reaching the arbiter'),
         vouchedBy: NodeId,
       })
       .strict()
       .optional()
-      .describe('The holder served on its peer\'s promise because it could not reach the arbiter'),
+      .describe("The holder served on its peer's promise because it could not reach the arbiter"),
   })
   .strict();
 export type Heartbeat = z.infer<typeof HeartbeatSchema>;
@@ -379,7 +394,11 @@ function failsafeRenewed(lease: Lease, hb: Heartbeat, now: number): ClusterEvent
   const peer = lease.terms.nodes[peerIndex(lease.terms, lease.holder)];
   const told = { since: now - hb.failsafe.forMs, vouchedBy: hb.failsafe.vouchedBy };
   return [
-    operatorEvent(lease, told.since, { type: 'failsafe.entered', node: lease.holder, data: { vouchedBy: told.vouchedBy, unreachableFrom: [lease.holder, peer] } }),
+    operatorEvent(lease, told.since, {
+      type: 'failsafe.entered',
+      node: lease.holder,
+      data: { vouchedBy: told.vouchedBy, unreachableFrom: [lease.holder, peer] },
+    }),
     ...failsafeLeft(lease, now, 'renewed', told),
   ];
 }
@@ -484,10 +503,17 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
       // would have moved the lease on): everything there is to know is known, no need to wait.
       const bothHeard = node !== lease.holdoff.by && hb.role === 'passive';
       if (!lapsed && !bothHeard) {
-        const why = lease.holdoff.reason === 'store-regressed' ? `the store went back (found by ${lease.holdoff.by})` : `${lease.holdoff.by} refused epoch ${lease.holdoff.storeEpoch}`;
+        const why =
+          lease.holdoff.reason === 'store-regressed'
+            ? `the store went back (found by ${lease.holdoff.by})`
+            : `${lease.holdoff.by} refused epoch ${lease.holdoff.storeEpoch}`;
         return {
           next: null,
-          directive: followerDirective(lease, hb, `${why}; waiting ${terms.leaseTtlMs + terms.skewAllowanceMs - quietMs} ms more for a node still serving to report`),
+          directive: followerDirective(
+            lease,
+            hb,
+            `${why}; waiting ${terms.leaseTtlMs + terms.skewAllowanceMs - quietMs} ms more for a node still serving to report`,
+          ),
         };
       }
       return grant(lease, node, hb, now, lease.holdoff.reason);

@@ -5,6 +5,7 @@
  */
 import { createRoute } from '@hono/zod-openapi';
 import { HeartbeatResponseSchema, LeaseAckSchema } from '../../shared/api.ts';
+import { VERSION } from '../../shared/version.ts';
 import { EventSchema } from '../../shared/events.ts';
 import { FencingReportSchema, HeartbeatSchema, PhaseReportSchema, ReleaseSchema } from '../../shared/lease.ts';
 import type { Arbiter } from '../arbiter.ts';
@@ -35,6 +36,7 @@ export function agentRouter(arbiter: Arbiter) {
           {
             lease: { holder, epoch, ttlMs: terms.leaseTtlMs, renewed: o.renewed, specVersion: terms.specVersion, maintenance: o.lease.maintenance },
             directive: o.directive,
+            controlPlaneVersion: VERSION,
           },
           200,
         );

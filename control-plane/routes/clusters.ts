@@ -8,6 +8,7 @@ import { leaseState, leaseTerms, nodesChanged } from '../../shared/lease.ts';
 import { NodeId } from '../../shared/names.ts';
 import { ClusterSpecSchema, specDiff } from '../../shared/spec.ts';
 import { maxWatchdogTimeoutMs } from '../../shared/timing.ts';
+import { VERSION } from '../../shared/version.ts';
 import { type Arbiter, NODE_DOWN_AFTER_MS } from '../arbiter.ts';
 import type { Credentials } from '../auth.ts';
 import type { Clock } from '../clock.ts';
@@ -74,6 +75,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     const now = clock.now();
     return {
       clusterId,
+      controlPlaneVersion: VERSION,
       specVersion: record.specVersion,
       maintenance: lease.maintenance,
       standby: lease.standby,
@@ -110,6 +112,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
           lastDirective: s?.lastDirective ?? null,
           unfit: s?.unfit ?? null,
           refused: s?.refused ?? null,
+          agent: s?.agent ?? null,
           resources: resourceStates(recent, id),
         };
       }),
@@ -299,7 +302,11 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         if (!target) throw new ApiError(404, 'node_not_found', `"${to}" is not a node of cluster ${clusterId}`);
         // With nothing active, that is the answer (the arbiter's), whatever the target's state.
         const active = s.lease.holder !== null && s.lease.state === 'held';
-        if (active && !target.isHolder && (target.role !== 'passive' || target.lastHeartbeatAgoMs === null || target.lastHeartbeatAgoMs > SWITCHOVER_TARGET_SEEN_MS)) {
+        if (
+          active &&
+          !target.isHolder &&
+          (target.role !== 'passive' || target.lastHeartbeatAgoMs === null || target.lastHeartbeatAgoMs > SWITCHOVER_TARGET_SEEN_MS)
+        ) {
           throw new ApiError(
             409,
             'target_not_ready',
@@ -369,7 +376,10 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
               .describe(`Only these types, comma-separated (${EVENT_TYPES.join(', ')})`),
             node: NodeId.optional().describe('Only events of this node'),
             epoch: z.coerce.number().int().nonnegative().optional().describe('Only events of this epoch'),
-            order: z.enum(['oldest', 'newest']).default('oldest').describe('oldest: oldest first, the cursor pages forward; newest: newest first, the cursor pages back'),
+            order: z
+              .enum(['oldest', 'newest'])
+              .default('oldest')
+              .describe('oldest: oldest first, the cursor pages forward; newest: newest first, the cursor pages back'),
             since: z.iso.datetime({ offset: true }).optional().describe('Only events at or after this time (ISO 8601)'),
           }),
         },
@@ -381,10 +391,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
         const { type, node, epoch, order, since, ...page } = c.req.valid('query');
         const filter = { types: type, node, epoch };
         const query = { ...page, types: type, newestFirst: order === 'newest', fromAt: since === undefined ? undefined : Date.parse(since) };
-        return c.json(
-          await filteredEvents(store, clusterId, query, type || node || epoch !== undefined ? (e) => eventMatches(e, filter) : null),
-          200,
-        );
+        return c.json(await filteredEvents(store, clusterId, query, type || node || epoch !== undefined ? (e) => eventMatches(e, filter) : null), 200);
       },
     )
     .openapi(

@@ -20,7 +20,7 @@
  */
 import type { OperatorRole, SecretKind } from '../../shared/credentials.ts';
 import type { ClusterEvent } from '../../shared/events.ts';
-import type { AgentRole, Lease } from '../../shared/lease.ts';
+import type { AgentBuild, AgentRole, Lease } from '../../shared/lease.ts';
 import type { Attempt, DeliveryStatus, WebhookType } from '../../shared/webhooks.ts';
 import type { ClusterSpec } from '../../shared/spec.ts';
 
@@ -48,6 +48,8 @@ export interface NodeStatus {
   unfit?: string | undefined;
   /** The epoch the node refuses to act under and why, as it last said (absent: it refuses none). */
   refused?: string | undefined;
+  /** The agent's release and runtime, as it last said (absent: not reported yet). */
+  agent?: AgentBuild | undefined;
   /** Set by the sweep when the node has been silent too long (a node.down event); a heartbeat clears it. */
   downAt?: number | undefined;
 }

@@ -60,7 +60,10 @@ describe('nfs-ha CLI', () => {
     assert.equal(JSON.parse((await cli(['clusters', '--json'])).stdout).clusters[0].specVersion, 1);
     const applied = await cli(['apply', '-f', file]);
     assert.equal(applied.code, 0, applied.stderr);
-    assert.match(applied.stdout, /updated cluster cli-prod to spec version 2:\n {2}nfs\.exports\[1\]\.fsid: 102 → 103\n.*the passive agent restarts to take the rest/);
+    assert.match(
+      applied.stdout,
+      /updated cluster cli-prod to spec version 2:\n {2}nfs\.exports\[1\]\.fsid: 102 → 103\n.*the passive agent restarts to take the rest/,
+    );
     assert.match((await cli(['apply', '-f', file])).stdout, /already matches/);
     const renamed = (await readFile(file, 'utf8')).replaceAll('node-b', 'node-c');
     await writeFile(join(dir, 'renamed.yaml'), renamed);
@@ -76,7 +79,7 @@ describe('nfs-ha CLI', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^cluster cli-prod {3}epoch 1 {3}fencing: node-a/m);
     assert.match(r.stdout, /^node-a \*\s+passive\s+0\s/m);
-    assert.match(r.stdout, /^node-b\s+passive\s+0\s+\S+ s ago\s+yes\s+0x[0-9a-f]{16}\s+-$/m);
+    assert.match(r.stdout, /^node-b\s+passive\s+0\s+\S+ s ago\s+yes\s+0x[0-9a-f]{16}\s+-\s+-$/m);
     assert.match(r.stdout, /fencing: epoch 1 \(cold-start\), NOT YET CONFIRMED/);
     const json = JSON.parse((await cli(['status', 'cli-prod', '--json'])).stdout);
     assert.equal(json.lease.holder, 'node-a');
@@ -129,7 +132,10 @@ describe('nfs-ha CLI', () => {
     assert.match(refused.stderr, /^nfs-ha: invalid_credential: .*; the key from --key was refused/m);
     // A port nothing listens on (fetch refuses some low ports outright, such as 9).
     const unreachable = await cli(['clusters', '--url', 'http://127.0.0.1:65531']);
-    assert.match(unreachable.stderr, /^nfs-ha: cannot reach the control plane at http:\/\/127\.0\.0\.1:65531 \(from --url\): .*ECONNREFUSED.*; set it with --url, NFSHA_URL or "url" in /m);
+    assert.match(
+      unreachable.stderr,
+      /^nfs-ha: cannot reach the control plane at http:\/\/127\.0\.0\.1:65531 \(from --url\): .*ECONNREFUSED.*; set it with --url, NFSHA_URL or "url" in /m,
+    );
     assert.match((await cli(['events', 'cli-prod'])).stdout, /lease\.granted\s+node-a/);
   });
 
@@ -237,6 +243,31 @@ describe('nfs-ha CLI', () => {
     }
   });
 
+  it("status: each node's agent release, and a warning when the versions differ or an agent is newer than the control plane", async () => {
+    const id = 'cli-versions';
+    await h.clusterHeldByNodeA(id);
+    const { version } = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string };
+    const report = async (node: string, v: string) => {
+      const r = await h.call('POST', `/v1/clusters/${id}/nodes/${node}/heartbeat`, { ...hb('passive'), agent: { version: v, runtime: 'v24.22.3' } });
+      assert.equal(r.body.controlPlaneVersion, version, 'the answer says the control plane release');
+    };
+    await report('node-a', version);
+    await report('node-b', version);
+    const same = await cli(['status', id]);
+    assert.match(same.stdout, new RegExp(`^node-b\\s+passive\\s+0\\s+.*0x[0-9a-f]{16}\\s+${version.replaceAll('.', '\\.')}\\s+-$`, 'm'));
+    assert.doesNotMatch(same.stdout, /mixed versions|NEWER/);
+    const json = JSON.parse((await cli(['status', id, '--json'])).stdout) as { controlPlaneVersion: string; nodes: { agent: unknown }[] };
+    assert.equal(json.controlPlaneVersion, version);
+    assert.deepEqual(json.nodes[1]!.agent, { version, runtime: 'v24.22.3' });
+    await report('node-b', '0.0.1');
+    assert.match(
+      (await cli(['status', id])).stdout,
+      new RegExp(`^mixed versions \\(node-a ${version}, node-b 0\\.0\\.1, control plane ${version}\\): a rolling upgrade not finished$`, 'm'),
+    );
+    await report('node-b', '999.0.0');
+    assert.match((await cli(['status', id])).stdout, /^AGENT NEWER THAN THE CONTROL PLANE \(.*node-b 999\.0\.0.*\): upgrade the control plane first/m);
+  });
+
   it('status without a cluster: every cluster in one table; --version', async () => {
     await h.clusterHeldByNodeA('cli-other');
     const r = await cli(['status']);
@@ -260,22 +291,38 @@ describe('nfs-ha CLI', () => {
     }
     const all = (JSON.parse((await cli(['events', id, '--limit', '100', '--json'])).stdout) as { events: { type: string; at: number }[] }).events;
     assert.equal(all.filter((e) => e.type === 'maintenance.changed').length, 6);
-    assert.deepEqual(all.map((e) => e.at), [...all.map((e) => e.at)].sort((a, b) => a - b), 'oldest first');
+    assert.deepEqual(
+      all.map((e) => e.at),
+      [...all.map((e) => e.at)].sort((a, b) => a - b),
+      'oldest first',
+    );
     const newest = await cli(['events', id, '--limit', '3']);
     assert.equal(newest.code, 0, newest.stderr);
     const lines = newest.stdout.trim().split('\n');
     assert.equal(lines.length, 3);
-    assert.deepEqual(lines.map((l) => l.slice(0, 24)), all.slice(-3).map((e) => new Date(e.at).toISOString()));
+    assert.deepEqual(
+      lines.map((l) => l.slice(0, 24)),
+      all.slice(-3).map((e) => new Date(e.at).toISOString()),
+    );
     const more = /^\(more older events: (nfs-ha events cli-events --cursor (\S+))\)$/m.exec(newest.stderr);
     assert.ok(more, newest.stderr);
     const older = await cli(['events', id, '--limit', '3', '--cursor', more[2]!]);
-    assert.deepEqual(older.stdout.trim().split('\n').map((l) => l.slice(0, 24)), all.slice(-6, -3).map((e) => new Date(e.at).toISOString()));
+    assert.deepEqual(
+      older.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.slice(0, 24)),
+      all.slice(-6, -3).map((e) => new Date(e.at).toISOString()),
+    );
     const since = await cli(['events', id, '--since', new Date(all.at(-2)!.at).toISOString()]);
     assert.equal(since.stdout.trim().split('\n').length, 2);
     assert.equal(since.stderr, '');
     const limit = await cli(['events', id, '--limit', '0']);
     assert.deepEqual([limit.code, limit.stderr.trim()], [1, 'nfs-ha: --limit takes a whole number from 1 to 10000, not "0"']);
-    assert.match((await cli(['events', id, '--type', 'lease.granted,bogus'])).stderr, /^nfs-ha: unknown event type "bogus"; known: cluster\.created, lease\.granted, /);
+    assert.match(
+      (await cli(['events', id, '--type', 'lease.granted,bogus'])).stderr,
+      /^nfs-ha: unknown event type "bogus"; known: cluster\.created, lease\.granted, /,
+    );
     assert.match((await cli(['events', id, '--type', 'lease.granted', '--type', 'cluster.created'])).stdout, /cluster\.created[\s\S]*lease\.granted/);
   });
 

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
-import { type Directive, type FencingReport, type Heartbeat, type PhaseReport, PhaseReportSchema, type Release } from '../../shared/lease.ts';
+import { type Directive, type FencingReport, type Heartbeat, HeartbeatSchema, type PhaseReport, PhaseReportSchema, type Release } from '../../shared/lease.ts';
+import { VERSION } from '../../shared/version.ts';
 import type { PromiseAnswer } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { activeDeadline } from '../../shared/timing.ts';
@@ -84,7 +85,30 @@ describe('agent loop', () => {
       'start exports',
       'start floating-ip',
     ]);
-    assert.deepEqual(cp.sent.at(-1), { role: 'activating', epoch: 2, known: { seen: 2, acted: 2 } }, 'reports itself activating under the epoch while fencing, and its memory');
+    assert.deepEqual(
+      cp.sent.at(-1),
+      { role: 'activating', epoch: 2, known: { seen: 2, acted: 2 } },
+      'reports itself activating under the epoch while fencing, and its memory',
+    );
+  });
+
+  it('reports its release and runtime only to a control plane that says its own version (an older one refuses unknown fields)', async () => {
+    const { cp, step } = await agentFor();
+    const passive = answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a');
+    const told = (answers: HeartbeatResponse[]) => answers.map((a) => ({ ...a, controlPlaneVersion: '0.1.0' }));
+    const sent = async (answers: HeartbeatResponse[]) => {
+      cp.answers = answers;
+      now += 500;
+      await step();
+      return cp.sent.at(-1)!;
+    };
+    assert.equal((await sent([passive])).agent, undefined, 'nothing known of the control plane yet');
+    assert.equal((await sent(told([passive]))).agent, undefined, 'the answer without a version said nothing');
+    assert.deepEqual((await sent(told([passive]))).agent, { version: VERSION, runtime: process.version });
+    assert.ok(HeartbeatSchema.safeParse(cp.sent.at(-1)).success, 'the API accepts it');
+    // A control plane rolled back to a release that does not say its version: the agent stops sending it.
+    await sent([passive]);
+    assert.equal((await sent([passive])).agent, undefined);
   });
 
   it("phase reports carry ids that sort in the order they were made, as the API's schema accepts", async () => {
@@ -552,7 +576,10 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
   });
 
   it('without a promise (refused, or no answer) it demotes at its lease deadline, as without failsafe', async () => {
-    for (const promise of [async (): Promise<PromiseAnswer> => ({ accepted: false, reason: 'this node is active' }), () => Promise.reject(new Error('timed out'))]) {
+    for (const promise of [
+      async (): Promise<PromiseAnswer> => ({ accepted: false, reason: 'this node is active' }),
+      () => Promise.reject(new Error('timed out')),
+    ]) {
       journal.length = 0;
       const t = await withPeer(promise);
       await activeUnderEpoch2(t);
@@ -625,6 +652,7 @@ describe("the agent's metrics", () => {
     let text = await metrics.registry.metrics();
     assert.equal(sample(text, 'nfsha_agent_role', { role: 'active' }), 1);
     assert.equal(sample(text, 'nfsha_agent_role', { role: 'passive' }), 0);
+    assert.equal(sample(text, 'nfsha_agent_build_info', { version: VERSION, runtime: process.version }), 1);
     assert.equal(sample(text, 'nfsha_agent_epoch'), 2);
     assert.equal(sample(text, 'nfsha_agent_deadline_margin_seconds', { epoch: '2' }), Math.round(activeDeadline(sentAt, spec.timing) - now) / 1000);
     // The grant answered a passive's heartbeat; the activating and the active ones renewed.
