@@ -12,9 +12,11 @@
 import { spawnSync } from 'node:child_process';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
+import { z } from 'zod';
 import { pino, type Logger } from 'pino';
 import { reservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec, NodeSpec } from '../shared/spec.ts';
+import { EnrolmentSchema } from '../shared/api.ts';
 import { watchdogProblem } from '../shared/timing.ts';
 import { specFromText } from '../shared/spec-file.ts';
 import { VERSION } from '../shared/version.ts';
@@ -349,6 +351,55 @@ async function setSecret(which: 'credential' | 'peer', options: { config: string
   }
 }
 
+interface ConfigureOptions {
+  config: string;
+  controlPlane: string;
+  insecure?: boolean;
+  enrolled?: string;
+  device?: string[];
+  vg?: string;
+  mountPrefix?: string;
+}
+
+/**
+ * The installer's last step before it starts the agent: new values over the node's agent.json —
+ * the control plane's URL, the credential and peer secret from the enrolment exchange, the
+ * allowed set — checked whole against the schema the agent runs with, written 0600 atomically.
+ * Whatever else the file holds (timing overrides, the metrics listener) is kept.
+ */
+async function configure(options: ConfigureOptions) {
+  const raw = (await readFile(options.config, 'utf8').then(
+    (text) => JSON.parse(text) as Record<string, any>,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return {};
+      throw new UsageError(`cannot read ${options.config}: ${err.message}`);
+    },
+  )) as Record<string, any>;
+  raw.controlPlane = { ...raw.controlPlane, url: options.controlPlane };
+  if (options.insecure) raw.controlPlane.insecure = true;
+  if (options.enrolled) {
+    const parsed = EnrolmentSchema.safeParse(JSON.parse(await readFile(options.enrolled, 'utf8')));
+    if (!parsed.success) throw new UsageError(`${options.enrolled} is not the enrolment exchange's answer: ${z.prettifyError(parsed.error)}`);
+    const r = parsed.data;
+    if (!r.peerToken) throw new UsageError('the control plane gave no peer token');
+    raw.controlPlane.token = r.credential;
+    Object.assign(raw, { clusterId: r.clusterId, nodeId: r.node });
+    raw.peer = { ...raw.peer, token: r.peerToken };
+    if (r.previousPeerToken) raw.peer.previousToken = r.previousPeerToken;
+    else delete raw.peer.previousToken;
+    console.error(`nfs-ha-agent: enrolled as ${r.node} of cluster ${r.clusterId}`);
+  }
+  if (options.device?.length || options.vg || options.mountPrefix) {
+    if (!options.device?.length || !options.vg || !options.mountPrefix)
+      throw new UsageError('give the whole allowed set: --device (each), --vg and --mount-prefix');
+    raw.allowed = { devices: options.device, volumeGroup: options.vg, mountPrefix: options.mountPrefix };
+  }
+  const checked = AgentConfigSchema.safeParse(raw);
+  if (!checked.success) throw new UsageError(`the resulting ${options.config} would not be valid: ${z.prettifyError(checked.error)}`);
+  await writeFile(`${options.config}.new`, `${JSON.stringify(raw, null, 2)}\n`, { mode: 0o600 });
+  await rename(`${options.config}.new`, options.config);
+}
+
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
@@ -370,6 +421,17 @@ program
   .addOption(configOption)
   .option('--json', 'machine-readable output')
   .action(status);
+program
+  .command('configure')
+  .description("write this node's agent.json from the enrolment exchange and the allowed set (the installer runs it)")
+  .addOption(configOption)
+  .requiredOption('--control-plane <url>', "the control plane's URL")
+  .option('--insecure', 'allow a plain-HTTP control plane (a lab)')
+  .option('--enrolled <file>', "the enrolment exchange's answer (JSON)")
+  .option('--device <path...>', 'a shared device this node lets the cluster use (repeat)')
+  .option('--vg <name>', 'the volume group the cluster may activate here')
+  .option('--mount-prefix <path>', 'the shared filesystem must be mounted at or below it')
+  .action(configure);
 program
   .command('role')
   .description("the running agent's role, one word (passive, fencing, activating, active, demoting; down when it does not answer)")

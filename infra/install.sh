@@ -10,10 +10,11 @@
 # Checks the OS and the node tools; shows what this node will let the cluster touch (the
 # devices, the VG, the mount prefix: decided here, never by the spec the control plane serves)
 # and asks to confirm (--yes when there is no terminal); exchanges the one-time enrolment token
-# for this node's credential; downloads the agent and verifies it against the checksum the
-# operator gave (--sha256) or, failing that, the one it was served with; writes
-# /etc/nfs-ha/agent.json (0600), installs the systemd unit, runs the agent's own preflight and
-# starts the agent. Run it again to refresh a node: it keeps the credential and the allowed set,
+# for this node's credential; then uses the agent package when the node has it (or --package
+# FILE installs it: the agent with its own runtime, no Node needed) or else downloads the agent
+# bundle for the node's Node (22 or later) and verifies it against the checksum the operator gave
+# (--sha256) or, failing that, the one it was served with; has the agent write
+# /etc/nfs-ha/agent.json (0600), runs the agent's own preflight and starts the agent. Run it again to refresh a node: it keeps the credential and the allowed set,
 # and never moves the service — a running agent that serves is reloaded, not restarted.
 set -euo pipefail
 
@@ -23,6 +24,8 @@ BUNDLE_SHA256='@@BUNDLE_SHA256@@'
 ROOT=${NFSHA_INSTALL_ROOT:-}
 CONFIG=$ROOT/etc/nfs-ha/agent.json
 LIB=$ROOT/usr/local/lib/nfs-ha
+# The agent package's executable; where it is, the installer runs it and needs no Node.
+PACKAGED=$ROOT/usr/sbin/nfs-ha-agent
 UNIT=$ROOT/etc/systemd/system/nfs-ha-agent.service
 
 say() { printf 'nfs-ha install: %s\n' "$*" >&2; }
@@ -33,13 +36,14 @@ die() {
 usage() {
   cat <<'EOF'
 usage: install.sh --token-file FILE|- --device PATH [--device PATH ...] --vg NAME --mount-prefix PATH
-                  [--sha256 HEX] [--url URL] [--insecure] [--yes] [--no-start]
+                  [--package FILE | --sha256 HEX] [--url URL] [--insecure] [--yes] [--no-start]
        install.sh [--device ... --vg ... --mount-prefix ...] [--no-start]
                                       rerun: keep this node's credential (and allowed set), refresh the rest
        install.sh --uninstall         stop and remove the agent (the node's resources stay as they are)
 
   --token-file FILE   the enrolment token (from nfs-ha enrol), in a file or on stdin (-); never on the command line
-  --sha256 HEX        the agent's checksum as nfs-ha enrol printed it (checked instead of the served one)
+  --package FILE      install this nfs-ha-agent .deb (the agent with its own runtime) instead of the bundle
+  --sha256 HEX        the agent bundle's checksum as nfs-ha enrol printed it (checked instead of the served one)
   --device PATH       a shared device this node lets the cluster use (repeat for each)
   --vg NAME           the volume group the cluster may activate here
   --mount-prefix PATH the shared filesystem must be mounted at or below it
@@ -48,13 +52,14 @@ usage: install.sh --token-file FILE|- --device PATH [--device PATH ...] --vg NAM
 EOF
 }
 
-token_file='' sha256='' start=1 uninstall=0 insecure=0 yes=0 vg='' prefix=''
+token_file='' sha256='' package='' start=1 uninstall=0 insecure=0 yes=0 vg='' prefix=''
 devices=()
 while (($#)); do
   case $1 in
     --token) die "the enrolment token does not go on the command line (ps, shell history): use --token-file FILE, or --token-file - for stdin" ;;
     --token-file) token_file=${2:?--token-file needs a value}; shift 2 ;;
     --sha256) sha256=${2:?--sha256 needs a value}; shift 2 ;;
+    --package) package=${2:?--package needs a value}; shift 2 ;;
     --url) CONTROL_PLANE=${2:?--url needs a value}; shift 2 ;;
     --device) devices+=("${2:?--device needs a value}"); shift 2 ;;
     --vg) vg=${2:?--vg needs a value}; shift 2 ;;
@@ -72,6 +77,8 @@ done
 
 if ((uninstall)); then
   if ((start)) && command -v systemctl >/dev/null; then systemctl disable --now nfs-ha-agent 2>/dev/null || true; fi
+  # The package's removal keeps the epoch memory (/var/lib/nfs-ha-agent), as this does.
+  if [[ -z $ROOT ]] && dpkg-query -W -f='${Status}' nfs-ha-agent 2>/dev/null | grep -q 'install ok installed'; then dpkg --remove nfs-ha-agent >/dev/null; fi
   rm -f "$UNIT" "$LIB/nfs-ha-agent.mjs" "$CONFIG"
   rmdir "$LIB" "$(dirname "$CONFIG")" 2>/dev/null || true
   ((start)) && systemctl daemon-reload
@@ -92,12 +99,22 @@ need exportfs nfs-kernel-server
 need ip iproute2
 need arping arping
 need curl curl
-need node nodejs
+if [[ -n $package ]]; then
+  [[ $package == *.deb && -f $package ]] || die "--package $package: give the nfs-ha-agent_<version>_amd64.deb file"
+  packaged=1
+elif [[ -x $PACKAGED ]]; then
+  packaged=1
+else
+  packaged=0
+  need node nodejs
+fi
 if ((${#missing[@]})); then
   die "missing ${missing[*]}; install them with: apt-get install ${missing[*]}"
 fi
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 22)) || die "Node.js $(node --version) is too old: the agent bundle needs 22 or later (Debian 12 ships 18): install the nfs-ha-agent package, which carries its own runtime (README, \"The agent package\")"
+if ((!packaged)); then
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  ((node_major >= 22)) || die "Node.js $(node --version) is too old for the agent bundle (22 or later; Debian 12 ships 18): use the agent package, which carries its own runtime: --package nfs-ha-agent_<version>_amd64.deb (README, \"The agent package\")"
+fi
 
 # --- transport -------------------------------------------------------------------------------
 case $CONTROL_PLANE in
@@ -150,7 +167,7 @@ fi
 # --- this node's credential (before the download: a refused token changes nothing) -----------
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$(dirname "$CONFIG")" "$LIB" "$(dirname "$UNIT")"
+mkdir -p "$(dirname "$CONFIG")"
 chmod 0700 "$(dirname "$CONFIG")"
 if [[ -n $token ]]; then
   say "exchanging the enrolment token"
@@ -166,47 +183,49 @@ else
   die "this node is not enrolled yet: pass --token-file <file with the enrolment token>"
 fi
 
-# --- the agent, verified ---------------------------------------------------------------------
-say "downloading the agent from $CONTROL_PLANE"
-fetch "$CONTROL_PLANE/install/nfs-ha-agent.mjs" -o "$tmp/nfs-ha-agent.mjs" || die "cannot download the agent from $CONTROL_PLANE"
-echo "$BUNDLE_SHA256  $tmp/nfs-ha-agent.mjs" | sha256sum --check --status || die "the downloaded agent does not match its checksum ($BUNDLE_SHA256); not installing it"
-
-# --- the configuration: new values over what the node has ------------------------------------
-(
-  umask 077
-  # shellcheck disable=SC2016 # JavaScript, not shell: its ${...} are template literals
-  CONTROL_PLANE=$CONTROL_PLANE INSECURE=$insecure ALLOWED_DEVICES=$allowed VG=$vg PREFIX=$prefix node -e '
-    const fs = require("fs");
-    const [enrolled, current, out] = process.argv.slice(1);
-    const config = fs.existsSync(current) ? JSON.parse(fs.readFileSync(current, "utf8")) : {};
-    config.controlPlane = { ...config.controlPlane, url: process.env.CONTROL_PLANE };
-    if (process.env.INSECURE === "1") config.controlPlane.insecure = true;
-    if (fs.existsSync(enrolled)) {
-      const r = JSON.parse(fs.readFileSync(enrolled, "utf8"));
-      if (!r.peerToken) throw new Error("the control plane gave no peer token");
-      config.controlPlane.token = r.credential;
-      Object.assign(config, { clusterId: r.clusterId, nodeId: r.node });
-      config.peer = { ...config.peer, token: r.peerToken };
-      if (r.previousPeerToken) config.peer.previousToken = r.previousPeerToken;
-      else delete config.peer.previousToken;
-      console.error(`nfs-ha install: enrolled as ${r.node} of cluster ${r.clusterId}`);
-    }
-    if (process.env.ALLOWED_DEVICES) {
-      config.allowed = { devices: process.env.ALLOWED_DEVICES.trim().split("\n"), volumeGroup: process.env.VG, mountPrefix: process.env.PREFIX };
-    }
-    fs.writeFileSync(out, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
-  ' "$tmp/enrolled.json" "$CONFIG" "$CONFIG.new"
-)
-mv "$CONFIG.new" "$CONFIG"
-chmod 0600 "$CONFIG"
-
-# --- the agent and its unit ------------------------------------------------------------------
+# --- the agent: the package, or the bundle verified ---------------------------------------------
 changed=1
-if [[ -f $LIB/nfs-ha-agent.mjs ]] && cmp -s "$tmp/nfs-ha-agent.mjs" "$LIB/nfs-ha-agent.mjs"; then changed=0; fi
-install -m 0644 "$tmp/nfs-ha-agent.mjs" "$LIB/nfs-ha-agent.mjs"
-cat >"$UNIT" <<'NFSHA_UNIT'
+if ((packaged)); then
+  if [[ -n $package ]]; then
+    before=$(dpkg-query -W -f='${Version}' nfs-ha-agent 2>/dev/null || true)
+    say "installing the agent package $package"
+    # apt resolves its Depends (the node tools); its postinst never starts or restarts a serving agent.
+    apt-get install -y -q --no-install-recommends "$(realpath -- "$package")" >"$tmp/apt.log" 2>&1 || {
+      tail -n 20 "$tmp/apt.log" >&2
+      die "the package did not install (the apt output is above)"
+    }
+    [[ $(dpkg-query -W -f='${Version}' nfs-ha-agent) != "$before" ]] || changed=0
+  else
+    say "using the installed agent package ($PACKAGED)"
+    changed=0
+  fi
+  agent=("$PACKAGED")
+  # The package's unit (/lib/systemd/system) serves; an installer's unit or bundle from before would shadow it.
+  rm -f "$UNIT" "$LIB/nfs-ha-agent.mjs"
+  rmdir "$LIB" 2>/dev/null || true
+else
+  say "downloading the agent from $CONTROL_PLANE"
+  fetch "$CONTROL_PLANE/install/nfs-ha-agent.mjs" -o "$tmp/nfs-ha-agent.mjs" || die "cannot download the agent from $CONTROL_PLANE"
+  echo "$BUNDLE_SHA256  $tmp/nfs-ha-agent.mjs" | sha256sum --check --status || die "the downloaded agent does not match its checksum ($BUNDLE_SHA256); not installing it"
+  mkdir -p "$LIB" "$(dirname "$UNIT")"
+  if [[ -f $LIB/nfs-ha-agent.mjs ]] && cmp -s "$tmp/nfs-ha-agent.mjs" "$LIB/nfs-ha-agent.mjs"; then changed=0; fi
+  install -m 0644 "$tmp/nfs-ha-agent.mjs" "$LIB/nfs-ha-agent.mjs"
+  cat >"$UNIT" <<'NFSHA_UNIT'
 @@AGENT_UNIT@@
 NFSHA_UNIT
+  agent=(node "$LIB/nfs-ha-agent.mjs")
+fi
+
+# --- the configuration: new values over what the node has, checked by the agent --------------
+configure=(configure --config "$CONFIG" --control-plane "$CONTROL_PLANE")
+((insecure)) && configure+=(--insecure)
+[[ -f $tmp/enrolled.json ]] && configure+=(--enrolled "$tmp/enrolled.json")
+if [[ -n $allowed ]]; then
+  for d in "${devices[@]}"; do configure+=(--device "$d"); done
+  configure+=(--vg "$vg" --mount-prefix "$prefix")
+fi
+"${agent[@]}" "${configure[@]}" || die "the agent refused the configuration (above); nothing is started"
+chmod 0600 "$CONFIG"
 
 # --- preflight: the agent checks this node against the cluster's spec ------------------------
 if [[ -z $ROOT && ! -e /dev/watchdog ]]; then
@@ -220,11 +239,12 @@ fi
 # agent's resources are not started again, and the service must not move).
 serving=0
 if ((start)) && systemctl is-active --quiet nfs-ha-agent; then
-  role=$(node "$LIB/nfs-ha-agent.mjs" status --json --config "$CONFIG" 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).agent.role??"unknown")}catch{console.log("unknown")}})' || echo unknown)
+  # "down" (not answering, e.g. just restarted by the package) counts as serving: only a reload then.
+  role=$("${agent[@]}" role --config "$CONFIG" 2>/dev/null || echo unknown)
   [[ $role == passive ]] || serving=1
 fi
 say "preflight"
-if ! node "$LIB/nfs-ha-agent.mjs" validate --config "$CONFIG"; then
+if ! "${agent[@]}" validate --config "$CONFIG"; then
   ((serving)) || die "preflight failed: fix the problems above, then run the installer again (the credential is kept)"
   say "warning: the preflight found the problems above on this serving node; reloading anyway (nothing restarts): fix them before its next start"
 fi

@@ -27,6 +27,15 @@ export const HeartbeatResponseSchema = z.object({
 });
 export type HeartbeatResponse = z.infer<typeof HeartbeatResponseSchema>;
 
+/** The enrolment exchange's answer (POST /v1/enrol), which the node's `nfs-ha-agent configure` reads. */
+export const EnrolmentSchema = z.object({
+  credential: z.string().describe("Shown once: the agent's bearer token"),
+  clusterId: z.string(),
+  node: z.string(),
+  peerToken: z.string().nullable().describe("The secret of the nodes' peer channel, the same for both nodes"),
+  previousPeerToken: z.string().nullable().describe('The peer secret before its last rotation, still accepted during the overlap'),
+});
+
 export const LeaseViewSchema = z.object({
   holder: NodeId.nullable(),
   epoch: z.number().int(),

@@ -1,6 +1,7 @@
 /** Operator keys, enrolment tokens and agent credentials. Secrets appear once, in the creating response. */
 import { createRoute } from '@hono/zod-openapi';
 import { z } from 'zod';
+import { EnrolmentSchema } from '../../shared/api.ts';
 import { OperatorRole } from '../../shared/credentials.ts';
 import { NodeId } from '../../shared/names.ts';
 import { randomBytes } from 'node:crypto';
@@ -185,16 +186,7 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
         summary: "Exchange an enrolment token for the node's agent credential",
         request: jsonBody(z.object({ token: z.string().max(200) }).strict()),
         responses: {
-          201: jsonResponse(
-            z.object({
-              credential: z.string().describe("Shown once: the agent's bearer token"),
-              clusterId: z.string(),
-              node: z.string(),
-              peerToken: z.string().nullable().describe("The secret of the nodes' peer channel, the same for both nodes"),
-              previousPeerToken: z.string().nullable().describe('The peer secret before its last rotation, still accepted during the overlap'),
-            }),
-            'Enrolled',
-          ),
+          201: jsonResponse(EnrolmentSchema, 'Enrolled'),
           ...errors(400, 503),
         },
       }),

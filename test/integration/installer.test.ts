@@ -2,13 +2,16 @@
  * The installer served by the control plane (GET /install.sh), run for real with bash against a
  * control plane on loopback: under another root (NFSHA_INSTALL_ROOT), with --no-start, and with
  * a PATH holding only the tools it may use, so "what is missing" is the same on every machine.
- * The served agent bundle here is a stand-in that answers `validate`; the lab installs the real
- * one on real nodes with systemd.
+ * The served agent bundle here is a stand-in that answers `validate` and `role` as the test says
+ * and hands `configure` (writing agent.json) to the real agent bundle; the lab installs the real
+ * package on real nodes with systemd.
  */
 import assert from 'node:assert/strict';
 import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { buildBundle } from '../../infra/build.ts';
 import { type Harness, exampleSpec, runCommand, serveHarness, startHarness, tempDir } from '../helpers/control-plane.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
@@ -32,10 +35,13 @@ async function which(tool: string): Promise<string> {
 before(async () => {
   dir = await tempDir('nfs-ha-install-');
   bundle = join(dir, 'served-agent.mjs');
-  // A stand-in agent: `validate` says what it was asked; `status --json` reports the role the test sets.
+  // A stand-in agent: `validate` says what it was asked; `role` answers the role the test sets;
+  // `configure` is the real agent's.
+  const real = await buildBundle('agent', join(dir, 'real'));
   await writeFile(
     bundle,
-    "if (process.argv[2] === 'status') console.log(JSON.stringify({ agent: { role: process.env.STANDIN_ROLE ?? 'passive' } }));\n" +
+    `if (process.argv[2] === 'configure') await import(${JSON.stringify(pathToFileURL(real.path).href)});\n` +
+      "else if (process.argv[2] === 'role') console.log(process.env.STANDIN_ROLE ?? 'passive');\n" +
       "else if (process.env.STANDIN_VALIDATE === 'fail') { console.log('✗ self-fence: /dev/watchdog: busy'); process.exit(3); }\n" +
       "else console.log(`stand-in agent: ${process.argv.slice(2).join(' ')}`);\n",
   );
@@ -203,6 +209,55 @@ describe('installer (GET /install.sh)', () => {
     await assert.rejects(stat(join(target, 'etc/systemd/system/nfs-ha-agent.service')));
   });
 
+  it('uses the agent package where the node has it: no bundle, no unit of its own, and no Node needed', async () => {
+    const target = await tempDir('nfs-ha-root-');
+    const script = await servedScript();
+    // A node that had the bundle before: the package's unit must not be shadowed by the old one.
+    assert.equal((await install(script, await first('node-a', '--no-start'), target)).code, 0);
+    // The package's executable: here the stand-in, run by node from an absolute path, as the
+    // single executable carries its own runtime. The PATH has no node at all.
+    await mkdir(join(target, 'usr/sbin'), { recursive: true });
+    await writeFile(join(target, 'usr/sbin/nfs-ha-agent'), `#!/bin/bash\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(bundle)} "$@"\n`);
+    await chmod(join(target, 'usr/sbin/nfs-ha-agent'), 0o755);
+    const noNode = join(dir, 'no-node-bin');
+    await mkdir(noNode, { recursive: true });
+    for (const tool of [...BASIC_TOOLS.filter((t) => t !== 'node'), ...NODE_TOOLS, 'systemctl'])
+      await symlink(join(fullBin, tool), join(noNode, tool)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+    const r = await install(script, await first('node-a', '--no-start'), target, noNode);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /using the installed agent package/);
+    assert.doesNotMatch(r.stderr, /downloading the agent/);
+    assert.match(r.stdout, /stand-in agent: validate --config .*\/etc\/nfs-ha\/agent\.json/);
+    await assert.rejects(stat(join(target, 'usr/local/lib/nfs-ha/nfs-ha-agent.mjs')), 'the old bundle is gone');
+    await assert.rejects(stat(join(target, 'etc/systemd/system/nfs-ha-agent.service')), "the installer's old unit is gone: the package's serves");
+    const config = JSON.parse(await readFile(join(target, 'etc/nfs-ha/agent.json'), 'utf8'));
+    assert.equal(config.nodeId, 'node-a');
+    // Without the package the same PATH is refused, naming the package as the way out.
+    const bare = await tempDir('nfs-ha-root-');
+    const refused = await install(script, await first('node-b', '--no-start'), bare, noNode);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /missing nodejs/);
+  });
+
+  it('the configuration is checked by the agent before anything starts: a wrong allowed set changes nothing', async () => {
+    const target = await tempDir('nfs-ha-root-');
+    const script = await servedScript();
+    assert.equal((await install(script, await first('node-a', '--no-start'), target)).code, 0);
+    const configPath = join(target, 'etc/nfs-ha/agent.json');
+    const before = await readFile(configPath, 'utf8');
+    // A VG name the installer's own check lets through but the agent's schema does not (LVM reserves it).
+    const r = await install(
+      script,
+      ['--insecure', '--no-start', '--device', ALLOWED[1]!, '--vg', 'snapshot_vg', '--mount-prefix', '/srv/nfs', '--yes'],
+      target,
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /the agent refused the configuration/);
+    assert.equal(await readFile(configPath, 'utf8'), before);
+  });
+
   it('refuses a bundle that does not match the checksum it was served with', async () => {
     const target = await tempDir('nfs-ha-root-');
     const script = await servedScript();
@@ -246,11 +301,21 @@ describe('installer (GET /install.sh)', () => {
     // A preflight problem on the serving node is reported, and the reload still happens; a
     // passive node is not restarted into a failing preflight.
     await writeFile(log, '');
-    const serving = await install(script, ['--insecure'], target, fullBin, { SYSTEMCTL_LOG: log, AGENT_RUNNING: '0', STANDIN_ROLE: 'active', STANDIN_VALIDATE: 'fail' });
+    const serving = await install(script, ['--insecure'], target, fullBin, {
+      SYSTEMCTL_LOG: log,
+      AGENT_RUNNING: '0',
+      STANDIN_ROLE: 'active',
+      STANDIN_VALIDATE: 'fail',
+    });
     assert.equal(serving.code, 0, serving.stderr);
     assert.match(serving.stderr, /warning: the preflight found the problems above on this serving node; reloading anyway/);
     assert.match(await readFile(log, 'utf8'), /^reload nfs-ha-agent$/m);
-    const passive = await install(script, ['--insecure'], target, fullBin, { SYSTEMCTL_LOG: log, AGENT_RUNNING: '0', STANDIN_ROLE: 'passive', STANDIN_VALIDATE: 'fail' });
+    const passive = await install(script, ['--insecure'], target, fullBin, {
+      SYSTEMCTL_LOG: log,
+      AGENT_RUNNING: '0',
+      STANDIN_ROLE: 'passive',
+      STANDIN_VALIDATE: 'fail',
+    });
     assert.equal(passive.code, 1);
     assert.match(passive.stderr, /preflight failed/);
   });

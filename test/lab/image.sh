@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the lab's guest image from Debian packages only: one bookworm rootfs (mmdebstrap) used
 # by every VM, whose role comes from the kernel command line. The host's node binary is copied in
-# (same architecture and glibc) to run the agent bundle and the lab's guest helper.
+# (same architecture and glibc) for the lab's guest helper and raw baseline; the agent itself runs from
+# its package, on the runtime inside it.
 # Usage: image.sh OUT_DIR   → OUT_DIR/{root.img,vmlinuz,initrd.img,KEY}
 set -euo pipefail
 out=${1:?usage: image.sh OUT_DIR}

@@ -30,8 +30,8 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 
-echo "== lab: agent bundle"
-npm run --silent build -- --no-package >/dev/null
+echo "== lab: the agent bundle and package"
+npm run --silent build >/dev/null
 echo "== lab: guest image"
 bash test/lab/image.sh "$cache/image"
 

@@ -1,7 +1,7 @@
 /**
  * The lab (run by test/lab/lab.sh inside its network namespace): the control plane on the host,
  * a storage VM serving one LUN over iSCSI that also hosts the NFS client, and two node VMs with
- * the real agent bundle under systemd. Every scenario runs while the client writes; the
+ * the real agent package (its single executable, not the VM's node) under systemd. Every scenario runs while the client writes; the
  * sampler watches both nodes throughout. Exits 1 when any assertion fails.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -13,6 +13,8 @@ import { parseKeys, parseReservation } from '../../agent/resources/scsi-reservat
 import type { ClusterEvent } from '../../shared/events.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
 import type { ClusterSpecInput } from '../../shared/spec.ts';
+import { debFileName } from '../../infra/package.ts';
+import { VERSION } from '../../shared/version.ts';
 import { type Sample, Vm } from './vm.ts';
 
 const { values: opts } = parseArgs({ options: { image: { type: 'string' }, only: { type: 'string' } } });
@@ -193,6 +195,7 @@ function prepareShare(): void {
   for (const f of ['boot.sh', 'helper.mjs', 'writer.mjs', 'setup-storage.sh', 'setup-node.sh', 'raw-sequence.mjs'])
     copyFileSync(join(repo, 'test/lab/guest', f), join(shareDir, f));
   copyFileSync(join(repo, 'dist/nfs-ha-agent.mjs'), join(shareDir, 'nfs-ha-agent.mjs'));
+  copyFileSync(join(repo, 'dist', debFileName()), join(shareDir, debFileName()));
   writeFileSync(join(runDir, 'lun.img'), '');
   rmSync(join(runDir, 'lun.img'));
 }
@@ -288,7 +291,7 @@ const LAB_DEMOTE_BUDGET_MS = 90_000;
 const BASELINE_MS = 30_000;
 
 async function installAgent(vm: Vm, device: string): Promise<void> {
-  const { token, agentSha256 } = await cp.call<{ token: string; agentSha256: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
+  const { token } = await cp.call<{ token: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
   // As the README says: the token in a 0600 file, the allowed set and the operator's checksum as flags.
   // --insecure: the lab's control plane speaks plain HTTP on its private bridge.
   await vm.run(['bash', '-c', `umask 077 && printf %s ${token} > /root/nfs-ha.token`]);
@@ -296,7 +299,8 @@ async function installAgent(vm: Vm, device: string): Promise<void> {
   // stopping nfsd alone can take 10 s, the default demotion budget, and a switchover's demotion
   // past it reboots the node. The budget bounds a demotion that hangs; it guards no lease.
   await vm.run(['bash', '-c', `mkdir -p -m 0700 /etc/nfs-ha && umask 077 && echo '{"demoteBudgetMs": ${LAB_DEMOTE_BUDGET_MS}}' > /etc/nfs-ha/agent.json`]);
-  const flags = `--token-file /root/nfs-ha.token --sha256 ${agentSha256} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
+  // The agent package, as an operator copies it to the node: the installer installs it with apt.
+  const flags = `--token-file /root/nfs-ha.token --package /lab/${debFileName()} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
   const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- ${flags}`], 300_000);
   writeFileSync(join(runDir, `${vm.name}.install.log`), `${r.stdout}${r.stderr}`);
   if (r.code !== 0) throw new Error(`${vm.name}: the installer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`);
@@ -563,7 +567,12 @@ async function agentLogTail(vm: Vm, since: number): Promise<string> {
   const sinceArg = `@${Math.floor((since - 60_000) / 1000)}`;
   const r = await vm.exec(['journalctl', '-u', 'nfs-ha-agent', '--since', sinceArg, '-o', 'cat', '--no-pager'], 10_000);
   const lines = r.stdout.split('\n').filter((l) => /"level":(40|50|60)|demot|self-fenc|watchdog/.test(l));
-  return lines.slice(-8).map((l) => l.replace(/^.*"msg":"([^"]*)".*$/, '$1')).join(' | ') || `nothing logged (journalctl exit ${r.code})`;
+  return (
+    lines
+      .slice(-8)
+      .map((l) => l.replace(/^.*"msg":"([^"]*)".*$/, '$1'))
+      .join(' | ') || `nothing logged (journalctl exit ${r.code})`
+  );
 }
 
 async function bootCount(vm: Vm): Promise<number> {
@@ -618,33 +627,79 @@ async function main(): Promise<void> {
     s.failover = await awaitFailover(0, null);
     s.check('one node became active', true, `${s.failover.to} under epoch ${s.failover.epoch}`);
     // The agent's own Prometheus listener (README, "Metrics"), on the node, as a scraper would see it.
-    const role = await until(`${s.failover.to}'s metrics to say active`, 60_000, async () => {
-      const text = await vmByName(s.failover!.to).run(['curl', '-fsS', 'http://127.0.0.1:9758/metrics']);
-      return /^nfsha_agent_role\{role="active"\} 1$/m.test(text) && text.match(/^nfsha_agent_deadline_margin_seconds.*$/m)?.[0];
-    }, 1000);
+    const role = await until(
+      `${s.failover.to}'s metrics to say active`,
+      60_000,
+      async () => {
+        const text = await vmByName(s.failover!.to).run(['curl', '-fsS', 'http://127.0.0.1:9758/metrics']);
+        return /^nfsha_agent_role\{role="active"\} 1$/m.test(text) && text.match(/^nfsha_agent_deadline_margin_seconds.*$/m)?.[0];
+      },
+      1000,
+    );
     s.check(`${s.failover.to}'s agent reports itself active on its metrics listener`, true, role);
+    // The agent is the package's executable with its own runtime, not the VM's node (which the lab's helper uses).
+    for (const vm of nodes) {
+      const exe = await vm.run([
+        'bash',
+        '-c',
+        "readlink /proc/$(systemctl show -p MainPID --value nfs-ha-agent)/exe; dpkg-query -W -f='${Version}' nfs-ha-agent",
+      ]);
+      const [path, version] = exe.trim().split('\n');
+      s.check(`${vm.name} runs the agent from the package`, path === '/usr/sbin/nfs-ha-agent' && version === VERSION, `${path}, nfs-ha-agent ${version}`);
+    }
     await startClient();
     await waitAcksAfter(20, 120_000);
   });
 
-  await runScenario('refresh', 'the installer run again on the active node: reloaded, not restarted; no failover', device, async (s) => {
-    const { holder, epoch } = await activeNode();
-    const vm = vmByName(holder);
-    const mainPid = () => vm.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'nfs-ha-agent']).then((p) => p.trim());
-    const before = await mainPid();
-    // Under TCG the installer's node runs (status, validate) on the busy active node take minutes.
-    const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 600_000);
-    writeFileSync(join(runDir, `${vm.name}.refresh.log`), `${r.stdout}${r.stderr}`);
-    const problems = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('✗'));
-    if (problems.length > 0) s.note(`the preflight on the serving node found: ${problems.join(' | ')}`);
-    s.check('the installer ran again, keeping the credential and the allowed set', r.code === 0, r.stderr.trim().split('\n').at(-1) ?? '');
-    s.check('it reloaded the serving agent instead of restarting it', /reloaded its configuration/.test(r.stderr), r.stderr.trim().split('\n').at(-1) ?? '');
-    await sleep(5000);
-    const after = await mainPid();
-    s.check('the same agent process serves on (SIGHUP reloads it)', after === before, `MainPID ${before} → ${after}`);
-    const now = await activeNode();
-    s.check('no failover', now.holder === holder && now.epoch === epoch, `${now.holder} under epoch ${now.epoch}`);
-  });
+  await runScenario(
+    'refresh',
+    'the installer run again on the active node (reloaded, not restarted), then the package reinstalled on both nodes in turn, as an upgrade: the passive restarted, the active left serving; no failover',
+    device,
+    async (s) => {
+      const { holder, epoch } = await activeNode();
+      const vm = vmByName(holder);
+      const passive = vmByName(peerOf(holder));
+      const mainPid = (on: Vm) => on.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'nfs-ha-agent']).then((p) => p.trim());
+      const before = await mainPid(vm);
+      // Under TCG the installer's node runs (role, validate) on the busy active node take minutes.
+      const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 600_000);
+      writeFileSync(join(runDir, `${vm.name}.refresh.log`), `${r.stdout}${r.stderr}`);
+      const problems = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('✗'));
+      if (problems.length > 0) s.note(`the preflight on the serving node found: ${problems.join(' | ')}`);
+      s.check('the installer ran again, keeping the credential and the allowed set', r.code === 0, r.stderr.trim().split('\n').at(-1) ?? '');
+      s.check('it reloaded the serving agent instead of restarting it', /reloaded its configuration/.test(r.stderr), r.stderr.trim().split('\n').at(-1) ?? '');
+      await sleep(5000);
+      const after = await mainPid(vm);
+      s.check('the same agent process serves on (SIGHUP reloads it)', after === before, `MainPID ${before} → ${after}`);
+      // An upgrade, node by node (README, "Versions and rolling upgrades"): dpkg runs the same
+      // maintainer scripts for a reinstall of the same version as for a new one.
+      const upgrade = async (on: Vm) => {
+        const u = await on.exec(['dpkg', '-i', `/lab/${debFileName()}`], 300_000);
+        writeFileSync(join(runDir, `${on.name}.upgrade.log`), `${u.stdout}${u.stderr}`);
+        if (u.code !== 0) throw new Error(`${on.name}: dpkg -i exited ${u.code}: ${u.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+        return u.stdout;
+      };
+      const passiveBefore = await mainPid(passive);
+      const passiveSaid = await upgrade(passive);
+      await passiveAgain(s, passive.name, Date.now());
+      const passiveAfter = await mainPid(passive);
+      s.check(
+        `${passive.name} (passive): the package restarted its agent`,
+        passiveAfter !== passiveBefore && /restarted this passive node's agent/.test(passiveSaid),
+        `MainPID ${passiveBefore} → ${passiveAfter}`,
+      );
+      const activeSaid = await upgrade(vm);
+      await sleep(3000);
+      const activeAfter = await mainPid(vm);
+      s.check(
+        `${holder} (active): the package left its agent serving`,
+        activeAfter === before && /keeps running the previous version/.test(activeSaid),
+        `MainPID ${before} → ${activeAfter}; ${activeSaid.trim().split('\n')[0] ?? ''}`,
+      );
+      const now = await activeNode();
+      s.check('no failover', now.holder === holder && now.epoch === epoch, `${now.holder} under epoch ${now.epoch}`);
+    },
+  );
 
   await runScenario('switchover', 'planned switchover through the API', device, async (s) => {
     const { holder, epoch } = await activeNode();
@@ -757,7 +812,11 @@ async function main(): Promise<void> {
     await cp.start();
     const upAt = Date.now();
     const back = await activeNode();
-    s.check('the same holder under the same epoch afterwards (no fencing, no new grant)', back.holder === holder && back.epoch === epoch, `${back.holder} under epoch ${back.epoch}`);
+    s.check(
+      'the same holder under the same epoch afterwards (no fencing, no new grant)',
+      back.holder === holder && back.epoch === epoch,
+      `${back.holder} under epoch ${back.epoch}`,
+    );
     const events = await until('the failsafe on the timeline', 30_000, async () => {
       const e = (await cp.events()).filter((x) => x.at >= downAt - 2_000);
       return e.some((x) => x.type === 'failsafe.left') ? e : null;
@@ -807,29 +866,34 @@ async function main(): Promise<void> {
     await passiveAgain(s, holder, thawAt);
   });
 
-  await runScenario('partition', 'the active loses the control plane and its peer, not the client (with only the arbiter lost it would serve on: arbiter-down)', device, async (s) => {
-    const { holder, epoch } = await activeNode();
-    const boots = await bootCount(vmByName(holder));
-    const [self, peer] = [vmByName(holder).o.address, vmByName(peerOf(holder)).o.address];
-    const faultAt = Date.now();
-    await nft('add', 'table', 'inet', 'nfsha_lab');
-    await nft('add', 'chain', 'inet', 'nfsha_lab', 'input', '{ type filter hook input priority 0 ; }');
-    await nft('add', 'rule', 'inet', 'nfsha_lab', 'input', 'ip', 'saddr', self, 'tcp', 'dport', '8080', 'drop');
-    // The peer channel runs between the two nodes' taps, over the lab bridge.
-    await nft('add', 'table', 'bridge', 'nfsha_lab_peer');
-    await nft('add', 'chain', 'bridge', 'nfsha_lab_peer', 'forward', '{ type filter hook forward priority 0 ; }');
-    await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', self, 'ip', 'daddr', peer, 'drop');
-    await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', peer, 'ip', 'daddr', self, 'drop');
-    try {
-      s.failover = await awaitFailover(epoch, faultAt);
-      tookOver(s, holder, ['lease-expired', 'holder-silent']);
-    } finally {
-      await nft('delete', 'table', 'inet', 'nfsha_lab');
-      await nft('delete', 'table', 'bridge', 'nfsha_lab_peer');
-    }
-    await passiveAgain(s, holder, faultAt);
-    await stoppedServingFirst(s, holder, faultAt, (await bootCount(vmByName(holder))) > boots);
-  });
+  await runScenario(
+    'partition',
+    'the active loses the control plane and its peer, not the client (with only the arbiter lost it would serve on: arbiter-down)',
+    device,
+    async (s) => {
+      const { holder, epoch } = await activeNode();
+      const boots = await bootCount(vmByName(holder));
+      const [self, peer] = [vmByName(holder).o.address, vmByName(peerOf(holder)).o.address];
+      const faultAt = Date.now();
+      await nft('add', 'table', 'inet', 'nfsha_lab');
+      await nft('add', 'chain', 'inet', 'nfsha_lab', 'input', '{ type filter hook input priority 0 ; }');
+      await nft('add', 'rule', 'inet', 'nfsha_lab', 'input', 'ip', 'saddr', self, 'tcp', 'dport', '8080', 'drop');
+      // The peer channel runs between the two nodes' taps, over the lab bridge.
+      await nft('add', 'table', 'bridge', 'nfsha_lab_peer');
+      await nft('add', 'chain', 'bridge', 'nfsha_lab_peer', 'forward', '{ type filter hook forward priority 0 ; }');
+      await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', self, 'ip', 'daddr', peer, 'drop');
+      await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', peer, 'ip', 'daddr', self, 'drop');
+      try {
+        s.failover = await awaitFailover(epoch, faultAt);
+        tookOver(s, holder, ['lease-expired', 'holder-silent']);
+      } finally {
+        await nft('delete', 'table', 'inet', 'nfsha_lab');
+        await nft('delete', 'table', 'bridge', 'nfsha_lab_peer');
+      }
+      await passiveAgain(s, holder, faultAt);
+      await stoppedServingFirst(s, holder, faultAt, (await bootCount(vmByName(holder))) > boots);
+    },
+  );
 
   await runScenario('agent-crash', 'kill -9 of the agent on the active (node alive)', device, async (s) => {
     const { holder, epoch } = await activeNode();
@@ -882,27 +946,36 @@ async function main(): Promise<void> {
   });
 
   // Last: the crashed node is not brought back (no scenario follows that needs it).
-  await runScenario('arbiter-down-crash', 'the control plane stopped, then the active killed: the survivor waits, and takes over once the control plane is back', device, async (s) => {
-    const { holder, epoch } = await activeNode();
-    await passiveAgain(s, peerOf(holder), Date.now());
-    await waitAcksAfter(5, 60_000);
-    const downAt = Date.now();
-    await cp.stopped();
-    await sleep(10_000);
-    const crashAt = Date.now();
-    await vmByName(holder).powerOff();
-    await sleep(SURVIVOR_WAIT_MS);
-    const survivor = peerOf(holder);
-    const tookEarly = sampler.rounds.filter((r) => r.at > crashAt && (indexOf(survivor) === 0 ? r.a : r.b)?.vip);
-    s.check(`${survivor} did not take over while the control plane was down`, tookEarly.length === 0, `${tookEarly.length} samples with the VIP on ${survivor}`);
-    await cp.start();
-    const upAt = Date.now();
-    s.failover = await awaitFailover(epoch, upAt);
-    tookOver(s, holder, ['lease-expired', 'holder-silent']);
-    s.note(
-      `control plane stopped at 0 s, ${holder} killed at ${fmt(crashAt - downAt)} s, control plane back at ${fmt(upAt - downAt)} s; ${survivor} granted ${fmt(s.failover.detectionMs)} s and serving ${fmt(s.failover.totalMs)} s after that`,
-    );
-  });
+  await runScenario(
+    'arbiter-down-crash',
+    'the control plane stopped, then the active killed: the survivor waits, and takes over once the control plane is back',
+    device,
+    async (s) => {
+      const { holder, epoch } = await activeNode();
+      await passiveAgain(s, peerOf(holder), Date.now());
+      await waitAcksAfter(5, 60_000);
+      const downAt = Date.now();
+      await cp.stopped();
+      await sleep(10_000);
+      const crashAt = Date.now();
+      await vmByName(holder).powerOff();
+      await sleep(SURVIVOR_WAIT_MS);
+      const survivor = peerOf(holder);
+      const tookEarly = sampler.rounds.filter((r) => r.at > crashAt && (indexOf(survivor) === 0 ? r.a : r.b)?.vip);
+      s.check(
+        `${survivor} did not take over while the control plane was down`,
+        tookEarly.length === 0,
+        `${tookEarly.length} samples with the VIP on ${survivor}`,
+      );
+      await cp.start();
+      const upAt = Date.now();
+      s.failover = await awaitFailover(epoch, upAt);
+      tookOver(s, holder, ['lease-expired', 'holder-silent']);
+      s.note(
+        `control plane stopped at 0 s, ${holder} killed at ${fmt(crashAt - downAt)} s, control plane back at ${fmt(upAt - downAt)} s; ${survivor} granted ${fmt(s.failover.detectionMs)} s and serving ${fmt(s.failover.totalMs)} s after that`,
+      );
+    },
+  );
 
   sampler.stop();
   await finish(baseline);
