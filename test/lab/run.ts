@@ -649,6 +649,11 @@ async function main(): Promise<void> {
     }
     await startClient();
     await waitAcksAfter(20, 120_000);
+    // Both nodes at once, in steady state, while the client writes.
+    const active = s.failover.to;
+    footprints.push(...(await Promise.all(nodes.map((vm) => footprint(vm, vm.name === active ? 'active' : 'passive')))));
+    for (const f of footprints)
+      s.note(`${f.node} (${f.role}): agent RSS ${f.rssMiB} MiB (peak ${f.peakMiB}), CPU ${f.ownCpuPct} % own + ${f.commandsCpuPct} % in the commands it ran`);
   });
 
   await runScenario(
@@ -988,6 +993,52 @@ function fmt(ms: number | null | undefined): string {
   return ms === null || ms === undefined ? '—' : (ms / 1000).toFixed(2);
 }
 
+interface Footprint {
+  node: string;
+  role: string;
+  rssMiB: number;
+  peakMiB: number;
+  /** Share of one core over the window: the agent's own JavaScript, and the commands it ran (reaped children). */
+  ownCpuPct: number;
+  commandsCpuPct: number;
+}
+const footprints: Footprint[] = [];
+const FOOTPRINT_WINDOW_MS = 60_000;
+
+/**
+ * The agent's steady-state footprint on `vm`, over one window: resident memory (now and its peak)
+ * and CPU, split into the agent's own and that of the commands it spawned (cutime/cstime of
+ * /proc/PID/stat: children it has reaped), in clock ticks of 1/100 s.
+ */
+async function footprint(vm: Vm, role: string): Promise<Footprint> {
+  const read = async () => {
+    const out = await vm.run(['bash', '-c', 'p=$(systemctl show -p MainPID --value nfs-ha-agent); cat /proc/$p/stat; grep -E "^Vm(RSS|HWM):" /proc/$p/status']);
+    const stat = out.split('\n')[0]!;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const f = stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .split(' ')
+      .map(Number);
+    const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(out)?.[1] ?? NaN);
+    // utime, stime, cutime, cstime are fields 14–17 of stat, 12–15 after the name.
+    return { own: f[11]! + f[12]!, children: f[13]! + f[14]!, rss: kib('VmRSS'), hwm: kib('VmHWM') };
+  };
+  const a = await read();
+  const t0 = Date.now();
+  await sleep(FOOTPRINT_WINDOW_MS);
+  const b = await read();
+  const seconds = (Date.now() - t0) / 1000;
+  const pct = (ticks: number) => Math.round((ticks / 100 / seconds) * 1000) / 10;
+  return {
+    node: vm.name,
+    role,
+    rssMiB: Math.round(b.rss / 102.4) / 10,
+    peakMiB: Math.round(b.hwm / 102.4) / 10,
+    ownCpuPct: pct(b.own - a.own),
+    commandsCpuPct: pct(b.children - a.children),
+  };
+}
+
 async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<void> {
   const verify = await verifyRecords().catch((err: Error) => ({ ok: false, detail: err.message }));
   log(`${verify.ok ? 'ok  ' : 'FAIL'} every acknowledged record is on disk, in order — ${verify.detail}`);
@@ -1000,6 +1051,12 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     '',
     `Run ${new Date().toISOString()}; qemu TCG, 3 VMs on ${(await import('node:os')).cpus().length} host cores. Times in seconds.`,
     `Raw baseline (the agent's start sequence run directly on node-a): **${fmt(baseline.totalMs)} s**.`,
+    '',
+    `Agent footprint (steady state, ${FOOTPRINT_WINDOW_MS / 1000} s, the client writing; CPU as a share of one core: the agent's own, and the commands it ran):`,
+    '',
+    '| node | role | RSS MiB | peak RSS MiB | agent CPU % | its commands CPU % |',
+    '|---|---|---|---|---|---|',
+    ...footprints.map((f) => `| ${f.node} | ${f.role} | ${f.rssMiB} | ${f.peakMiB} | ${f.ownCpuPct} | ${f.commandsCpuPct} |`),
     '',
     '| scenario | result | failover | detection | fence | VG | mount | NFS server | exports | VIP | takeover | ÷ raw | total | client stall |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -1016,7 +1073,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     ]),
   ].join('\n');
   writeFileSync(join(labDir, 'report.md'), md);
-  writeFileSync(join(labDir, 'report.json'), JSON.stringify({ baseline, results, records: verify }, null, 2));
+  writeFileSync(join(labDir, 'report.json'), JSON.stringify({ baseline, footprints, results, records: verify }, null, 2));
   console.log(`\n${md}\n`);
   const ok = verify.ok && results.length > 0 && results.every((r) => r.ok);
   log(ok ? 'LAB PASSED' : 'LAB FAILED');
