@@ -653,7 +653,9 @@ async function main(): Promise<void> {
     const active = s.failover.to;
     footprints.push(...(await Promise.all(nodes.map((vm) => footprint(vm, vm.name === active ? 'active' : 'passive')))));
     for (const f of footprints)
-      s.note(`${f.node} (${f.role}): agent RSS ${f.rssMiB} MiB (peak ${f.peakMiB}), CPU ${f.ownCpuPct} % own + ${f.commandsCpuPct} % in the commands it ran`);
+      s.note(
+        `${f.node} (${f.role}): agent RSS ${f.rssMiB} MiB (${f.anonMiB} private, ${f.fileMiB} mapped from the executable; peak ${f.peakMiB}), CPU ${f.ownCpuPct} % own + ${f.commandsCpuPct} % in the commands it ran`,
+      );
   });
 
   await runScenario(
@@ -1000,6 +1002,9 @@ interface Footprint {
   node: string;
   role: string;
   rssMiB: number;
+  /** Of the RSS: private memory (heap, stacks), and pages of the executable mapped from its file (shared, reclaimable). */
+  anonMiB: number;
+  fileMiB: number;
   peakMiB: number;
   /** Share of one core over the window: the agent's own JavaScript, and the commands it ran (reaped children). */
   ownCpuPct: number;
@@ -1015,7 +1020,11 @@ const FOOTPRINT_WINDOW_MS = 60_000;
  */
 async function footprint(vm: Vm, role: string): Promise<Footprint> {
   const read = async () => {
-    const out = await vm.run(['bash', '-c', 'p=$(systemctl show -p MainPID --value nfs-ha-agent); cat /proc/$p/stat; grep -E "^Vm(RSS|HWM):" /proc/$p/status']);
+    const out = await vm.run([
+      'bash',
+      '-c',
+      'p=$(systemctl show -p MainPID --value nfs-ha-agent); cat /proc/$p/stat; grep -E "^(VmRSS|VmHWM|RssAnon|RssFile):" /proc/$p/status',
+    ]);
     const stat = out.split('\n')[0]!;
     // Fields after the command name, which is in parentheses and may hold spaces.
     const f = stat
@@ -1024,7 +1033,7 @@ async function footprint(vm: Vm, role: string): Promise<Footprint> {
       .map(Number);
     const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(out)?.[1] ?? NaN);
     // utime, stime, cutime, cstime are fields 14–17 of stat, 12–15 after the name.
-    return { own: f[11]! + f[12]!, children: f[13]! + f[14]!, rss: kib('VmRSS'), hwm: kib('VmHWM') };
+    return { own: f[11]! + f[12]!, children: f[13]! + f[14]!, rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile'), hwm: kib('VmHWM') };
   };
   const a = await read();
   const t0 = Date.now();
@@ -1032,11 +1041,14 @@ async function footprint(vm: Vm, role: string): Promise<Footprint> {
   const b = await read();
   const seconds = (Date.now() - t0) / 1000;
   const pct = (ticks: number) => Math.round((ticks / 100 / seconds) * 1000) / 10;
+  const mib = (kib: number) => Math.round(kib / 102.4) / 10;
   return {
     node: vm.name,
     role,
-    rssMiB: Math.round(b.rss / 102.4) / 10,
-    peakMiB: Math.round(b.hwm / 102.4) / 10,
+    rssMiB: mib(b.rss),
+    anonMiB: mib(b.anon),
+    fileMiB: mib(b.file),
+    peakMiB: mib(b.hwm),
     ownCpuPct: pct(b.own - a.own),
     commandsCpuPct: pct(b.children - a.children),
   };
@@ -1057,9 +1069,9 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     '',
     `Agent footprint (steady state, ${FOOTPRINT_WINDOW_MS / 1000} s, the client writing; CPU as a share of one core: the agent's own, and the commands it ran):`,
     '',
-    '| node | role | RSS MiB | peak RSS MiB | agent CPU % | its commands CPU % |',
-    '|---|---|---|---|---|---|',
-    ...footprints.map((f) => `| ${f.node} | ${f.role} | ${f.rssMiB} | ${f.peakMiB} | ${f.ownCpuPct} | ${f.commandsCpuPct} |`),
+    '| node | role | RSS MiB | of which private | of which the executable file | peak RSS MiB | agent CPU % | its commands CPU % |',
+    '|---|---|---|---|---|---|---|---|',
+    ...footprints.map((f) => `| ${f.node} | ${f.role} | ${f.rssMiB} | ${f.anonMiB} | ${f.fileMiB} | ${f.peakMiB} | ${f.ownCpuPct} | ${f.commandsCpuPct} |`),
     '',
     '| scenario | result | failover | detection | fence | VG | mount | NFS server | exports | VIP | takeover | ÷ raw | total | client stall |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
