@@ -63,7 +63,9 @@ export async function buildAgentExecutable(outdir = 'dist'): Promise<{ path: str
   });
   const blob = join(work, 'sea-prep.blob');
   const config = join(work, 'sea-config.json');
-  await writeFile(config, JSON.stringify({ main, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true }));
+  // execArgvExtension none: a NODE_OPTIONS in the node's environment (meant for some other
+  // program) never changes how the agent runs.
+  await writeFile(config, JSON.stringify({ main, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true, execArgvExtension: 'none' }));
   // The blob must be made by the very binary it goes into.
   await run(node.path, ['--experimental-sea-config', config], { timeout: 120_000 });
   const out = join(outdir, AGENT_EXECUTABLE);

@@ -97,6 +97,9 @@ describe('the agent package (nfs-ha-agent_<version>_amd64.deb)', () => {
       'start exports',
       'start floating-ip',
     ]);
+    // A NODE_OPTIONS meant for another program does not reach the agent's runtime.
+    const options = await run(exe, ['--version'], { env: { NODE_OPTIONS: '--no-such-flag' }, timeout: 30_000 });
+    assert.equal(options.stdout.trim(), VERSION);
     // The runtime is the pinned one, byte for byte apart from the injected agent.
     assert.ok((await stat(exe)).size > (await stat(pinnedNode().path)).size);
   });
