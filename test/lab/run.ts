@@ -701,7 +701,7 @@ async function main(): Promise<void> {
       s.check(
         `${holder} (active): the package left its agent serving`,
         activeAfter === before && /keeps running the previous version/.test(activeSaid),
-        `MainPID ${before} → ${activeAfter}; ${activeSaid.trim().split('\n')[0] ?? ''}`,
+        `MainPID ${before} → ${activeAfter}; ${activeSaid.split('\n').find((l) => l.startsWith('nfs-ha-agent:')) ?? 'postinst said nothing'}`,
       );
       const now = await activeNode();
       s.check('no failover', now.holder === holder && now.epoch === epoch, `${now.holder} under epoch ${now.epoch}`);
