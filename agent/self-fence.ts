@@ -28,29 +28,49 @@ async function sysrqReboot(log: Logger, reason: string): Promise<void> {
 /** /dev/watchdog while holding the lease, sysrq for an immediate reboot. */
 export class WatchdogSelfFence implements SelfFence {
   #handle: FileHandle | null = null;
+  /**
+   * Every operation on the device, one at a time and in the order asked. The driver honours the
+   * magic close only when the last write before the close held 'V'; file writes run on libuv's
+   * thread pool, so a pet still in flight could land between them, and the node was reset after
+   * a clean demotion (the lab caught it: "watchdog did not stop!" after a switchover).
+   */
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly device: string,
     private readonly log: Logger,
   ) {}
 
-  async arm(): Promise<void> {
-    if (this.#handle) return;
-    this.#handle = await open(this.device, 'w');
-    this.log.info({ device: this.device }, 'watchdog armed');
+  #serial<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(op, op);
+    this.#queue = next.catch(() => undefined);
+    return next;
   }
 
-  async pet(): Promise<void> {
-    await this.#handle?.write('\0');
+  arm(): Promise<void> {
+    return this.#serial(async () => {
+      if (this.#handle) return;
+      this.#handle = await open(this.device, 'w');
+      this.log.info({ device: this.device }, 'watchdog armed');
+    });
   }
 
-  async disarm(): Promise<void> {
-    if (!this.#handle) return;
-    // The magic close: 'V' before close tells the driver this is an orderly stop.
-    await this.#handle.write('V');
-    await this.#handle.close();
-    this.#handle = null;
-    this.log.info({ device: this.device }, 'watchdog disarmed');
+  pet(): Promise<void> {
+    return this.#serial(async () => {
+      await this.#handle?.write('\0');
+    });
+  }
+
+  disarm(): Promise<void> {
+    return this.#serial(async () => {
+      const handle = this.#handle;
+      if (!handle) return;
+      // From here no pet reaches the device: the magic close, 'V' and then close, is the last of it.
+      this.#handle = null;
+      await handle.write('V');
+      await handle.close();
+      this.log.info({ device: this.device }, 'watchdog disarmed');
+    });
   }
 
   reboot(reason: string): Promise<void> {
