@@ -712,6 +712,7 @@ async function main(): Promise<void> {
     const { holder, epoch } = await activeNode();
     const to = peerOf(holder);
     await passiveAgain(s, to, Date.now() - 40_000);
+    const boots = await bootCount(vmByName(holder));
     const faultAt = Date.now();
     const accepted = await cp.call<{ from: string; to: string }>('POST', `/v1/clusters/${CLUSTER}/switchover`, { to });
     s.check('the API accepted the switchover', accepted.from === holder && accepted.to === to, `${accepted.from} → ${accepted.to}`);
@@ -727,6 +728,10 @@ async function main(): Promise<void> {
     await passiveAgain(s, holder, faultAt);
     // Without a release, say why from the old holder's own log (its previous boot if it was reset).
     if (!byRelease) s.note(`${holder}'s agent, last words before the takeover: ${await agentLogTail(vmByName(holder), faultAt)}`);
+    // A clean demotion disarms the watchdog (the magic close): past its 6 s timeout, no reset.
+    await sleep(8000);
+    const bootsAfter = await bootCount(vmByName(holder));
+    s.check(`${holder} was not reset after its clean demotion (its watchdog disarmed)`, bootsAfter === boots, `${bootsAfter - boots} resets`);
   });
 
   await runScenario('restore', "the control plane's store restored to a backup taken before a switchover, the agents running", device, async (s) => {
