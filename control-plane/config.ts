@@ -26,7 +26,6 @@ const Env = z.object({
   AWS_LAMBDA_FUNCTION_NAME: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   NFSHA_AGENT_BUNDLE: z.string().min(1).optional().describe('The agent bundle the installer hands out (default dist/nfs-ha-agent.mjs)'),
-  LAMBDA_TASK_ROOT: z.string().min(1).optional(),
   NFSHA_PUBLIC_URL: PlainUrl.optional().describe(
     'The URL nodes and operators reach this control plane by; the installer is written with it (never with request headers)',
   ),
@@ -73,7 +72,6 @@ export const ENV_SOURCE: Record<keyof z.input<typeof Env>, 'template' | 'lambda-
   NFSHA_DATA_DIR: 'node-server-only',
   DYNAMODB_ENDPOINT: 'node-server-only',
   NFSHA_AGENT_BUNDLE: 'node-server-only',
-  LAMBDA_TASK_ROOT: 'lambda-runtime',
   NFSHA_PUBLIC_URL: 'template',
   NFSHA_AGENT_URL: 'template',
   NFSHA_TRUSTED_PROXIES: 'node-server-only',

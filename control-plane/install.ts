@@ -5,6 +5,7 @@
  * enrolment token the operator passes to the script is what authenticates the node.
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,10 +18,14 @@ export interface InstallAssets {
   bundle: string;
 }
 
-/** Where the files are: beside the Lambda handler (the build copies them), or in the repository. */
+/**
+ * Where the files are: beside the bundle that runs (the build copies them next to the Lambda
+ * handler and the packaged server), or in the repository.
+ */
 export function installAssets(env: NodeJS.ProcessEnv = process.env): InstallAssets {
-  const task = env.LAMBDA_TASK_ROOT;
-  if (task) return { script: join(task, 'install.sh'), unit: join(task, 'nfs-ha-agent.service'), bundle: join(task, 'nfs-ha-agent.mjs') };
+  const beside = fileURLToPath(new URL('.', import.meta.url));
+  if (existsSync(join(beside, 'install.sh')))
+    return { script: join(beside, 'install.sh'), unit: join(beside, 'nfs-ha-agent.service'), bundle: env.NFSHA_AGENT_BUNDLE ?? join(beside, 'nfs-ha-agent.mjs') };
   const root = fileURLToPath(new URL('..', import.meta.url));
   return {
     script: join(root, 'infra/install.sh'),

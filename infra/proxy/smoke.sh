@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI (.ci/run): the README's nginx configuration in front of a real control plane, with TLS:
+# CI (.ci/run): the README's nginx configuration in front of the packaged control plane, with TLS:
 # health, the installer written with the configured public URL (never the request's headers),
 # and the client's address taken from the proxy, so a stranger's failures lock out only itself.
 # Needs nginx and openssl (Debian packages); loopback only.
@@ -14,8 +14,13 @@ cleanup() {
 }
 trap cleanup EXIT
 port=18443 cp_port=18080
-# The installer is served only with an agent bundle to hand out.
-[[ -f dist/nfs-ha-agent.mjs ]] || npm run --silent build >/dev/null
+# The control plane as its package installs it: unpacked, run by the unit's command on the
+# package's own runtime, with none of this shell's environment.
+deb=$(ls dist/nfs-ha-control-plane_*_amd64.deb 2>/dev/null || true)
+[[ -n $deb ]] || { npm run --silent build >/dev/null && deb=$(ls dist/nfs-ha-control-plane_*_amd64.deb); }
+dpkg-deb -x "$deb" "$work/pkg"
+exec_start=$(sed -n 's/^ExecStart=//p' "$work/pkg/lib/systemd/system/nfs-ha-control-plane.service")
+read -r -a command <<<"${exec_start//\/usr\/lib\//$work/pkg/usr/lib/}"
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout "$work/privkey.pem" -out "$work/fullchain.pem" 2>/dev/null
 sed -e "s|listen 443 ssl;|listen 127.0.0.1:$port ssl;|" -e '/listen \[::\]:443/d' \
   -e "s|/etc/ssl/nfs-ha/|$work/|" -e "s|127.0.0.1:8080|127.0.0.1:$cp_port|" infra/proxy/nfs-ha.nginx.conf >"$work/site.conf"
@@ -30,8 +35,8 @@ http {
   include $work/site.conf;
 }
 CONF
-NFSHA_DATA_DIR=$work/data PORT=$cp_port HOST=127.0.0.1 NFSHA_PUBLIC_URL=https://127.0.0.1:$port NFSHA_TRUSTED_PROXIES=127.0.0.1 LOG_LEVEL=warn \
-  node --import tsx control-plane/server.ts >"$work/cp.log" 2>&1 &
+env -i NFSHA_DATA_DIR="$work/data" PORT=$cp_port HOST=127.0.0.1 NFSHA_PUBLIC_URL="https://127.0.0.1:$port" NFSHA_TRUSTED_PROXIES=127.0.0.1 LOG_LEVEL=warn \
+  "${command[@]}" >"$work/cp.log" 2>&1 &
 cp_pid=$!
 nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
 ng_pid=$!
@@ -50,4 +55,4 @@ codes=$(for _ in $(seq 21); do curl -sk -o /dev/null -w '%{http_code} ' -H "$bad
 key=$(cat "$work/data/initial-admin-key")
 [[ $(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "https://127.0.0.1:$port/v1/clusters") == 200 ]] ||
   fail "a valid key from the locked-out address was refused"
-echo "proxy smoke: nginx with TLS in front of the control plane: health, installer URL, lockout of bad keys only — ok"
+echo "proxy smoke: nginx with TLS in front of the packaged control plane ($(basename "$deb")): health, installer URL, lockout of bad keys only — ok"

