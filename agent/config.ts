@@ -59,6 +59,13 @@ export const AgentConfigSchema = z
     ),
     maxRestarts: z.number().int().min(0).max(10).default(2).describe('Local restarts of a failed resource before the lease is released'),
     monitorIntervalMs: z.number().int().min(200).max(60_000).default(2000),
+    storageMonitorIntervalMs: z
+      .number()
+      .int()
+      .min(200)
+      .max(300_000)
+      .default(10_000)
+      .describe('The SCSI reservation and LVM monitors (the costly ones); the check that our key is still on the disk runs every monitor pass regardless'),
     demoteBudgetMs: z.number().int().min(1000).max(300_000).default(10_000).describe('Self-fence when demotion takes longer'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   })

@@ -67,6 +67,8 @@ export interface AgentDeps {
   log: Logger;
   maxRestarts: number;
   monitorIntervalMs: number;
+  /** How often a pass also runs the monitors that query storage (Resource.queriesStorage). */
+  storageMonitorIntervalMs: number;
   demoteBudgetMs: number;
   /** Counts heartbeats and monitor results (absent: not counted). */
   metrics?: Pick<AgentMetrics, 'heartbeat' | 'resource' | 'resourcesStopped'>;
@@ -106,6 +108,7 @@ export class NodeAgent {
   #actionsStarted = 0;
   #restarts = new Map<string, number>();
   #lastMonitorAt = Number.NEGATIVE_INFINITY;
+  #lastStorageMonitorAt = Number.NEGATIVE_INFINITY;
   #lastSituation = '';
   #timers: NodeJS.Timeout[] = [];
   #deadlineTimer: NodeJS.Timeout | null = null;
@@ -502,11 +505,15 @@ export class NodeAgent {
   #monitorIfDue(): void {
     if (this.#monitoring || this.d.now() - this.#lastMonitorAt < this.d.monitorIntervalMs) return;
     this.#lastMonitorAt = this.d.now();
+    const storage = this.d.now() - this.#lastStorageMonitorAt >= this.d.storageMonitorIntervalMs;
+    if (storage) this.#lastStorageMonitorAt = this.d.now();
     const actionsBefore = this.#actionsStarted;
     this.#monitoring = (async () => {
+      // Every pass: whether the peer fenced us (our key gone), whatever the storage cadence.
       const keyPresent = await this.d.resources.reservation.keyPresent().catch(() => null);
       let failure: (CycleSnapshot['failure'] & { resource: Phase }) | null = null;
       for (const r of this.d.resources.ordered) {
+        if (r.queriesStorage && !storage) continue;
         const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
         this.d.metrics?.resource(r.name, m.state === 'running');
         if (m.state !== 'running') {

@@ -272,6 +272,7 @@ async function run(options: { config: string }) {
     log,
     maxRestarts: config.maxRestarts,
     monitorIntervalMs: config.monitorIntervalMs,
+    storageMonitorIntervalMs: config.storageMonitorIntervalMs,
     demoteBudgetMs: config.demoteBudgetMs,
     metrics,
     specVersion,

@@ -20,6 +20,12 @@ export interface Resource {
   start(): Promise<void>;
   stop(): Promise<void>;
   monitor(): Promise<MonitorResult>;
+  /**
+   * Its monitor queries the SAN or LVM metadata (SCSI reservations, LVM): the most costly
+   * commands of a pass, for state that changes only by fencing (which the key check of every
+   * pass catches) or by hand. The agent runs these monitors at their own, slower cadence.
+   */
+  readonly queriesStorage?: boolean;
 }
 
 /**

@@ -59,6 +59,7 @@ const SG_UNIT_ATTENTION = 6;
 
 export class ScsiReservation implements Resource {
   readonly name = 'scsi-reservation' as const;
+  readonly queriesStorage = true;
   readonly key: ReservationKey;
   readonly #devices: string[];
 

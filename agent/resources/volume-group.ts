@@ -46,6 +46,7 @@ export function parseLvActive(stdout: string, vg: string, lv: string): boolean |
 
 export class VolumeGroup implements Resource {
   readonly name = 'volume-group' as const;
+  readonly queriesStorage = true;
   readonly #vg: string;
   readonly #lv: string;
 

@@ -25,6 +25,9 @@ export async function resourceContext(node: 'node-a' | 'node-b' = 'node-a', fenc
 /** A resource that only records what was asked of it, in a journal shared with the test. */
 export class FakeResource implements Resource {
   state: MonitorResult = { state: 'stopped' };
+  /** How many times its monitor ran. */
+  monitored = 0;
+  queriesStorage = false;
   constructor(
     readonly name: ResourceName,
     protected readonly journal: string[],
@@ -41,24 +44,31 @@ export class FakeResource implements Resource {
     this.state = { state: 'stopped' };
   }
   async monitor() {
+    this.monitored++;
     return this.state;
   }
 }
 
 export class FakeReservation extends FakeResource implements Reservation {
+  override queriesStorage = true;
   present = true;
+  /** How many times the key check ran. */
+  keyChecks = 0;
   async fence(keys: readonly ReservationKey[]) {
     this.journal.push(`fence ${keys.join(',')}`);
     return [...keys];
   }
   async keyPresent() {
+    this.keyChecks++;
     return this.present;
   }
 }
 
 export function fakeResources(journal: string[]) {
   const reservation = new FakeReservation('scsi-reservation', journal);
-  const others = (['volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip'] as const).map((n) => new FakeResource(n, journal));
+  const others = (['volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip'] as const).map((n) =>
+    Object.assign(new FakeResource(n, journal), { queriesStorage: n === 'volume-group' }),
+  );
   const resources: NodeResources = { reservation, ordered: [reservation, ...others] };
   return { resources, reservation, others };
 }
@@ -87,6 +97,8 @@ export async function testAgent(options: {
   /** The peer's answer to a failsafe promise request (default: it does not answer). */
   peerPromise?: (node: string, epoch: number) => Promise<PromiseAnswer>;
   maxRestarts?: number;
+  /** How often the storage monitors run (default 0: every pass, as the others). */
+  storageMonitorIntervalMs?: number;
   onNewSpec?: (version: number) => void;
   memory?: EpochMemory;
   log?: Logger;
@@ -119,6 +131,7 @@ export async function testAgent(options: {
     log: options.log ?? silentLog,
     maxRestarts: options.maxRestarts ?? 2,
     monitorIntervalMs: 0,
+    storageMonitorIntervalMs: options.storageMonitorIntervalMs ?? 0,
     demoteBudgetMs: 10_000,
     metrics,
     specVersion: 1,

@@ -498,6 +498,8 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       log: options.trace ? agentTraceLog(n.id) : silentLog,
       maxRestarts: 2,
       monitorIntervalMs: 1000,
+      // The simulated host's commands cost nothing: every monitor on every pass.
+      storageMonitorIntervalMs: 1000,
       demoteBudgetMs: DEMOTE_BUDGET_MS,
       timer: (ms, fn) => sched.after(ms / n.rate, () => onNode(n, () => alive() && fn())),
     });

@@ -48,7 +48,9 @@ const granted = (epoch: number, confirmed = false) =>
   answer({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [PEER_KEY], confirmed }, reason: 'granted' }, true);
 const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, reason: 'renewed' }, true);
 
-async function agentFor(options: { maxRestarts?: number; onNewSpec?: (version: number) => void; memory?: RememberedEpochs; log?: Logger } = {}) {
+async function agentFor(
+  options: { maxRestarts?: number; storageMonitorIntervalMs?: number; onNewSpec?: (version: number) => void; memory?: RememberedEpochs; log?: Logger } = {},
+) {
   const cp = new FakeControlPlane();
   return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now, ...options })) };
 }
@@ -335,6 +337,35 @@ describe('agent loop', () => {
     assert.equal(agent.role, 'passive', 'demoted at the deadline, the monitor pass still hanging');
     finishMonitor();
     await agent.idle();
+  });
+
+  it('runs the storage monitors at their own cadence, and the key check on every pass', async () => {
+    const { cp, step, others, reservation } = await agentFor({ storageMonitorIntervalMs: 10_000 });
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step(); // the first pass of the active: every monitor
+    const vg = others.find((r) => r.name === 'volume-group')!;
+    const nfs = others.find((r) => r.name === 'nfs-server')!;
+    const before = { keys: reservation.keyChecks, scsi: reservation.monitored, vg: vg.monitored, nfs: nfs.monitored };
+    // 20 s of passes, one every 2 s.
+    for (let pass = 0; pass < 10; pass++) {
+      cp.answers = [stayActive(2)];
+      now += 2000;
+      await step();
+    }
+    assert.equal(nfs.monitored - before.nfs, 10, 'the NFS server on every pass');
+    assert.equal(reservation.keyChecks - before.keys, 10, 'whether the peer fenced us: every pass');
+    assert.equal(reservation.monitored - before.scsi, 2, 'the reservation every 10 s');
+    assert.equal(vg.monitored - before.vg, 2, 'LVM every 10 s');
+    // A fence found by the key check acts at once, between storage passes.
+    reservation.present = false;
+    cp.answers = [stayActive(2)];
+    now += 2000;
+    await step();
+    cp.answers = [stayActive(2)];
+    now += 100;
+    assert.equal((await step())?.action, 'self-fence');
   });
 
   it('restarts a failed resource and its dependents up to the limit, then releases the lease', async () => {
