@@ -236,8 +236,10 @@ async function buildDeb(pkg: DebPackage, outdir: string): Promise<{ path: string
     await chmod(join(control, script), 0o755);
   }
   const out = join(outdir, debFileName(pkg.name));
-  // xz -1: 35 MiB in about 13 s (-6: 30 MiB in a minute); --root-owner-group: no build user in it.
-  await run('dpkg-deb', ['--root-owner-group', '-Zxz', '-z1', '--build', root, out], { timeout: 600_000, maxBuffer: 4 << 20 });
+  // gzip -6: the agent's 42 MiB in 5 s, unpacked twice as fast as xz -1 (34 MiB, 13 s to build),
+  // which counts on a busy node being upgraded. zstd would be faster still, but Debian 12's
+  // lintian refuses it. --root-owner-group: no build user in it.
+  await run('dpkg-deb', ['--root-owner-group', '-Zgzip', '-z6', '--build', root, out], { timeout: 600_000, maxBuffer: 4 << 20 });
   await rm(root, { recursive: true, force: true });
   return { path: out, bytes: (await stat(out)).size };
 }

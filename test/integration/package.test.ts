@@ -12,7 +12,16 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { buildBundle, buildServer } from '../../infra/build.ts';
-import { AGENT_DEPENDS, buildAgentDeb, buildAgentExecutable, buildControlPlaneDeb, CONTROL_PLANE_DEPENDS, CONTROL_PLANE_LIB, debFileName, pinnedNode } from '../../infra/package.ts';
+import {
+  AGENT_DEPENDS,
+  buildAgentDeb,
+  buildAgentExecutable,
+  buildControlPlaneDeb,
+  CONTROL_PLANE_DEPENDS,
+  CONTROL_PLANE_LIB,
+  debFileName,
+  pinnedNode,
+} from '../../infra/package.ts';
 import { VERSION } from '../../shared/version.ts';
 
 const run = promisify(execFile);
@@ -227,8 +236,14 @@ describe('the control plane package (nfs-ha-control-plane_<version>_amd64.deb)',
     assert.ok(exec, unit);
     assert.ok(entries.has(exec[1]!.slice(1)) && entries.has(exec[2]!.slice(1)), exec[0]);
     assert.match(unit, /^User=nfs-ha$/m);
-    assert.match(await readFile(join(cpTree, 'usr/lib/sysusers.d/nfs-ha-control-plane.conf'), 'utf8'), /^u nfs-ha - ".*" \/var\/lib\/nfs-ha \/usr\/sbin\/nologin$/m);
-    assert.match(await readFile(join(cpTree, 'usr/bin/nfs-ha'), 'utf8'), new RegExp(`^exec /${CONTROL_PLANE_LIB}/bin/node /${CONTROL_PLANE_LIB}/nfs-ha\\.mjs "\\$@"$`, 'm'));
+    assert.match(
+      await readFile(join(cpTree, 'usr/lib/sysusers.d/nfs-ha-control-plane.conf'), 'utf8'),
+      /^u nfs-ha - ".*" \/var\/lib\/nfs-ha \/usr\/sbin\/nologin$/m,
+    );
+    assert.match(
+      await readFile(join(cpTree, 'usr/bin/nfs-ha'), 'utf8'),
+      new RegExp(`^exec /${CONTROL_PLANE_LIB}/bin/node /${CONTROL_PLANE_LIB}/nfs-ha\\.mjs "\\$@"$`, 'm'),
+    );
   });
 
   it('serves from the package alone: the embedded store (LevelDB addon in its worker), the installer, the docs and the CLI', async () => {
@@ -248,7 +263,10 @@ describe('the control plane package (nfs-ha-control-plane_<version>_amd64.deb)',
       assert.equal((await fetch(`${server.url}/docs/swagger-ui.css`)).status, 200);
       // The CLI as /usr/bin/nfs-ha runs it, against this server.
       const lib = join(cpTree, CONTROL_PLANE_LIB);
-      const cli = await run(join(lib, 'bin/node'), [join(lib, 'nfs-ha.mjs'), '--url', server.url, '--key', key, '--json', 'clusters'], { env: {}, timeout: 30_000 });
+      const cli = await run(join(lib, 'bin/node'), [join(lib, 'nfs-ha.mjs'), '--url', server.url, '--key', key, '--json', 'clusters'], {
+        env: {},
+        timeout: 30_000,
+      });
       assert.deepEqual(JSON.parse(cli.stdout).clusters, []);
       assert.equal((await run(join(lib, 'bin/node'), [join(lib, 'nfs-ha.mjs'), '--version'], { env: {} })).stdout.trim(), VERSION);
     } finally {

@@ -664,7 +664,11 @@ async function main(): Promise<void> {
     footprints.push(...(await Promise.all(nodes.map((vm) => footprint(vm, vm.name === active ? 'active' : 'passive')))));
     for (const f of footprints)
       s.note(
-        `${f.node} (${f.role}): agent RSS ${f.rssMiB} MiB (${f.anonMiB} private, ${f.fileMiB} mapped from the executable; peak ${f.peakMiB}), CPU ${f.ownCpuPct} % own + ${f.commandsCpuPct} % in the commands it ran`,
+        `${f.node} (${f.role}): agent RSS ${f.rssMiB} MiB (${f.anonMiB} private, ${f.fileMiB} mapped from the executable; peak ${f.peakMiB}), CPU ${f.ownCpuPct} % own + ${f.commandsCpuPct} % in the commands it ran (per minute: ${
+          Object.entries(f.commandsPerMinute)
+            .map(([p, n]) => `${p} ${n}`)
+            .join(', ') || 'none'
+        })`,
       );
   });
 
@@ -678,16 +682,6 @@ async function main(): Promise<void> {
       const passive = vmByName(peerOf(holder));
       const mainPid = (on: Vm) => on.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'nfs-ha-agent']).then((p) => p.trim());
       const before = await mainPid(vm);
-      // Under TCG the installer's node runs (role, validate) on the busy active node take minutes.
-      const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 600_000);
-      writeFileSync(join(runDir, `${vm.name}.refresh.log`), `${r.stdout}${r.stderr}`);
-      const problems = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('✗'));
-      if (problems.length > 0) s.note(`the preflight on the serving node found: ${problems.join(' | ')}`);
-      s.check('the installer ran again, keeping the credential and the allowed set', r.code === 0, r.stderr.trim().split('\n').at(-1) ?? '');
-      s.check('it reloaded the serving agent instead of restarting it', /reloaded its configuration/.test(r.stderr), r.stderr.trim().split('\n').at(-1) ?? '');
-      await sleep(5000);
-      const after = await mainPid(vm);
-      s.check('the same agent process serves on (SIGHUP reloads it)', after === before, `MainPID ${before} → ${after}`);
       // An upgrade, node by node (README, "Versions and rolling upgrades"): dpkg runs the same
       // maintainer scripts for a reinstall of the same version as for a new one.
       const upgrade = async (on: Vm) => {
@@ -697,7 +691,17 @@ async function main(): Promise<void> {
         return u.stdout;
       };
       const passiveBefore = await mainPid(passive);
-      const passiveSaid = await upgrade(passive);
+      // The installer again on the active while the passive's package is upgraded (two nodes, two
+      // operators' steps that do not wait on each other; under TCG each takes minutes).
+      const [r, passiveSaid] = await Promise.all([vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- --insecure`], 600_000), upgrade(passive)]);
+      writeFileSync(join(runDir, `${vm.name}.refresh.log`), `${r.stdout}${r.stderr}`);
+      const problems = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.startsWith('✗'));
+      if (problems.length > 0) s.note(`the preflight on the serving node found: ${problems.join(' | ')}`);
+      s.check('the installer ran again, keeping the credential and the allowed set', r.code === 0, r.stderr.trim().split('\n').at(-1) ?? '');
+      s.check('it reloaded the serving agent instead of restarting it', /reloaded its configuration/.test(r.stderr), r.stderr.trim().split('\n').at(-1) ?? '');
+      await sleep(5000);
+      const after = await mainPid(vm);
+      s.check('the same agent process serves on (SIGHUP reloads it)', after === before, `MainPID ${before} → ${after}`);
       await passiveAgain(s, passive.name, Date.now());
       const passiveAfter = await mainPid(passive);
       s.check(
@@ -1024,6 +1028,8 @@ interface Footprint {
   /** Share of one core over the window: the agent's own JavaScript, and the commands it ran (reaped children). */
   ownCpuPct: number;
   commandsCpuPct: number;
+  /** What the commands' CPU went to: runs per minute of each program, from the agent's own metrics. */
+  commandsPerMinute: Record<string, number>;
 }
 const footprints: Footprint[] = [];
 const FOOTPRINT_WINDOW_MS = 60_000;
@@ -1047,8 +1053,13 @@ async function footprint(vm: Vm, role: string): Promise<Footprint> {
       .split(' ')
       .map(Number);
     const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(out)?.[1] ?? NaN);
+    // The agent's count of each program it ran (nfsha_agent_command_duration_seconds).
+    const runs = new Map<string, number>();
+    const metrics = await vm.run(['curl', '-fsS', 'http://127.0.0.1:9758/metrics']);
+    for (const m of metrics.matchAll(/^nfsha_agent_command_duration_seconds_count\{program="([^"]+)",ok="[a-z]+"\} (\d+)$/gm))
+      runs.set(m[1]!, (runs.get(m[1]!) ?? 0) + Number(m[2]));
     // utime, stime, cutime, cstime are fields 14–17 of stat, 12–15 after the name.
-    return { own: f[11]! + f[12]!, children: f[13]! + f[14]!, rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile'), hwm: kib('VmHWM') };
+    return { own: f[11]! + f[12]!, children: f[13]! + f[14]!, rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile'), hwm: kib('VmHWM'), runs };
   };
   const a = await read();
   const t0 = Date.now();
@@ -1066,6 +1077,12 @@ async function footprint(vm: Vm, role: string): Promise<Footprint> {
     peakMiB: mib(b.hwm),
     ownCpuPct: pct(b.own - a.own),
     commandsCpuPct: pct(b.children - a.children),
+    commandsPerMinute: Object.fromEntries(
+      [...b.runs]
+        .map(([program, n]) => [program, Math.round(((n - (a.runs.get(program) ?? 0)) / seconds) * 600) / 10] as const)
+        .filter(([, perMinute]) => perMinute > 0)
+        .sort((x, y) => y[1] - x[1]),
+    ),
   };
 }
 
@@ -1087,6 +1104,15 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     '| node | role | RSS MiB | of which private | of which the executable file | peak RSS MiB | agent CPU % | its commands CPU % |',
     '|---|---|---|---|---|---|---|---|',
     ...footprints.map((f) => `| ${f.node} | ${f.role} | ${f.rssMiB} | ${f.anonMiB} | ${f.fileMiB} | ${f.peakMiB} | ${f.ownCpuPct} | ${f.commandsCpuPct} |`),
+    '',
+    ...footprints.map(
+      (f) =>
+        `Commands per minute on ${f.node} (${f.role}): ${
+          Object.entries(f.commandsPerMinute)
+            .map(([program, n]) => `${program} ${n}`)
+            .join(', ') || 'none'
+        }.`,
+    ),
     '',
     '| scenario | result | failover | detection | fence | VG | mount | NFS server | exports | VIP | takeover | ÷ raw | total | client stall |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
