@@ -1,5 +1,6 @@
 /** The agent's calls to the control plane, each bounded by the spec's request timeout. */
 import { z } from 'zod';
+import { type HttpAnswer, type HttpRequest, request } from './http.ts';
 import { type HeartbeatResponse, HeartbeatResponseSchema, LeaseAckSchema } from '../shared/api.ts';
 import { EventSchema } from '../shared/events.ts';
 import type { FencingReport, Heartbeat, PhaseReport, Release } from '../shared/lease.ts';
@@ -31,7 +32,7 @@ export class ControlPlaneClient implements ControlPlane {
     baseUrl: string,
     private readonly clusterId: string,
     private readonly nodeId: string,
-    private readonly options: { timeoutMs: number; token?: string | undefined; fetch?: typeof fetch },
+    private readonly options: { timeoutMs: number; token?: string | undefined; request?: HttpRequest },
   ) {
     this.#base = baseUrl.replace(/\/+$/, '');
     this.#token = options.token;
@@ -43,9 +44,9 @@ export class ControlPlaneClient implements ControlPlane {
   }
 
   async #call<T extends z.ZodType>(method: 'GET' | 'POST', path: string, body: unknown, schema: T): Promise<z.infer<T>> {
-    let res: Response;
+    let res: HttpAnswer;
     try {
-      res = await (this.options.fetch ?? fetch)(`${this.#base}${path}`, {
+      res = await (this.options.request ?? request)(`${this.#base}${path}`, {
         method,
         headers: {
           ...(body !== undefined && { 'content-type': 'application/json' }),

@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { PromiseAnswer, PromiseRequest } from '../shared/failsafe.ts';
 import { NODE_ROLES } from '../shared/node-role.ts';
+import { request } from './http.ts';
 
 export const PeerStatusSchema = z.object({
   node: z.string(),
@@ -141,7 +142,7 @@ export class PeerAuthError extends Error {
 /** One signed request; the verified answer, or null when the peer refused this key. */
 async function ask<T>(url: string, key: string, timeoutMs: number, schema: z.ZodType<T>, body?: string): Promise<T | null> {
   const nonce = randomBytes(16).toString('hex');
-  const res = await fetch(`${url}?nonce=${nonce}`, {
+  const res = await request(`${url}?nonce=${nonce}`, {
     ...(body === undefined
       ? { headers: { authorization: `NFSHA-HMAC ${requestMac(key, nonce)}` } }
       : { method: 'POST', body, headers: { authorization: `NFSHA-HMAC ${promiseMac(key, nonce, body)}`, 'content-type': 'application/json' } }),
@@ -149,7 +150,7 @@ async function ask<T>(url: string, key: string, timeoutMs: number, schema: z.Zod
   });
   if (res.status === 401) return null;
   if (!res.ok) throw new Error(`peer answered HTTP ${res.status}`);
-  const answer = Answer.parse(await res.json());
+  const answer = Answer.parse(JSON.parse(await res.text()));
   // Only an answer to this request, from a holder of the secret, counts.
   if (!same(answerMac(key, nonce, answer.status), answer.mac))
     throw new PeerAuthError('the peer answer is not signed for this request (forged or replayed): ignored');

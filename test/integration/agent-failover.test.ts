@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
+import { type HttpRequest, request } from '../../agent/http.ts';
 import type { PromiseAnswer } from '../../shared/failsafe.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
 import { testAgent } from '../helpers/agent.ts';
@@ -32,8 +33,8 @@ async function node(
   const journal: string[] = [];
   const clock = { t: 0 };
   // `cut`: this node's network path to the control plane is down.
-  const viaNetwork: typeof fetch = (input, init) => (options.cut?.() ? Promise.reject(new TypeError('fetch failed: connect ETIMEDOUT')) : fetch(input, init));
-  const controlPlane = new ControlPlaneClient(http.url, clusterId, nodeId, { timeoutMs: 2000, token: await h.agentToken(clusterId, nodeId), fetch: viaNetwork });
+  const viaNetwork: HttpRequest = (url, init) => (options.cut?.() ? Promise.reject(new Error('connect ETIMEDOUT')) : request(url, init));
+  const controlPlane = new ControlPlaneClient(http.url, clusterId, nodeId, { timeoutMs: 2000, token: await h.agentToken(clusterId, nodeId), request: viaNetwork });
   const t = await testAgent({
     nodeId,
     controlPlane,

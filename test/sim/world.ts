@@ -8,6 +8,7 @@
  */
 import { pino } from 'pino';
 import { ControlPlaneClient } from '../../agent/control-plane-client.ts';
+import type { HttpRequest } from '../../agent/http.ts';
 import { NodeAgent } from '../../agent/loop.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
 import { createApp } from '../../control-plane/app.ts';
@@ -330,7 +331,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   };
 
   const fetchFor =
-    (n: SimNode, incarnation: number): typeof fetch =>
+    (n: SimNode, incarnation: number): HttpRequest =>
     async (input, init) =>
       new Promise<Response>((resolve, reject) => {
         let done = false;
@@ -487,7 +488,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       controlPlane: new ControlPlaneClient('http://control-plane', spec.id, n.id, {
         timeoutMs: t.requestTimeoutMs,
         token: tokens.get(n.id),
-        fetch: fetchFor(n, incarnation),
+        request: fetchFor(n, incarnation),
       }),
       resources: simResources(hostWorld, n.id, n.host, fencing),
       fencing,
