@@ -699,7 +699,7 @@ program
   .argument('<node>')
   .option('--ttl <seconds>', 'how long it is valid', '3600')
   .action(async (cluster: string, node: string, o: { ttl: string }) => {
-    const r = await api<{ token: string; expiresAt: string; agentSha256: string | null }>(
+    const r = await api<{ token: string; expiresAt: string; agentSha256: string | null; packageSha256: string | null }>(
       g(),
       'POST',
       `/v1/clusters/${encodeURIComponent(cluster)}/enrolments`,
@@ -709,8 +709,9 @@ program
       [
         `enrolment token for ${node} of ${cluster}, valid until ${r.expiresAt}:`,
         r.token,
+        ...(r.packageSha256 ? [`agent package SHA-256 (the installer's --sha256 on a Debian amd64 node, which installs the package): ${r.packageSha256}`] : []),
         r.agentSha256
-          ? `agent SHA-256 (give it to the installer's --sha256): ${r.agentSha256}`
+          ? `agent bundle SHA-256 (the installer's --sha256 on a node that runs the agent on its own Node): ${r.agentSha256}`
           : 'this control plane serves no agent bundle yet (npm run build)',
         'on the node, put the token in a 0600 file and pass --token-file (never on a command line)',
       ].join('\n'),

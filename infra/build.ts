@@ -117,6 +117,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   }
   const exe = await buildAgentExecutable();
   console.log(`agent    ${exe.path.padEnd(42)} ${(exe.bytes / 1024).toFixed(0).padStart(6)} KiB  (single executable, node ${exe.runtime})`);
-  for (const deb of [await buildAgentDeb('dist', exe.path), await buildControlPlaneDeb('dist', server.dir)])
+  const agentDeb = await buildAgentDeb('dist', exe.path);
+  for (const deb of [agentDeb, await buildControlPlaneDeb('dist', server.dir, agentDeb.path)])
     console.log(`package  ${deb.path.padEnd(42)} ${(deb.bytes / 1024).toFixed(0).padStart(6)} KiB`);
 }

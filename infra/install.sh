@@ -10,16 +10,19 @@
 # Checks the OS and the node tools; shows what this node will let the cluster touch (the
 # devices, the VG, the mount prefix: decided here, never by the spec the control plane serves)
 # and asks to confirm (--yes when there is no terminal); exchanges the one-time enrolment token
-# for this node's credential; then uses the agent package when the node has it (or --package
-# FILE installs it: the agent with its own runtime, no Node needed) or else downloads the agent
-# bundle for the node's Node (22 or later) and verifies it against the checksum the operator gave
-# (--sha256) or, failing that, the one it was served with; has the agent write
+# for this node's credential; then uses the agent package when the node has it, or installs it
+# (--package FILE, or on a Debian amd64 node the one this control plane serves: the agent with its
+# own runtime, no Node needed), or else downloads the agent bundle for the node's Node (22 or
+# later); a download is verified against the checksum the operator gave (--sha256, from
+# nfs-ha enrol) or, failing that, the one the script was served with; has the agent write
 # /etc/nfs-ha/agent.json (0600), runs the agent's own preflight and starts the agent. Run it again to refresh a node: it keeps the credential and the allowed set,
 # and never moves the service — a running agent that serves is reloaded, not restarted.
 set -euo pipefail
 
 CONTROL_PLANE='@@CONTROL_PLANE_URL@@'
 BUNDLE_SHA256='@@BUNDLE_SHA256@@'
+# Empty when this control plane serves no agent package (on AWS: the bundle, or --package).
+PACKAGE_SHA256='@@PACKAGE_SHA256@@'
 # Tests install under another root and without systemd; never set in production.
 ROOT=${NFSHA_INSTALL_ROOT:-}
 CONFIG=$ROOT/etc/nfs-ha/agent.json
@@ -42,8 +45,9 @@ usage: install.sh --token-file FILE|- --device PATH [--device PATH ...] --vg NAM
        install.sh --uninstall         stop and remove the agent (the node's resources stay as they are)
 
   --token-file FILE   the enrolment token (from nfs-ha enrol), in a file or on stdin (-); never on the command line
-  --package FILE      install this nfs-ha-agent .deb (the agent with its own runtime) instead of the bundle
-  --sha256 HEX        the agent bundle's checksum as nfs-ha enrol printed it (checked instead of the served one)
+  --package FILE      install this nfs-ha-agent .deb (the agent with its own runtime) instead of downloading one
+  --sha256 HEX        the checksum nfs-ha enrol printed for what this node downloads (the package on a
+                      Debian amd64 node, else the bundle), checked instead of the served one
   --device PATH       a shared device this node lets the cluster use (repeat for each)
   --vg NAME           the volume group the cluster may activate here
   --mount-prefix PATH the shared filesystem must be mounted at or below it
@@ -52,7 +56,7 @@ usage: install.sh --token-file FILE|- --device PATH [--device PATH ...] --vg NAM
 EOF
 }
 
-token_file='' sha256='' package='' start=1 uninstall=0 insecure=0 yes=0 vg='' prefix=''
+token_file='' sha256='' package='' served=0 start=1 uninstall=0 insecure=0 yes=0 vg='' prefix=''
 devices=()
 while (($#)); do
   case $1 in
@@ -104,6 +108,9 @@ if [[ -n $package ]]; then
   packaged=1
 elif [[ -x $PACKAGED ]]; then
   packaged=1
+elif [[ -n $PACKAGE_SHA256 && $(dpkg --print-architecture 2>/dev/null) == amd64 ]]; then
+  # The package this control plane serves: a node needs no Node of its own.
+  packaged=1 served=1
 else
   packaged=0
   need node nodejs
@@ -129,7 +136,7 @@ esac
 fetch() { curl -fsS --proto "$proto" --retry 3 "$@"; }
 if [[ -n $sha256 ]]; then
   [[ $sha256 =~ ^[0-9a-f]{64}$ ]] || die "--sha256 takes the 64 hex digits nfs-ha enrol printed"
-  BUNDLE_SHA256=$sha256
+  if ((served)); then PACKAGE_SHA256=$sha256; else BUNDLE_SHA256=$sha256; fi
 else
   say "no --sha256: checking the agent against the checksum this script was served with (the same server); pass the one nfs-ha enrol printed to check it end to end"
 fi
@@ -186,6 +193,13 @@ fi
 # --- the agent: the package, or the bundle verified ---------------------------------------------
 changed=1
 if ((packaged)); then
+  if ((served)); then
+    say "downloading the agent package from $CONTROL_PLANE"
+    fetch "$CONTROL_PLANE/install/nfs-ha-agent.deb" -o "$tmp/nfs-ha-agent.deb" || die "cannot download the agent package from $CONTROL_PLANE"
+    echo "$PACKAGE_SHA256  $tmp/nfs-ha-agent.deb" | sha256sum --check --status ||
+      die "the downloaded agent package does not match its checksum ($PACKAGE_SHA256); not installing it"
+    package=$tmp/nfs-ha-agent.deb
+  fi
   if [[ -n $package ]]; then
     before=$(dpkg-query -W -f='${Version}' nfs-ha-agent 2>/dev/null || true)
     say "installing the agent package $package"

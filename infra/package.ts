@@ -17,7 +17,9 @@ import { dirname, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
-import { VERSION } from '../shared/version.ts';
+import { debFileName, VERSION } from '../shared/version.ts';
+
+export { debFileName };
 
 const run = promisify(execFile);
 const require = createRequire(import.meta.url);
@@ -26,7 +28,6 @@ const require = createRequire(import.meta.url);
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 export const AGENT_EXECUTABLE = 'nfs-ha-agent';
 export const DEB_ARCH = 'amd64';
-export const debFileName = (name = 'nfs-ha-agent', version = VERSION) => `${name}_${version}_${DEB_ARCH}.deb`;
 
 /** What the pinned Node runtime links against (libc6 2.28 is Node 24's floor). */
 const RUNTIME_DEPENDS = ['libc6 (>= 2.28)', 'libstdc++6 (>= 8)', 'libgcc-s1'];
@@ -136,10 +137,10 @@ export const CONTROL_PLANE_DEPENDS = [...RUNTIME_DEPENDS, 'systemd'];
 
 /**
  * The control plane's package: the pinned runtime and the server directory that `npm run build`
- * made (infra/build.ts buildServer), the unit, the operator CLI, the settings file, the nginx
- * example, the system user (sysusers.d).
+ * made (infra/build.ts buildServer), the agent's package it serves to the installer, the unit,
+ * the operator CLI, the settings file, the nginx example, the system user (sysusers.d).
  */
-async function controlPlanePackage(serverDir: string): Promise<DebPackage> {
+async function controlPlanePackage(serverDir: string, agentDeb: string): Promise<DebPackage> {
   const own = (file: string) => join('infra/deb/nfs-ha-control-plane', file);
   const server: DebFile[] = [];
   for (const entry of await readdir(serverDir, { recursive: true, withFileTypes: true })) {
@@ -156,7 +157,8 @@ async function controlPlanePackage(serverDir: string): Promise<DebPackage> {
       'The control plane of nfs-ha as a server on a VM: the external arbitrator of',
       'each two-node NFS cluster. It grants the lease with a monotonically increasing',
       'epoch, decides who fences whom, and serves the REST API, the node installer,',
-      'the status page and signed webhooks. Its state is in /var/lib/nfs-ha (an',
+      'the status page and signed webhooks, and hands the agent package to the nodes',
+      "through its installer. Its state is in /var/lib/nfs-ha (an",
       'embedded DynamoDB-protocol store), or in DynamoDB.',
       '.',
       'It runs on its own Node.js runtime as the nfs-ha user, on loopback, behind a',
@@ -166,6 +168,7 @@ async function controlPlanePackage(serverDir: string): Promise<DebPackage> {
     files: [
       { from: pinnedNode().path, to: join(CONTROL_PLANE_LIB, 'bin/node'), mode: 0o755 },
       ...server,
+      { from: agentDeb, to: join(CONTROL_PLANE_LIB, debFileName()), mode: 0o644 },
       { from: 'infra/systemd/nfs-ha-control-plane.service', to: 'lib/systemd/system/nfs-ha-control-plane.service', mode: 0o644 },
       { from: own('sysusers.conf'), to: 'usr/lib/sysusers.d/nfs-ha-control-plane.conf', mode: 0o644 },
       { from: own('control-plane.env'), to: 'etc/nfs-ha/control-plane.env', mode: 0o600 },
@@ -197,9 +200,9 @@ export async function buildAgentDeb(outdir = 'dist', executable?: string): Promi
   return buildDeb(await agentPackage(executable ?? (await buildAgentExecutable(outdir)).path), outdir);
 }
 
-/** The Debian package of the control plane, from the server directory `npm run build` made. */
-export async function buildControlPlaneDeb(outdir: string, serverDir: string): Promise<{ path: string; bytes: number }> {
-  return buildDeb(await controlPlanePackage(serverDir), outdir);
+/** The Debian package of the control plane, from the server directory and the agent's package `npm run build` made. */
+export async function buildControlPlaneDeb(outdir: string, serverDir: string, agentDeb: string): Promise<{ path: string; bytes: number }> {
+  return buildDeb(await controlPlanePackage(serverDir, agentDeb), outdir);
 }
 
 /**

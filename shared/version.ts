@@ -3,6 +3,9 @@ import pkg from '../package.json' with { type: 'json' };
 
 export const VERSION: string = pkg.version;
 
+/** A Debian package's file name, as `npm run build` makes it (amd64: the pinned runtime's). */
+export const debFileName = (name = 'nfs-ha-agent', version = VERSION): string => `${name}_${version}_amd64.deb`;
+
 /** Orders two releases by major, minor and patch (a pre-release suffix is not compared). */
 export function compareVersions(a: string, b: string): number {
   const parts = (v: string) => v.split(/[-+]/)[0]!.split('.').map(Number);

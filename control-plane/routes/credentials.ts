@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { type Credentials, ENROLMENT_TTL_MS, live, ROTATION_OVERLAP_MS } from '../auth.ts';
 import type { Clock } from '../clock.ts';
 import { ApiError } from '../errors.ts';
-import { bundleReader, type InstallAssets } from '../install.ts';
+import { artifactReader, type InstallAssets } from '../install.ts';
 import type { SecretRecord, Store } from '../store/store.ts';
 import { ClusterParams, errors, existingCluster, jsonBody, jsonResponse, router } from './router.ts';
 
@@ -47,7 +47,8 @@ const overlapSeconds = z
 
 export function credentialsRouter(deps: { store: Store; credentials: Credentials; clock: Clock; install: InstallAssets }) {
   const { store, credentials, clock } = deps;
-  const bundle = bundleReader(deps.install.bundle);
+  const bundle = artifactReader(deps.install.bundle);
+  const pkg = artifactReader(deps.install.package);
   const agentView = (r: SecretRecord) => ({
     id: r.id,
     node: r.node!,
@@ -156,7 +157,13 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
                 .string()
                 .nullable()
                 .describe(
-                  "SHA-256 of the agent bundle this control plane serves: give it to the installer's --sha256, so the node checks the download against what you saw here",
+                  "SHA-256 of the agent bundle this control plane serves (for a node that runs the agent on its own Node): give it to the installer's --sha256, so the node checks the download against what you saw here",
+                ),
+              packageSha256: z
+                .string()
+                .nullable()
+                .describe(
+                  "SHA-256 of the agent package this control plane serves (null: none), which a Debian amd64 node installs: give it to the installer's --sha256 there",
                 ),
             }),
             'The token (shown once)',
@@ -172,7 +179,8 @@ export function credentialsRouter(deps: { store: Store; credentials: Credentials
         const expiresAt = clock.now() + (ttlSeconds ? ttlSeconds * 1000 : ENROLMENT_TTL_MS.default);
         const { token } = await credentials.issue('enrolment', { clusterId, node, expiresAt, usedAt: null });
         const agentSha256 = (await bundle().catch(() => null))?.sha256 ?? null;
-        return c.json({ token, clusterId, node, expiresAt: iso(expiresAt)!, agentSha256 }, 201);
+        const packageSha256 = (await pkg().catch(() => null))?.sha256 ?? null;
+        return c.json({ token, clusterId, node, expiresAt: iso(expiresAt)!, agentSha256, packageSha256 }, 201);
       },
     )
     .openapi(

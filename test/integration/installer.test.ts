@@ -7,7 +7,8 @@
  * package on real nodes with systemd.
  */
 import assert from 'node:assert/strict';
-import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -15,7 +16,24 @@ import { buildBundle } from '../../infra/build.ts';
 import { type Harness, exampleSpec, runCommand, serveHarness, startHarness, tempDir } from '../helpers/control-plane.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
-const BASIC_TOOLS = ['bash', 'id', 'dirname', 'mkdir', 'chmod', 'mktemp', 'rm', 'rmdir', 'curl', 'sha256sum', 'install', 'cat', 'mv', 'node', 'cmp'];
+const BASIC_TOOLS = [
+  'bash',
+  'id',
+  'dirname',
+  'mkdir',
+  'chmod',
+  'mktemp',
+  'rm',
+  'rmdir',
+  'curl',
+  'sha256sum',
+  'install',
+  'cat',
+  'mv',
+  'node',
+  'cmp',
+  'realpath',
+];
 const ALLOWED = ['--device', '/dev/disk/by-id/wwn-0x6001405a1b2c3d4e5f60718293a4b5c6', '--vg', 'vg_nfs', '--mount-prefix', '/srv/nfs'];
 const NODE_TOOLS = ['sg_persist', 'lvm', 'exportfs', 'ip', 'arping'];
 
@@ -23,6 +41,7 @@ let h: Harness;
 let http: Awaited<ReturnType<typeof serveHarness>>;
 let dir: string;
 let bundle: string;
+let agentPackage: string;
 let bareBin: string;
 let fullBin: string;
 
@@ -45,8 +64,11 @@ before(async () => {
       "else if (process.env.STANDIN_VALIDATE === 'fail') { console.log('✗ self-fence: /dev/watchdog: busy'); process.exit(3); }\n" +
       "else console.log(`stand-in agent: ${process.argv.slice(2).join(' ')}`);\n",
   );
+  // The served package: bytes the installer must hand to apt-get unchanged (the lab installs a real one).
+  agentPackage = join(dir, 'served-agent.deb');
+  await writeFile(agentPackage, `!<arch>\nstand-in package ${Date.now()}\n`);
   h = await startHarness({
-    install: { script: join(root, 'infra/install.sh'), unit: join(root, 'infra/systemd/nfs-ha-agent.service'), bundle },
+    install: { script: join(root, 'infra/install.sh'), unit: join(root, 'infra/systemd/nfs-ha-agent.service'), bundle, package: agentPackage },
   });
   http = await serveHarness(h, { publicUrl: true });
   await h.call('POST', '/v1/clusters', await exampleSpec('inst'));
@@ -239,6 +261,61 @@ describe('installer (GET /install.sh)', () => {
     const refused = await install(script, await first('node-b', '--no-start'), bare, noNode);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /missing nodejs/);
+  });
+
+  it('on a Debian amd64 node without the package, installs the one the control plane serves, verified, and needs no Node', async () => {
+    const script = await readFile(await servedScript(), 'utf8');
+    const sha = createHash('sha256')
+      .update(await readFile(agentPackage))
+      .digest('hex');
+    assert.match(script, new RegExp(`^PACKAGE_SHA256='${sha}'$`, 'm'));
+    const enrolment = await h.call('POST', '/v1/clusters/inst/enrolments', { node: 'node-a' });
+    assert.equal(enrolment.body.packageSha256, sha, 'nfs-ha enrol gives the package checksum for --sha256');
+    // A node with dpkg (amd64), no node, no agent: apt-get "installs" by putting the stand-in
+    // executable in place, and keeps the file it was given.
+    const bin = join(dir, 'debian-bin');
+    await mkdir(bin, { recursive: true });
+    for (const tool of [...BASIC_TOOLS.filter((t) => t !== 'node'), ...NODE_TOOLS, 'systemctl'])
+      await symlink(join(fullBin, tool), join(bin, tool)).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+    const stub = async (name: string, body: string) => {
+      await writeFile(join(bin, name), `#!/bin/bash\n${body}\n`);
+      await chmod(join(bin, name), 0o755);
+    };
+    await stub('dpkg', '[[ $1 == --print-architecture ]] && echo amd64');
+    await stub('dpkg-query', '[[ -x $NFSHA_INSTALL_ROOT/usr/sbin/nfs-ha-agent ]] && echo 0.1.0');
+    await stub(
+      'apt-get',
+      `echo "apt-get $*" >> "$SYSTEMCTL_LOG"\ncat "\${@: -1}" > "$NFSHA_INSTALL_ROOT/installed.deb"\nmkdir -p "$NFSHA_INSTALL_ROOT/usr/sbin"\n` +
+        `printf '#!/bin/bash\\nexec %s %s "$@"\\n' ${JSON.stringify(process.execPath)} ${JSON.stringify(bundle)} > "$NFSHA_INSTALL_ROOT/usr/sbin/nfs-ha-agent"\nchmod 755 "$NFSHA_INSTALL_ROOT/usr/sbin/nfs-ha-agent"`,
+    );
+    const file = join(dir, 'install-debian.sh');
+    await writeFile(file, script);
+    const log = join(dir, 'apt-calls.log');
+    // A wrong checksum from the operator: nothing installed.
+    const wrongRoot = await tempDir('nfs-ha-root-');
+    const wrong = await install(file, [...(await first('node-a', '--no-start')), '--sha256', 'e'.repeat(64)], wrongRoot, bin, { SYSTEMCTL_LOG: log });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /downloaded agent package does not match its checksum \(e{64}\)/);
+    await assert.rejects(stat(join(wrongRoot, 'installed.deb')));
+    const target = await tempDir('nfs-ha-root-');
+    const r = await install(file, [...(await first('node-b', '--no-start')), '--sha256', sha], target, bin, { SYSTEMCTL_LOG: log });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /downloading the agent package from/);
+    assert.match(await readFile(log, 'utf8'), /^apt-get install -y -q --no-install-recommends \/\S+\/nfs-ha-agent\.deb$/m);
+    assert.ok((await readFile(join(target, 'installed.deb'))).equals(await readFile(agentPackage)), 'apt-get got the served package, byte for byte');
+    assert.match(r.stdout, /stand-in agent: validate --config/);
+    // Without a served package (Lambda), the script says none and the route refuses with a code.
+    const kept = await readFile(agentPackage);
+    await rm(agentPackage);
+    try {
+      assert.match(await readFile(await servedScript(), 'utf8'), /^PACKAGE_SHA256=''$/m);
+      const none = await fetch(`${http.url}/install/nfs-ha-agent.deb`);
+      assert.deepEqual([none.status, ((await none.json()) as { error: { code: string } }).error.code], [404, 'agent_package_unavailable']);
+    } finally {
+      await writeFile(agentPackage, kept);
+    }
   });
 
   it('the configuration is checked by the agent before anything starts: a wrong allowed set changes nothing', async () => {

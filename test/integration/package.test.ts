@@ -41,7 +41,7 @@ before(async () => {
   await run('dpkg-deb', ['-e', deb, join(dir, 'DEBIAN')]);
   await buildBundle('agent', dir);
   await buildBundle('cli', dir);
-  cpDeb = (await buildControlPlaneDeb(dir, (await buildServer(dir)).dir)).path;
+  cpDeb = (await buildControlPlaneDeb(dir, (await buildServer(dir)).dir, deb)).path;
   cpTree = join(dir, 'cp-unpacked');
   await run('dpkg-deb', ['-x', cpDeb, cpTree]);
   await run('dpkg-deb', ['-e', cpDeb, join(dir, 'CP-DEBIAN')]);
@@ -213,6 +213,7 @@ describe('the control plane package (nfs-ha-control-plane_<version>_amd64.deb)',
       [`${CONTROL_PLANE_LIB}/nfs-ha.mjs`, '-rw-r--r--'],
       [`${CONTROL_PLANE_LIB}/install.sh`, '-rw-r--r--'],
       [`${CONTROL_PLANE_LIB}/nfs-ha-agent.mjs`, '-rw-r--r--'],
+      [`${CONTROL_PLANE_LIB}/${debFileName()}`, '-rw-r--r--'],
       [`${CONTROL_PLANE_LIB}/docs/swagger-ui.css`, '-rw-r--r--'],
       ['lib/systemd/system/nfs-ha-control-plane.service', '-rw-r--r--'],
       ['usr/lib/sysusers.d/nfs-ha-control-plane.conf', '-rw-r--r--'],
@@ -260,6 +261,13 @@ describe('the control plane package (nfs-ha-control-plane_<version>_amd64.deb)',
       assert.match(script, /^CONTROL_PLANE='https:\/\/nfs-ha\.example\.net'$/m);
       const bundle = await readFile(join(cpTree, CONTROL_PLANE_LIB, 'nfs-ha-agent.mjs'));
       assert.match(script, new RegExp(`^BUNDLE_SHA256='${createHash('sha256').update(bundle).digest('hex')}'$`, 'm'));
+      // And hands out the agent's package, byte for byte the one built, with its checksum in the script.
+      const agentPackage = await readFile(deb);
+      const sha = createHash('sha256').update(agentPackage).digest('hex');
+      assert.match(script, new RegExp(`^PACKAGE_SHA256='${sha}'$`, 'm'));
+      const served = await fetch(`${server.url}/install/nfs-ha-agent.deb`);
+      assert.equal(served.headers.get('x-checksum-sha256'), sha);
+      assert.ok(Buffer.from(await served.arrayBuffer()).equals(agentPackage), 'the served package is the built one');
       assert.equal((await fetch(`${server.url}/docs/swagger-ui.css`)).status, 200);
       // The CLI as /usr/bin/nfs-ha runs it, against this server.
       const lib = join(cpTree, CONTROL_PLANE_LIB);

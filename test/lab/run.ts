@@ -301,7 +301,10 @@ const LAB_DEMOTE_BUDGET_MS = 90_000;
 const BASELINE_MS = 30_000;
 
 async function installAgent(vm: Vm, device: string): Promise<void> {
-  const { token } = await cp.call<{ token: string }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, { node: vm.name });
+  const { token, packageSha256 } = await cp.call<{ token: string; packageSha256: string | null }>('POST', `/v1/clusters/${CLUSTER}/enrolments`, {
+    node: vm.name,
+  });
+  if (!packageSha256) throw new Error('the control plane serves no agent package (its package should carry it)');
   // As the README says: the token in a 0600 file, the allowed set and the operator's checksum as flags.
   // --insecure: the lab's control plane speaks plain HTTP on its private bridge.
   await vm.run(['bash', '-c', `umask 077 && printf %s ${token} > /root/nfs-ha.token`]);
@@ -309,11 +312,13 @@ async function installAgent(vm: Vm, device: string): Promise<void> {
   // stopping nfsd alone can take 10 s, the default demotion budget, and a switchover's demotion
   // past it reboots the node. The budget bounds a demotion that hangs; it guards no lease.
   await vm.run(['bash', '-c', `mkdir -p -m 0700 /etc/nfs-ha && umask 077 && echo '{"demoteBudgetMs": ${LAB_DEMOTE_BUDGET_MS}}' > /etc/nfs-ha/agent.json`]);
-  // The agent package, as an operator copies it to the node: the installer installs it with apt.
-  const flags = `--token-file /root/nfs-ha.token --package /lab/${debFileName()} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
+  // The agent package, as the control plane serves it: the installer downloads it, checks it
+  // against the operator's checksum (from the enrolment) and installs it with apt.
+  const flags = `--token-file /root/nfs-ha.token --sha256 ${packageSha256} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
   const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- ${flags}`], 300_000);
   writeFileSync(join(runDir, `${vm.name}.install.log`), `${r.stdout}${r.stderr}`);
   if (r.code !== 0) throw new Error(`${vm.name}: the installer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`);
+  if (!/downloading the agent package from/.test(r.stderr)) throw new Error(`${vm.name}: the installer did not install the served package (${vm.name}.install.log)`);
 }
 
 // ---------------------------------------------------------------------------------------------
