@@ -1,14 +1,16 @@
 /**
  * `npm run bench -- coldstart`: the Lambda bundle's cold start — a fresh Node process loads
- * dist-style bundle and answers its first request (a heartbeat, against dynalite) — against a
+ * dist-style bundle and answers its first request (an operator's listing, against dynalite) — against a
  * bare `node` process start measured in the same run. Reports medians of several runs.
  */
 import { execFile } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import { Credentials } from '../../control-plane/auth.ts';
+import { systemClock } from '../../control-plane/clock.ts';
 import { dynamoClient } from '../../control-plane/store/client.ts';
-import { ensureTable } from '../../control-plane/store/dynamodb.ts';
+import { DynamoStore, ensureTable } from '../../control-plane/store/dynamodb.ts';
 import { startEmbeddedDynamo } from '../../control-plane/store/embedded.ts';
 import { buildBundle } from '../../infra/build.ts';
 import { tempDir } from '../helpers/control-plane.ts';
@@ -24,6 +26,8 @@ export async function coldStartBench(): Promise<void> {
   const dynamo = await startEmbeddedDynamo(`${dir}/data`);
   const sdk = dynamoClient({ endpoint: dynamo.endpoint, local: dynamo.credentials });
   await ensureTable(sdk, 'nfs-ha');
+  // The first request is an operator's, with a read-only key, as every request but /healthz is.
+  const { token } = await new Credentials(new DynamoStore({ client: sdk, tableName: 'nfs-ha' }), systemClock).issue('operator', { role: 'read-only', name: 'bench' });
   sdk.destroy();
   const env = {
     ...process.env,
@@ -41,7 +45,7 @@ export async function coldStartBench(): Promise<void> {
     const t0 = performance.now();
     const { handler } = await import(${JSON.stringify(pathToFileURL(bundle.path).href)});
     const loaded = performance.now();
-    const res = await handler({ version: '2.0', rawPath: '/v1/clusters', rawQueryString: '', headers: { host: 'x.lambda-url.eu-west-1.on.aws' },
+    const res = await handler({ version: '2.0', rawPath: '/v1/clusters', rawQueryString: '', headers: { host: 'x.lambda-url.eu-west-1.on.aws', authorization: 'Bearer ${token}' },
       requestContext: { domainName: 'x.lambda-url.eu-west-1.on.aws', http: { method: 'GET', path: '/v1/clusters', protocol: 'HTTP/1.1', sourceIp: '127.0.0.1' } }, isBase64Encoded: false }, {});
     if (res.statusCode !== 200) throw new Error('first request: ' + res.statusCode + ' ' + res.body);
     process.stdout.write(JSON.stringify({ loadMs: loaded - t0, firstRequestMs: performance.now() - loaded }));
