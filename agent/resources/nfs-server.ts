@@ -114,22 +114,21 @@ export class NfsServer implements Resource {
   }
 
   async monitor(): Promise<MonitorResult> {
+    // The kernel threads are the server itself: while they run, it serves, and one read of a
+    // /proc file says so. systemctl (a round trip to PID 1, on every pass the costliest of the
+    // monitor's commands) is asked only when they do not: the oneshot unit stays "active" after
+    // rpc.nfsd returns, so threads gone (rpc.nfsd 0, a crash) under an active unit are a failure.
+    const threads = await this.#run(['cat', '/proc/fs/nfsd/threads'], TIMEOUT.query);
+    const count = Number.parseInt(threads.stdout.trim(), 10);
+    if (threads.exitCode === 0 && count > 0) return { state: 'running' };
     const r = await this.#run(['systemctl', 'is-active', 'nfs-server'], TIMEOUT.query);
     const state = r.stdout.trim();
     if (state === 'inactive') return { state: 'stopped' };
-    if (r.exitCode === 0) {
-      // The unit is a oneshot that stays "active" after rpc.nfsd returns: the kernel threads
-      // are the server itself, and they can be gone (rpc.nfsd 0, a crash) under an active unit.
-      const threads = await this.#run(['cat', '/proc/fs/nfsd/threads'], TIMEOUT.query);
-      const count = Number.parseInt(threads.stdout.trim(), 10);
-      if (threads.exitCode !== 0 || !(count > 0)) {
-        return {
-          state: 'failed',
-          reason: `nfs-server is active but nfsd runs ${threads.exitCode === 0 ? `${count} threads` : 'no threads (/proc/fs/nfsd not readable)'}`,
-        };
-      }
-      return { state: 'running' };
-    }
+    if (r.exitCode === 0)
+      return {
+        state: 'failed',
+        reason: `nfs-server is active but nfsd runs ${threads.exitCode === 0 ? `${count} threads` : 'no threads (/proc/fs/nfsd not readable)'}`,
+      };
     return { state: 'failed', reason: `nfs-server is ${state || `in an unknown state (exit ${r.exitCode})`}` };
   }
 }

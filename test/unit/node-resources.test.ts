@@ -253,9 +253,9 @@ describe('nfs-server resource', () => {
     ]);
   });
 
-  it('monitor maps systemctl is-active and the nfsd thread count (real output)', async () => {
+  it('monitor maps the nfsd thread count and, only without threads, systemctl is-active (real output)', async () => {
     const { ctx, exec } = await resourceContext();
-    exec.on(/is-active/, 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--stopped', {
+    exec.on(/is-active/, 'systemctl-is-active--nfs-server--running', 'systemctl-is-active--nfs-server--stopped', {
       exitCode: 3,
       stdout: 'failed\n',
       stderr: '',
@@ -263,6 +263,7 @@ describe('nfs-server resource', () => {
     exec.on('cat /proc/fs/nfsd/threads', 'cat--proc-fs-nfsd-threads', { exitCode: 0, stdout: '0\n', stderr: '' });
     const nfs = new NfsServer(ctx);
     assert.deepEqual(await nfs.monitor(), { state: 'running' });
+    assert.deepEqual(exec.lines(), ['cat /proc/fs/nfsd/threads'], 'running threads: no round trip to systemd');
     assert.deepEqual(await nfs.monitor(), { state: 'failed', reason: 'nfs-server is active but nfsd runs 0 threads' }, 'after `rpc.nfsd 0`');
     assert.deepEqual(await nfs.monitor(), { state: 'stopped' });
     assert.deepEqual(await nfs.monitor(), { state: 'failed', reason: 'nfs-server is failed' });
