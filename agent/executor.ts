@@ -105,7 +105,7 @@ export class HostExecutor implements Executor {
       const child = execFile(
         file,
         args,
-        { shell: false, timeout: command.timeoutMs, killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT, env: ENV, encoding: 'utf8', windowsHide: true },
+        { shell: false, timeout: Math.ceil(command.timeoutMs), killSignal: 'SIGKILL', maxBuffer: MAX_OUTPUT, env: ENV, encoding: 'utf8', windowsHide: true },
         (error, stdout, stderr) => {
           const e = error as (NodeJS.ErrnoException & { code?: number | string; killed?: boolean; signal?: string }) | null;
           const durationMs = performance.now() - started;

@@ -37,7 +37,7 @@ import type { EpochMemory } from './epoch-memory.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PeerStatus } from './peer.ts';
 import type { NodeResources } from './resources/index.ts';
-import type { FencingState, Resource } from './resources/resource.ts';
+import { type FencingState, type Resource, SafetyInDoubt } from './resources/resource.ts';
 import type { SelfFence } from './self-fence.ts';
 import { VERSION } from '../shared/version.ts';
 
@@ -137,6 +137,7 @@ export class NodeAgent {
     this.#peerId = d.spec.nodes.find((n) => n.id !== d.nodeId)!.id;
     // This process may have been preceded by one that promised and died: keep that promise.
     if (this.#failsafeOn) this.#promise = restartPromise(this.#peerId, d.now(), d.spec.timing.leaseTtlMs);
+    d.fencing.leaseRemainingMs = () => (this.#deadline === null ? 0 : Math.max(0, this.#deadline - d.now()));
   }
 
   get #failsafeOn(): boolean {
@@ -514,7 +515,10 @@ export class NodeAgent {
       let failure: (CycleSnapshot['failure'] & { resource: Phase }) | null = null;
       for (const r of this.d.resources.ordered) {
         if (r.queriesStorage && !storage) continue;
-        const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
+        const m = await r.monitor().catch((err: Error) => {
+          if (err instanceof SafetyInDoubt) void this.d.selfFence.reboot(err.message);
+          return { state: 'failed' as const, reason: err.message };
+        });
         this.d.metrics?.resource(r.name, m.state === 'running');
         if (m.state !== 'running') {
           failure = { resource: r.name, reason: m.state === 'failed' ? m.reason : 'stopped unexpectedly', restarts: this.#restarts.get(r.name) ?? 0 };
@@ -607,6 +611,7 @@ export class NodeAgent {
       return result;
     } catch (err) {
       this.#report(phase, direction, 'failed', { durationMs: this.d.now() - t0, message: (err as Error).message });
+      if (err instanceof SafetyInDoubt) await this.d.selfFence.reboot(err.message);
       throw err;
     }
   }

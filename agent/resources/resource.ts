@@ -35,6 +35,8 @@ export interface Resource {
 export interface FencingState {
   epoch: number;
   confirmedEpoch: number;
+  /** How long the lease we act under still runs, by the loop's monotonic clock (0 when none). Set by the loop. */
+  leaseRemainingMs?: () => number;
 }
 
 /** What every resource is built from. */
@@ -54,6 +56,17 @@ export class ResourceError extends Error {
   ) {
     super(`${resource}: ${message}`);
     this.name = 'ResourceError';
+  }
+}
+
+/**
+ * An action whose effect on the shared disk cannot be known and may land after our lease: a
+ * registration sent too late. Only a reset of the node makes it safe; the loop self-fences.
+ */
+export class SafetyInDoubt extends ResourceError {
+  constructor(resource: ResourceName, message: string) {
+    super(resource, `${message}: resetting this node`);
+    this.name = 'SafetyInDoubt';
   }
 }
 

@@ -3,15 +3,24 @@
  * only registered nexuses may write, so a node whose key has been preempted can no longer
  * write to the disk — the storage itself fences it. Only the active node is registered.
  *
- * Every command is sent on every configured path of the shared devices (each path is its own
- * I_T nexus; a registration on one does not cover another). Registration happens only inside
- * `fence`, which the agent calls only under a grant from the arbiter: a fenced node that
- * re-registered on its own would regain write access (LAB-NOTES, "register-ignore").
+ * A LUN is a device of the spec: a single path, or a dm-multipath map whose paths the agent
+ * finds itself (multipath.ts). Each path is its own I_T nexus and a registration on one does
+ * not cover another, so registering is per path; everything else — the key list, the
+ * reservation, a preemption (which removes every registration of the key, on every path) — is
+ * the LUN's, sent through one live path. Per-path sg_persist rather than mpathpersist: with
+ * multipath.conf's `reservation_key`, multipathd registers a key by itself whenever a path
+ * appears, at boot too, which is exactly what a node the arbiter has not granted must never do.
+ *
+ * Registration happens only inside `fence`, which the agent calls only under a grant from the
+ * arbiter, and in the repair of a path that lacks our key while another path of the same LUN
+ * has it, under a valid lease: a fenced node that re-registered on its own would regain write
+ * access (LAB-NOTES, "register-ignore").
  */
 import { ReservationKey, reservationKey } from '../../shared/reservation-key.ts';
 import { nodeDevices } from '../../shared/spec.ts';
 import { type CommandResult, expectExit, failureText } from '../executor.ts';
-import { type MonitorResult, type Resource, type ResourceContext, ResourceError, TIMEOUT } from './resource.ts';
+import { isMultipathName, multipathProblems, type PathFinder, sysfsPaths } from './multipath.ts';
+import { type MonitorResult, type Resource, type ResourceContext, ResourceError, SafetyInDoubt, TIMEOUT } from './resource.ts';
 
 const TYPE_5 = '5';
 const TYPE_5_NAME = 'Write Exclusive, registrants only';
@@ -56,16 +65,28 @@ export function supportsType5(stdout: string): boolean {
 
 /** sg3_utils' exit status for a UNIT ATTENTION sense (SG_LIB_CAT_UNIT_ATTENTION). */
 const SG_UNIT_ATTENTION = 6;
+/** sg3_utils' exit status for a RESERVATION CONFLICT status (SG_LIB_CAT_RES_CONFLICT). */
+const SG_RESERVATION_CONFLICT = 24;
+/** The least lease left to register a path that lacks our key: a command's round trip, with room. */
+const MIN_REPAIR_LEASE_MS = 1000;
+
+interface Lun {
+  device: string;
+  multipath: boolean;
+}
 
 export class ScsiReservation implements Resource {
   readonly name = 'scsi-reservation' as const;
   readonly queriesStorage = true;
   readonly key: ReservationKey;
-  readonly #devices: string[];
+  readonly #luns: Lun[];
 
-  constructor(private readonly ctx: ResourceContext) {
+  constructor(
+    private readonly ctx: ResourceContext,
+    private readonly findPaths: PathFinder = sysfsPaths(),
+  ) {
     this.key = reservationKey(ctx.spec.id, ctx.node.id);
-    this.#devices = nodeDevices(ctx.spec, ctx.node.id);
+    this.#luns = nodeDevices(ctx.spec, ctx.node.id).map((device) => ({ device, multipath: isMultipathName(device) }));
   }
 
   /**
@@ -74,15 +95,31 @@ export class ScsiReservation implements Resource {
    * target clears it by reporting it, so the command is sent again (as fence_scsi does).
    */
   async #sg(device: string, ...args: string[]): Promise<CommandResult> {
-    let r = await this.ctx.exec.run({ argv: ['sg_persist', '--no-inquiry', ...args, device], timeoutMs: TIMEOUT.change });
+    return this.#sgWithin(() => TIMEOUT.change, device, ...args);
+  }
+
+  async #sgWithin(timeoutMs: () => number, device: string, ...args: string[]): Promise<CommandResult> {
+    let r = await this.ctx.exec.run({ argv: ['sg_persist', '--no-inquiry', ...args, device], timeoutMs: timeoutMs() });
     for (let retry = 0; r.exitCode === SG_UNIT_ATTENTION && retry < 2; retry++) {
-      r = await this.ctx.exec.run({ argv: ['sg_persist', '--no-inquiry', ...args, device], timeoutMs: TIMEOUT.change });
+      r = await this.ctx.exec.run({ argv: ['sg_persist', '--no-inquiry', ...args, device], timeoutMs: timeoutMs() });
     }
     return r;
   }
 
   async #expect(what: string, pending: Promise<CommandResult>): Promise<CommandResult> {
     return expectExit(await pending, [0], what);
+  }
+
+  /** The paths commands go to: the device itself, or the running paths of a multipath map. */
+  async #paths(lun: Lun): Promise<string[]> {
+    if (!lun.multipath) return [lun.device];
+    const { paths } = await this.findPaths(lun.device).catch((err: Error) => {
+      throw new ResourceError(this.name, err.message);
+    });
+    const live = paths.filter((p) => p.live).map((p) => p.device);
+    if (live.length === 0)
+      throw new ResourceError(this.name, `${lun.device}: no running path (${paths.map((p) => `${p.name} ${p.state}`).join(', ') || 'the map has no paths'})`);
+    return live;
   }
 
   async readKeys(device: string): Promise<ReservationKey[]> {
@@ -93,62 +130,122 @@ export class ScsiReservation implements Resource {
     return parseReservation((await this.#expect(`reading the reservation of ${device}`, this.#sg(device, '--in', '--read-reservation'))).stdout);
   }
 
+  /**
+   * The paths whose own I_T nexus carries our key. The key list is the LUN's (a key registered
+   * through one path shows through all), so a multipath LUN asks each path: REGISTER from the
+   * key to itself succeeds on a nexus registered with it and meets a reservation conflict on any
+   * other, changing nothing either way.
+   */
+  async #registered(lun: Lun, paths: string[]): Promise<string[]> {
+    if (!lun.multipath) return (await this.readKeys(paths[0]!)).includes(this.key) ? paths : [];
+    const found: string[] = [];
+    for (const path of paths) {
+      const r = await this.#sg(path, '--out', '--register', `--param-rk=${this.key}`, `--param-sark=${this.key}`);
+      if (r.exitCode === 0) found.push(path);
+      else if (r.exitCode !== SG_RESERVATION_CONFLICT) expectExit(r, [0], `checking our key on ${path}`);
+    }
+    return found;
+  }
+
+  /**
+   * Registers our key on the paths of a LUN that lack it while another path has it: a path that
+   * came back as a new I_T nexus (an iSCSI session rebuilt, an HBA replaced). A registration
+   * that reached the storage after a peer preempted us would give us write access again, so it
+   * must complete within our lease: no peer is granted before our deadline. The command gets
+   * what is left of the lease as its timeout; one that did not answer by then may still reach
+   * the storage, and only a reset of this node makes that safe. Returns the paths still missing.
+   */
+  async #repair(lun: Lun, missing: string[]): Promise<string[]> {
+    if (missing.length === 0) return missing;
+    const left = () => this.ctx.fencing.leaseRemainingMs?.() ?? 0;
+    if (left() < MIN_REPAIR_LEASE_MS) {
+      this.ctx.log.warn({ resource: this.name, device: lun.device, paths: missing, leaseRemainingMs: left() }, 'our key is missing on some paths; not registering them without a lease to do it in');
+      return missing;
+    }
+    for (const path of missing) {
+      const r = await this.#sgWithin(left, path, '--out', '--register-ignore', `--param-sark=${this.key}`);
+      if (r.timedOut || left() === 0)
+        throw new SafetyInDoubt(this.name, `registering our key on ${path} did not complete within our lease; it may reach the storage after a peer preempted us`);
+      expectExit(r, [0], `registering ${this.key} on ${path}`);
+    }
+    this.ctx.log.warn({ resource: this.name, device: lun.device, paths: missing }, 'our key was missing on some paths of the LUN while present on others: registered it there again');
+    return [];
+  }
+
   async validate(): Promise<string[]> {
     const problems: string[] = [];
-    for (const device of this.#devices) {
-      const r = await this.#sg(device, '--in', '--report-capabilities');
-      if (r.exitCode !== 0) problems.push(`${device}: persistent reservations not available (sg_persist ${failureText(r)})`);
-      else if (!supportsType5(r.stdout)) problems.push(`${device}: does not support reservation type 5 (${TYPE_5_NAME})`);
+    for (const lun of this.#luns) {
+      let paths: string[];
+      try {
+        paths = await this.#paths(lun);
+      } catch (err) {
+        problems.push((err as Error).message);
+        continue;
+      }
+      if (lun.multipath) problems.push(...(await multipathProblems(this.ctx.exec, lun.device, await this.findPaths(lun.device))));
+      for (const path of paths) {
+        const name = path === lun.device ? path : `${lun.device} (path ${path})`;
+        const r = await this.#sg(path, '--in', '--report-capabilities');
+        if (r.exitCode !== 0) problems.push(`${name}: persistent reservations not available (sg_persist ${failureText(r)})`);
+        else if (!supportsType5(r.stdout)) problems.push(`${name}: does not support reservation type 5 (${TYPE_5_NAME})`);
+      }
     }
     return problems;
   }
 
   /**
-   * Executes a fencing decision: register our key, preempt-and-abort each named key that is
-   * registered (aborting its outstanding I/O), and hold the type-5 reservation. Refuses to
-   * finish while any key the arbiter did not name is registered, since under type 5 every
-   * registrant can write. Returns the keys it preempted.
+   * Executes a fencing decision: register our key on every running path, preempt-and-abort each
+   * named key that is registered (aborting its outstanding I/O), and hold the type-5
+   * reservation. Refuses to finish while any key the arbiter did not name is registered, since
+   * under type 5 every registrant can write. Returns the keys it preempted.
    */
   async fence(keys: readonly ReservationKey[]): Promise<ReservationKey[]> {
     const preempted = new Set<ReservationKey>();
-    for (const device of this.#devices) {
-      await this.#expect(`registering ${this.key} on ${device}`, this.#sg(device, '--out', '--register-ignore', `--param-sark=${this.key}`));
-      for (const victim of (await this.readKeys(device)).filter((k) => keys.includes(k))) {
+    for (const lun of this.#luns) {
+      const paths = await this.#paths(lun);
+      for (const path of paths)
+        await this.#expect(`registering ${this.key} on ${path}`, this.#sg(path, '--out', '--register-ignore', `--param-sark=${this.key}`));
+      const via = paths[0]!;
+      // One registration per nexus: a victim on two paths is listed twice, and preempted once
+      // (a second PREEMPT names a key no longer registered: a reservation conflict).
+      for (const victim of new Set((await this.readKeys(via)).filter((k) => keys.includes(k)))) {
         await this.#expect(
-          `preempting ${victim} on ${device}`,
-          this.#sg(device, '--out', '--preempt-abort', `--param-rk=${this.key}`, `--param-sark=${victim}`, `--prout-type=${TYPE_5}`),
+          `preempting ${victim} on ${lun.device}`,
+          this.#sg(via, '--out', '--preempt-abort', `--param-rk=${this.key}`, `--param-sark=${victim}`, `--prout-type=${TYPE_5}`),
         );
         preempted.add(victim);
       }
-      await this.#holdReservation(device);
-      const others = (await this.readKeys(device)).filter((k) => k !== this.key);
+      await this.#holdReservation(lun, via);
+      const others = (await this.readKeys(via)).filter((k) => k !== this.key);
       if (others.length > 0)
         throw new ResourceError(
           this.name,
-          `${device}: keys the arbiter did not name are still registered (${others.join(', ')}); refusing to write alongside them`,
+          `${lun.device}: keys the arbiter did not name are still registered (${[...new Set(others)].join(', ')}); refusing to write alongside them`,
         );
     }
     return [...preempted];
   }
 
-  async #holdReservation(device: string): Promise<void> {
-    const held = await this.readReservation(device);
+  async #holdReservation(lun: Lun, via: string): Promise<void> {
+    const held = await this.readReservation(via);
     if (held === null) {
-      await this.#expect(`reserving ${device}`, this.#sg(device, '--out', '--reserve', `--param-rk=${this.key}`, `--prout-type=${TYPE_5}`));
+      await this.#expect(`reserving ${lun.device}`, this.#sg(via, '--out', '--reserve', `--param-rk=${this.key}`, `--prout-type=${TYPE_5}`));
     } else if (held.key !== this.key) {
-      throw new ResourceError(this.name, `${device}: reservation held by ${held.key}, which the arbiter did not ask to preempt`);
+      throw new ResourceError(this.name, `${lun.device}: reservation held by ${held.key}, which the arbiter did not ask to preempt`);
     } else if (held.type !== TYPE_5_NAME) {
-      throw new ResourceError(this.name, `${device}: our reservation has type "${held.type}", expected "${TYPE_5_NAME}"`);
+      throw new ResourceError(this.name, `${lun.device}: our reservation has type "${held.type}", expected "${TYPE_5_NAME}"`);
     }
   }
 
-  /** Checks that fencing has put us in place; never registers (that is fence's job alone). */
+  /** Checks that fencing has put us in place, repairing a path that came up since; never registers a LUN from nothing (that is fence's job alone). */
   async start(): Promise<void> {
-    for (const device of this.#devices) {
-      if (!(await this.readKeys(device)).includes(this.key)) {
-        throw new ResourceError(this.name, `${device}: our key ${this.key} is not registered; fencing must run first`);
-      }
-      await this.#holdReservation(device);
+    for (const lun of this.#luns) {
+      const paths = await this.#paths(lun);
+      const registered = await this.#registered(lun, paths);
+      if (registered.length === 0) throw new ResourceError(this.name, `${lun.device}: our key ${this.key} is not registered; fencing must run first`);
+      const missing = await this.#repair(lun, paths.filter((p) => !registered.includes(p)));
+      if (missing.length > 0) throw new ResourceError(this.name, `${lun.device}: our key ${this.key} is not registered on ${missing.join(', ')}`);
+      await this.#holdReservation(lun, registered[0]!);
     }
   }
 
@@ -157,35 +254,36 @@ export class ScsiReservation implements Resource {
     this.ctx.log.debug({ resource: this.name }, 'reservation kept; the next holder preempts it');
   }
 
-  /** Planned switchover: give up the reservation and unregister, so the peer need not preempt. */
-  async release(): Promise<void> {
-    for (const device of this.#devices) {
-      const held = await this.readReservation(device);
-      if (held?.key === this.key)
-        await this.#expect(`releasing ${device}`, this.#sg(device, '--out', '--release', `--param-rk=${this.key}`, `--prout-type=${TYPE_5}`));
-      if ((await this.readKeys(device)).includes(this.key)) {
-        await this.#expect(`unregistering from ${device}`, this.#sg(device, '--out', '--register', `--param-rk=${this.key}`, '--param-sark=0'));
-      }
-    }
-  }
-
   async monitor(): Promise<MonitorResult> {
+    const partial: string[] = [];
     let registered = 0;
-    for (const device of this.#devices) {
-      if (!(await this.readKeys(device)).includes(this.key)) continue;
+    for (const lun of this.#luns) {
+      const paths = await this.#paths(lun);
+      const on = await this.#registered(lun, paths);
+      if (on.length === 0) continue;
+      const missing = await this.#repair(lun, paths.filter((p) => !on.includes(p)));
+      if (missing.length > 0) partial.push(`${lun.device}: our key is missing on ${missing.join(', ')}`);
       registered++;
-      const held = await this.readReservation(device);
-      if (held?.key !== this.key)
-        return { state: 'failed', reason: `${device}: registered but the reservation is ${held ? `held by ${held.key}` : 'not held'}` };
+      // Unregistering the nexus that reserved (a path lost as a nexus) also releases the
+      // reservation, which leaves the LUN open to non-registrants: take it again at once.
+      const held = await this.readReservation(on[0]!);
+      if (held === null) {
+        this.ctx.log.warn({ resource: this.name, device: lun.device }, 'registered but no reservation held: reserving again');
+        await this.#holdReservation(lun, on[0]!);
+      } else if (held.key !== this.key) return { state: 'failed', reason: `${lun.device}: registered but the reservation is held by ${held.key}` };
     }
-    if (registered === this.#devices.length) return { state: 'running' };
+    if (partial.length > 0) return { state: 'failed', reason: partial.join('; ') };
+    if (registered === this.#luns.length) return { state: 'running' };
     if (registered === 0) return { state: 'stopped' };
-    return { state: 'failed', reason: `our key ${this.key} is registered on ${registered} of ${this.#devices.length} paths` };
+    return { state: 'failed', reason: `our key ${this.key} is registered on ${registered} of ${this.#luns.length} devices` };
   }
 
-  /** Used while active: our key gone from any path means the peer fenced us. */
+  /**
+   * Used while active: our key gone from a LUN means the peer fenced us. The key list is the
+   * LUN's, so one running path tells: a preemption removes the key from every path at once.
+   */
   async keyPresent(): Promise<boolean> {
-    for (const device of this.#devices) if (!(await this.readKeys(device)).includes(this.key)) return false;
+    for (const lun of this.#luns) if (!(await this.readKeys((await this.#paths(lun))[0]!)).includes(this.key)) return false;
     return true;
   }
 }

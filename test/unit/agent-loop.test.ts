@@ -10,6 +10,7 @@ import { activeDeadline } from '../../shared/timing.ts';
 import { type Logger, pino } from 'pino';
 import { ControlPlaneError } from '../../agent/control-plane-client.ts';
 import { testAgent } from '../helpers/agent.ts';
+import { SafetyInDoubt } from '../../agent/resources/resource.ts';
 import { sample } from '../helpers/prometheus.ts';
 import { RememberedEpochs } from '../helpers/epochs.ts';
 
@@ -393,6 +394,23 @@ describe('agent loop', () => {
     assert.equal((await step())?.action, 'release');
     assert.equal(agent.role, 'passive');
     assert.equal(journal.at(-1), 'release epoch 2 (resource-failure)');
+  });
+
+  it('a monitor whose action on the disk is in doubt (a path registration that may land after its lease) resets the node; it hands the lease the deadline it acts under', async () => {
+    const { agent, cp, step, reservation, fencing } = await agentFor();
+    cp.answers = [granted(2)];
+    await step();
+    cp.answers = [stayActive(2)];
+    await step();
+    assert.ok(fencing.leaseRemainingMs!() > 0 && fencing.leaseRemainingMs!() <= 3000, `lease left ${fencing.leaseRemainingMs!()} ms`);
+    journal.length = 0;
+    reservation.monitor = async () => {
+      throw new SafetyInDoubt('scsi-reservation', 'registering our key on /dev/sdb did not complete within our lease');
+    };
+    now += 20_000;
+    await step();
+    await agent.idle();
+    assert.ok(journal.some((l) => /^REBOOT: scsi-reservation: registering our key on \/dev\/sdb did not complete within our lease: resetting this node$/.test(l)), journal.join('\n'));
   });
 
   it('after its process was killed on the active: stops what it finds if the peer has the lease since', async () => {

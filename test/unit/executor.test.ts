@@ -16,6 +16,12 @@ describe('host executor (real processes)', () => {
     assert.equal(r.stdout, `${hostile.join('|')}|`);
   });
 
+  it('takes a fractional timeout (what is left of a lease), as found in the lab', async () => {
+    const r = await exec.run({ argv: ['sleep', '5'], timeoutMs: 150.917978 });
+    assert.equal(r.timedOut, true);
+    assert.equal((await exec.run({ argv: ['true'], timeoutMs: 9162.917978 })).exitCode, 0);
+  });
+
   it('kills a command at its timeout and says so', async () => {
     const r = await exec.run({ argv: ['sleep', '5'], timeoutMs: 150 });
     assert.equal(r.timedOut, true);

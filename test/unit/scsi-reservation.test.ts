@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CommandFailed } from '../../agent/executor.ts';
-import { ResourceError } from '../../agent/resources/resource.ts';
+import { sysfsPaths } from '../../agent/resources/multipath.ts';
+import { ResourceError, SafetyInDoubt } from '../../agent/resources/resource.ts';
 import { normalizeKey, parseKeys, parseReservation, ScsiReservation, supportsType5 } from '../../agent/resources/scsi-reservation.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
 import { resourceContext } from '../helpers/agent.ts';
 import { fixture } from '../helpers/fixtures.ts';
+import { hostFromListing } from '../helpers/sysfs.ts';
 
 describe('sg_persist parsers (real output)', () => {
   it('reads registered keys, with and without the INQUIRY lines', () => {
@@ -175,20 +177,113 @@ describe('scsi-reservation resource', () => {
     assert.deepEqual(await r.monitor(), { state: 'stopped' });
     assert.equal(await r.keyPresent(), false);
   });
+});
 
-  it('release on switchover: release then unregister (sark 0)', async () => {
-    const { ctx, exec, spec } = await resourceContext('node-a');
+describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the lab)', () => {
+  async function onMultipath(leaseRemainingMs = 8000, listing = 'sysfs-multipath--two-paths') {
+    const { root, device } = hostFromListing(listing);
+    const { ctx, exec, spec } = await resourceContext('node-a', { epoch: 1, confirmedEpoch: 1, leaseRemainingMs: () => leaseRemainingMs });
+    const multipathCtx = { ...ctx, spec: { ...spec, storage: { ...spec.storage, devices: [device] } } };
     const own = reservationKey(spec.id, 'node-a');
+    const keys = (n: number) => ({
+      exitCode: 0,
+      stdout: `  PR generation=0x4, ${n} registered reservation keys follow:\n${`    ${own}\n`.repeat(n)}`,
+      stderr: '',
+    });
+    const held = { exitCode: 0, stdout: keysOutput('sg_persist--read-reservation--type5-held-by-a', { '0xa1': own }), stderr: '' };
+    return { r: new ScsiReservation(multipathCtx, sysfsPaths(root)), exec, own, keys, held, spec };
+  }
+
+  it('fences: registers on each path, preempts (once, though the victim is registered on two paths) and reserves once for the LUN', async () => {
+    const { r, exec, own, held, spec } = await onMultipath();
+    const victim = reservationKey(spec.id, 'node-b');
     exec
-      .on(/--read-reservation/, { exitCode: 0, stdout: keysOutput('sg_persist--read-reservation--type5-held-by-a', { '0xa1': own }), stderr: '' })
-      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }), stderr: '' });
-    await new ScsiReservation(ctx).release();
-    assert.deepEqual(
-      exec.lines().filter((l) => l.includes('--out')),
-      [
-        `sg_persist --no-inquiry --out --release --param-rk=${own} --prout-type=5 ${DEV}`,
-        `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=0 ${DEV}`,
-      ],
-    );
+      .on(
+        /--read-keys/,
+        // The old holder registered on its two paths: its key listed twice (as the lab's crash showed).
+        { exitCode: 0, stdout: `  PR generation=0x4, 3 registered reservation keys follow:\n    ${victim}\n    ${victim}\n    ${own}\n`, stderr: '' },
+        { exitCode: 0, stdout: `    ${own}\n    ${own}\n`.replace(/^/, '  PR generation=0x5, 2 registered reservation keys follow:\n'), stderr: '' },
+      )
+      .on(/--read-reservation/, held);
+    assert.deepEqual(await r.fence([victim]), [victim]);
+    assert.deepEqual(exec.lines(), [
+      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sda`,
+      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --in --read-keys /dev/sda`,
+      `sg_persist --no-inquiry --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 /dev/sda`,
+      `sg_persist --no-inquiry --in --read-reservation /dev/sda`,
+      `sg_persist --no-inquiry --in --read-keys /dev/sda`,
+    ]);
+  });
+
+  it('a path that is not running (transport-offline, one path cut in the lab) gets no command; the other carries on', async () => {
+    const { r, exec, own, held } = await onMultipath(8000, 'sysfs-multipath--one-path-cut');
+    exec.on(/--read-keys/, 'sg_persist--read-keys--no-keys').on(/--read-reservation/, held);
+    assert.deepEqual(await r.fence([]), []);
+    assert.ok(exec.lines().every((l) => l.endsWith(' /dev/sda')), exec.lines().join('\n'));
+    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sda`));
+  });
+
+  it('monitor asks each path for its own registration; a path without our key, beside one with it, is registered again under the lease', async () => {
+    const { r, exec, own, held } = await onMultipath();
+    exec
+      .on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered')
+      .on(/--read-reservation/, held);
+    assert.deepEqual(await r.monitor(), { state: 'running' });
+    assert.deepEqual(exec.lines(), [
+      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
+      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --in --read-reservation /dev/sda`,
+    ]);
+  });
+
+  it('registered with no reservation held (the nexus that reserved was lost): reserves again at once', async () => {
+    const { r, exec, own } = await onMultipath();
+    exec.on(/--read-reservation/, 'sg_persist--read-reservation--none');
+    assert.deepEqual(await r.monitor(), { state: 'running' });
+    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --reserve --param-rk=${own} --prout-type=5 /dev/sda`));
+  });
+
+  it('without a lease to do it in, a path missing our key is reported, not registered', async () => {
+    const { r, exec, own, held } = await onMultipath(0);
+    exec.on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered').on(/--read-reservation/, held);
+    const m = await r.monitor();
+    assert.equal(m.state, 'failed');
+    assert.match((m as { reason: string }).reason, /our key is missing on \/dev\/sdb/);
+    assert.ok(!exec.lines().some((l) => l.includes('--register-ignore')));
+  });
+
+  it('our key on no path is being fenced (stopped), and nothing is registered', async () => {
+    const { r, exec } = await onMultipath();
+    exec.on(/--out --register --param-rk/, 'sg_persist--register-same-key--path-unregistered');
+    assert.deepEqual(await r.monitor(), { state: 'stopped' });
+    assert.ok(!exec.lines().some((l) => l.includes('--register-ignore')));
+  });
+
+  it('a repair that does not answer within the lease is a safety doubt (the node resets)', async () => {
+    const { r, exec, own } = await onMultipath();
+    exec
+      .on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered')
+      .on(/--register-ignore/, { exitCode: null as unknown as number, stdout: '', stderr: '' });
+    const timedOut = exec.run.bind(exec);
+    exec.run = async (c) => ({ ...(await timedOut(c)), ...(c.argv.includes('--register-ignore') ? { timedOut: true } : {}) });
+    await assert.rejects(r.monitor(), (e: Error) => e instanceof SafetyInDoubt && /did not complete within our lease/.test(e.message));
+  });
+
+  it('no running path at all: every action fails, naming each path and its state', async () => {
+    const { root, device } = hostFromListing('sysfs-multipath--one-path-cut', (p, v) => (p.endsWith('/device/state') ? 'transport-offline' : v));
+    const { ctx, spec } = await resourceContext('node-a');
+    const r = new ScsiReservation({ ...ctx, spec: { ...spec, storage: { ...spec.storage, devices: [device] } } }, sysfsPaths(root));
+    await assert.rejects(r.keyPresent(), /no running path \(sda transport-offline, sdb transport-offline\)/);
+    assert.deepEqual(await r.validate(), [`scsi-reservation: ${device}: no running path (sda transport-offline, sdb transport-offline)`]);
+  });
+
+  it('the key check reads the LUN once, through its first running path', async () => {
+    const { r, exec, keys } = await onMultipath();
+    exec.on(/--read-keys/, keys(2), 'sg_persist--read-keys--no-keys');
+    assert.equal(await r.keyPresent(), true);
+    assert.equal(await r.keyPresent(), false);
+    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda', 'sg_persist --no-inquiry --in --read-keys /dev/sda']);
   });
 });
