@@ -7,7 +7,7 @@
 set -euo pipefail
 out=${1:?usage: image.sh OUT_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
-packages=linux-image-amd64,systemd-sysv,udev,kmod,dbus,sg3-utils,lvm2,targetcli-fb,open-iscsi,nfs-kernel-server,nfs-common,iproute2,arping,e2fsprogs,procps,util-linux,psmisc,ca-certificates,curl
+packages=linux-image-amd64,systemd-sysv,udev,kmod,dbus,sg3-utils,lvm2,targetcli-fb,open-iscsi,multipath-tools,nfs-kernel-server,nfs-common,iproute2,arping,e2fsprogs,procps,util-linux,psmisc,ca-certificates,curl
 
 # The cache key covers everything that goes into the image; a change rebuilds it.
 key=$( { cat "$0" "$here/guest/boot-unit.service"; echo "$packages"; node --version; } | sha256sum | cut -c1-16)
@@ -26,7 +26,7 @@ install -m 0755 "$(command -v node)" "$r/usr/bin/node"
 install -m 0644 "$here/guest/boot-unit.service" "$r/etc/systemd/system/nfs-ha-lab-boot.service"
 ln -sf /etc/systemd/system/nfs-ha-lab-boot.service "$r/etc/systemd/system/multi-user.target.wants/nfs-ha-lab-boot.service"
 # The agent owns the NFS server and the iSCSI login is the lab's business: nothing at boot.
-rm -f "$r"/etc/systemd/system/*.wants/{nfs-server,open-iscsi,iscsid,nfs-client.target,rpcbind,lvm2-monitor}*
+rm -f "$r"/etc/systemd/system/*.wants/{nfs-server,open-iscsi,iscsid,nfs-client.target,rpcbind,lvm2-monitor,multipathd}*
 # Nothing else at boot that the lab does not use: the LIO restore service (the storage VM is
 # configured by the lab and never rebooted) and e2scrub held a rebooting node up for minutes.
 for unit in rtslib-fb-targetctl.service e2scrub_reap.service e2scrub_all.timer; do ln -sf /dev/null "$r/etc/systemd/system/$unit"; done

@@ -43,12 +43,20 @@ bash test/lab/image.sh "$cache/image"
 echo "== lab: network namespace $ns"
 ip netns add "$ns"
 ip -n "$ns" link set lo up
-ip -n "$ns" link add labbr0 type bridge
-ip -n "$ns" addr add 10.99.0.1/24 dev labbr0
-ip -n "$ns" link set labbr0 up
+# Two networks, as a SAN's two fabrics: labbr0 (10.99.0.0/24: clients, the control plane, the
+# VIP and the first iSCSI portal) and labbr1 (10.99.1.0/24: the second portal). Each VM has a tap
+# on each; the storage serves the LUN through one target port per network, so each node has two
+# paths to it under dm-multipath.
+for net in 0 1; do
+  ip -n "$ns" link add "labbr$net" type bridge
+  ip -n "$ns" addr add "10.99.$net.1/24" dev "labbr$net"
+  ip -n "$ns" link set "labbr$net" up
+done
 for vm in node-a node-b storage; do
   ip -n "$ns" tuntap add "tap-$vm" mode tap
   ip -n "$ns" link set "tap-$vm" master labbr0 up
+  ip -n "$ns" tuntap add "tap-$vm-1" mode tap
+  ip -n "$ns" link set "tap-$vm-1" master labbr1 up
 done
 
 ip netns exec "$ns" node --import tsx test/lab/run.ts --image "$cache/image" "$@"

@@ -1,6 +1,7 @@
 /**
  * The lab (run by test/lab/lab.sh inside its network namespace): the control plane on the host,
- * a storage VM serving one LUN over iSCSI that also hosts the NFS client, and two node VMs with
+ * a storage VM serving one LUN over iSCSI through two portals on two networks (each node runs
+ * dm-multipath over its two paths) that also hosts the NFS client, and two node VMs with
  * the real agent package (its single executable, not the VM's node) under systemd. Every scenario runs while the client writes; the
  * sampler watches both nodes throughout. Exits 1 when any assertion fails.
  */
@@ -27,6 +28,8 @@ const imageDir = opts.image ?? '/var/tmp/nfs-ha-lab/image';
 const HOST = '10.99.0.1';
 const CP = `http://${HOST}:8080`;
 const STORAGE_IP = '10.99.0.30';
+/** The storage's second portal, on the second network: each node's second path to the LUN. */
+const STORAGE_IP2 = '10.99.1.30';
 const VIP = '10.99.0.100';
 const CLUSTER = 'lab';
 const VG = 'vg_nfs';
@@ -221,7 +224,7 @@ async function bootAll(): Promise<void> {
 function labSpec(device: string): ClusterSpecInput {
   return {
     id: CLUSTER,
-    description: 'nfs-ha lab: two qemu nodes sharing one LIO iSCSI LUN',
+    description: 'nfs-ha lab: two qemu nodes sharing one LIO iSCSI LUN over two paths (dm-multipath)',
     nodes: [
       { id: 'node-a', address: nodeA.o.address, vipInterface: 'eth0' },
       { id: 'node-b', address: nodeB.o.address, vipInterface: 'eth0' },
@@ -480,10 +483,11 @@ async function commonChecks(s: Scenario, from: number, device: string): Promise<
   const reservation = parseReservation(await sgPersist(active, '--in', '--read-reservation', device));
   const keys = parseKeys(await sgPersist(active, '--in', '--read-keys', device));
   const expected = reservationKey(CLUSTER, holder);
+  const paths = await pathsOf(active, device);
   s.check(
-    "the reservation is held by the control plane's active node",
-    reservation?.key === expected && keys.length === 1 && keys[0] === expected,
-    `active ${holder} (${expected}); reservation ${reservation?.key ?? 'none'}, registered [${keys.join(', ')}]`,
+    "the reservation is held by the control plane's active node, registered on each of its paths and nobody else",
+    reservation?.key === expected && keys.length === paths.length && keys.every((k) => k === expected),
+    `active ${holder} (${expected}) on paths ${paths.map((p) => `${p.name} ${p.state}`).join(', ')}; reservation ${reservation?.key ?? 'none'}, registered [${keys.join(', ')}]`,
   );
   const writer = await storage.exec(['systemctl', 'is-active', 'lab-writer']);
   if (writer.stdout.trim() !== 'active') {
@@ -564,17 +568,45 @@ function tookOver(s: Scenario, from: string, reasons: string[]): void {
   );
 }
 
-/** A write to the shared LUN from `vm` (its last sector, which no LV uses) must be refused by the target. */
+/** The SCSI paths (sdX) under `vm`'s multipath map, with their sysfs state. */
+async function pathsOf(vm: Vm, device: string): Promise<{ name: string; state: string }[]> {
+  const out = await vm.run([
+    'bash',
+    '-c',
+    `dm=$(basename "$(readlink -f ${device})"); for p in /sys/block/$dm/slaves/*; do echo "$(basename "$p") $(cat "$p/device/state")"; done`,
+  ]);
+  return out
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [name, state] = l.split(' ');
+      return { name: name!, state: state! };
+    });
+}
+
+/**
+ * A write to the shared LUN from `vm` (its last sector, which no LV uses) must be refused by the
+ * target: through the multipath map, and through each of its paths on its own (each path is its
+ * own I_T nexus; a registration left on any one of them would let the write through).
+ */
 async function fencedWrite(s: Scenario, vm: Vm, device: string): Promise<void> {
-  await until(`${vm.name} to answer and see the LUN`, 240_000, async () => (await vm.exec(['test', '-b', device], 5000)).code === 0, 1000);
+  const paths = await until(`${vm.name} to answer and see the LUN on two paths`, 240_000, async () => {
+    if ((await vm.exec(['test', '-b', device], 5000)).code !== 0) return null;
+    const p = await pathsOf(vm, device);
+    return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
+  }, 1000);
   const sectors = Number((await vm.run(['blockdev', '--getsz', device])).trim());
-  const w = await vm.exec(['dd', 'if=/dev/zero', `of=${device}`, 'bs=512', 'count=1', `seek=${sectors - 1}`, 'oflag=direct'], 30_000);
-  const dmesg = await vm.exec(['dmesg'], 10_000);
-  s.check(
-    `a write to the LUN from ${vm.name} is refused by the storage (reservation conflict)`,
-    w.code !== 0 && /reservation conflict/i.test(dmesg.stdout),
-    `dd exit ${w.code}: ${w.stderr.split('\n')[0]}; kernel: ${dmesg.stdout.match(/.*reservation conflict.*/i)?.[0]?.trim() ?? 'no reservation conflict logged'}`,
-  );
+  for (const target of [device, ...paths.map((p) => `/dev/${p.name}`)]) {
+    await vm.exec(['dmesg', '-C'], 10_000);
+    const w = await vm.exec(['dd', 'if=/dev/zero', `of=${target}`, 'bs=512', 'count=1', `seek=${sectors - 1}`, 'oflag=direct'], 30_000);
+    const dmesg = await vm.exec(['dmesg'], 10_000);
+    s.check(
+      `a write from ${vm.name} through ${target === device ? 'its multipath map' : `path ${target}`} is refused by the storage (reservation conflict)`,
+      w.code !== 0 && /reservation conflict/i.test(dmesg.stdout),
+      `dd exit ${w.code}: ${w.stderr.split('\n')[0]}; kernel: ${dmesg.stdout.match(/.*reservation conflict.*/i)?.[0]?.trim() ?? 'no reservation conflict logged'}`,
+    );
+  }
 }
 
 /** The agent's warnings and errors since `since` (host clock), across the node's boots (the journal is persistent). */
@@ -612,9 +644,45 @@ async function stoppedServingFirst(s: Scenario, holder: string, faultAt: number,
   );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Real tool output for the parsers (test/fixtures/real-tool-output/README.md's format), captured
+// in the guests on every run: .lab/fixtures/
+
+const fixturesDir = join(labDir, 'fixtures');
+
+/** Runs `argv` on `vm` and keeps its output as a fixture named `name`, describing the state it was taken in. */
+async function capture(vm: Vm, name: string, argv: string[], state: string): Promise<void> {
+  const r = await vm.exec(argv, 30_000);
+  mkdirSync(fixturesDir, { recursive: true });
+  writeFileSync(
+    join(fixturesDir, `${name}.txt`),
+    `# command: ${argv.join(' ')}\n# exit code: ${r.code}\n# state: ${vm.name}: ${state}\n# date: ${new Date().toISOString()}\n${r.stdout}# --- stderr ---\n${r.stderr}`,
+  );
+}
+
+/** dm-multipath as a node sees it: multipath, multipathd, mpathpersist and the sysfs the agent reads. */
+async function captureMultipath(vm: Vm, device: string, label: string, state: string): Promise<void> {
+  const dm = (await vm.run(['readlink', '-f', device])).trim();
+  const sysfs = `/sys/block/${dm.replace('/dev/', '')}`;
+  await capture(vm, `multipath-ll--${label}`, ['multipath', '-ll'], state);
+  await capture(vm, `multipathd-show-maps--${label}`, ['multipathd', 'show', 'maps', 'raw', 'format', '%n %w %Q %N %f'], state);
+  await capture(vm, `multipathd-show-paths--${label}`, ['multipathd', 'show', 'paths', 'raw', 'format', '%d %m %t %T %o %c'], state);
+  await capture(vm, `mpathpersist-in-k--${label}`, ['mpathpersist', '--in', '-k', '-d', device], state);
+  await capture(vm, `mpathpersist-in-r--${label}`, ['mpathpersist', '--in', '-r', '-d', device], state);
+  await capture(vm, `sysfs-multipath--${label}`, ['bash', '-c', `readlink -f ${device}; ls -1 ${sysfs}/slaves; grep -H . ${sysfs}/dm/name ${sysfs}/dm/uuid ${sysfs}/slaves/*/device/state`], state);
+}
+
 async function nft(...args: string[]): Promise<void> {
   const { execFileSync } = await import('node:child_process');
   execFileSync('nft', args);
+}
+
+/** Cuts `vm`'s second path: its traffic with the storage's second portal is dropped on the second network's bridge. */
+async function cutPath(vm: Vm): Promise<void> {
+  await nft('add', 'table', 'bridge', 'nfsha_lab_path');
+  await nft('add', 'chain', 'bridge', 'nfsha_lab_path', 'forward', '{ type filter hook forward priority 0 ; }');
+  await nft('add', 'rule', 'bridge', 'nfsha_lab_path', 'forward', 'ip', 'saddr', vm.address2, 'ip', 'daddr', STORAGE_IP2, 'drop');
+  await nft('add', 'rule', 'bridge', 'nfsha_lab_path', 'forward', 'ip', 'saddr', STORAGE_IP2, 'ip', 'daddr', vm.address2, 'drop');
 }
 
 async function main(): Promise<void> {
@@ -624,11 +692,12 @@ async function main(): Promise<void> {
   log('booting the VMs (qemu TCG)');
   await bootAll();
   log('storage: LIO target with one LUN');
-  await storage.run(['bash', '/lab/setup-storage.sh', TARGET_IQN, iqn('node-a'), iqn('node-b')], 180_000);
-  const ids = await Promise.all(nodes.map((vm) => vm.run(['bash', '/lab/setup-node.sh', iqn(vm.name), STORAGE_IP], 120_000)));
+  await storage.run(['bash', '/lab/setup-storage.sh', TARGET_IQN, STORAGE_IP, STORAGE_IP2, iqn('node-a'), iqn('node-b')], 180_000);
+  const ids = await Promise.all(nodes.map((vm) => vm.run(['bash', '/lab/setup-node.sh', iqn(vm.name), STORAGE_IP], 180_000)));
   if (ids[0]!.trim() !== ids[1]!.trim() || !ids[0]!.trim()) throw new Error(`the nodes see different LUNs: ${ids.join(' / ')}`);
-  const device = `/dev/disk/by-id/${ids[0]!.trim()}`;
-  log(`both nodes see the LUN as ${device}`);
+  const device = `/dev/mapper/${ids[0]!.trim()}`;
+  log(`both nodes see the LUN as ${device}, on two paths each`);
+  await captureMultipath(nodeA, device, 'two-paths', 'logged in on both portals, the map assembled, no key registered');
   await prepareSharedStorage(device);
   log('baseline: the raw start sequence, run directly on node-a');
   const baseline = await rawBaseline(device);
@@ -867,19 +936,128 @@ async function main(): Promise<void> {
     s.note(`control plane down ${fmt(upAt - downAt)} s; renewals resumed under epoch ${back.epoch} ${fmt(Date.now() - upAt)} s after it was up`);
   });
 
-  await runScenario('crash', 'power loss of the active (its VM killed)', device, async (s) => {
-    const { holder, epoch } = await activeNode();
-    const vm = vmByName(holder);
-    const faultAt = Date.now();
-    await vm.powerOff();
-    s.failover = await awaitFailover(epoch, faultAt);
-    tookOver(s, holder, ['lease-expired', 'holder-silent']);
-    log(`  powering ${holder} back on`);
-    vm.start();
-    await vm.waitUp(240_000);
-    await passiveAgain(s, holder, faultAt);
-    await fencedWrite(s, vm, device);
-  });
+  await runScenario(
+    'path-cut',
+    "one path of the active cut for 15 s and back (I/O goes on over the other; no failover); then a path that lost the active's registration, which the active alone registers again",
+    device,
+    async (s) => {
+      const { holder, epoch } = await activeNode();
+      const vm = vmByName(holder);
+      const key = reservationKey(CLUSTER, holder);
+      await waitAcksAfter(5, 60_000);
+      const clientFrom = await clientNow();
+      const cutAt = Date.now();
+      await cutPath(vm);
+      let outAt = 0;
+      let restoredAt = 0;
+      try {
+        const down = await until('the cut path to leave service', 60_000, async () => {
+          const p = await pathsOf(vm, device);
+          return p.some((x) => x.state !== 'running') ? p : null;
+        });
+        outAt = Date.now();
+        s.check(`the cut path left service on ${holder}`, true, down.map((p) => `${p.name} ${p.state}`).join(', '));
+        await captureMultipath(vm, device, 'one-path-cut', "the active's second path cut (its iSCSI traffic to the second portal dropped)");
+        await sleep(15_000);
+      } finally {
+        await nft('delete', 'table', 'bridge', 'nfsha_lab_path');
+        restoredAt = Date.now();
+      }
+      const back = await until('both paths running again', 120_000, async () => {
+        const p = await pathsOf(vm, device);
+        return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
+      });
+      const backAt = Date.now();
+      const stall = longestStall(await acks(), clientFrom, await clientNow());
+      s.check('the client wrote on through the cut (longest wait under 30 s)', stall < 30_000, `longest wait for an acknowledgement ${fmt(stall)} s`);
+      const after = await activeNode();
+      s.check('no failover', after.holder === holder && after.epoch === epoch, `${after.holder} under epoch ${after.epoch}`);
+      const keys = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
+      s.check(`${holder}'s key on both paths after the path returned`, keys.length === 2 && keys.every((k) => k === key), `registered [${keys.join(', ')}]`);
+
+      // A path back as a new I_T nexus has no registration: the same, made by hand on a path
+      // taken out of the map first (so no I/O meets the conflict). Not the nexus that holds the
+      // reservation: the agent reserved through its first path.
+      const path = back.at(-1)!.name;
+      await vm.run(['multipathd', 'fail', 'path', path]);
+      try {
+        await sgPersist(vm, '--out', '--register', `--param-rk=${key}`, '--param-sark=0', `/dev/${path}`);
+        const lostAt = Date.now();
+        await capture(vm, 'sg_persist--register-same-key--path-unregistered', ['sg_persist', '--no-inquiry', '--out', '--register', `--param-rk=${key}`, `--param-sark=${key}`, `/dev/${path}`], `the active's path ${path} without its registration (the other path registered)`);
+        const left = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
+        s.check(`path ${path} lost ${holder}'s registration`, left.length === 1, `registered [${left.join(', ')}]`);
+        const repaired = await until(`${holder} to register ${path} again`, 60_000, async () => {
+          const k = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
+          return k.length === 2 ? k : null;
+        }, 1000);
+        const repairedAt = Date.now();
+        s.check(
+          `${holder} registered its key on ${path} again, and only its key`,
+          repaired.every((k) => k === key),
+          `${fmt(repairedAt - lostAt)} s later: registered [${repaired.join(', ')}]`,
+        );
+        s.note(
+          `timeline: path out of service ${fmt(outAt - cutAt)} s after the cut; the client's longest wait ${fmt(stall)} s; path running again ${fmt(backAt - restoredAt)} s after the network came back; a lost registration restored by the holder ${fmt(repairedAt - lostAt)} s after it was lost (its storage monitor runs every 10 s)`,
+        );
+        await capture(vm, 'sg_persist--register-same-key--path-registered', ['sg_persist', '--no-inquiry', '--out', '--register', `--param-rk=${key}`, `--param-sark=${key}`, `/dev/${path}`], `the active's path ${path} registered with its key`);
+        await capture(vm, 'sg_persist--read-full-status--two-paths', ['sg_persist', '--no-inquiry', '--in', '--read-full-status', device], 'the active registered on both paths, holding the type-5 reservation');
+      } finally {
+        await vm.run(['multipathd', 'reinstate', 'path', path]);
+      }
+      const still = await activeNode();
+      s.check('no failover through the repair', still.holder === holder && still.epoch === epoch, `${still.holder} under epoch ${still.epoch}`);
+    },
+  );
+
+  await runScenario(
+    'crash',
+    'power loss of the active (its VM killed); it comes back as the passive with one of its two paths down, then the path back: it registers on no path until granted, and its writes are refused through its map and through each path',
+    device,
+    async (s) => {
+      const { holder, epoch } = await activeNode();
+      const vm = vmByName(holder);
+      const faultAt = Date.now();
+      await vm.powerOff();
+      s.failover = await awaitFailover(epoch, faultAt);
+      tookOver(s, holder, ['lease-expired', 'holder-silent']);
+      const survivor = vmByName(s.failover.to);
+      const key = reservationKey(CLUSTER, s.failover.to);
+      const registered = async () => parseKeys(await sgPersist(survivor, '--in', '--read-keys', device));
+      log(`  powering ${holder} back on, its second path cut`);
+      await cutPath(vm);
+      try {
+        vm.start();
+        await vm.waitUp(240_000);
+        await passiveAgain(s, holder, faultAt);
+        const paths = await until(`${holder}'s map with its one reachable path`, 120_000, async () => {
+          const p = await pathsOf(vm, device).catch(() => []);
+          return p.some((x) => x.state === 'running') ? p : null;
+        }, 1000);
+        const keys = await registered();
+        s.check(
+          `${holder} came back on one path and registered nowhere`,
+          keys.length === 2 && keys.every((k) => k === key),
+          `paths ${paths.map((p) => `${p.name} ${p.state}`).join(', ')}; registered [${keys.join(', ')}]`,
+        );
+      } finally {
+        await nft('delete', 'table', 'bridge', 'nfsha_lab_path');
+      }
+      // The portal given up at boot, logged in again as an operator would: a path appears.
+      await vm.exec(['iscsiadm', '-m', 'node', '--login'], 90_000);
+      const both = await until(`${holder}'s second path to join its map`, 180_000, async () => {
+        const p = await pathsOf(vm, device);
+        return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
+      }, 1000);
+      await sleep(5000);
+      const keys = await registered();
+      s.check(
+        `after the path appeared, ${holder} is still registered nowhere`,
+        keys.length === 2 && keys.every((k) => k === key),
+        `paths ${both.map((p) => p.name).join(', ')}; registered [${keys.join(', ')}]`,
+      );
+      await fencedWrite(s, vm, device);
+    },
+  );
 
   await runScenario('freeze', 'the active frozen past its lease (SIGSTOP of its VM), then resumed', device, async (s) => {
     const { holder, epoch } = await activeNode();

@@ -24,6 +24,7 @@ export interface Sample {
 
 export interface VmOptions {
   name: string;
+  /** Its address on the first network (10.99.0.0/24); on the second (10.99.1.0/24) the same host number. */
   address: string;
   mac: string;
   imageDir: string;
@@ -48,6 +49,11 @@ export class Vm {
     return this.o.name;
   }
 
+  /** Its address on the second network (the SAN's second fabric). */
+  get address2(): string {
+    return this.o.address.replace(/^10\.99\.0\./, '10.99.1.');
+  }
+
   get pid(): number | undefined {
     return this.#process?.pid;
   }
@@ -57,7 +63,7 @@ export class Vm {
     if (!existsSync(this.overlay)) {
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', join(this.o.imageDir, 'root.img'), this.overlay]);
     }
-    const append = ['root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=1', `nfsha.role=${this.o.name}`, `nfsha.addr=${this.o.address}`];
+    const append = ['root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=1', `nfsha.role=${this.o.name}`, `nfsha.addr=${this.o.address}`, `nfsha.addr2=${this.address2}`];
     const args = [
       ...['-accel', 'tcg,tb-size=128', '-cpu', 'max', '-m', String(this.o.memoryMiB ?? 768), '-smp', '1'],
       ...['-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none'],
@@ -66,6 +72,7 @@ export class Vm {
       ...['-drive', `file=${this.overlay},if=virtio,format=qcow2,cache=unsafe`],
       ...(this.o.disks ?? []).flatMap((d) => ['-drive', `file=${d},if=virtio,format=raw,cache=none,aio=threads`]),
       ...['-netdev', `tap,id=net0,ifname=tap-${this.o.name},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=net0,mac=${this.o.mac}`],
+      ...['-netdev', `tap,id=net1,ifname=tap-${this.o.name}-1,script=no,downscript=no`, '-device', `virtio-net-pci,netdev=net1,mac=${this.o.mac.replace(/:00:([0-9a-f]{2})$/, ':01:$1')}`],
       ...['-virtfs', `local,path=${this.o.shareDir},mount_tag=lab,security_model=none,readonly=on`],
     ];
     this.#process = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });

@@ -1,17 +1,45 @@
 #!/bin/bash
-# Lab only: a storage node joins the SAN. Its own initiator name, one iSCSI login to the LUN
-# (automatic again after a reboot), and the agent installed as a systemd unit.
+# Lab only: a storage node joins the SAN. Its own initiator name, an iSCSI login to each of the
+# LUN's two target ports (automatic again after a reboot), and dm-multipath over the two paths.
+# Prints the multipath map's name (its WWID, the same on both nodes).
 # Usage: setup-node.sh INITIATOR_IQN PORTAL
 set -euo pipefail
 initiator=$1
 portal=$2
 echo "InitiatorName=$initiator" > /etc/iscsi/initiatorname.iscsi
-systemctl start iscsid
+# A lost path is noticed within seconds (NOP-Out every 2 s); multipathd then sets the session's
+# recovery timeout to its fast_io_fail_tmo, after which I/O queued on the path fails over.
+sed -i -e 's/^node.conn\[0\].timeo.noop_out_interval = .*/node.conn[0].timeo.noop_out_interval = 2/' \
+  -e 's/^node.conn\[0\].timeo.noop_out_timeout = .*/node.conn[0].timeo.noop_out_timeout = 2/' /etc/iscsi/iscsid.conf
+# The configuration fencing needs (nfs-ha-agent validate checks it): no reservation_key, so
+# multipathd never registers a key by itself; a bounded no_path_retry, so I/O with no path left
+# fails instead of queueing for ever; the tur checker, which a reservation does not fail.
+cat > /etc/multipath.conf <<'CONF'
+defaults {
+	user_friendly_names no
+	find_multipaths off
+	polling_interval 2
+}
+blacklist {
+	devnode "^vd[a-z]"
+}
+overrides {
+	path_checker tur
+	no_path_retry 3
+	fast_io_fail_tmo 3
+}
+CONF
+systemctl start iscsid multipathd
 iscsiadm -m discovery -t sendtargets -p "$portal" >/dev/null
-iscsiadm -m node -p "$portal" --op update -n node.startup -v automatic
-iscsiadm -m node -p "$portal" --login >/dev/null
-systemctl enable iscsid open-iscsi 2>/dev/null
+iscsiadm -m node --op update -n node.startup -v automatic
+iscsiadm -m node --login >/dev/null
+systemctl enable iscsid open-iscsi multipathd 2>/dev/null
 udevadm settle
-for link in /dev/disk/by-id/wwn-*; do
-  [[ -e $link ]] && { basename "$link"; break; }
+for _ in $(seq 60); do
+  map=$(multipathd show maps raw format "%n %N" 2>/dev/null | awk '$2 == 2 { print $1; exit }')
+  [[ -n $map ]] && { echo "$map"; exit 0; }
+  sleep 1
 done
+echo "no multipath map with two paths after 60 s:" >&2
+multipath -ll >&2
+exit 1
