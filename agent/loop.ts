@@ -511,7 +511,10 @@ export class NodeAgent {
     const actionsBefore = this.#actionsStarted;
     this.#monitoring = (async () => {
       // Every pass: whether the peer fenced us (our key gone), whatever the storage cadence.
-      const keyPresent = await this.d.resources.reservation.keyPresent().catch(() => null);
+      const keyPresent = await this.d.resources.reservation.keyPresent().catch((err: Error) => {
+        if (err instanceof SafetyInDoubt) void this.d.selfFence.reboot(err.message);
+        return null;
+      });
       let failure: (CycleSnapshot['failure'] & { resource: Phase }) | null = null;
       for (const r of this.d.resources.ordered) {
         if (r.queriesStorage && !storage) continue;

@@ -80,6 +80,13 @@ export class ScsiReservation implements Resource {
   readonly queriesStorage = true;
   readonly key: ReservationKey;
   readonly #luns: Lun[];
+  /**
+   * Per multipath LUN, the paths last found running with our key. A path that leaves this set
+   * (it stopped running) and comes back is asked at the next key check, every pass, rather than
+   * at the next storage monitor: dm-multipath puts a returning path back into service within its
+   * polling interval, and a write through a path without our key fails with a reservation conflict.
+   */
+  readonly #known = new Map<string, Set<string>>();
 
   constructor(
     private readonly ctx: ResourceContext,
@@ -139,11 +146,15 @@ export class ScsiReservation implements Resource {
   async #registered(lun: Lun, paths: string[]): Promise<string[]> {
     if (!lun.multipath) return (await this.readKeys(paths[0]!)).includes(this.key) ? paths : [];
     const found: string[] = [];
+    const known = this.#known.get(lun.device) ?? new Set<string>();
     for (const path of paths) {
       const r = await this.#sg(path, '--out', '--register', `--param-rk=${this.key}`, `--param-sark=${this.key}`);
       if (r.exitCode === 0) found.push(path);
       else if (r.exitCode !== SG_RESERVATION_CONFLICT) expectExit(r, [0], `checking our key on ${path}`);
+      if (r.exitCode === 0) known.add(path);
+      else known.delete(path);
     }
+    this.#known.set(lun.device, known);
     return found;
   }
 
@@ -167,6 +178,7 @@ export class ScsiReservation implements Resource {
       if (r.timedOut || left() === 0)
         throw new SafetyInDoubt(this.name, `registering our key on ${path} did not complete within our lease; it may reach the storage after a peer preempted us`);
       expectExit(r, [0], `registering ${this.key} on ${path}`);
+      this.#known.get(lun.device)?.add(path);
     }
     this.ctx.log.warn({ resource: this.name, device: lun.device, paths: missing }, 'our key was missing on some paths of the LUN while present on others: registered it there again');
     return [];
@@ -205,6 +217,7 @@ export class ScsiReservation implements Resource {
       const paths = await this.#paths(lun);
       for (const path of paths)
         await this.#expect(`registering ${this.key} on ${path}`, this.#sg(path, '--out', '--register-ignore', `--param-sark=${this.key}`));
+      if (lun.multipath) this.#known.set(lun.device, new Set(paths));
       const via = paths[0]!;
       // One registration per nexus: a victim on two paths is listed twice, and preempted once
       // (a second PREEMPT names a key no longer registered: a reservation conflict).
@@ -279,11 +292,25 @@ export class ScsiReservation implements Resource {
   }
 
   /**
-   * Used while active: our key gone from a LUN means the peer fenced us. The key list is the
-   * LUN's, so one running path tells: a preemption removes the key from every path at once.
+   * Used while active, every pass: our key gone from a LUN means the peer fenced us. The key list
+   * is the LUN's, so one running path tells: a preemption removes the key from every path at
+   * once. Also asks a multipath LUN's paths that came back since the last pass, and registers
+   * one that lacks the key (under the lease, as the monitor does).
    */
   async keyPresent(): Promise<boolean> {
-    for (const lun of this.#luns) if (!(await this.readKeys((await this.#paths(lun))[0]!)).includes(this.key)) return false;
+    for (const lun of this.#luns) {
+      const paths = await this.#paths(lun);
+      if (!(await this.readKeys(paths[0]!)).includes(this.key)) return false;
+      const known = this.#known.get(lun.device);
+      if (!known) continue;
+      // A path that stopped running is asked again when it runs again: it may be a new nexus.
+      for (const path of known) if (!paths.includes(path)) known.delete(path);
+      const back = paths.filter((p) => !known.has(p));
+      if (back.length > 0) {
+        const registered = await this.#registered(lun, back);
+        await this.#repair(lun, back.filter((p) => !registered.includes(p)));
+      }
+    }
     return true;
   }
 }

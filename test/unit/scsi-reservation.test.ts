@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { CommandFailed } from '../../agent/executor.ts';
 import { sysfsPaths } from '../../agent/resources/multipath.ts';
@@ -269,6 +271,33 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     const timedOut = exec.run.bind(exec);
     exec.run = async (c) => ({ ...(await timedOut(c)), ...(c.argv.includes('--register-ignore') ? { timedOut: true } : {}) });
     await assert.rejects(r.monitor(), (e: Error) => e instanceof SafetyInDoubt && /did not complete within our lease/.test(e.message));
+  });
+
+  it('a path that comes back running is asked at the next key check (every pass), and registered if it lacks the key', async () => {
+    const { root, device } = hostFromListing('sysfs-multipath--one-path-cut');
+    const { ctx, exec, spec } = await resourceContext('node-a', { epoch: 1, confirmedEpoch: 1, leaseRemainingMs: () => 8000 });
+    const r = new ScsiReservation({ ...ctx, spec: { ...spec, storage: { ...spec.storage, devices: [device] } } }, sysfsPaths(root));
+    const own = reservationKey(spec.id, 'node-a');
+    exec
+      .on(/--read-keys/, 'sg_persist--read-keys--no-keys', { exitCode: 0, stdout: `  PR generation=0x5, 1 registered reservation key follows:\n    ${own}\n`, stderr: '' })
+      .on(/--read-reservation/, 'sg_persist--read-reservation--none')
+      .on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered');
+    await r.fence([]);
+    assert.equal(await r.keyPresent(), true);
+    exec.calls.length = 0;
+    assert.equal(await r.keyPresent(), true, 'nothing changed: one read of the keys');
+    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda']);
+    writeFileSync(join(root, 'sys/block/sdb/device/state'), 'running\n');
+    exec.calls.length = 0;
+    assert.equal(await r.keyPresent(), true);
+    assert.deepEqual(exec.lines(), [
+      'sg_persist --no-inquiry --in --read-keys /dev/sda',
+      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
+    ]);
+    exec.calls.length = 0;
+    await r.keyPresent();
+    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda'], 'known again: not asked again');
   });
 
   it('no running path at all: every action fails, naming each path and its state', async () => {

@@ -18,7 +18,6 @@ cat > /etc/multipath.conf <<'CONF'
 defaults {
 	user_friendly_names no
 	find_multipaths off
-	polling_interval 2
 }
 blacklist {
 	devnode "^vd[a-z]"
