@@ -981,10 +981,17 @@ async function main(): Promise<void> {
       const path = back.at(-1)!.name;
       await vm.run(['multipathd', 'fail', 'path', path]);
       try {
-        await sgPersist(vm, '--out', '--register', `--param-rk=${key}`, '--param-sark=0', `/dev/${path}`);
+        // Unregistered and read back in one guest command: the holder's monitor may register it
+        // again within seconds, and the lab must see the loss before that.
         const lostAt = Date.now();
-        await capture(vm, 'sg_persist--register-same-key--path-unregistered', ['sg_persist', '--no-inquiry', '--out', '--register', `--param-rk=${key}`, `--param-sark=${key}`, `/dev/${path}`], `the active's path ${path} without its registration (the other path registered)`);
-        const left = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
+        const left = parseKeys(
+          await vm.run([
+            'bash',
+            '-c',
+            // Sent again after a UNIT ATTENTION (exit 6), as sgPersist does.
+            `u() { sg_persist --no-inquiry --out --register --param-rk=${key} --param-sark=0 /dev/${path} >/dev/null; }; k() { sg_persist --no-inquiry --in --read-keys ${device}; }; { u || u || u; } && { k || k || k; }`,
+          ]),
+        );
         s.check(`path ${path} lost ${holder}'s registration`, left.length === 1, `registered [${left.join(', ')}]`);
         const repaired = await until(`${holder} to register ${path} again`, 60_000, async () => {
           const k = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
