@@ -149,10 +149,11 @@ export class ScsiReservation implements Resource {
     const known = this.#known.get(lun.device) ?? new Set<string>();
     for (const path of paths) {
       const r = await this.#sg(path, '--out', '--register', `--param-rk=${this.key}`, `--param-sark=${this.key}`);
-      if (r.exitCode === 0) found.push(path);
-      else if (r.exitCode !== SG_RESERVATION_CONFLICT) expectExit(r, [0], `checking our key on ${path}`);
-      if (r.exitCode === 0) known.add(path);
-      else known.delete(path);
+      if (r.exitCode !== 0 && r.exitCode !== SG_RESERVATION_CONFLICT) expectExit(r, [0], `checking our key on ${path}`);
+      if (r.exitCode === 0) {
+        found.push(path);
+        known.add(path);
+      } else known.delete(path);
     }
     this.#known.set(lun.device, known);
     return found;
