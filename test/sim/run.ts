@@ -6,7 +6,7 @@
  * failover distribution, and for a failing seed the replay command and a minimised fault list.
  */
 import { parseArgs } from 'node:util';
-import { formatFault, minimizeFaults, percentile, runSeeds } from './runner.ts';
+import { formatFailovers, formatFault, minimizeFaults, runSeeds } from './runner.ts';
 import { PLANTED_BUGS, type PlantedBug, simulate } from './world.ts';
 
 const { values } = parseArgs({
@@ -37,11 +37,10 @@ if (values.replay) {
 const started = performance.now();
 const s = await runSeeds(Number(values.from), Number(values.seeds), { bug, ...(values.workers && { workers: Number(values.workers) }) });
 const secs = (performance.now() - started) / 1000;
-const f = [...s.failoversMs].sort((a, b) => a - b);
 console.log(
   `${s.seeds} seeds${bug ? ` with the planted bug "${bug}"` : ''} in ${secs.toFixed(0)} s: ${s.failures.length} with violations; ${s.acked} writes acknowledged`,
 );
-console.log(`client-visible failovers (virtual time): ${f.length}, p50 ${percentile(f, 50)} ms, p99 ${percentile(f, 99)} ms, max ${f.at(-1) ?? NaN} ms`);
+console.log(`client-visible failovers (virtual time), by cause:\n${formatFailovers(s.failovers)}`);
 for (const failure of s.failures.slice(0, 3)) {
   console.log(`\n✗ seed ${failure.seed}: ${failure.violations[0]}`);
   console.log(`  replay: npm run sim -- --replay ${failure.seed}${bug ? ` --bug ${bug}` : ''} --trace`);

@@ -5,11 +5,20 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatFault, percentile, runSeeds } from './runner.ts';
+import { classifyFailovers, formatFailovers, formatFault, runSeeds } from './runner.ts';
 import { PLANTED_BUGS, simulate } from './world.ts';
 
 const SEEDS = Number(process.env.NFSHA_SIM_SEEDS ?? 2000);
 const BUG_SEED_BOUND = 300;
+/**
+ * Reached at default timing (virtual time). A single fault: p99 within 3.5 s — a frozen active
+ * is waited out to its lease's end (3 s TTL) plus the skew allowance, which is most of it.
+ * Compound faults other than the arbiter's loss: under the reference story's 10 s. With the
+ * arbiter unreachable from both nodes nobody may take over until it is back; world.ts checks
+ * that the survivor resumes within 4 s of its return.
+ */
+const SINGLE_FAULT_P99_MS = 3_500;
+const COMPOUND_MAX_MS = 10_000;
 
 describe('deterministic simulation', () => {
   it(`${SEEDS} seeds of randomized faults: no invariant is ever violated`, async () => {
@@ -19,10 +28,14 @@ describe('deterministic simulation', () => {
     );
     assert.deepEqual(report, []);
     assert.equal(s.seeds, SEEDS);
-    const f = [...s.failoversMs].sort((a, b) => a - b);
-    assert.ok(f.length > SEEDS / 4, `failovers happened (${f.length})`);
-    console.log(
-      `# simulation: ${s.seeds} seeds, 0 violations, ${s.acked} acknowledged writes; ${f.length} client-visible failovers: p50 ${percentile(f, 50)} ms, p99 ${percentile(f, 99)} ms, max ${f.at(-1)} ms (virtual time)`,
+    assert.ok(s.failovers.length > SEEDS / 4, `failovers happened (${s.failovers.length})`);
+    console.log(`# simulation: ${s.seeds} seeds, 0 violations, ${s.acked} acknowledged writes; client-visible failovers (virtual time), by cause:`);
+    for (const line of formatFailovers(s.failovers).split('\n')) console.log(`#   ${line}`);
+    const classes = classifyFailovers(s.failovers);
+    assert.ok(classes['single fault'].p99 <= SINGLE_FAULT_P99_MS, `single-fault failovers: p99 ${classes['single fault'].p99} ms`);
+    assert.ok(
+      classes.compound.max < COMPOUND_MAX_MS,
+      `compound failovers: max ${classes.compound.max} ms (${classes.compound.slowest[0]?.faults.join(' + ')})`,
     );
   });
 

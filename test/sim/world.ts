@@ -70,6 +70,25 @@ export interface Fault {
   durationMs: number;
 }
 
+export interface Failover {
+  ms: number;
+  /** The faults that can have shaped it (see involvedIn): one for a single fault, more for a compound one. */
+  faults: FaultKind[];
+}
+
+/** A fault armed now that strikes at the next takeover (a mount that will fail, a stop that will hang). */
+const isLatent = (g: Fault) => g.kind === 'mount-fails' || g.kind === 'stop-hangs';
+/** How long after a fault heals it still counts as near another event. */
+const NEAR_MS = 10_000;
+
+/**
+ * The faults that can have shaped a failover whose client gap ran from `from` to `to`: those
+ * under way or healed less than NEAR_MS before it began, and latent ones armed before it ended.
+ */
+export function involvedIn(faults: Fault[], from: number, to: number): FaultKind[] {
+  return faults.filter((g) => g.at <= to && (isLatent(g) || g.at + g.durationMs + NEAR_MS >= from)).map((g) => g.kind);
+}
+
 export interface SimOptions {
   seed: number;
   durationMs?: number;
@@ -88,7 +107,7 @@ export interface SimResult {
   violations: string[];
   faults: Fault[];
   /** Client-visible failovers: time between the last write served by one node and the first by the other. */
-  failoversMs: number[];
+  failovers: Failover[];
   acked: number;
   longestStallMs: number;
 }
@@ -212,8 +231,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   const violations: string[] = [];
   const trace = (what: string) => options.trace && console.log(`${String(sched.now).padStart(6)} ms  ${what}`);
   /** With --trace, the agents' own decisions too, on the virtual clock. */
-  const agentTraceLog = (id: string) =>
-    pino({ level: 'info' }, { write: (line: string) => trace(`${id}: ${(JSON.parse(line) as { msg: string }).msg}`) });
+  const agentTraceLog = (id: string) => pino({ level: 'info' }, { write: (line: string) => trace(`${id}: ${(JSON.parse(line) as { msg: string }).msg}`) });
   const violation = (what: string) => {
     trace(`VIOLATION ${what}`);
     if (violations.length < 20) violations.push(`t=${sched.now} ms: ${what}`);
@@ -536,7 +554,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
   let seq = 0;
   let acked = 0;
   const ackedBy: { seq: number; at: number; node: string }[] = [];
-  const failoversMs: number[] = [];
+  const failovers: Failover[] = [];
   let longestStallMs = 0;
   const clientWrite = () => {
     sched.after(CLIENT_INTERVAL_MS, clientWrite);
@@ -550,7 +568,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     const last = ackedBy.at(-1);
     if (last) {
       longestStallMs = Math.max(longestStallMs, sched.now - last.at);
-      if (last.node !== target.id) failoversMs.push(sched.now - last.at);
+      if (last.node !== target.id) failovers.push({ ms: sched.now - last.at, faults: involvedIn(faults, last.at, sched.now) });
     }
     if (ackedBy.at(-1)?.node !== target.id) trace(`client: writes now served by ${target.id} (slot ${target.host.cursor - 1})`);
     ackedBy.push({ seq: record, at: sched.now, node: target.id });
@@ -627,20 +645,20 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       const id = f.target === 'active' ? serving() : f.target === 'passive' ? other(serving()) : f.target;
       // Clean: no other fault near it, and no latent one armed before it (a mount that will
       // fail, a stop that will hang: they strike at the takeover the crash causes).
-      const latent = (g: Fault) => g.kind === 'mount-fails' || g.kind === 'stop-hangs';
-      const alone = faults.every((g) => g === f || (latent(g) ? g.at > f.at + 10_000 : g.at + g.durationMs < f.at - 10_000 || g.at > f.at + 10_000));
+      const alone = faults.every((g) => g === f || (isLatent(g) ? g.at > f.at + NEAR_MS : g.at + g.durationMs < f.at - NEAR_MS || g.at > f.at + NEAR_MS));
       if (f.kind === 'crash' && alone && node(id).host.vip && node(id).host.powered) {
         // A peer that vouched for it just before (a renewal of the crashed node had failed) keeps its promise first.
         const promised = node(other(id)).agent?.status().vouching?.remainingMs ?? 0;
         cleanCrashes.push({ at: f.at, of: id, promisedMs: promised * (1 + config.trueDrift) });
       }
       // No other fault from 10 s before this one to 10 s after it ends (a latent one: none armed before then).
-      const quiet = faults.every((g) => g === f || (!latent(g) && g.at + g.durationMs < f.at - 10_000) || g.at > f.at + f.durationMs + 10_000);
+      const quiet = faults.every((g) => g === f || (!isLatent(g) && g.at + g.durationMs < f.at - NEAR_MS) || g.at > f.at + f.durationMs + NEAR_MS);
       const arbiterOnly = (f.kind === 'cp-down' || f.kind === 'partition-cp' || f.kind === 'oneway-cp') && quiet;
       const servingNode = nodes.find((x) => x.host.vip && x.host.powered && x.agent?.role === 'active');
       const healthyPeer = nodes.find((x) => x !== servingNode && x.host.powered && x.agent?.role === 'passive' && !frozen(x));
       const servingNow = (ackedBy.at(-1)?.at ?? Number.NEGATIVE_INFINITY) >= sched.now - 300;
-      if (spec.policy.failsafe && arbiterOnly && servingNode && healthyPeer && servingNow) arbiterOnlyOutages.push({ at: f.at, until: f.at + f.durationMs, kind: f.kind });
+      if (spec.policy.failsafe && arbiterOnly && servingNode && healthyPeer && servingNow)
+        arbiterOnlyOutages.push({ at: f.at, until: f.at + f.durationMs, kind: f.kind });
       trace(`FAULT ${f.kind} on ${id} for ${f.durationMs} ms`);
       const n = node(id);
       const until = sched.now + f.durationMs;
@@ -772,7 +790,13 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
           // at its deadline, and its first stop hangs past the demotion budget.
           // Cut from its peer too: with the peer vouching (failsafe) it would serve on, the hang latent.
           n.host.hangNextStopMs = 20_000;
-          for (const [a, b] of [[id, 'cp'], ['cp', id], [id, other(id)], [other(id), id]] as const) block(a, b, Math.max(until, sched.now + t.leaseTtlMs + 2_000));
+          for (const [a, b] of [
+            [id, 'cp'],
+            ['cp', id],
+            [id, other(id)],
+            [other(id), id],
+          ] as const)
+            block(a, b, Math.max(until, sched.now + t.leaseTtlMs + 2_000));
           return;
       }
     });
@@ -824,7 +848,9 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     const reset = watchdogResets.some((at) => at > c.at && at <= c.at + CRASH_FAILOVER_BOUND_MS);
     const bound = CRASH_FAILOVER_BOUND_MS + c.promisedMs;
     if (!reset && (!resumed || resumed.at - c.at > bound)) {
-      violation(`after ${c.of} crashed at ${c.at} ms, service resumed ${resumed ? `only after ${resumed.at - c.at} ms (by ${resumed.node})` : 'never'} (bound ${Math.round(bound)} ms)`);
+      violation(
+        `after ${c.of} crashed at ${c.at} ms, service resumed ${resumed ? `only after ${resumed.at - c.at} ms (by ${resumed.node})` : 'never'} (bound ${Math.round(bound)} ms)`,
+      );
     }
   }
   for (const o of arbiterOnlyOutages) {
@@ -837,13 +863,16 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       last = a.at;
     }
     gap = Math.max(gap, Math.min(o.until, durationMs) - last);
-    if (gap > ARBITER_OUTAGE_STALL_MS) violation(`the arbiter alone was unreachable (${o.kind} at ${o.at} ms), both nodes and the peer channel healthy, and the client stalled ${gap} ms`);
+    if (gap > ARBITER_OUTAGE_STALL_MS)
+      violation(`the arbiter alone was unreachable (${o.kind} at ${o.at} ms), both nodes and the peer channel healthy, and the client stalled ${gap} ms`);
   }
   for (const w of survivorWaits) {
     const resumed = ackedBy.find((a) => a.at > w.crashedAt);
     if (resumed && resumed.at < w.cpBackAt) violation(`${resumed.node} served again at ${resumed.at} ms while the arbiter was down`);
     if (!resumed || resumed.at > w.cpBackAt + CRASH_FAILOVER_BOUND_MS)
-      violation(`${w.of} crashed at ${w.crashedAt} ms with the arbiter down until ${w.cpBackAt} ms; service resumed ${resumed ? `only at ${resumed.at} ms` : 'never'}`);
+      violation(
+        `${w.of} crashed at ${w.crashedAt} ms with the arbiter down until ${w.cpBackAt} ms; service resumed ${resumed ? `only at ${resumed.at} ms` : 'never'}`,
+      );
   }
   const lastAck = ackedBy.at(-1)?.at ?? 0;
   if (durationMs - lastAck > 5_000)
@@ -853,5 +882,5 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     for (const e of store.eventsOf(spec.id))
       if (e.type === 'phase.reported' && e.data.status === 'failed')
         trace(`phase failed: ${e.node} epoch ${e.epoch} ${e.data.direction} ${e.data.phase}: ${e.data.message}`);
-  return { seed: options.seed, violations, faults, failoversMs, acked, longestStallMs };
+  return { seed: options.seed, violations, faults, failovers, acked, longestStallMs };
 }
