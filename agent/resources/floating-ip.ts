@@ -7,6 +7,13 @@
  * the address. (Its -D only changes the display; LAB-NOTES.) A previous active that is frozen
  * or partitioned may still answer until its own lease deadline, so a conflict is probed again
  * for up to one lease TTL before start fails.
+ *
+ * Both steps sit on the takeover's critical path, so each is one process with short waits: an
+ * ARP reply on the VIP's segment takes milliseconds, so the probe waits DAD_WAIT_S for one (not
+ * arping's usual second); the gratuitous ARPs go out from one arping, GARP_INTERVAL_S apart.
+ * Neither is what keeps the VIP on one node: the lease is (the old holder drops the VIP before
+ * its deadline, and the arbiter grants nobody else before then); the probe catches what the
+ * lease cannot see, another host configured with the address.
  */
 import { z } from 'zod';
 import { expectExit } from '../executor.ts';
@@ -25,6 +32,8 @@ export function parseIpv4Addresses(stdout: string): string[] {
 const ARPING_FREE = 1;
 const ARPING_ANSWERED = 0;
 export const GARP_COUNT = 3;
+const GARP_INTERVAL_S = '0.05';
+const DAD_WAIT_S = '0.3';
 const PROBE_RETRY_MS = 250;
 
 export class FloatingIp implements Resource {
@@ -61,7 +70,7 @@ export class FloatingIp implements Resource {
     const vip = this.ctx.spec.vip.address;
     const giveUpAt = performance.now() + this.ctx.spec.timing.leaseTtlMs;
     for (;;) {
-      const r = await this.ctx.exec.run({ argv: ['arping', '-0', '-c', '1', '-w', '1', '-i', this.#iface, vip], timeoutMs: TIMEOUT.query });
+      const r = await this.ctx.exec.run({ argv: ['arping', '-0', '-c', '1', '-w', DAD_WAIT_S, '-i', this.#iface, vip], timeoutMs: TIMEOUT.query });
       if (r.exitCode === ARPING_FREE) return;
       if (r.exitCode !== ARPING_ANSWERED) expectExit(r, [ARPING_FREE], `probing ${vip} on ${this.#iface}`);
       const owner = /from ([0-9a-f:]{17})/i.exec(r.stdout)?.[1] ?? 'another host';
@@ -81,14 +90,16 @@ export class FloatingIp implements Resource {
       );
     }
     const vip = this.ctx.spec.vip.address;
-    for (let i = 0; i < GARP_COUNT; i++) {
-      // Exit 1 is normal: nobody replies to a gratuitous ARP.
-      expectExit(
-        await this.ctx.exec.run({ argv: ['arping', '-U', '-i', this.#iface, '-S', vip, '-c', '1', '-w', '0', vip], timeoutMs: TIMEOUT.query }),
-        [0, 1],
-        'sending gratuitous ARP',
-      );
-    }
+    // Exit 1 is normal: nobody replies to a gratuitous ARP. The deadline (-w) only bounds the
+    // burst: arping exits once it has sent -c of them.
+    expectExit(
+      await this.ctx.exec.run({
+        argv: ['arping', '-U', '-i', this.#iface, '-S', vip, '-c', String(GARP_COUNT), '-W', GARP_INTERVAL_S, '-w', '1', vip],
+        timeoutMs: TIMEOUT.query,
+      }),
+      [0, 1],
+      'sending gratuitous ARP',
+    );
   }
 
   async stop(): Promise<void> {

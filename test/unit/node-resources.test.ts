@@ -324,9 +324,9 @@ describe('floating-ip resource', () => {
     await new FloatingIp(ctx).start();
     assert.deepEqual(exec.lines(), [
       'ip -j addr show dev eth0',
-      'arping -0 -c 1 -w 1 -i eth0 10.88.0.100',
+      'arping -0 -c 1 -w 0.3 -i eth0 10.88.0.100',
       'ip addr add 10.88.0.100/24 dev eth0',
-      ...Array.from({ length: GARP_COUNT }, () => 'arping -U -i eth0 -S 10.88.0.100 -c 1 -w 0 10.88.0.100'),
+      `arping -U -i eth0 -S 10.88.0.100 -c ${GARP_COUNT} -W 0.05 -w 1 10.88.0.100`,
     ]);
   });
 
