@@ -166,7 +166,10 @@ async function status(options: { config: string; json?: boolean }) {
     const lease = agent.leaseRemainingMs === null ? 'holds no lease' : `lease ${(agent.leaseRemainingMs / 1000).toFixed(1)} s left`;
     console.log(`agent   ${agent.role}, epoch ${agent.epoch}, ${lease}`);
   }
-  for (const m of monitors) console.log(`${m.resource.padEnd(17)} ${m.result.state}${m.result.state === 'failed' ? `: ${m.result.reason}` : ''}`);
+  for (const m of monitors) {
+    const r = m.result;
+    console.log(`${m.resource.padEnd(17)} ${r.state}${r.state === 'failed' ? `: ${r.reason}` : r.state === 'running' && r.detail ? `, ${r.detail}` : ''}`);
+  }
 }
 
 /**

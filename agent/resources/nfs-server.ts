@@ -26,6 +26,9 @@ export const SCOPE_DROPIN = '/run/systemd/system/nfs-server.service.d/50-nfs-ha-
 export const SM_NOTIFY_UNIT = 'nfs-ha-sm-notify';
 const VAR_LIB_NFS = '/var/lib/nfs';
 const RPC_NFSD = '/usr/sbin/rpc.nfsd';
+const NFSD_THREADS = '/proc/fs/nfsd/threads';
+const NFSD_END_GRACE = '/proc/fs/nfsd/v4_end_grace';
+export const GRACE_DETAIL = 'in its NFSv4 grace period: clients reclaim their state; new opens and locks wait';
 /** Exit status of `systemctl stop` for a unit that is not loaded. */
 const UNIT_NOT_LOADED = 5;
 
@@ -118,16 +121,19 @@ export class NfsServer implements Resource {
     // /proc file says so. systemctl (a round trip to PID 1, on every pass the costliest of the
     // monitor's commands) is asked only when they do not: the oneshot unit stays "active" after
     // rpc.nfsd returns, so threads gone (rpc.nfsd 0, a crash) under an active unit are a failure.
-    const threads = await this.#run(['cat', '/proc/fs/nfsd/threads'], TIMEOUT.query);
-    const count = Number.parseInt(threads.stdout.trim(), 10);
-    if (threads.exitCode === 0 && count > 0) return { state: 'running' };
+    // The same read says whether the NFSv4 grace period is still on (v4_end_grace reads N):
+    // clients reclaim their state, and new opens and locks wait until it ends.
+    const threads = await this.#run(['cat', NFSD_THREADS, NFSD_END_GRACE], TIMEOUT.query);
+    const [threadLine = '', graceLine] = threads.stdout.split('\n');
+    const count = Number.parseInt(threadLine.trim(), 10);
+    if (count > 0) return graceLine?.trim() === 'N' ? { state: 'running', detail: GRACE_DETAIL } : { state: 'running' };
     const r = await this.#run(['systemctl', 'is-active', 'nfs-server'], TIMEOUT.query);
     const state = r.stdout.trim();
     if (state === 'inactive') return { state: 'stopped' };
     if (r.exitCode === 0)
       return {
         state: 'failed',
-        reason: `nfs-server is active but nfsd runs ${threads.exitCode === 0 ? `${count} threads` : 'no threads (/proc/fs/nfsd not readable)'}`,
+        reason: `nfs-server is active but nfsd runs ${Number.isNaN(count) ? 'no threads (/proc/fs/nfsd not readable)' : `${count} threads`}`,
       };
     return { state: 'failed', reason: `nfs-server is ${state || `in an unknown state (exit ${r.exitCode})`}` };
   }

@@ -11,7 +11,8 @@ import type { Executor } from '../executor.ts';
 
 export type ResourceName = Exclude<Phase, 'fence'>;
 
-export type MonitorResult = { state: 'running' } | { state: 'stopped' } | { state: 'failed'; reason: string };
+/** A running resource may add what an operator should know of it (nfs-server: its grace period). */
+export type MonitorResult = { state: 'running'; detail?: string } | { state: 'stopped' } | { state: 'failed'; reason: string };
 
 export interface Resource {
   readonly name: ResourceName;

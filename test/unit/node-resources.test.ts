@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { Exports, parseExportfs } from '../../agent/resources/exports.ts';
 import { Filesystem, parseFindmnt, parseFuserPids } from '../../agent/resources/filesystem.ts';
 import { FloatingIp, GARP_COUNT, parseIpv4Addresses } from '../../agent/resources/floating-ip.ts';
-import { NFS_CONF, NfsServer, nfsConf, SCOPE_DROPIN, scopeDropIn } from '../../agent/resources/nfs-server.ts';
+import { GRACE_DETAIL, NFS_CONF, NfsServer, nfsConf, SCOPE_DROPIN, scopeDropIn } from '../../agent/resources/nfs-server.ts';
 import { parseAutoactivation, parseLvActive, parseSystemId, parseVgOwner, VolumeGroup } from '../../agent/resources/volume-group.ts';
 import { resourceContext } from '../helpers/agent.ts';
 import { fixture } from '../helpers/fixtures.ts';
@@ -193,6 +193,11 @@ describe('filesystem resource', () => {
   });
 });
 
+/** What the nfs-server monitor reads, in one cat: the thread count, then whether grace has ended. */
+const READ_NFSD = 'cat /proc/fs/nfsd/threads /proc/fs/nfsd/v4_end_grace';
+/** Serving, its grace period over (the kernel's v4_end_grace reads Y or N: fs/nfsd/nfsctl.c). */
+const NFSD_SERVING = { exitCode: 0, stdout: '8\nY\n', stderr: '' };
+
 describe('nfs-server resource', () => {
   it('binds the reclaim state, writes the settings and the scope drop-in, starts nfsd, notifies v3 clients — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext();
@@ -260,13 +265,31 @@ describe('nfs-server resource', () => {
       stdout: 'failed\n',
       stderr: '',
     });
-    exec.on('cat /proc/fs/nfsd/threads', 'cat--proc-fs-nfsd-threads', { exitCode: 0, stdout: '0\n', stderr: '' });
+    // nfsd stopped: threads 0, and v4_end_grace still readable (Y): what a lab node read.
+    exec.on(READ_NFSD, NFSD_SERVING, { exitCode: 0, stdout: '0\nY\n', stderr: '' });
     const nfs = new NfsServer(ctx);
     assert.deepEqual(await nfs.monitor(), { state: 'running' });
-    assert.deepEqual(exec.lines(), ['cat /proc/fs/nfsd/threads'], 'running threads: no round trip to systemd');
+    assert.deepEqual(exec.lines(), [READ_NFSD], 'running threads: no round trip to systemd');
     assert.deepEqual(await nfs.monitor(), { state: 'failed', reason: 'nfs-server is active but nfsd runs 0 threads' }, 'after `rpc.nfsd 0`');
     assert.deepEqual(await nfs.monitor(), { state: 'stopped' });
     assert.deepEqual(await nfs.monitor(), { state: 'failed', reason: 'nfs-server is failed' });
+  });
+
+  it('monitor says when nfsd is in its NFSv4 grace period, and still serves without v4_end_grace (real output)', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(
+      READ_NFSD,
+      { exitCode: 0, stdout: '8\nN\n', stderr: '' },
+      {
+        exitCode: 1,
+        stdout: '8\n',
+        stderr: 'cat: /proc/fs/nfsd/v4_end_grace: No such file or directory\n',
+      },
+    );
+    const nfs = new NfsServer(ctx);
+    assert.deepEqual(await nfs.monitor(), { state: 'running', detail: GRACE_DETAIL });
+    assert.deepEqual(await nfs.monitor(), { state: 'running' }, 'a kernel without v4_end_grace: threads run, grace unknown');
+    assert.deepEqual(exec.lines(), [READ_NFSD, READ_NFSD]);
   });
 });
 
