@@ -299,6 +299,12 @@ async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs:
 // one-time enrolment token (it verifies the bundle, enrols, runs the preflight, starts the unit)
 
 const LAB_DEMOTE_BUDGET_MS = 90_000;
+/**
+ * Monitor passes every 5 s instead of 2 s. Under TCG the active's agent took 63 % of its guest's
+ * one CPU (33 % its own, 30 % the commands its passes spawn: about 100 a minute), which left
+ * nfsd, the client's writes and the lab's own calls starved on a slow host.
+ */
+const LAB_MONITOR_INTERVAL_MS = 5_000;
 
 /** The stretch of normal operation a scenario measures the client's usual waits over. */
 const BASELINE_MS = 30_000;
@@ -313,24 +319,37 @@ async function installAgent(vm: Vm, device: string): Promise<void> {
   await vm.run(['bash', '-c', `umask 077 && printf %s ${token} > /root/nfs-ha.token`]);
   // What an operator of slow nodes sets before installing (the installer keeps it): under TCG,
   // stopping nfsd alone can take 10 s, the default demotion budget, and a switchover's demotion
-  // past it reboots the node. The budget bounds a demotion that hangs; it guards no lease.
-  await vm.run(['bash', '-c', `mkdir -p -m 0700 /etc/nfs-ha && umask 077 && echo '{"demoteBudgetMs": ${LAB_DEMOTE_BUDGET_MS}}' > /etc/nfs-ha/agent.json`]);
+  // past it reboots the node. The budget bounds a demotion that hangs; it guards no lease. And
+  // the monitors' pace (LAB_MONITOR_INTERVAL_MS).
+  await vm.run([
+    'bash',
+    '-c',
+    `mkdir -p -m 0700 /etc/nfs-ha && umask 077 && echo '{"demoteBudgetMs": ${LAB_DEMOTE_BUDGET_MS}, "monitorIntervalMs": ${LAB_MONITOR_INTERVAL_MS}}' > /etc/nfs-ha/agent.json`,
+  ]);
   // The agent package, as the control plane serves it: the installer downloads it, checks it
   // against the operator's checksum (from the enrolment) and installs it with apt.
   const flags = `--token-file /root/nfs-ha.token --sha256 ${packageSha256} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
   const r = await vm.exec(['bash', '-c', `curl -fsSL ${CP}/install.sh | bash -s -- ${flags}`], 300_000);
   writeFileSync(join(runDir, `${vm.name}.install.log`), `${r.stdout}${r.stderr}`);
   if (r.code !== 0) throw new Error(`${vm.name}: the installer exited ${r.code}: ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`);
-  if (!/downloading the agent package from/.test(r.stderr)) throw new Error(`${vm.name}: the installer did not install the served package (${vm.name}.install.log)`);
+  if (!/downloading the agent package from/.test(r.stderr))
+    throw new Error(`${vm.name}: the installer did not install the served package (${vm.name}.install.log)`);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The client
 
+/**
+ * The client's pace: a record and its fsync every 100 ms, so a stall is measured to a tenth of a
+ * second. Each is an NFS write, a journal commit on the active and an iSCSI write to the storage
+ * VM; under TCG, twenty a second took most of the active's one emulated CPU.
+ */
+const WRITE_INTERVAL_MS = 100;
+
 async function startClient(): Promise<void> {
   await storage.run(['mkdir', '-p', '/mnt/nfs']);
   await storage.run(['mount', '-t', 'nfs4', '-o', 'vers=4.2,hard,timeo=10,retrans=3', `${VIP}:/srv/nfs/export`, '/mnt/nfs'], 120_000);
-  await storage.run(['systemd-run', '--unit', 'lab-writer', '--collect', 'node', '/lab/writer.mjs', RECORDS, ACKS, '50']);
+  await storage.run(['systemd-run', '--unit', 'lab-writer', '--collect', 'node', '/lab/writer.mjs', RECORDS, ACKS, String(WRITE_INTERVAL_MS)]);
 }
 
 interface Ack {
@@ -389,6 +408,19 @@ interface Failover {
   phases: Record<string, number>;
   takeoverMs: number;
   totalMs: number | null;
+  /** Host clock: the fault, and the new holder's report that its VIP is up. */
+  faultAt: number | null;
+  vipAt: number | null;
+}
+
+/** What followed the VIP's move, on the lab host's clock, from the VIP up (see timeline). */
+interface AfterVip {
+  /** The client's first acknowledged record after the VIP came up, and the gap that ended there. */
+  resumeMs: number | null;
+  gapMs: number | null;
+  /** The new holder's nfsd left its NFSv4 grace period: early (every client reclaimed), skipped (no client to wait for), or at its full length. */
+  graceMs: number | null;
+  grace: 'ended early' | 'skipped' | 'full' | null;
 }
 
 interface ScenarioResult {
@@ -397,6 +429,7 @@ interface ScenarioResult {
   ok: boolean;
   assertions: { what: string; ok: boolean; detail: string }[];
   failover: Failover | null;
+  afterVip: AfterVip | null;
   stallMs: number | null;
   samples: number;
   notes: string[];
@@ -457,6 +490,54 @@ async function awaitFailover(afterEpoch: number, faultAt: number | null, timeout
     phases,
     takeoverMs: (fenceMs ?? 0) + Object.values(phases).reduce((s, x) => s + x, 0),
     totalMs: faultAt !== null && vipAt !== null ? vipAt - faultAt : null,
+    faultAt,
+    vipAt,
+  };
+}
+
+/**
+ * A guest's monotonic clock (the helper's, the writer's, the kernel log's) minus the lab host's
+ * clock, read in the middle of a round trip: the shortest of three, as a busy guest may answer late.
+ */
+async function clockOffset(vm: Vm): Promise<number> {
+  let best = { rtt: Infinity, offset: 0 };
+  for (let i = 0; i < 3; i++) {
+    const before = Date.now();
+    const { t } = await vm.sample('none', 'none', 30_000);
+    const after = Date.now();
+    if (after - before < best.rtt) best = { rtt: after - before, offset: t - (before + after) / 2 };
+  }
+  return best.offset;
+}
+
+/**
+ * The failover's end on the lab host's clock: when the client was acknowledged again (the gap in
+ * its records that spans the VIP's move) and when the new holder's nfsd left its grace period
+ * (its kernel log), each from the VIP up.
+ */
+async function afterVip(f: Failover): Promise<AfterVip> {
+  const none: AfterVip = { resumeMs: null, gapMs: null, graceMs: null, grace: null };
+  if (f.vipAt === null) return none;
+  const vipAt = f.vipAt;
+  const clientOffset = await clockOffset(storage);
+  const list = (await acks()).map((a) => a.t - clientOffset);
+  const i = list.findIndex((t) => t >= vipAt);
+  const holder = vmByName(f.to);
+  const offset = await clockOffset(holder);
+  // knfsd logs "starting N-second grace period" at its start, then "all clients done reclaiming,
+  // ending NFSv4 grace period" if it ends early; with no client to wait for, "skipping NFSv4 grace period".
+  const log = await holder.exec(['journalctl', '-k', '-b', '-o', 'short-monotonic', '--no-pager', '--grep', 'grace period']);
+  const lines = [...log.stdout.matchAll(/^\[\s*(\d+\.\d+)\] .*(starting (\d+)-second|ending NFSv4|skipping NFSv4) grace period/gm)]
+    .map((m) => ({ at: Number(m[1]) * 1000 - offset, what: m[2]!.split(' ')[0]!, seconds: Number(m[3] ?? 0) }))
+    .filter((l) => l.at >= vipAt - 60_000);
+  // The grace period of this start: the first logged from a minute before the VIP on.
+  const first = lines[0];
+  const ended = first?.what === 'starting' ? (lines[1]?.what === 'ending' ? lines[1] : { at: first.at + first.seconds * 1000, what: 'full' }) : first;
+  return {
+    resumeMs: i > 0 ? list[i]! - vipAt : null,
+    gapMs: i > 0 ? list[i]! - list[i - 1]! : null,
+    graceMs: ended ? ended.at - vipAt : null,
+    grace: ended ? (ended.what === 'ending' ? 'ended early' : ended.what === 'skipping' ? 'skipped' : 'full') : null,
   };
 }
 
@@ -524,6 +605,7 @@ async function runScenario(name: string, title: string, device: string, body: (s
     (list) => longestStall(list, clientFrom, clientTo),
     () => null,
   );
+  const after = s.failover ? await afterVip(s.failover).catch((err: Error) => (s.note(`no timeline after the VIP: ${err.message}`), null)) : null;
   const ok = s.assertions.every((a) => a.ok);
   results.push({
     name,
@@ -531,6 +613,7 @@ async function runScenario(name: string, title: string, device: string, body: (s
     ok,
     assertions: s.assertions,
     failover: s.failover,
+    afterVip: after,
     stallMs,
     samples: sampler.count(from, Date.now()),
     notes: s.notes,
@@ -591,11 +674,16 @@ async function pathsOf(vm: Vm, device: string): Promise<{ name: string; state: s
  * own I_T nexus; a registration left on any one of them would let the write through).
  */
 async function fencedWrite(s: Scenario, vm: Vm, device: string): Promise<void> {
-  const paths = await until(`${vm.name} to answer and see the LUN on two paths`, 240_000, async () => {
-    if ((await vm.exec(['test', '-b', device], 5000)).code !== 0) return null;
-    const p = await pathsOf(vm, device);
-    return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
-  }, 1000);
+  const paths = await until(
+    `${vm.name} to answer and see the LUN on two paths`,
+    240_000,
+    async () => {
+      if ((await vm.exec(['test', '-b', device], 5000)).code !== 0) return null;
+      const p = await pathsOf(vm, device);
+      return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
+    },
+    1000,
+  );
   const sectors = Number((await vm.run(['blockdev', '--getsz', device])).trim());
   for (const target of [device, ...paths.map((p) => `/dev/${p.name}`)]) {
     await vm.exec(['dmesg', '-C'], 10_000);
@@ -669,7 +757,12 @@ async function captureMultipath(vm: Vm, device: string, label: string, state: st
   await capture(vm, `multipathd-show-paths--${label}`, ['multipathd', 'show', 'paths', 'raw', 'format', '%d %m %t %T %o %c'], state);
   await capture(vm, `mpathpersist-in-k--${label}`, ['mpathpersist', '--in', '-k', '-d', device], state);
   await capture(vm, `mpathpersist-in-r--${label}`, ['mpathpersist', '--in', '-r', '-d', device], state);
-  await capture(vm, `sysfs-multipath--${label}`, ['bash', '-c', `readlink -f ${device}; ls -1 ${sysfs}/slaves; grep -H . ${sysfs}/dm/name ${sysfs}/dm/uuid ${sysfs}/slaves/*/device/state`], state);
+  await capture(
+    vm,
+    `sysfs-multipath--${label}`,
+    ['bash', '-c', `readlink -f ${device}; ls -1 ${sysfs}/slaves; grep -H . ${sysfs}/dm/name ${sysfs}/dm/uuid ${sysfs}/slaves/*/device/state`],
+    state,
+  );
 }
 
 async function nft(...args: string[]): Promise<void> {
@@ -806,6 +899,12 @@ async function main(): Promise<void> {
     s.check('the API accepted the switchover', accepted.from === holder && accepted.to === to, `${accepted.from} → ${accepted.to}`);
     s.failover = await awaitFailover(epoch, faultAt);
     tookOver(s, holder, ['switchover']);
+    // What the nfs-server monitor reads, while the client reclaims and once it is done (fixtures).
+    // A fixture that cannot be read on a busy guest is a note, not a failure of the switchover.
+    const readNfsd = ['cat', '/proc/fs/nfsd/threads', '/proc/fs/nfsd/v4_end_grace'];
+    const captureNfsd = (vm: Vm, label: string, state: string) =>
+      capture(vm, `cat--proc-fs-nfsd-threads-v4_end_grace--${label}`, readNfsd, state).catch((err: Error) => s.note(`no ${label} capture: ${err.message}`));
+    await captureNfsd(vmByName(to), 'in-grace', 'nfs-server just started by a switchover, the client reclaiming');
     const released = (await cp.events()).find((e) => e.type === 'lease.released' && e.epoch === epoch);
     const byRelease = released?.type === 'lease.released' && released.data.reason === 'switchover';
     s.check(
@@ -816,6 +915,8 @@ async function main(): Promise<void> {
     await passiveAgain(s, holder, faultAt);
     // Without a release, say why from the old holder's own log (its previous boot if it was reset).
     if (!byRelease) s.note(`${holder}'s agent, last words before the takeover: ${await agentLogTail(vmByName(holder), faultAt)}`);
+    await captureNfsd(vmByName(to), 'grace-over', 'nfs-server serving, its grace period over');
+    await captureNfsd(vmByName(holder), 'stopped', 'nfs-server stopped by the demotion');
     // A clean demotion disarms the watchdog (the magic close): past its 6 s timeout, no reset.
     await sleep(8000);
     const bootsAfter = await bootCount(vmByName(holder));
@@ -993,10 +1094,15 @@ async function main(): Promise<void> {
           ]),
         );
         s.check(`path ${path} lost ${holder}'s registration`, left.length === 1, `registered [${left.join(', ')}]`);
-        const repaired = await until(`${holder} to register ${path} again`, 60_000, async () => {
-          const k = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
-          return k.length === 2 ? k : null;
-        }, 1000);
+        const repaired = await until(
+          `${holder} to register ${path} again`,
+          60_000,
+          async () => {
+            const k = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
+            return k.length === 2 ? k : null;
+          },
+          1000,
+        );
         const repairedAt = Date.now();
         s.check(
           `${holder} registered its key on ${path} again, and only its key`,
@@ -1006,8 +1112,18 @@ async function main(): Promise<void> {
         s.note(
           `timeline: path out of service ${fmt(outAt - cutAt)} s after the cut; the client's longest wait ${fmt(stall)} s; path running again ${fmt(backAt - restoredAt)} s after the network came back; a lost registration restored by the holder ${fmt(repairedAt - lostAt)} s after it was lost (its storage monitor runs every 10 s)`,
         );
-        await capture(vm, 'sg_persist--register-same-key--path-registered', ['sg_persist', '--no-inquiry', '--out', '--register', `--param-rk=${key}`, `--param-sark=${key}`, `/dev/${path}`], `the active's path ${path} registered with its key`);
-        await capture(vm, 'sg_persist--read-full-status--two-paths', ['sg_persist', '--no-inquiry', '--in', '--read-full-status', device], 'the active registered on both paths, holding the type-5 reservation');
+        await capture(
+          vm,
+          'sg_persist--register-same-key--path-registered',
+          ['sg_persist', '--no-inquiry', '--out', '--register', `--param-rk=${key}`, `--param-sark=${key}`, `/dev/${path}`],
+          `the active's path ${path} registered with its key`,
+        );
+        await capture(
+          vm,
+          'sg_persist--read-full-status--two-paths',
+          ['sg_persist', '--no-inquiry', '--in', '--read-full-status', device],
+          'the active registered on both paths, holding the type-5 reservation',
+        );
       } finally {
         await vm.run(['multipathd', 'reinstate', 'path', path]);
       }
@@ -1036,10 +1152,15 @@ async function main(): Promise<void> {
         vm.start();
         await vm.waitUp(240_000);
         await passiveAgain(s, holder, faultAt);
-        const paths = await until(`${holder}'s map with its one reachable path`, 120_000, async () => {
-          const p = await pathsOf(vm, device).catch(() => []);
-          return p.some((x) => x.state === 'running') ? p : null;
-        }, 1000);
+        const paths = await until(
+          `${holder}'s map with its one reachable path`,
+          120_000,
+          async () => {
+            const p = await pathsOf(vm, device).catch(() => []);
+            return p.some((x) => x.state === 'running') ? p : null;
+          },
+          1000,
+        );
         const keys = await registered();
         s.check(
           `${holder} came back on one path and registered nowhere`,
@@ -1051,10 +1172,15 @@ async function main(): Promise<void> {
       }
       // The portal given up at boot, logged in again as an operator would: a path appears.
       await vm.exec(['iscsiadm', '-m', 'node', '--login'], 90_000);
-      const both = await until(`${holder}'s second path to join its map`, 180_000, async () => {
-        const p = await pathsOf(vm, device);
-        return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
-      }, 1000);
+      const both = await until(
+        `${holder}'s second path to join its map`,
+        180_000,
+        async () => {
+          const p = await pathsOf(vm, device);
+          return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
+        },
+        1000,
+      );
       await sleep(5000);
       const keys = await registered();
       s.check(
@@ -1276,12 +1402,34 @@ async function footprint(vm: Vm, role: string): Promise<Footprint> {
   };
 }
 
+/** #14's goals for a failover: the agent adds ≤ 20 % to the raw commands, the client ≤ 1 s to the takeover. */
+const TAKEOVER_GOAL = 1.2;
+const STALL_GOAL_SCENARIOS = ['crash', 'freeze', 'partition', 'agent-crash'];
+/**
+ * The goals this lab fails on: the ones reached run after run. After a crash the new holder's
+ * takeover has taken 0.7–0.9 × raw; the others are reported, not yet reached every time.
+ */
+const ASSERTED_GOALS: Record<string, string[]> = { crash: ['takeover'] };
+
+function goalsOf(r: ScenarioResult, rawMs: number): { goal: string; met: boolean }[] {
+  const f = r.failover;
+  if (!f || f.faultAt === null) return [];
+  const stall = r.afterVip?.gapMs ?? r.stallMs;
+  const goals = [{ goal: 'takeover', met: f.takeoverMs <= TAKEOVER_GOAL * rawMs }];
+  if (stall !== null && STALL_GOAL_SCENARIOS.includes(r.name) && f.totalMs !== null) goals.push({ goal: 'stall', met: stall <= f.totalMs + 1000 });
+  if (stall !== null && r.name === 'switchover') goals.push({ goal: 'stall', met: stall <= f.takeoverMs + 1000 });
+  return goals;
+}
+
 async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<void> {
   const verify = await verifyRecords().catch((err: Error) => ({ ok: false, detail: err.message }));
   log(`${verify.ok ? 'ok  ' : 'FAIL'} every acknowledged record is on disk, in order — ${verify.detail}`);
   const rows = results.map((r) => {
     const f = r.failover;
-    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.fenceMs)} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(r.stallMs)} |`;
+    const a = r.afterVip;
+    const stall = a?.gapMs ?? r.stallMs;
+    const met = goalsOf(r, baseline.totalMs).map((g) => `${g.goal} ${g.met ? '✔' : '✘'}`);
+    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.fenceMs)} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
   });
   const md = [
     '# nfs-ha lab report',
@@ -1304,8 +1452,13 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
         }.`,
     ),
     '',
-    '| scenario | result | failover | detection | fence | VG | mount | NFS server | exports | VIP | takeover | ÷ raw | total | client stall |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    "Each failover on the lab host's clock: detection is fault → grant; fence to VIP are the new holder's steps, their sum the takeover; " +
+      "fault → VIP up; then, from the VIP up, the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
+      'the client stall is the gap in its acknowledgements that spans the move, and what the client adds is that stall less fault → VIP. ' +
+      `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw; client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
+    '',
+    '| scenario | result | failover | detection | fence | VG | mount | NFS server | exports | VIP | takeover | ÷ raw | fault → VIP | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     `Acknowledged records: ${verify.ok ? 'all present' : '**NOT all present**'} — ${verify.detail}`,
@@ -1321,7 +1474,13 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
   writeFileSync(join(labDir, 'report.md'), md);
   writeFileSync(join(labDir, 'report.json'), JSON.stringify({ baseline, footprints, results, records: verify }, null, 2));
   console.log(`\n${md}\n`);
-  const ok = verify.ok && results.length > 0 && results.every((r) => r.ok);
+  const missed = results.flatMap((r) =>
+    goalsOf(r, baseline.totalMs)
+      .filter((g) => ASSERTED_GOALS[r.name]?.includes(g.goal) && !g.met)
+      .map((g) => `${r.name}: ${g.goal}`),
+  );
+  for (const m of missed) log(`FAIL goal not reached — ${m}`);
+  const ok = verify.ok && results.length > 0 && results.every((r) => r.ok) && missed.length === 0;
   log(ok ? 'LAB PASSED' : 'LAB FAILED');
   process.exitCode = ok ? 0 : 1;
 }

@@ -28,6 +28,10 @@ overrides {
 	fast_io_fail_tmo 3
 }
 CONF
+# LVM looks at the multipath maps only (the advice for LVM on dm-multipath): scanning the sd paths
+# too would find the same PV on each and costs every LVM command a read of every path.
+sed -i 's/^devices {$/devices {\n\tglobal_filter = [ "a|^\/dev\/mapper\/|", "r|.*|" ]/' /etc/lvm/lvm.conf
+grep -q 'global_filter = \[ "a|^/dev/mapper/|"' /etc/lvm/lvm.conf
 systemctl start iscsid multipathd
 iscsiadm -m discovery -t sendtargets -p "$portal" >/dev/null
 iscsiadm -m node --op update -n node.startup -v automatic
