@@ -22,6 +22,9 @@ export interface SelfFence {
 
 async function sysrqReboot(log: Logger, reason: string): Promise<void> {
   log.fatal({ reason }, `self-fencing: ${reason}`);
+  // The journal may not reach the disk before the reset; the kernel log reaches the console (and
+  // pstore, netconsole) at once, so the reason survives the reboot. <2>: critical.
+  await writeFile('/dev/kmsg', `<2>nfs-ha-agent: self-fencing: ${reason.replace(/\s+/g, ' ').slice(0, 900)}\n`).catch(() => {});
   await writeFile('/proc/sysrq-trigger', 'b');
 }
 

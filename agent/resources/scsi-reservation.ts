@@ -138,25 +138,51 @@ export class ScsiReservation implements Resource {
   }
 
   /**
-   * The paths whose own I_T nexus carries our key. The key list is the LUN's (a key registered
-   * through one path shows through all), so a multipath LUN asks each path: REGISTER from the
-   * key to itself succeeds on a nexus registered with it and meets a reservation conflict on any
-   * other, changing nothing either way.
+   * Which paths' own I_T nexus carries our key (`on`) and which answered without it (`off`). The
+   * key list is the LUN's (a key registered through one path shows through all), so a multipath
+   * LUN asks each path: REGISTER from the key to itself succeeds on a nexus registered with it and
+   * meets a reservation conflict on any other, changing nothing either way.
+   *
+   * A path whose command fails otherwise is in neither list: a path being cut still reads
+   * "running" in sysfs for the seconds before its transport notices, and its commands fail or
+   * time out. The LUN is served through the others — a failed monitor would restart every
+   * resource over one cut path — and the path is asked again while it runs. Only when no path
+   * answers does the check fail.
    */
-  async #registered(lun: Lun, paths: string[]): Promise<string[]> {
-    if (!lun.multipath) return (await this.readKeys(paths[0]!)).includes(this.key) ? paths : [];
-    const found: string[] = [];
+  async #registered(lun: Lun, paths: string[]): Promise<{ on: string[]; off: string[] }> {
+    if (!lun.multipath) return (await this.#readKeysVia(paths)).includes(this.key) ? { on: paths, off: [] } : { on: [], off: paths };
+    const on: string[] = [];
+    const off: string[] = [];
+    const failed: CommandResult[] = [];
     const known = this.#known.get(lun.device) ?? new Set<string>();
     for (const path of paths) {
       const r = await this.#sg(path, '--out', '--register', `--param-rk=${this.key}`, `--param-sark=${this.key}`);
-      if (r.exitCode !== 0 && r.exitCode !== SG_RESERVATION_CONFLICT) expectExit(r, [0], `checking our key on ${path}`);
       if (r.exitCode === 0) {
-        found.push(path);
+        on.push(path);
         known.add(path);
-      } else known.delete(path);
+        continue;
+      }
+      known.delete(path);
+      if (r.exitCode === SG_RESERVATION_CONFLICT) off.push(path);
+      else {
+        failed.push(r);
+        this.ctx.log.warn({ resource: this.name, device: lun.device, path }, `path ${path} did not answer (sg_persist ${failureText(r)}); served through the others`);
+      }
     }
     this.#known.set(lun.device, known);
-    return found;
+    if (on.length === 0 && off.length === 0) expectExit(failed[0]!, [0], `checking our key on ${paths.join(', ')}`);
+    return { on, off };
+  }
+
+  /** The LUN's registered keys, read through the first path that answers (see #registered). */
+  async #readKeysVia(paths: string[]): Promise<ReservationKey[]> {
+    for (const [i, path] of paths.entries()) {
+      const r = await this.#sg(path, '--in', '--read-keys');
+      if (r.exitCode === 0) return parseKeys(r.stdout);
+      if (i === paths.length - 1) expectExit(r, [0], `reading keys of ${paths.join(', ')}`);
+      this.ctx.log.warn({ resource: this.name, path }, `path ${path} did not answer (sg_persist ${failureText(r)}); reading the keys through another`);
+    }
+    throw new ResourceError(this.name, 'no path to read the keys through');
   }
 
   /**
@@ -255,11 +281,11 @@ export class ScsiReservation implements Resource {
   async start(): Promise<void> {
     for (const lun of this.#luns) {
       const paths = await this.#paths(lun);
-      const registered = await this.#registered(lun, paths);
-      if (registered.length === 0) throw new ResourceError(this.name, `${lun.device}: our key ${this.key} is not registered; fencing must run first`);
-      const missing = await this.#repair(lun, paths.filter((p) => !registered.includes(p)));
+      const { on, off } = await this.#registered(lun, paths);
+      if (on.length === 0) throw new ResourceError(this.name, `${lun.device}: our key ${this.key} is not registered; fencing must run first`);
+      const missing = await this.#repair(lun, off);
       if (missing.length > 0) throw new ResourceError(this.name, `${lun.device}: our key ${this.key} is not registered on ${missing.join(', ')}`);
-      await this.#holdReservation(lun, registered[0]!);
+      await this.#holdReservation(lun, on[0]!);
     }
   }
 
@@ -272,10 +298,9 @@ export class ScsiReservation implements Resource {
     const partial: string[] = [];
     let registered = 0;
     for (const lun of this.#luns) {
-      const paths = await this.#paths(lun);
-      const on = await this.#registered(lun, paths);
+      const { on, off } = await this.#registered(lun, await this.#paths(lun));
       if (on.length === 0) continue;
-      const missing = await this.#repair(lun, paths.filter((p) => !on.includes(p)));
+      const missing = await this.#repair(lun, off);
       if (missing.length > 0) partial.push(`${lun.device}: our key is missing on ${missing.join(', ')}`);
       registered++;
       // Unregistering the nexus that reserved (a path lost as a nexus) also releases the
@@ -301,15 +326,19 @@ export class ScsiReservation implements Resource {
   async keyPresent(): Promise<boolean> {
     for (const lun of this.#luns) {
       const paths = await this.#paths(lun);
-      if (!(await this.readKeys(paths[0]!)).includes(this.key)) return false;
+      if (!(await this.#readKeysVia(paths)).includes(this.key)) return false;
       const known = this.#known.get(lun.device);
       if (!known) continue;
       // A path that stopped running is asked again when it runs again: it may be a new nexus.
       for (const path of known) if (!paths.includes(path)) known.delete(path);
       const back = paths.filter((p) => !known.has(p));
       if (back.length > 0) {
-        const registered = await this.#registered(lun, back);
-        await this.#repair(lun, back.filter((p) => !registered.includes(p)));
+        // Our key is on the LUN (read above): a returning path that does not answer yet is asked again next pass.
+        const asked = await this.#registered(lun, back).catch((err: Error) => {
+          this.ctx.log.warn({ resource: this.name, device: lun.device, paths: back, err: err.message }, 'paths back in service did not answer yet');
+          return null;
+        });
+        if (asked) await this.#repair(lun, asked.off);
       }
     }
     return true;

@@ -308,6 +308,27 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     assert.deepEqual(await r.validate(), [`scsi-reservation: ${device}: no running path (sda transport-offline, sdb transport-offline)`]);
   });
 
+  it('a path being cut (still "running" in sysfs, its commands timing out) is served around; only when no path answers does a check fail', async () => {
+    const { r, exec, own, keys, held } = await onMultipath();
+    // What the executor returns for a command killed at its timeout.
+    const hung = { exitCode: null as unknown as number, stdout: '', stderr: '' };
+    exec.on(/ \/dev\/sda$/, hung).on(/--read-keys/, keys(2)).on(/--read-reservation/, held);
+    assert.deepEqual(await r.monitor(), { state: 'running' }, 'no resource failure (the lab restarted everything over one cut path)');
+    assert.ok(!exec.lines().some((l) => l.includes('--register-ignore')), 'a silent path is not "missing our key": nothing is registered through it');
+    exec.calls.length = 0;
+    assert.equal(await r.keyPresent(), true, 'the key read through the other path');
+    assert.deepEqual(exec.lines(), [
+      'sg_persist --no-inquiry --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --in --read-keys /dev/sdb',
+      // sda left the known set when it did not answer: it is asked again (it still reads "running").
+      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
+    ]);
+    const silent = await onMultipath();
+    silent.exec.on(/^sg_persist /, hung);
+    await assert.rejects(silent.r.monitor(), /checking our key on \/dev\/sda, \/dev\/sdb/);
+    await assert.rejects(silent.r.keyPresent(), /reading keys of \/dev\/sda, \/dev\/sdb/);
+  });
+
   it('the key check reads the LUN once, through its first running path', async () => {
     const { r, exec, keys } = await onMultipath();
     exec.on(/--read-keys/, keys(2), 'sg_persist--read-keys--no-keys');
