@@ -12,6 +12,7 @@
 import { reservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
 import type { CommandResult, Responder } from './executor.ts';
+import { NFS_STATE_DIRS } from './resources/nfs-server.ts';
 
 type Answer = Partial<Pick<CommandResult, 'exitCode' | 'stdout' | 'stderr'>>;
 
@@ -75,7 +76,8 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
             }),
           };
         }
-        if (args.at(-1)?.startsWith('/var/lib/nfs/') && holding) return { stdout: `${args.at(-1)}\n` };
+        // Every mount point (findmnt -rn -o TARGET): the reclaim state's binds while holding.
+        if (args[0] === '-rn') return { stdout: ['/', '/run', ...(holding ? NFS_STATE_DIRS.map((d) => `/var/lib/nfs/${d}`) : [])].join('\n') + '\n' };
         return { exitCode: 1 };
       case 'mount':
         mounted = true;

@@ -65,9 +65,15 @@ export class NfsServer implements Resource {
     return this.ctx.exec.run({ argv, timeoutMs, ...(input !== undefined && { input }) });
   }
 
-  async #isMountPoint(path: string): Promise<boolean> {
-    const r = await this.#run(['findmnt', '-n', '-o', 'TARGET', path], TIMEOUT.query);
-    return r.exitCode === 0 && r.stdout.trim() === path;
+  /**
+   * Which of the state directories' targets in /var/lib/nfs are mount points: one findmnt for
+   * all four (a takeover pays for every process it starts). Raw output (-r) escapes blanks, and
+   * these paths have none.
+   */
+  async #boundTargets(): Promise<Set<string>> {
+    const r = expectExit(await this.#run(['findmnt', '-rn', '-o', 'TARGET'], TIMEOUT.query), [0], 'listing mount points');
+    const mounted = new Set(r.stdout.split('\n'));
+    return new Set(NFS_STATE_DIRS.map((d) => `${VAR_LIB_NFS}/${d}`).filter((t) => mounted.has(t)));
   }
 
   /** Writes a file only if its content differs; reports whether it did. */
@@ -91,11 +97,11 @@ export class NfsServer implements Resource {
 
   async start(): Promise<void> {
     const stateDir = this.ctx.spec.nfs.stateDir;
-    for (const dir of NFS_STATE_DIRS) {
-      const source = `${stateDir}/${dir}`;
-      const target = `${VAR_LIB_NFS}/${dir}`;
-      expectExit(await this.#run(['mkdir', '-p', source, target], TIMEOUT.query));
-      if (!(await this.#isMountPoint(target))) expectExit(await this.#run(['mount', '--bind', source, target]), [0], `binding ${source} onto ${target}`);
+    const binds = NFS_STATE_DIRS.map((dir) => ({ source: `${stateDir}/${dir}`, target: `${VAR_LIB_NFS}/${dir}` }));
+    expectExit(await this.#run(['mkdir', '-p', ...binds.flatMap((b) => [b.source, b.target])], TIMEOUT.query));
+    const bound = await this.#boundTargets();
+    for (const { source, target } of binds) {
+      if (!bound.has(target)) expectExit(await this.#run(['mount', '--bind', source, target]), [0], `binding ${source} onto ${target}`);
     }
     await this.#ensureFile(NFS_CONF, nfsConf(this.ctx.spec));
     // Normally already in place from an earlier start: a takeover rarely pays for the reload.
@@ -110,9 +116,10 @@ export class NfsServer implements Resource {
   async stop(): Promise<void> {
     expectExit(await this.#run(['systemctl', 'stop', SM_NOTIFY_UNIT], TIMEOUT.service), [0, UNIT_NOT_LOADED], 'stopping sm-notify');
     expectExit(await this.#run(['systemctl', 'stop', 'nfs-server', 'nfsdcld', 'rpc-statd'], TIMEOUT.service), [0], 'stopping nfs-server');
+    const bound = await this.#boundTargets();
     for (const dir of [...NFS_STATE_DIRS].reverse()) {
       const target = `${VAR_LIB_NFS}/${dir}`;
-      if (await this.#isMountPoint(target)) expectExit(await this.#run(['umount', target]), [0], `unmounting ${target}`);
+      if (bound.has(target)) expectExit(await this.#run(['umount', target]), [0], `unmounting ${target}`);
     }
   }
 

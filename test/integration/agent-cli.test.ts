@@ -54,6 +54,7 @@ describe('nfs-ha-agent bundle', () => {
     assert.deepEqual(steps, ['stop floating-ip', 'stop exports', 'stop nfs-server', 'stop filesystem', 'stop volume-group', 'stop scsi-reservation']);
     assert.ok(!/sg_persist .*--out/.test(r.stdout), 'no reservation change on stop');
     assert.match(r.stdout, /^umount \/srv\/nfs$/m);
+    assert.match(r.stdout, /^umount \/var\/lib\/nfs\/sm\.bak\numount \/var\/lib\/nfs\/sm\numount \/var\/lib\/nfs\/v4recovery\numount \/var\/lib\/nfs\/nfsdcld$/m, 'the reclaim state unbound, in reverse');
   });
 
   it('takes a YAML spec as the CLI does (the same file works for both), and says --version', async () => {

@@ -198,18 +198,22 @@ const READ_NFSD = 'cat /proc/fs/nfsd/threads /proc/fs/nfsd/v4_end_grace';
 /** Serving, its grace period over (the kernel's v4_end_grace reads Y or N: fs/nfsd/nfsctl.c). */
 const NFSD_SERVING = { exitCode: 0, stdout: '8\nY\n', stderr: '' };
 
+/** Every mount point, one per line (findmnt -rn -o TARGET): the system's, and `extra`. */
+const LIST_MOUNTS = 'findmnt -rn -o TARGET';
+const mountPoints = (...extra: string[]) => ({ exitCode: 0, stdout: ['/', '/run', '/var/lib/nfs/rpc_pipefs', '/srv/nfs', ...extra].join('\n') + '\n', stderr: '' });
+
 describe('nfs-server resource', () => {
   it('binds the reclaim state, writes the settings and the scope drop-in, starts nfsd, notifies v3 clients — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext();
-    exec.on(/^findmnt /, { exitCode: 1, stdout: '', stderr: '' }).on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' });
+    // One bind (sm) left from before: the others are bound, that one is not bound twice.
+    exec.on(LIST_MOUNTS, mountPoints('/var/lib/nfs/sm')).on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' });
     await new NfsServer(ctx).start();
     const state = spec.nfs.stateDir;
+    const dirs = ['nfsdcld', 'v4recovery', 'sm', 'sm.bak'];
     assert.deepEqual(exec.lines(), [
-      ...['nfsdcld', 'v4recovery', 'sm', 'sm.bak'].flatMap((d) => [
-        `mkdir -p ${state}/${d} /var/lib/nfs/${d}`,
-        `findmnt -n -o TARGET /var/lib/nfs/${d}`,
-        `mount --bind ${state}/${d} /var/lib/nfs/${d}`,
-      ]),
+      `mkdir -p ${dirs.map((d) => `${state}/${d} /var/lib/nfs/${d}`).join(' ')}`,
+      LIST_MOUNTS,
+      ...['nfsdcld', 'v4recovery', 'sm.bak'].map((d) => `mount --bind ${state}/${d} /var/lib/nfs/${d}`),
       `cat ${NFS_CONF}`,
       'mkdir -p /etc/nfs.conf.d',
       `tee ${NFS_CONF}`,
@@ -233,7 +237,7 @@ describe('nfs-server resource', () => {
   it('a takeover does not reload systemd when the files are already in place', async () => {
     const { ctx, exec, spec } = await resourceContext();
     exec
-      .on(/^findmnt /, { exitCode: 1, stdout: '', stderr: '' })
+      .on(LIST_MOUNTS, mountPoints())
       .on(`cat ${NFS_CONF}`, { exitCode: 0, stdout: nfsConf(spec), stderr: '' })
       .on(`cat ${SCOPE_DROPIN}`, { exitCode: 0, stdout: scopeDropIn(spec.nfs.serverScope), stderr: '' });
     await new NfsServer(ctx).start();
@@ -242,19 +246,20 @@ describe('nfs-server resource', () => {
 
   it('stop ends what holds the bound directories open before unbinding them — exact argv', async () => {
     const { ctx, exec } = await resourceContext();
-    const bound = (d: string) => ({ exitCode: 0, stdout: `/var/lib/nfs/${d}\n`, stderr: '' });
     exec
       .on('systemctl stop nfs-ha-sm-notify', {
         exitCode: 5,
         stdout: '',
         stderr: 'Failed to stop nfs-ha-sm-notify.service: Unit nfs-ha-sm-notify.service not loaded.',
       })
-      .on(/^findmnt /, bound('sm.bak'), bound('sm'), bound('v4recovery'), bound('nfsdcld'));
+      // v4recovery was never bound (a start that failed half-way): it is not unmounted.
+      .on(LIST_MOUNTS, mountPoints(...['sm.bak', 'sm', 'nfsdcld'].map((d) => `/var/lib/nfs/${d}`)));
     await new NfsServer(ctx).stop();
     assert.deepEqual(exec.lines(), [
       'systemctl stop nfs-ha-sm-notify',
       'systemctl stop nfs-server nfsdcld rpc-statd',
-      ...['sm.bak', 'sm', 'v4recovery', 'nfsdcld'].flatMap((d) => [`findmnt -n -o TARGET /var/lib/nfs/${d}`, `umount /var/lib/nfs/${d}`]),
+      LIST_MOUNTS,
+      ...['sm.bak', 'sm', 'nfsdcld'].map((d) => `umount /var/lib/nfs/${d}`),
     ]);
   });
 
