@@ -46,6 +46,7 @@ export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
   fuser: 'psmisc',
   systemctl: 'systemd',
   mkdir: 'coreutils',
+  python3: 'python3',
 };
 
 /** Exit status of a program that could not be started (not installed, not on PATH). */

@@ -39,6 +39,7 @@ import type { PeerStatus } from './peer.ts';
 import type { NodeResources } from './resources/index.ts';
 import { type FencingState, type Resource, SafetyInDoubt } from './resources/resource.ts';
 import type { SelfFence } from './self-fence.ts';
+import type { ClientConnection, ClientTickler } from './tickle.ts';
 import { VERSION } from '../shared/version.ts';
 
 /** What this agent reports of itself, so that status shows a cluster of mixed versions. */
@@ -58,18 +59,24 @@ export interface AgentDeps {
   peer: {
     reachable(): boolean | undefined;
     status(): PeerView | null;
+    /** The NFS clients the peer last served as the active ("address:port", checked when tickled). */
+    clients(): readonly string[];
     check(): Promise<void>;
     /** Asks the peer to vouch for `node` serving under `epoch`; throws when it does not answer in time. */
     promise(node: string, epoch: number, timeoutMs: number): Promise<PromiseAnswer>;
   } | null;
   /** Monotonic milliseconds. */
   now: () => number;
+  /** Milliseconds spent in commands so far, all resources together (absent: not reported per phase). */
+  commandsMs?: () => number;
   log: Logger;
   maxRestarts: number;
   monitorIntervalMs: number;
   /** How often a pass also runs the monitors that query storage (Resource.queriesStorage). */
   storageMonitorIntervalMs: number;
   demoteBudgetMs: number;
+  /** Reads the clients connected to the VIP here, and tickles the peer's after a takeover (absent: neither). */
+  clients?: ClientTickler;
   /** Counts heartbeats and monitor results (absent: not counted). */
   metrics?: Pick<AgentMetrics, 'heartbeat' | 'resource' | 'resourcesStopped'>;
   /** The spec version this process runs. */
@@ -104,6 +111,9 @@ export class NodeAgent {
   #keyPresent: boolean | null = null;
   #failure: CycleSnapshot['failure'] = null;
   #monitoring: Promise<void> | null = null;
+  #tickling: Promise<void> | null = null;
+  /** The NFS clients connected to the VIP here, as the last monitor pass read them (reported to the peer). */
+  #clients: ClientConnection[] = [];
   /** Counts actions started, so a monitor pass that overlapped one is not trusted. */
   #actionsStarted = 0;
   #restarts = new Map<string, number>();
@@ -181,6 +191,7 @@ export class NodeAgent {
       leaseRemainingMs: this.#deadline === null ? null : Math.round(this.#deadline - now),
       ...(this.#failsafeSince !== null && { failsafe: { vouchedBy: this.#peerId, forMs: Math.round(now - this.#failsafeSince) } }),
       ...(promised && { vouching: promised }),
+      ...(this.#role === 'active' && this.d.clients && { clients: this.#clients }),
     };
   }
 
@@ -528,8 +539,13 @@ export class NodeAgent {
           break;
         }
       }
+      const clients = await this.d.clients?.read().catch((err: Error) => {
+        this.d.log.debug({ err: err.message }, 'cannot read the client connections');
+        return null;
+      });
       // Every change of role or epoch is an action; one that started meanwhile voids this pass.
       if (this.#role === 'active' && this.#actionsStarted === actionsBefore) {
+        if (clients) this.#clients = clients;
         this.#keyPresent = keyPresent;
         this.#failure = failure;
         if (failure) this.#report(failure.resource, 'monitor', 'failed', { message: failure.reason });
@@ -541,7 +557,7 @@ export class NodeAgent {
 
   /** Resolves when no action and no monitor pass is under way (tests, orderly shutdown). */
   async idle(): Promise<void> {
-    while (this.#action || this.#monitoring) await Promise.all([this.#action, this.#monitoring]);
+    while (this.#action || this.#monitoring || this.#tickling) await Promise.all([this.#action, this.#monitoring, this.#tickling]);
   }
 
   #become(role: NodeRole): void {
@@ -586,7 +602,12 @@ export class NodeAgent {
     }
   }
 
-  #report(phase: Phase, direction: PhaseDirection, status: 'started' | 'succeeded' | 'failed', extra: { durationMs?: number; message?: string } = {}): void {
+  #report(
+    phase: Phase,
+    direction: PhaseDirection,
+    status: 'started' | 'succeeded' | 'failed',
+    extra: { durationMs?: number; commandsMs?: number; message?: string } = {},
+  ): void {
     const epoch = this.d.fencing.epoch;
     if (epoch === 0) return;
     // Reports are the timeline, not the protocol: they never hold up a failover.
@@ -607,13 +628,18 @@ export class NodeAgent {
   async #timed<T>(phase: Phase, direction: 'start' | 'stop', work: () => Promise<T>): Promise<T> {
     if (this.#interrupt && direction === 'start') throw new Interrupted('lease deadline reached');
     const t0 = this.d.now();
+    const c0 = this.d.commandsMs?.();
+    // The time in commands tells the agent's own share of a phase (durationMs less commandsMs).
+    // Phases run one at a time and a takeover runs no monitors, so its phases count their own
+    // commands only (a local restart may also count a monitor pass still finishing).
+    const timing = () => ({ durationMs: this.d.now() - t0, ...(c0 !== undefined && { commandsMs: this.d.commandsMs!() - c0 }) });
     this.#report(phase, direction, 'started');
     try {
       const result = await work();
-      this.#report(phase, direction, 'succeeded', { durationMs: this.d.now() - t0 });
+      this.#report(phase, direction, 'succeeded', timing());
       return result;
     } catch (err) {
-      this.#report(phase, direction, 'failed', { durationMs: this.d.now() - t0, message: (err as Error).message });
+      this.#report(phase, direction, 'failed', { ...timing(), message: (err as Error).message });
       if (err instanceof SafetyInDoubt) await this.d.selfFence.reboot(err.message);
       throw err;
     }
@@ -674,6 +700,19 @@ export class NodeAgent {
     this.#failure = null;
     this.#leftovers = false;
     this.#become('active');
+    // Not part of the action: the role is settled, and nothing waits for the clients.
+    this.#tickling ??= this.#tickleClients().finally(() => (this.#tickling = null));
+  }
+
+  /** After a takeover: the clients the peer served learn now that their connections are gone (tickle.ts). Best effort. */
+  async #tickleClients(): Promise<void> {
+    const connections = this.d.peer?.clients() ?? [];
+    if (!this.d.clients || connections.length === 0) return;
+    try {
+      this.d.log.info({ connections: connections.length }, await this.d.clients.tickle(connections));
+    } catch (err) {
+      this.d.log.warn({ err: (err as Error).message }, `${(err as Error).message}; the clients reconnect at their next retransmission`);
+    }
   }
 
   /** Restarts a failed resource and those that depend on it (stop from the top down, start back up). */

@@ -25,6 +25,7 @@ import { type EpochMemory, FileEpochMemory } from './epoch-memory.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { dryRunNode } from './dry-run.ts';
 import { type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
+import { ProcClientTickler } from './tickle.ts';
 import { NodeAgent } from './loop.ts';
 import { AgentMetrics } from './metrics.ts';
 import { outsideAllowed } from './allowed.ts';
@@ -165,6 +166,7 @@ async function status(options: { config: string; json?: boolean }) {
   else {
     const lease = agent.leaseRemainingMs === null ? 'holds no lease' : `lease ${(agent.leaseRemainingMs / 1000).toFixed(1)} s left`;
     console.log(`agent   ${agent.role}, epoch ${agent.epoch}, ${lease}`);
+    if (agent.clients) console.log(`clients ${agent.clients.length} connected to the VIP${agent.clients.length > 0 ? `: ${agent.clients.join(', ')}` : ''}`);
   }
   for (const m of monitors) {
     const r = m.result;
@@ -236,7 +238,11 @@ async function run(options: { config: string }) {
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   // Read at scrape time: the agent exists by the time the listener starts.
   const metrics = new AgentMetrics(() => agent.status());
-  const executor = new HostExecutor(log, (r) => metrics.command(r.argv, r.exitCode, r.durationMs / 1000));
+  let commandsMs = 0;
+  const executor = new HostExecutor(log, (r) => {
+    commandsMs += r.durationMs;
+    metrics.command(r.argv, r.exitCode, r.durationMs / 1000);
+  });
   const resources = resourcesFor({ spec, node, config }, executor, log, fencing);
   const problems = (await preflight({ spec, node, config }, resources)).flatMap((r) => r.problems.map((p) => `${r.resource}: ${p}`));
   if (problems.length > 0) {
@@ -272,6 +278,8 @@ async function run(options: { config: string }) {
       },
     ),
     now,
+    commandsMs: () => commandsMs,
+    clients: new ProcClientTickler(executor, spec.vip.address),
     log,
     maxRestarts: config.maxRestarts,
     monitorIntervalMs: config.monitorIntervalMs,

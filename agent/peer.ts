@@ -18,6 +18,7 @@ import { z } from 'zod';
 import type { PromiseAnswer, PromiseRequest } from '../shared/failsafe.ts';
 import { NODE_ROLES } from '../shared/node-role.ts';
 import { request } from './http.ts';
+import { MAX_CLIENT_CONNECTIONS } from './tickle.ts';
 
 export const PeerStatusSchema = z.object({
   node: z.string(),
@@ -29,6 +30,12 @@ export const PeerStatusSchema = z.object({
   failsafe: z.object({ vouchedBy: z.string(), forMs: z.number() }).optional(),
   /** A promise it gave its peer that still runs. */
   vouching: z.object({ for: z.string(), epoch: z.number().int(), remainingMs: z.number() }).optional(),
+  /**
+   * An active's NFS clients connected to the VIP ("address:port"): the peer tickles them when it
+   * takes over (tickle.ts), which checks each. Loosely typed here: an entry that is not a
+   * connection must not make the whole answer count as silence.
+   */
+  clients: z.array(z.string().max(21)).max(MAX_CLIENT_CONNECTIONS).optional(),
 });
 export type PeerStatus = z.infer<typeof PeerStatusSchema>;
 
@@ -184,6 +191,7 @@ export function requestPromise(url: string, keys: PeerKeys, timeoutMs: number, r
 export class PeerWatch {
   #lastSuccess: number | null = null;
   #lastStatus: PeerStatus | null = null;
+  #clients: readonly string[] = [];
   #checks = 0;
   readonly #instance = randomBytes(8).toString('hex');
   #seq = 0;
@@ -200,8 +208,12 @@ export class PeerWatch {
   async check(): Promise<void> {
     this.#checks++;
     try {
-      this.#lastStatus = await fetchPeerStatus(this.url, this.keys(), this.timeoutMs);
+      const status = await fetchPeerStatus(this.url, this.keys(), this.timeoutMs);
+      this.#lastStatus = status;
       this.#lastSuccess = this.now();
+      // An active's list is kept through its silence (when a takeover needs it); a passive peer serves nobody.
+      if (status.role === 'active') this.#clients = status.clients ?? [];
+      else if (status.role === 'passive') this.#clients = [];
     } catch (err) {
       // Silence is the signal; the time of the last success says how long it has lasted.
       if (err instanceof PeerAuthError) this.onRejected(err);
@@ -218,6 +230,11 @@ export class PeerWatch {
   promise(node: string, epoch: number, timeoutMs: number): Promise<PromiseAnswer> {
     this.#seq += 1;
     return requestPromise(new URL('promise', this.url).href, this.keys(), timeoutMs, { node, epoch, instance: this.#instance, seq: this.#seq });
+  }
+
+  /** The NFS clients connected to the peer when it last answered as the active (or [] since it answered as passive). */
+  clients(): readonly string[] {
+    return this.#clients;
   }
 
   /** The peer's latest status while it is reachable; null otherwise. */

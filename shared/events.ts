@@ -120,6 +120,7 @@ export const EventSchema = z.discriminatedUnion('type', [
       direction: PhaseDirection,
       status: PhaseStatus,
       durationMs: z.number().nonnegative().optional(),
+      commandsMs: z.number().nonnegative().optional().describe("Of durationMs, the time the phase's commands ran; the rest is the agent's own"),
       message: z.string().max(2000).optional(),
     }),
   }),

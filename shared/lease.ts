@@ -205,6 +205,12 @@ export const PhaseReportSchema = z
     direction: PhaseDirection,
     status: PhaseStatus,
     durationMs: z.number().nonnegative().max(3_600_000).optional(),
+    commandsMs: z
+      .number()
+      .nonnegative()
+      .max(3_600_000)
+      .optional()
+      .describe("Of durationMs, the time the phase's commands ran; the rest is the agent's own"),
     message: z.string().max(2000).optional(),
   })
   .strict();
@@ -626,7 +632,7 @@ export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now:
       message: `${node} did not hold epoch ${report.epoch} (the lease is at epoch ${lease.epoch}${lease.holder ? `, held by ${lease.holder}` : ''}): no stop to report`,
     };
   }
-  const { reportId, epoch, phase, direction, status, durationMs, message } = report;
+  const { reportId, epoch, phase, direction, status, durationMs, commandsMs, message } = report;
   return {
     event: {
       id: `${node}.${reportId}`,
@@ -635,7 +641,14 @@ export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now:
       epoch,
       type: 'phase.reported',
       node,
-      data: { phase, direction, status, ...(durationMs !== undefined && { durationMs }), ...(message !== undefined && { message }) },
+      data: {
+        phase,
+        direction,
+        status,
+        ...(durationMs !== undefined && { durationMs }),
+        ...(commandsMs !== undefined && { commandsMs }),
+        ...(message !== undefined && { message }),
+      },
     },
   };
 }

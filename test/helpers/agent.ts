@@ -8,6 +8,7 @@ import { AgentMetrics } from '../../agent/metrics.ts';
 import type { NodeResources, Reservation } from '../../agent/resources/index.ts';
 import type { FencingState, MonitorResult, Resource, ResourceContext, ResourceName } from '../../agent/resources/resource.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
+import type { ClientTickler } from '../../agent/tickle.ts';
 import type { PromiseAnswer } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import type { ReservationKey } from '../../shared/reservation-key.ts';
@@ -94,6 +95,10 @@ export async function testAgent(options: {
   clusterId?: string;
   peerReachable?: () => boolean | undefined;
   peerStatus?: () => PeerView | null;
+  /** The NFS clients the peer last served as the active (default: none). */
+  peerClients?: () => string[];
+  /** Reads and tickles client connections (default: none). */
+  clients?: ClientTickler;
   /** The peer's answer to a failsafe promise request (default: it does not answer). */
   peerPromise?: (node: string, epoch: number) => Promise<PromiseAnswer>;
   maxRestarts?: number;
@@ -104,6 +109,8 @@ export async function testAgent(options: {
   log?: Logger;
   /** The agent's timers (default: setTimeout). */
   timer?: (ms: number, fn: () => void) => { cancel(): void };
+  /** Milliseconds spent in commands so far (default: not reported). */
+  commandsMs?: () => number;
 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
   const fakes = fakeResources(options.journal);
@@ -123,6 +130,7 @@ export async function testAgent(options: {
       ? {
           reachable: options.peerReachable,
           status: () => options.peerStatus?.() ?? null,
+          clients: () => options.peerClients?.() ?? [],
           check: async () => {},
           promise: options.peerPromise ?? (async () => Promise.reject(new Error('peer unreachable'))),
         }
@@ -137,6 +145,8 @@ export async function testAgent(options: {
     specVersion: 1,
     ...(options.onNewSpec && { onNewSpec: options.onNewSpec }),
     ...(options.timer && { timer: options.timer }),
+    ...(options.commandsMs && { commandsMs: options.commandsMs }),
+    ...(options.clients && { clients: options.clients }),
   });
   const step = async () => {
     const d = await agent.tick();

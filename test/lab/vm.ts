@@ -108,7 +108,10 @@ export class Vm {
   #request<T>(path: string, init: { method?: string; body?: string; timeoutMs: number }): Promise<T> {
     return new Promise((resolve, reject) => {
       const req = httpRequest(
-        { host: this.o.address, port: HELPER_PORT, path, method: init.method ?? 'GET', timeout: init.timeoutMs, headers: init.body ? { 'content-type': 'application/json' } : {} },
+        // A connection of its own (agent: false): the pooled keep-alive ones have TCP keepalive
+        // probes on, and one failed a request with "read ETIMEDOUT" while its TCG guest was
+        // starved (path-cut, stop 24's CI); here `timeoutMs` alone decides.
+        { host: this.o.address, port: HELPER_PORT, path, method: init.method ?? 'GET', agent: false, timeout: init.timeoutMs, headers: init.body ? { 'content-type': 'application/json' } : {} },
         (res) => {
           let text = '';
           res.setEncoding('utf8');

@@ -390,6 +390,10 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     lastStatus: PeerView | null = null;
     checks = 0;
     constructor(private readonly self: SimNode) {}
+    /** The simulator has no NFS clients' TCP connections to tickle. */
+    clients() {
+      return [];
+    }
     get other() {
       return nodes.find((p) => p !== this.self)!;
     }

@@ -13,6 +13,7 @@ import { testAgent } from '../helpers/agent.ts';
 import { SafetyInDoubt } from '../../agent/resources/resource.ts';
 import { sample } from '../helpers/prometheus.ts';
 import { RememberedEpochs } from '../helpers/epochs.ts';
+import type { ClientTickler } from '../../agent/tickle.ts';
 
 const PEER_KEY = '0x17b0d5daf00be581';
 
@@ -49,8 +50,26 @@ const granted = (epoch: number, confirmed = false) =>
   answer({ action: 'activate', epoch, fence: { victim: 'node-a', keys: [PEER_KEY], confirmed }, reason: 'granted' }, true);
 const stayActive = (epoch: number) => answer({ action: 'stay-active', epoch, reason: 'renewed' }, true);
 
+/** Granted `epoch`, fenced, then activated: the two steps of a takeover. */
+async function takeOver(cp: FakeControlPlane, step: () => Promise<unknown>, epoch = 2): Promise<void> {
+  cp.answers = [granted(epoch)];
+  await step();
+  cp.answers = [granted(epoch, true)];
+  await step();
+}
+
 async function agentFor(
-  options: { maxRestarts?: number; storageMonitorIntervalMs?: number; onNewSpec?: (version: number) => void; memory?: RememberedEpochs; log?: Logger } = {},
+  options: {
+    maxRestarts?: number;
+    storageMonitorIntervalMs?: number;
+    onNewSpec?: (version: number) => void;
+    memory?: RememberedEpochs;
+    log?: Logger;
+    commandsMs?: () => number;
+    peerReachable?: () => boolean | undefined;
+    peerClients?: () => string[];
+    clients?: ClientTickler;
+  } = {},
 ) {
   const cp = new FakeControlPlane();
   return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now, ...options })) };
@@ -125,6 +144,75 @@ describe('agent loop', () => {
     assert.deepEqual([...ids].sort(), ids);
     assert.equal(new Set(ids).size, ids.length);
     for (const p of cp.phases) assert.ok(PhaseReportSchema.safeParse(p).success, JSON.stringify(p));
+  });
+
+  it("reports each phase's time and, of it, the time its commands ran: the rest is the agent's own", async () => {
+    let inCommands = 0;
+    const { cp, step, others } = await agentFor({ commandsMs: () => inCommands });
+    // The mount: 300 ms of which 240 in its commands; the others take no time.
+    const filesystem = others.find((r) => r.name === 'filesystem')!;
+    const start = filesystem.start.bind(filesystem);
+    filesystem.start = async () => {
+      now += 300;
+      inCommands += 240;
+      await start();
+    };
+    await takeOver(cp, step);
+    const done = cp.phases.filter((p) => p.direction === 'start' && p.status === 'succeeded');
+    const mount = done.find((p) => p.phase === 'filesystem');
+    assert.deepEqual([mount?.durationMs, mount?.commandsMs], [300, 240]);
+    assert.deepEqual(
+      done.filter((p) => p.phase !== 'filesystem').map((p) => [p.phase, p.durationMs, p.commandsMs]),
+      ['fence', 'scsi-reservation', 'volume-group', 'nfs-server', 'exports', 'floating-ip'].map((p) => [p, 0, 0]),
+    );
+  });
+
+  it('after a takeover, tickles the clients its peer served (once the VIP is up); a failed tickle changes nothing', async () => {
+    const tickled: string[][] = [];
+    let fail = false;
+    const clients: ClientTickler = {
+      read: async () => [],
+      tickle: async (list) => {
+        journal.push('tickle');
+        tickled.push([...list]);
+        if (fail) throw new Error('tickle ACKs not sent: python3 exited 1');
+        return `tickle ACKs sent to ${list.length} client connection(s)`;
+      },
+    };
+    const { lines, log } = capturedLog();
+    const { agent, cp, step } = await agentFor({ peerReachable: () => false, peerClients: () => ['10.88.0.21:812'], clients, log });
+    now += 10_000; // past the promise a restarted agent keeps for its predecessor
+    await takeOver(cp, step);
+    assert.equal(agent.role, 'active');
+    assert.deepEqual(journal.slice(-2), ['start floating-ip', 'tickle'], 'after the VIP, never before');
+    assert.deepEqual(tickled, [['10.88.0.21:812']]);
+    assert.ok(lines.some((l) => l.msg === 'tickle ACKs sent to 1 client connection(s)'));
+    now += 500;
+    cp.answers = [stayActive(2)];
+    await step();
+    assert.equal(tickled.length, 1, 'once per takeover, not on every renewal');
+    fail = true;
+    const second = await agentFor({ peerReachable: () => false, peerClients: () => ['10.88.0.21:812'], clients, log });
+    now += 10_000;
+    await takeOver(second.cp, second.step, 3);
+    assert.equal(second.agent.role, 'active', 'serving regardless');
+    assert.ok(lines.some((l) => l.level === 40 && /python3 exited 1; the clients reconnect at their next retransmission/.test(l.msg)));
+  });
+
+  it("the active reads its clients on each monitor pass and tells its peer; a passive tells none", async () => {
+    let connected = ['10.88.0.21:812'];
+    const clients: ClientTickler = { read: async () => connected, tickle: async () => 'unused' };
+    const { agent, cp, step } = await agentFor({ clients });
+    assert.equal(agent.status().clients, undefined, 'passive');
+    await takeOver(cp, step);
+    now += 500;
+    cp.answers = [stayActive(2)];
+    await step();
+    assert.deepEqual(agent.status().clients, ['10.88.0.21:812']);
+    connected = ['10.88.0.21:812', '10.88.0.22:700'];
+    now += 500;
+    await step();
+    assert.deepEqual(agent.status().clients, ['10.88.0.21:812', '10.88.0.22:700']);
   });
 
   it('activates when the arbiter recorded its fencing although the answer to its report was lost', async () => {
@@ -690,10 +778,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
 describe("the agent's metrics", () => {
   it('show its role, epoch, deadline margin, heartbeats, pets and each resource, and forget the resources once it demotes', async () => {
     const { cp, step, metrics, others, spec } = await agentFor();
-    cp.answers = [granted(2)];
-    await step();
-    cp.answers = [granted(2, true)];
-    await step();
+    await takeOver(cp, step);
     now += 500;
     cp.answers = [stayActive(2)];
     const sentAt = now;

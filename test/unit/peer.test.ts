@@ -59,6 +59,28 @@ describe('peer channel', () => {
     assert.equal(rejected.length, 1, 'and it is said');
   });
 
+  it("keeps the clients its peer served as the active through the peer's silence, and forgets them once it is passive", async () => {
+    let status: PeerStatus = { ...active, clients: ['10.88.0.21:812', '10.88.0.22:700'] };
+    let keys: PeerKeys = { token: OLD };
+    const server = await startPeerServer({ host: '127.0.0.1', port: 0, keys: () => keys, status: () => status });
+    servers.push(server);
+    const watch = new PeerWatch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/peer/v1/status`, () => ({ token: OLD }), 2000, 1000, () => 0);
+    await watch.check();
+    assert.deepEqual(watch.clients(), ['10.88.0.21:812', '10.88.0.22:700']);
+    keys = { token: NEW }; // its answers no longer count: silence, as before a takeover
+    await watch.check();
+    assert.deepEqual(watch.clients(), ['10.88.0.21:812', '10.88.0.22:700']);
+    keys = { token: OLD };
+    status = { node: 'node-a', role: 'passive', epoch: 0, leaseRemainingMs: null };
+    await watch.check();
+    assert.deepEqual(watch.clients(), []);
+  });
+
+  it('an entry in the client list that is not a connection does not make the answer count as silence (the tickle drops it)', async () => {
+    const url = await peer({ token: OLD }, { ...active, clients: ['10.88.0.21:812', '--preserve-root'] });
+    assert.deepEqual((await fetchPeerStatus(url, { token: OLD }, 2000)).clients, ['10.88.0.21:812', '--preserve-root']);
+  });
+
   it('a replayed answer (a genuine one, to an earlier request) is ignored', async () => {
     const genuine = await peer({ token: OLD });
     // Capture a real answer to some earlier nonce, then serve it again to every request.

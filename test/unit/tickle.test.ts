@@ -1,0 +1,51 @@
+/** Tickle ACKs: the active's client connections read from /proc/net/tcp, and the new active's tickles. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ClientConnection, MAX_CLIENT_CONNECTIONS, parseClientConnections, ProcClientTickler, TICKLE_SCRIPT } from '../../agent/tickle.ts';
+import { fixture, ScriptedExecutor } from '../helpers/fixtures.ts';
+
+/** Real /proc/net/tcp: a listener on 2049, two clients of 127.0.0.9:2049 (both ends listed), another listener. */
+const PROC = fixture('cat--proc-net-tcp--two-nfs-clients').stdout;
+
+describe('tickle ACKs', () => {
+  it("reads the clients of VIP:2049 from /proc/net/tcp: established, the server's end only (real output)", () => {
+    assert.deepEqual(parseClientConnections(PROC, '127.0.0.9'), ['127.0.0.5:40763', '127.0.0.1:44021']);
+    assert.deepEqual(parseClientConnections(PROC, '127.0.0.9', 2024), [], 'another port: nobody connected');
+    assert.deepEqual(parseClientConnections(PROC, '10.88.0.100'), [], 'another address: not our VIP');
+    assert.deepEqual(parseClientConnections(PROC.split('\n')[0]!, '127.0.0.9'), [], 'no sockets at all');
+  });
+
+  it('reports at most MAX_CLIENT_CONNECTIONS, each once', () => {
+    const [header, , , client] = PROC.split('\n');
+    const rows = Array.from({ length: MAX_CLIENT_CONNECTIONS + 10 }, (_, i) => client!.replace(/0500007F:9F3B/, `0500007F:${(1000 + i).toString(16).toUpperCase().padStart(4, '0')}`));
+    const found = parseClientConnections([header, client, client, ...rows].join('\n'), '127.0.0.9');
+    assert.equal(found.length, MAX_CLIENT_CONNECTIONS);
+    assert.equal(found[0], '127.0.0.5:40763');
+    assert.equal(new Set(found).size, found.length);
+  });
+
+  it('a connection is an IPv4 address and a port, nothing that could smuggle an argument', () => {
+    for (const ok of ['10.0.0.1:1', '255.255.255.255:65535']) assert.ok(ClientConnection.safeParse(ok).success, ok);
+    for (const bad of ['10.0.0.1:0', '10.0.0.1:65536', '256.0.0.1:80', '10.0.0.1', '-c:1', '10.0.0.1:80 --x', '::1:2049'])
+      assert.ok(!ClientConnection.safeParse(bad).success, bad);
+  });
+
+  it('tickles from the VIP with one python3 process, the connections as arguments; drops what is not a connection', async () => {
+    const exec = new ScriptedExecutor();
+    const tickler = new ProcClientTickler(exec, '10.88.0.100', async () => PROC);
+    const said = await tickler.tickle(['10.88.0.21:812', '10.88.0.22:44021; reboot', '10.88.0.23:0', '10.88.0.24:900']);
+    assert.deepEqual(exec.calls, [['python3', '-c', TICKLE_SCRIPT, '10.88.0.100', '2049', '10.88.0.21:812', '10.88.0.24:900']]);
+    assert.match(said, /^tickle ACKs sent to 2 client connection\(s\) in \d+ ms: 10\.88\.0\.21:812, 10\.88\.0\.24:900$/);
+    assert.equal(await tickler.tickle(['nonsense']), 'no client connection known: nothing to tickle');
+    assert.equal(exec.calls.length, 1, 'nothing to send, no process');
+  });
+
+  it('says why when the tickles could not go out (python3 missing)', async () => {
+    const exec = new ScriptedExecutor().on(/^python3 /, { exitCode: 127, stdout: '', stderr: 'spawn python3 ENOENT' });
+    await assert.rejects(new ProcClientTickler(exec, '10.88.0.100').tickle(['10.88.0.21:812']), /tickle ACKs not sent: python3 cannot run: python3 is not installed \(Debian package python3\)/);
+  });
+
+  it('the active reads its own clients from /proc/net/tcp', async () => {
+    assert.deepEqual(await new ProcClientTickler(new ScriptedExecutor(), '127.0.0.9', async () => PROC).read(), ['127.0.0.5:40763', '127.0.0.1:44021']);
+  });
+});
