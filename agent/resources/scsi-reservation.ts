@@ -130,7 +130,7 @@ export class ScsiReservation implements Resource {
   }
 
   async readKeys(device: string): Promise<ReservationKey[]> {
-    return parseKeys((await this.#expect(`reading keys of ${device}`, this.#sg(device, '--in', '--read-keys'))).stdout);
+    return this.#readKeysVia([device]);
   }
 
   async readReservation(device: string): Promise<Reservation | null> {

@@ -412,7 +412,6 @@ interface Failover {
   epoch: number;
   reason: string;
   detectionMs: number | null;
-  fenceMs: number | null;
   /** The new holder's steps as it reported them, fence first (each phase's time). */
   phases: Record<string, number>;
   takeoverMs: number;
@@ -497,14 +496,12 @@ async function awaitFailover(afterEpoch: number, faultAt: number | null, timeout
   }
   // The fence step is a phase of its own; the arbiter's record of it stands in for a lost report.
   if (phases.fence === undefined && confirmed?.type === 'fencing.confirmed' && confirmed.data.durationMs !== undefined) phases.fence = confirmed.data.durationMs;
-  const fenceMs = phases.fence ?? null;
   return {
     from: granted?.type === 'lease.granted' ? granted.data.previousHolder : null,
     to: holder,
     epoch,
     reason: granted?.type === 'lease.granted' ? granted.data.reason : 'unknown',
     detectionMs: faultAt !== null && granted ? granted.at - faultAt : null,
-    fenceMs,
     phases,
     takeoverMs: Object.values(phases).reduce((s, x) => s + x, 0),
     ownMs,
@@ -1472,7 +1469,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     const a = r.afterVip;
     const stall = a?.gapMs ?? r.stallMs;
     const met = goalsOf(r, baseline.totalMs).map((g) => `${g.goal} ${g.met ? '✔' : '✘'}`);
-    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.fenceMs)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
+    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.phases.fence)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
   });
   const md = [
     '# nfs-ha lab report',
