@@ -65,7 +65,7 @@ export const AgentConfigSchema = z
       .min(200)
       .max(300_000)
       .default(10_000)
-      .describe('The SCSI reservation and LVM monitors (the costly ones); the check that our key is still on the disk runs every monitor pass regardless'),
+      .describe('The SCSI reservation monitor (commands to every path of the LUN); the check that our key is still on the disk runs every monitor pass regardless'),
     demoteBudgetMs: z.number().int().min(1000).max(300_000).default(10_000).describe('Self-fence when demotion takes longer'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   })

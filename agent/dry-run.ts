@@ -66,8 +66,6 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
       case 'vgchange':
         if (args.includes('--systemid')) vgOwner = nodeId;
         return {};
-      case 'lvs':
-        return { stdout: JSON.stringify({ report: [{ lv: [{ lv_name: lv, vg_name: vg, lv_active: holding ? 'active' : '' }] }] }) };
       case 'findmnt':
         if (args.at(-1) === filesystem.mountPoint && mounted) {
           return {

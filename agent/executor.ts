@@ -34,7 +34,6 @@ export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
   sg_persist: 'sg3-utils',
   lvm: 'lvm2',
   vgs: 'lvm2',
-  lvs: 'lvm2',
   vgchange: 'lvm2',
   exportfs: 'nfs-kernel-server',
   ip: 'iproute2',

@@ -22,7 +22,7 @@ export interface Resource {
   stop(): Promise<void>;
   monitor(): Promise<MonitorResult>;
   /**
-   * Its monitor queries the SAN or LVM metadata (SCSI reservations, LVM): the most costly
+   * Its monitor queries the SAN (SCSI reservations, a command per path): the most costly
    * commands of a pass, for state that changes only by fencing (which the key check of every
    * pass catches) or by hand. The agent runs these monitors at their own, slower cadence.
    */

@@ -4,6 +4,8 @@
  * fencing, the new active takes ownership (`--systemid`, allowed to touch the old owner's VG
  * through extra_system_ids) and activates. Autoactivation must be off on both nodes.
  */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { expectExit } from '../executor.ts';
 import { type MonitorResult, type Resource, type ResourceContext, ResourceError, TIMEOUT } from './resource.ts';
@@ -29,7 +31,6 @@ export function parseAutoactivation(stdout: string, vg: string): boolean | undef
   const row = AutoactivationReport.parse(JSON.parse(stdout)).find((v) => v.vg_name === vg);
   return row ? row.vg_autoactivation === 'enabled' : undefined;
 }
-const LvsReport = report('lv', z.object({ lv_name: z.string(), vg_name: z.string(), lv_active: z.string() }).loose());
 
 /** The owner (system ID) of `vg` from `vgs --foreign --reportformat json`, or undefined if absent. */
 export function parseVgOwner(stdout: string, vg: string): string | null | undefined {
@@ -38,19 +39,40 @@ export function parseVgOwner(stdout: string, vg: string): string | null | undefi
   return row.vg_systemid ? SystemId.parse(row.vg_systemid) : null;
 }
 
-/** Whether `lv` is active, from `lvs --reportformat json`; undefined if absent. */
-export function parseLvActive(stdout: string, vg: string, lv: string): boolean | undefined {
-  const row = LvsReport.parse(JSON.parse(stdout)).find((l) => l.vg_name === vg && l.lv_name === lv);
-  return row ? row.lv_active === 'active' : undefined;
+/** LVM's device-mapper name for `vg`/`lv`: each name with its hyphens doubled, joined by one. */
+export function lvDeviceName(vg: string, lv: string): string {
+  return `${vg.replaceAll('-', '--')}-${lv.replaceAll('-', '--')}`;
+}
+
+/** The device-mapper names of the LVM volumes active on this node. */
+export type ActiveVolumes = () => Promise<string[]>;
+
+/**
+ * The real one, from sysfs under `root` (/sys/block/dm-N/dm/{name,uuid}; LVM's uuids start
+ * with "LVM-"): the kernel's own table, as LVM-activate's monitor reads it with dmsetup. No LVM
+ * command: those read every PV's label and metadata, and through a multipath map that has just
+ * lost a path they wait seconds for the path to fail over — a monitor that timed out there read
+ * as a stopped VG and restarted everything above it.
+ */
+export function sysfsActiveVolumes(root = '/'): ActiveVolumes {
+  return async () => {
+    const block = join(root, 'sys/block');
+    const read = (path: string) => readFile(join(block, path), 'utf8').then((s) => s.trim(), () => '');
+    const dms = (await readdir(block)).filter((n) => /^dm-\d+$/.test(n));
+    const devices = await Promise.all(dms.map(async (dm) => ({ name: await read(`${dm}/dm/name`), uuid: await read(`${dm}/dm/uuid`) })));
+    return devices.filter((d) => d.uuid.startsWith('LVM-')).map((d) => d.name);
+  };
 }
 
 export class VolumeGroup implements Resource {
   readonly name = 'volume-group' as const;
-  readonly queriesStorage = true;
   readonly #vg: string;
   readonly #lv: string;
 
-  constructor(private readonly ctx: ResourceContext) {
+  constructor(
+    private readonly ctx: ResourceContext,
+    private readonly activeVolumes: ActiveVolumes = sysfsActiveVolumes(),
+  ) {
     this.#vg = ctx.spec.storage.volumeGroup;
     this.#lv = ctx.spec.storage.logicalVolume;
   }
@@ -115,15 +137,8 @@ export class VolumeGroup implements Resource {
     expectExit(await this.ctx.exec.run({ argv, timeoutMs: TIMEOUT.change }), [0], `deactivating VG ${this.#vg}`);
   }
 
+  /** Active here means mapped by this node's kernel, whoever LVM's metadata says owns the VG. */
   async monitor(): Promise<MonitorResult> {
-    const r = await this.ctx.exec.run({
-      argv: ['lvs', '--reportformat', 'json', '-o', 'lv_name,vg_name,lv_active', this.#vg],
-      timeoutMs: TIMEOUT.query,
-    });
-    // A VG owned by another node is hidden from lvs: for us it is simply not active.
-    if (r.exitCode !== 0) return { state: 'stopped' };
-    const active = parseLvActive(r.stdout, this.#vg, this.#lv);
-    if (active === undefined) return { state: 'failed', reason: `logical volume ${this.#vg}/${this.#lv} not found` };
-    return active ? { state: 'running' } : { state: 'stopped' };
+    return (await this.activeVolumes()).includes(lvDeviceName(this.#vg, this.#lv)) ? { state: 'running' } : { state: 'stopped' };
   }
 }

@@ -37,3 +37,19 @@ export function hostFromListing(name: string, edit: (path: string, value: string
   return { root, device: `/dev/mapper/${mapName}` };
 }
 
+
+/**
+ * Device-mapper devices in sysfs (/sys/block/dm-N/dm/{name,uuid}) under `root`, rebuilt from a
+ * real `ls -l /dev/disk/by-id/` listing: udev names each dm device there by its dm name
+ * (dm-name-NAME) and uuid (dm-uuid-UUID), each a link to ../../dm-N. `renumber` moves a device
+ * (dm-0 → dm-1) when the listing comes from another host than the root's.
+ */
+export function addDeviceMapperFromByIdListing(root: string, name: string, renumber: (dm: string) => string = (dm) => dm): void {
+  for (const line of fixture(name).stdout.split('\n')) {
+    const m = /\bdm-(name|uuid)-(\S+) -> \.\.\/\.\.\/(dm-\d+)$/.exec(line);
+    if (!m) continue;
+    const dir = join(root, 'sys/block', renumber(m[3]!), 'dm');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, m[1]!), `${m[2]}\n`);
+  }
+}

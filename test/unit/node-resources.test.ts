@@ -4,9 +4,10 @@ import { Exports, parseExportfs } from '../../agent/resources/exports.ts';
 import { Filesystem, parseFindmnt, parseFuserPids } from '../../agent/resources/filesystem.ts';
 import { FloatingIp, GARP_COUNT, parseIpv4Addresses } from '../../agent/resources/floating-ip.ts';
 import { GRACE_DETAIL, NFS_CONF, NfsServer, nfsConf, SCOPE_DROPIN, scopeDropIn } from '../../agent/resources/nfs-server.ts';
-import { parseAutoactivation, parseLvActive, parseSystemId, parseVgOwner, VolumeGroup } from '../../agent/resources/volume-group.ts';
+import { lvDeviceName, parseAutoactivation, parseSystemId, parseVgOwner, sysfsActiveVolumes, VolumeGroup } from '../../agent/resources/volume-group.ts';
 import { resourceContext } from '../helpers/agent.ts';
 import { fixture } from '../helpers/fixtures.ts';
+import { addDeviceMapperFromByIdListing, hostFromListing } from '../helpers/sysfs.ts';
 
 /** Real output with the lab's names replaced by the example spec's. */
 function renamed(name: string, pairs: Record<string, string>) {
@@ -34,10 +35,18 @@ describe('LVM parsers (real output)', () => {
     assert.equal(parseAutoactivation(fixture('vgs--json--autoactivation-disabled').stdout, 'vg_fixture'), false);
     assert.equal(parseAutoactivation(fixture('vgs--json--autoactivation-disabled').stdout, 'other'), undefined);
   });
-  it('reads LV activation', () => {
-    assert.equal(parseLvActive(fixture('lvs--json--owned-by-a-active').stdout, 'vgha', 'data'), true);
-    assert.equal(parseLvActive(fixture('lvs--json--owned-by-a-inactive').stdout, 'vgha', 'data'), false);
-    assert.equal(parseLvActive(fixture('lvs--json--owned-by-b-active').stdout, 'vgha', 'data'), true);
+  it("names an LV's device-mapper device as LVM does (hyphens doubled)", () => {
+    // The real LV vgha/data is dm-name-vgha-data (ls--dev-disk-by-id--with-lv).
+    assert.equal(lvDeviceName('vgha', 'data'), 'vgha-data');
+    assert.equal(lvDeviceName('vg-a', 'lv-b'), 'vg--a-lv--b');
+    assert.notEqual(lvDeviceName('a-b', 'c'), lvDeviceName('a', 'b-c'));
+  });
+  it("reads the active LVs from sysfs: LVM's devices, not a multipath map's", async () => {
+    // A node with its LUN's multipath map (dm-0) and the real LV of another capture at dm-1.
+    const { root } = hostFromListing('sysfs-multipath--two-paths');
+    assert.deepEqual(await sysfsActiveVolumes(root)(), []);
+    addDeviceMapperFromByIdListing(root, 'ls--dev-disk-by-id--with-lv', () => 'dm-1');
+    assert.deepEqual(await sysfsActiveVolumes(root)(), ['vgha-data']);
   });
 });
 
@@ -60,23 +69,19 @@ describe('volume-group resource', () => {
     assert.deepEqual(exec.calls, [], 'not a single LVM command ran');
   });
 
-  it('activates without a takeover when already the owner; monitor reads lvs', async () => {
+  it("activates without a takeover when already the owner; monitor reads the kernel's table, no command", async () => {
     const { ctx, exec } = await resourceContext('node-a');
-    exec
-      .on('lvm systemid', 'lvm-systemid--node-a')
-      .on(/^vgs /, renamed('vgs--json--owned-by-a-active', LVM))
-      .on(
-        /^lvs /,
-        renamed('lvs--json--owned-by-a-active', LVM),
-        renamed('lvs--json--owned-by-a-inactive', LVM),
-        renamed('vgchange-ay--foreign-refused--node-b', LVM),
-      );
-    const vg = new VolumeGroup(ctx);
+    exec.on('lvm systemid', 'lvm-systemid--node-a').on(/^vgs /, renamed('vgs--json--owned-by-a-active', LVM));
+    // The real LV's device (vgha-data) under the example spec's names, as OURS renames it.
+    let active = [OURS['vgha-data']];
+    const vg = new VolumeGroup(ctx, async () => active);
     await vg.start();
     assert.ok(!exec.lines().some((l) => l.includes('--systemid')));
+    const commands = exec.lines().length;
     assert.deepEqual(await vg.monitor(), { state: 'running' });
+    active = ['vg_nfs-lv_other', '360014051e90c20474cc48cf91d83c194'];
     assert.deepEqual(await vg.monitor(), { state: 'stopped' });
-    assert.deepEqual(await vg.monitor(), { state: 'stopped' }, 'a foreign VG is not active here');
+    assert.equal(exec.lines().length, commands, 'the monitor ran no command');
   });
 
   it('stop deactivates a VG the new active already took over, naming it as an extra system ID (seen in the lab)', async () => {
