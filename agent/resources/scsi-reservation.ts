@@ -186,6 +186,30 @@ export class ScsiReservation implements Resource {
   }
 
   /**
+   * Whether our key is on the LUN. A preemption takes it off every path at once, so one answer
+   * with it is enough; an answer without it counts only when every path, asked again, agrees:
+   * a path whose connection fails under the command may still answer, with no keys (in the lab
+   * the active reset itself as fenced the moment one of its paths was cut). A real preemption
+   * costs a few more reads; a false one would have cost the service.
+   */
+  async #keyRegistered(lun: Lun, paths: string[]): Promise<boolean> {
+    const first = await this.#readKeysVia(paths);
+    if (first.includes(this.key)) return true;
+    let answered = 0;
+    for (const path of paths) {
+      const r = await this.#sg(path, '--in', '--read-keys');
+      if (r.exitCode !== 0) continue;
+      answered++;
+      if (parseKeys(r.stdout).includes(this.key)) {
+        this.ctx.log.warn({ resource: this.name, device: lun.device, path, first }, 'a read of the keys without ours was contradicted by another: our key is registered');
+        return true;
+      }
+    }
+    if (answered === 0) throw new ResourceError(this.name, `${lun.device}: one read of the keys lacked ours and no path answered again`);
+    return false;
+  }
+
+  /**
    * Registers our key on the paths of a LUN that lack it while another path has it: a path that
    * came back as a new I_T nexus (an iSCSI session rebuilt, an HBA replaced). A registration
    * that reached the storage after a peer preempted us would give us write access again, so it
@@ -248,7 +272,7 @@ export class ScsiReservation implements Resource {
       const via = paths[0]!;
       // One registration per nexus: a victim on two paths is listed twice, and preempted once
       // (a second PREEMPT names a key no longer registered: a reservation conflict).
-      for (const victim of new Set((await this.readKeys(via)).filter((k) => keys.includes(k)))) {
+      for (const victim of new Set((await this.#keysAfterRegistering(via)).filter((k) => keys.includes(k)))) {
         await this.#expect(
           `preempting ${victim} on ${lun.device}`,
           this.#sg(via, '--out', '--preempt-abort', `--param-rk=${this.key}`, `--param-sark=${victim}`, `--prout-type=${TYPE_5}`),
@@ -256,7 +280,7 @@ export class ScsiReservation implements Resource {
         preempted.add(victim);
       }
       await this.#holdReservation(lun, via);
-      const others = (await this.readKeys(via)).filter((k) => k !== this.key);
+      const others = (await this.#keysAfterRegistering(via)).filter((k) => k !== this.key);
       if (others.length > 0)
         throw new ResourceError(
           this.name,
@@ -264,6 +288,17 @@ export class ScsiReservation implements Resource {
         );
     }
     return [...preempted];
+  }
+
+  /**
+   * The keys read through `via` once our key is registered there. An answer without our own key
+   * is not the LUN's (a path failing under the command can answer "no keys"), and fencing must
+   * not trust it: it would hide a victim still registered.
+   */
+  async #keysAfterRegistering(via: string): Promise<ReservationKey[]> {
+    const keys = await this.readKeys(via);
+    if (!keys.includes(this.key)) throw new ResourceError(this.name, `${via}: the registered keys read back without ours, just registered (${keys.join(', ') || 'none'}): not trusting that answer`);
+    return keys;
   }
 
   async #holdReservation(lun: Lun, via: string): Promise<void> {
@@ -326,7 +361,7 @@ export class ScsiReservation implements Resource {
   async keyPresent(): Promise<boolean> {
     for (const lun of this.#luns) {
       const paths = await this.#paths(lun);
-      if (!(await this.#readKeysVia(paths)).includes(this.key)) return false;
+      if (!(await this.#keyRegistered(lun, paths))) return false;
       const known = this.#known.get(lun.device);
       if (!known) continue;
       // A path that stopped running is asked again when it runs again: it may be a new nexus.

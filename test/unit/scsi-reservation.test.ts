@@ -117,15 +117,8 @@ describe('scsi-reservation resource', () => {
     const { ctx, exec, spec } = await resourceContext('node-a');
     const own = reservationKey(spec.id, 'node-a');
     exec
-      .on(
-        /--read-keys/,
-        { exitCode: 0, stdout: fixture('sg_persist--read-keys--no-keys').stdout, stderr: '' },
-        {
-          exitCode: 0,
-          stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }),
-          stderr: '',
-        },
-      )
+      // Once registered, every read shows our key (the real one-key output, our key for 0xa1).
+      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }), stderr: '' })
       .on(/--read-reservation/, 'sg_persist--read-reservation--none');
     assert.deepEqual(await new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-b')]), []);
     assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --reserve --param-rk=${own} --prout-type=5 ${DEV}`));
@@ -146,10 +139,20 @@ describe('scsi-reservation resource', () => {
     assert.ok(!exec.lines().some((l) => l.includes(`--param-sark=${stranger}`)), 'never preempts a key it was not told to');
   });
 
+  it('fencing does not trust a read of the keys that lacks our own, just registered (it could hide a victim)', async () => {
+    const { ctx, exec, spec } = await resourceContext('node-b');
+    exec.on(/--read-keys/, 'sg_persist--read-keys--no-keys');
+    await assert.rejects(new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]), /read back without ours, just registered \(none\): not trusting that answer/);
+    assert.ok(!exec.lines().some((l) => l.includes('--reserve ')), 'nothing reserved on that answer');
+  });
+
   it("reports a failed preempt with the tool's own words (exit 24, reservation conflict)", async () => {
     const { ctx, exec, spec } = await resourceContext('node-b');
     exec
-      .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': reservationKey(spec.id, 'node-a') }), stderr: '' })
+      .on(
+        /--read-keys/,
+        { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': reservationKey(spec.id, 'node-a'), '0xb1': reservationKey(spec.id, 'node-b') }), stderr: '' },
+      )
       .on(/--preempt-abort/, 'sg_persist--register--fenced-old-key-fails');
     await assert.rejects(
       new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-a')]),
@@ -219,8 +222,8 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
   });
 
   it('a path that is not running (transport-offline, one path cut in the lab) gets no command; the other carries on', async () => {
-    const { r, exec, own, held } = await onMultipath(8000, 'sysfs-multipath--one-path-cut');
-    exec.on(/--read-keys/, 'sg_persist--read-keys--no-keys').on(/--read-reservation/, held);
+    const { r, exec, own, held, keys } = await onMultipath(8000, 'sysfs-multipath--one-path-cut');
+    exec.on(/--read-keys/, keys(1)).on(/--read-reservation/, held);
     assert.deepEqual(await r.fence([]), []);
     assert.ok(exec.lines().every((l) => l.endsWith(' /dev/sda')), exec.lines().join('\n'));
     assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sda`));
@@ -279,7 +282,7 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     const r = new ScsiReservation({ ...ctx, spec: { ...spec, storage: { ...spec.storage, devices: [device] } } }, sysfsPaths(root));
     const own = reservationKey(spec.id, 'node-a');
     exec
-      .on(/--read-keys/, 'sg_persist--read-keys--no-keys', { exitCode: 0, stdout: `  PR generation=0x5, 1 registered reservation key follows:\n    ${own}\n`, stderr: '' })
+      .on(/--read-keys/, { exitCode: 0, stdout: `  PR generation=0x5, 1 registered reservation key follows:\n    ${own}\n`, stderr: '' })
       .on(/--read-reservation/, 'sg_persist--read-reservation--none')
       .on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered');
     await r.fence([]);
@@ -329,11 +332,32 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     await assert.rejects(silent.r.keyPresent(), /reading keys of \/dev\/sda, \/dev\/sdb/);
   });
 
-  it('the key check reads the LUN once, through its first running path', async () => {
+  it('the key check reads the LUN once, through its first running path; gone only when every path, asked again, agrees', async () => {
     const { r, exec, keys } = await onMultipath();
-    exec.on(/--read-keys/, keys(2), 'sg_persist--read-keys--no-keys');
+    exec.on(/--read-keys/, keys(2), 'sg_persist--read-keys--after-preempt');
     assert.equal(await r.keyPresent(), true);
+    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda']);
+    exec.calls.length = 0;
     assert.equal(await r.keyPresent(), false);
-    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda', 'sg_persist --no-inquiry --in --read-keys /dev/sda']);
+    assert.deepEqual(exec.lines(), [
+      'sg_persist --no-inquiry --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --in --read-keys /dev/sdb',
+    ]);
+  });
+
+  it('one answer without our key is not a fencing when another path shows it (a path cut under the command answered "no keys")', async () => {
+    const { r, exec, keys } = await onMultipath();
+    exec.on(/--read-keys \/dev\/sda$/, 'sg_persist--read-keys--no-keys').on(/--read-keys \/dev\/sdb$/, keys(2));
+    assert.equal(await r.keyPresent(), true);
+    assert.deepEqual(exec.lines().slice(0, 3), [
+      'sg_persist --no-inquiry --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --in --read-keys /dev/sdb',
+    ]);
+    const hung = { exitCode: null as unknown as number, stdout: '', stderr: '' };
+    const silent = await onMultipath();
+    silent.exec.on(/--read-keys \/dev\/sda$/, 'sg_persist--read-keys--no-keys', hung).on(/--read-keys \/dev\/sdb$/, hung);
+    await assert.rejects(silent.r.keyPresent(), /one read of the keys lacked ours and no path answered again/, 'unknown, not gone');
   });
 });
