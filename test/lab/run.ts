@@ -6,7 +6,7 @@
  * sampler watches both nodes throughout. Exits 1 when any assertion fails.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -616,12 +616,14 @@ async function runScenario(name: string, title: string, device: string, body: (s
   const from = Date.now();
   const clientFrom = await clientNow().catch(() => 0);
   const started = performance.now();
+  const consoleFrom = [nodeA, nodeB].map((vm) => (existsSync(vm.consoleLog) ? statSync(vm.consoleLog).size : 0));
   try {
     await body(s);
     await commonChecks(s, from, device);
   } catch (err) {
     s.check('scenario ran to the end', false, (err as Error).message);
   }
+  if (!s.assertions.every((a) => a.ok)) await explainFailure(s, from, consoleFrom);
   const clientTo = await clientNow().catch(() => Number.MAX_SAFE_INTEGER);
   const stallMs = await acks().then(
     (list) => longestStall(list, clientFrom, clientTo),
@@ -643,6 +645,23 @@ async function runScenario(name: string, title: string, device: string, body: (s
     durationMs: performance.now() - started,
   });
   log(`scenario ${name}: ${ok ? 'PASSED' : 'FAILED'} (client stall ${stallMs === null ? '?' : `${(stallMs / 1000).toFixed(2)} s`})`);
+}
+
+/**
+ * What a failed scenario's report needs to be read from CI output alone: the control plane's
+ * events in its window, and what each node's console printed meanwhile (a self-fence writes its
+ * reason there before the reset; hung tasks and watchdog resets show there too).
+ */
+async function explainFailure(s: Scenario, from: number, consoleFrom: number[]): Promise<void> {
+  const events = await cp.events().catch(() => []);
+  const inWindow = events.filter((e) => e.at >= from).map((e) => `${e.type}${'node' in e ? ` ${e.node}` : ''} epoch ${e.epoch}${'reason' in e.data ? ` (${String(e.data.reason)})` : ''}`);
+  s.note(`control plane events in this scenario: ${inWindow.join('; ') || 'none'}`);
+  for (const [i, vm] of [nodeA, nodeB].entries()) {
+    const text = await readFile(vm.consoleLog).then((b) => b.subarray(consoleFrom[i]).toString('utf8'), () => '');
+    const lines = text.split('\n').filter((l) => /nfs-ha|watchdog|blocked for more than|hung_task|Call Trace|sysrq|reservation conflict|Linux version/i.test(l));
+    s.note(`${vm.name}'s console: ${lines.slice(-12).map((l) => l.trim()).join(' | ') || 'nothing of note'}`);
+    s.note(`${vm.name}'s agent: ${await agentLogTail(vm, from, { info: true, count: 25 }).catch((err: Error) => `no log (${err.message})`)}`);
+  }
 }
 
 /** Waits for `node` to report itself passive in a heartbeat after `since` (host time). */
@@ -720,14 +739,17 @@ async function fencedWrite(s: Scenario, vm: Vm, device: string): Promise<void> {
   }
 }
 
-/** The agent's warnings and errors since `since` (host clock), across the node's boots (the journal is persistent). */
-async function agentLogTail(vm: Vm, since: number): Promise<string> {
+/**
+ * The agent's warnings and errors since `since` (host clock), across the node's boots (the
+ * journal is persistent); with `info`, its decisions and role changes too.
+ */
+async function agentLogTail(vm: Vm, since: number, { info = false, count = 8 } = {}): Promise<string> {
   const sinceArg = `@${Math.floor((since - 60_000) / 1000)}`;
   const r = await vm.exec(['journalctl', '-u', 'nfs-ha-agent', '--since', sinceArg, '-o', 'cat', '--no-pager'], 10_000);
-  const lines = r.stdout.split('\n').filter((l) => /"level":(40|50|60)|demot|self-fenc|watchdog/.test(l));
+  const lines = r.stdout.split('\n').filter((l) => (info ? /"level":(30|40|50|60)/ : /"level":(40|50|60)|demot|self-fenc|watchdog/).test(l));
   return (
     lines
-      .slice(-8)
+      .slice(-count)
       .map((l) => l.replace(/^.*"msg":"([^"]*)".*$/, '$1'))
       .join(' | ') || `nothing logged (journalctl exit ${r.code})`
   );
@@ -1082,6 +1104,12 @@ async function main(): Promise<void> {
       const vm = vmByName(holder);
       const key = reservationKey(CLUSTER, holder);
       await waitAcksAfter(5, 60_000);
+      await capture(
+        vm,
+        'sysfs-device-mapper--lv-active',
+        ['bash', '-c', 'grep -H . /sys/block/dm-*/dm/name /sys/block/dm-*/dm/uuid'],
+        "the active: its LUN's multipath map and its LV, active (the volume group's monitor reads these)",
+      );
       const clientFrom = await clientNow();
       const cutAt = Date.now();
       await cutPath(vm);
@@ -1109,6 +1137,10 @@ async function main(): Promise<void> {
       s.check('the client wrote on through the cut (longest wait under 30 s)', stall < 30_000, `longest wait for an acknowledgement ${fmt(stall)} s`);
       const after = await activeNode();
       s.check('no failover', after.holder === holder && after.epoch === epoch, `${after.holder} under epoch ${after.epoch}`);
+      // A monitor that waited on the cut path (an LVM command reading the PV) used to read as a failure and restart everything.
+      const stops = (await cp.events()).filter((e) => e.at >= cutAt && e.type === 'phase.reported' && e.data.direction === 'stop' && e.data.status === 'started');
+      s.check(`${holder} stopped nothing through the cut (no local restart)`, stops.length === 0, stops.map((e) => (e.type === 'phase.reported' ? e.data.phase : '')).join(', ') || 'no stop reported');
+      s.note(`${holder}'s agent through the cut: ${await agentLogTail(vm, cutAt)}`);
       const keys = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
       s.check(`${holder}'s key on both paths after the path returned`, keys.length === 2 && keys.every((k) => k === key), `registered [${keys.join(', ')}]`);
 

@@ -54,6 +54,11 @@ export class Vm {
     return this.o.address.replace(/^10\.99\.0\./, '10.99.1.');
   }
 
+  /** Its serial console, appended across its boots (a self-fence's reason lands here). */
+  get consoleLog(): string {
+    return join(this.o.runDir, `${this.o.name}.console.log`);
+  }
+
   get pid(): number | undefined {
     return this.#process?.pid;
   }
@@ -67,7 +72,7 @@ export class Vm {
     const args = [
       ...['-accel', 'tcg,tb-size=128', '-cpu', 'max', '-m', String(this.o.memoryMiB ?? 768), '-smp', '1'],
       ...['-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none'],
-      ...['-chardev', `file,id=console,path=${join(this.o.runDir, `${this.o.name}.console.log`)},append=on`, '-serial', 'chardev:console'],
+      ...['-chardev', `file,id=console,path=${this.consoleLog},append=on`, '-serial', 'chardev:console'],
       ...['-kernel', join(this.o.imageDir, 'vmlinuz'), '-initrd', join(this.o.imageDir, 'initrd.img'), '-append', append.join(' ')],
       ...['-drive', `file=${this.overlay},if=virtio,format=qcow2,cache=unsafe`],
       ...(this.o.disks ?? []).flatMap((d) => ['-drive', `file=${d},if=virtio,format=raw,cache=none,aio=threads`]),

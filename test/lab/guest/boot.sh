@@ -12,5 +12,12 @@ ip addr replace "$addr/24" dev eth0
 ip link set eth0 up
 ip addr replace "$addr2/24" dev eth1
 ip link set eth1 up
+# The journal on disk within a second, not journald's 5 minutes: a node reset by its watchdog or
+# its own self-fence keeps its agent's last words for the lab's report.
+if [[ ! -f /etc/systemd/journald.conf.d/lab.conf ]]; then
+  mkdir -p /etc/systemd/journald.conf.d
+  printf '[Journal]\nSyncIntervalSec=1s\n' > /etc/systemd/journald.conf.d/lab.conf
+  systemctl restart systemd-journald
+fi
 echo "nfs-ha lab: $role at $addr and $addr2, starting the guest helper"
 exec /usr/bin/node /lab/helper.mjs
