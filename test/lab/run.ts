@@ -658,7 +658,10 @@ async function explainFailure(s: Scenario, from: number, consoleFrom: number[]):
   s.note(`control plane events in this scenario: ${inWindow.join('; ') || 'none'}`);
   for (const [i, vm] of [nodeA, nodeB].entries()) {
     const text = await readFile(vm.consoleLog).then((b) => b.subarray(consoleFrom[i]).toString('utf8'), () => '');
-    const lines = text.split('\n').filter((l) => /nfs-ha|watchdog|blocked for more than|hung_task|Call Trace|sysrq|reservation conflict|Linux version/i.test(l));
+    // The kernel's words and the self-fence's, not systemd's unit status lines (ESC[ colour codes).
+    const lines = text
+      .split('\n')
+      .filter((l) => !l.includes('\x1b[') && /nfs-ha-agent:|softdog|watchdog|blocked for more than|hung_task|Call Trace|sysrq|reservation conflict|Linux version/i.test(l));
     s.note(`${vm.name}'s console: ${lines.slice(-12).map((l) => l.trim()).join(' | ') || 'nothing of note'}`);
     s.note(`${vm.name}'s agent: ${await agentLogTail(vm, from, { info: true, count: 25 }).catch((err: Error) => `no log (${err.message})`)}`);
   }
