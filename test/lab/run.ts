@@ -39,6 +39,8 @@ const TARGET_IQN = 'iqn.2003-01.org.example.lab:storage';
 const iqn = (node: string) => `iqn.2003-01.org.example.lab:${node}`;
 const RECORDS = '/mnt/nfs/records.log';
 const ACKS = '/root/acks.log';
+/** The client's transport connections (xprt-watch.mjs): "<client ms> <local port> <connect count>". */
+const XPRT = '/root/xprt.log';
 
 const t0 = performance.now();
 const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s`;
@@ -205,7 +207,7 @@ function prepareShare(): void {
   rmSync(labDir, { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   mkdirSync(shareDir, { recursive: true });
-  for (const f of ['boot.sh', 'helper.mjs', 'writer.mjs', 'setup-storage.sh', 'setup-node.sh', 'raw-sequence.mjs'])
+  for (const f of ['boot.sh', 'helper.mjs', 'writer.mjs', 'xprt-watch.mjs', 'setup-storage.sh', 'setup-node.sh', 'raw-sequence.mjs'])
     copyFileSync(join(repo, 'test/lab/guest', f), join(shareDir, f));
   copyFileSync(join(repo, 'dist/nfs-ha-agent.mjs'), join(shareDir, 'nfs-ha-agent.mjs'));
   copyFileSync(join(repo, 'dist', debFileName()), join(shareDir, debFileName()));
@@ -358,6 +360,7 @@ async function startClient(): Promise<void> {
   await storage.run(['mkdir', '-p', '/mnt/nfs']);
   await storage.run(['mount', '-t', 'nfs4', '-o', 'vers=4.2,hard,timeo=10,retrans=3', `${VIP}:/srv/nfs/export`, '/mnt/nfs'], 120_000);
   await storage.run(['systemd-run', '--unit', 'lab-writer', '--collect', 'node', '/lab/writer.mjs', RECORDS, ACKS, String(WRITE_INTERVAL_MS)]);
+  await storage.run(['systemd-run', '--unit', 'lab-xprt', '--collect', 'node', '/lab/xprt-watch.mjs', '/mnt/nfs', XPRT]);
 }
 
 interface Ack {
@@ -434,6 +437,8 @@ interface AfterVip {
   /** The new holder's tickle ACKs to the clients its peer served (its agent's log line), and when. */
   tickleMs: number | null;
   tickle: string | null;
+  /** The client's NFS transport connected again: the last connect (its mountstats' count) before its writes resumed. */
+  reconnectMs: number | null;
 }
 
 interface ScenarioResult {
@@ -532,12 +537,24 @@ async function clockOffset(vm: Vm): Promise<number> {
  * (its kernel log), each from the VIP up.
  */
 async function afterVip(f: Failover): Promise<AfterVip> {
-  const none: AfterVip = { resumeMs: null, gapMs: null, graceMs: null, grace: null, tickleMs: null, tickle: null };
+  const none: AfterVip = { resumeMs: null, gapMs: null, graceMs: null, grace: null, tickleMs: null, tickle: null, reconnectMs: null };
   if (f.vipAt === null) return none;
   const vipAt = f.vipAt;
   const clientOffset = await clockOffset(storage);
   const list = (await acks()).map((a) => a.t - clientOffset);
   const i = list.findIndex((t) => t >= vipAt);
+  // A line per change of port or count: a new socket binds a new port before it connects (or fails to).
+  const xprt = (await storage.exec(['cat', XPRT])).stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split(' ').map(Number))
+    .map(([t, , count]) => ({ at: t! - clientOffset, count: count! }));
+  // The connection that carried the writes again: the last connect before the first record after the VIP.
+  const faultAt = f.faultAt;
+  const resumedAt = i > 0 ? list[i]! : null;
+  const before = faultAt === null ? undefined : xprt.filter((x) => x.at < faultAt).at(-1);
+  const reconnectAt =
+    before && resumedAt !== null ? xprt.filter((x) => x.at >= faultAt! && x.at <= resumedAt && x.count > before.count).at(-1)?.at : undefined;
   const holder = vmByName(f.to);
   const offset = await clockOffset(holder);
   // knfsd logs "starting N-second grace period" at its start, then "all clients done reclaiming,
@@ -560,6 +577,7 @@ async function afterVip(f: Failover): Promise<AfterVip> {
     grace: ended ? (ended.what === 'ending' ? 'ended early' : ended.what === 'skipping' ? 'skipped' : 'full') : null,
     tickleMs: tickle ? tickle.at - vipAt : null,
     tickle: tickle?.msg ?? null,
+    reconnectMs: reconnectAt === undefined ? null : reconnectAt - vipAt,
   };
 }
 
@@ -1504,7 +1522,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     const a = r.afterVip;
     const stall = a?.gapMs ?? r.stallMs;
     const met = goalsOf(r, baseline.totalMs).map((g) => `${g.goal} ${g.met ? '✔' : '✘'}`);
-    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.phases.fence)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
+    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.phases.fence)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.reconnectMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
   });
   const md = [
     '# nfs-ha lab report',
@@ -1529,12 +1547,12 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     '',
     "Each failover on the lab host's clock: detection is fault → grant; fence to VIP are the new holder's steps, their sum the takeover, " +
       "and of it the agent's own time (the takeover less the time its commands ran: what the agent adds to them); " +
-      "fault → VIP up; then, from the VIP up, the tickle ACKs to the clients the old server had (tickle.ts), the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
+      "fault → VIP up; then, from the VIP up, the tickle ACKs to the clients the old server had (tickle.ts), the client's last transport connect before its writes resumed (its mountstats' connect count), the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
       'the client stall is the gap in its acknowledgements that spans the move, and what the client adds is that stall less fault → VIP. ' +
       `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw; the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
     '',
-    '| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent\'s own | ÷ raw | fault → VIP | tickled (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent\'s own | ÷ raw | fault → VIP | tickled (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     `Acknowledged records: ${verify.ok ? 'all present' : '**NOT all present**'} — ${verify.detail}`,
@@ -1563,7 +1581,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
 
 /** Every acknowledged record is in the file on the shared disk, in order, with no gap before the last acked. */
 async function verifyRecords(): Promise<{ ok: boolean; detail: string }> {
-  await storage.run(['systemctl', 'stop', 'lab-writer']).catch(() => undefined);
+  await storage.run(['systemctl', 'stop', 'lab-writer', 'lab-xprt']).catch(() => undefined);
   const list = await acks();
   const lastAcked = list.at(-1)?.n ?? 0;
   const { holder } = await activeNode();
