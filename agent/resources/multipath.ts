@@ -11,6 +11,7 @@ import { basename, join, relative } from 'node:path';
 import { z } from 'zod';
 import { type Executor, failureText } from '../executor.ts';
 import { TIMEOUT } from './resource.ts';
+import { sysBlock } from './sysfs.ts';
 
 /** A device path that names a multipath map rather than a single disk. */
 export function isMultipathName(device: string): boolean {
@@ -49,8 +50,7 @@ export function sysfsPaths(root = '/'): PathFinder {
       }),
     );
     if (!/^dm-\d+$/.test(dm)) throw new Error(`${device} is not a device-mapper device (it is ${dm})`);
-    const block = join(root, 'sys/block');
-    const read = (path: string) => readFile(join(block, path), 'utf8').then((s) => s.trim(), () => '');
+    const { dir: block, read } = sysBlock(root);
     const uuid = await read(`${dm}/dm/uuid`);
     if (!uuid.startsWith('mpath-')) throw new Error(`${device} (${dm}) is not a dm-multipath map (device-mapper uuid "${uuid}")`);
     const slaves = (await readdir(join(block, dm, 'slaves'))).sort();

@@ -4,11 +4,11 @@
  * fencing, the new active takes ownership (`--systemid`, allowed to touch the old owner's VG
  * through extra_system_ids) and activates. Autoactivation must be off on both nodes.
  */
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { z } from 'zod';
 import { expectExit } from '../executor.ts';
 import { type MonitorResult, type Resource, type ResourceContext, ResourceError, TIMEOUT } from './resource.ts';
+import { sysBlock } from './sysfs.ts';
 
 /** A system ID as LVM prints it; it goes back into a command line, so it is checked first. */
 const SystemId = z.string().regex(/^[A-Za-z0-9_.+-]{1,128}$/, 'unexpected characters in an LVM system ID');
@@ -56,9 +56,8 @@ export type ActiveVolumes = () => Promise<string[]>;
  */
 export function sysfsActiveVolumes(root = '/'): ActiveVolumes {
   return async () => {
-    const block = join(root, 'sys/block');
-    const read = (path: string) => readFile(join(block, path), 'utf8').then((s) => s.trim(), () => '');
-    const dms = (await readdir(block)).filter((n) => /^dm-\d+$/.test(n));
+    const { dir, read } = sysBlock(root);
+    const dms = (await readdir(dir)).filter((n) => /^dm-\d+$/.test(n));
     const devices = await Promise.all(dms.map(async (dm) => ({ name: await read(`${dm}/dm/name`), uuid: await read(`${dm}/dm/uuid`) })));
     return devices.filter((d) => d.uuid.startsWith('LVM-')).map((d) => d.name);
   };

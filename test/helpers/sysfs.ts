@@ -37,7 +37,6 @@ export function hostFromListing(name: string, edit: (path: string, value: string
   return { root, device: `/dev/mapper/${mapName}` };
 }
 
-
 /**
  * Device-mapper devices in sysfs (/sys/block/dm-N/dm/{name,uuid}) under `root`, rebuilt from a
  * real `ls -l /dev/disk/by-id/` listing: udev names each dm device there by its dm name
