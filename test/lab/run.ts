@@ -1285,6 +1285,8 @@ async function main(): Promise<void> {
     const { holder, epoch } = await activeNode();
     const vm = vmByName(holder);
     const boots = await bootCount(vm);
+    const clocksource = (await vm.run(['cat', '/sys/devices/system/clocksource/clocksource0/current_clocksource'])).trim();
+    s.check(`${holder}'s clock runs on the TSC, which counts the time it is frozen`, clocksource === 'tsc', `current clocksource ${clocksource}`);
     const faultAt = Date.now();
     vm.freeze();
     s.failover = await awaitFailover(epoch, faultAt);

@@ -68,7 +68,13 @@ export class Vm {
     if (!existsSync(this.overlay)) {
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', join(this.o.imageDir, 'root.img'), this.overlay]);
     }
-    const append = ['root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=1', `nfsha.role=${this.o.name}`, `nfsha.addr=${this.o.address}`, `nfsha.addr2=${this.address2}`];
+    // tsc=reliable: under TCG the guest's TSC follows the host's clock, so a SIGSTOP of the VM
+    // shows in the guest as time passed, as on a real node (the freeze scenario's premise). The
+    // clocksource watchdog may otherwise mark the TSC unstable while the VM is starved and fall
+    // back to the emulated HPET, across which a SIGSTOP's time is lost (measured on this image:
+    // uptime +35 s across a 35 s SIGSTOP on tsc, +1.2 s across 30 s on hpet) — a paused clock,
+    // a different fault, tested by chance (stop 26's red CI).
+    const append = ['root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=1', 'tsc=reliable', `nfsha.role=${this.o.name}`, `nfsha.addr=${this.o.address}`, `nfsha.addr2=${this.address2}`];
     const args = [
       ...['-accel', 'tcg,tb-size=128', '-cpu', 'max', '-m', String(this.o.memoryMiB ?? 768), '-smp', '1'],
       ...['-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none'],
