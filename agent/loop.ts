@@ -31,7 +31,17 @@ import {
 import type { ReservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
 import { activeDeadline, maxWatchdogTimeoutMs } from '../shared/timing.ts';
-import { answerPromise, definiteAnswer, type GivenPromise, type PromiseAnswer, type PromiseRequest, restartPromise, vouching } from '../shared/failsafe.ts';
+import {
+  answerPromise,
+  definiteAnswer,
+  type GivenPromise,
+  type PromiseAnswer,
+  type PromiseAsk,
+  type PromiseRequest,
+  released,
+  restartPromise,
+  vouching,
+} from '../shared/failsafe.ts';
 import { type ControlPlane, ControlPlaneError } from './control-plane-client.ts';
 import type { EpochMemory } from './epoch-memory.ts';
 import type { AgentMetrics } from './metrics.ts';
@@ -58,7 +68,10 @@ export interface AgentDeps {
   /** The passive's view of its peer over the peer channel, and the holder's way to ask it for a failsafe promise. */
   peer: {
     reachable(): boolean | undefined;
-    status(): PeerView | null;
+    /** The peer's last status, while it answers; `released` as the peer's own status() says. */
+    status(): (PeerView & { released?: PromiseAsk | undefined }) | null;
+    /** The last promise request this process sent. */
+    asked(): PromiseAsk;
     /** The NFS clients the peer last served as the active ("address:port", checked when tickled). */
     clients(): readonly string[];
     check(): Promise<void>;
@@ -138,6 +151,8 @@ export class NodeAgent {
   #failsafeSince: number | null = null;
   /** The release the control plane said in its latest answer (null: none, or an older one that does not say). */
   #controlPlaneVersion: string | null = null;
+  /** The last promise request sent before this holder's latest committed renewal: it relies on none up to it. */
+  #released: PromiseAsk | null = null;
   /** When the first promise since the last committed renewal was asked for. */
   #vouchedSince: number | null = null;
   #lastRefusal = '';
@@ -190,6 +205,7 @@ export class NodeAgent {
       epoch: this.#role === 'passive' ? 0 : this.d.fencing.epoch,
       leaseRemainingMs: this.#deadline === null ? null : Math.round(this.#deadline - now),
       ...(this.#failsafeSince !== null && { failsafe: { vouchedBy: this.#peerId, forMs: Math.round(now - this.#failsafeSince) } }),
+      ...(this.#role !== 'passive' && this.#released && { released: this.#released }),
       ...(promised && { vouching: promised }),
       ...(this.#role === 'active' && this.d.clients && { clients: this.#clients }),
     };
@@ -244,6 +260,7 @@ export class NodeAgent {
     if (this.#heartbeatInFlight) return;
     this.#heartbeatInFlight = true;
     const sentAt = this.d.now();
+    const asked = this.d.peer?.asked();
     const holding = this.#role !== 'passive';
     let renewed = false;
     let answered = false;
@@ -280,6 +297,7 @@ export class NodeAgent {
         const timing = { ...this.d.spec.timing, leaseTtlMs: Math.min(this.d.spec.timing.leaseTtlMs, r.lease.ttlMs) };
         this.#setDeadline(activeDeadline(sentAt, timing));
         renewed = holding;
+        if (holding && asked && asked.seq > 0) this.#released = asked;
         if (holding) await this.d.selfFence.pet();
         if (holding && this.#failsafeSince !== null) {
           const failsafeMs = Math.round(sentAt - this.#failsafeSince);
@@ -433,6 +451,13 @@ export class NodeAgent {
   async tick(): Promise<CycleAction | null> {
     if (this.#role === 'passive') {
       await this.d.peer?.check();
+      if (released(this.#promise, this.d.peer?.status()?.released)) {
+        this.d.log.info(
+          { peer: this.#peerId, epoch: this.#promise!.epoch },
+          `${this.#peerId} renewed its lease since it asked this node to vouch: the promise ends now (failsafe)`,
+        );
+        this.#promise = null;
+      }
       // While it vouches, the arbiter hears of it at every interval: status shows the failsafe at once.
       const interval = vouching(this.#promise, this.d.now())?.epoch
         ? this.d.spec.timing.renewIntervalMs

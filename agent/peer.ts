@@ -15,7 +15,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
-import type { PromiseAnswer, PromiseRequest } from '../shared/failsafe.ts';
+import type { PromiseAnswer, PromiseAsk, PromiseRequest } from '../shared/failsafe.ts';
 import { NODE_ROLES } from '../shared/node-role.ts';
 import { request } from './http.ts';
 import { MAX_CLIENT_CONNECTIONS } from './tickle.ts';
@@ -28,6 +28,12 @@ export const PeerStatusSchema = z.object({
   leaseRemainingMs: z.number().nullable(),
   /** Serving on its peer's promise, the arbiter unreachable: since how long, on its clock. */
   failsafe: z.object({ vouchedBy: z.string(), forMs: z.number() }).optional(),
+  /**
+   * A holder's last committed renewal: the last promise request it had sent by then (its agent
+   * process and sequence number). It relies on no promise asked for up to it; the peer may drop
+   * one that no later request extended (shared/failsafe.ts, released).
+   */
+  released: z.object({ instance: z.string().regex(/^[0-9a-f]{16}$/), seq: z.number().int().nonnegative() }).optional(),
   /** A promise it gave its peer that still runs. */
   vouching: z.object({ for: z.string(), epoch: z.number().int(), remainingMs: z.number() }).optional(),
   /**
@@ -129,7 +135,8 @@ export function startPeerServer(options: {
       lastSeq.delete(parsed.instance);
       lastSeq.set(parsed.instance, parsed.seq);
       if (lastSeq.size > REMEMBERED_INSTANCES) lastSeq.delete(lastSeq.keys().next().value!);
-      signed(options.promise ? options.promise({ node: parsed.node, epoch: parsed.epoch }) : { accepted: false, reason: 'this agent gives no promises' }, key);
+      const request = { node: parsed.node, epoch: parsed.epoch, asked: { instance: parsed.instance, seq: parsed.seq } };
+      signed(options.promise ? options.promise(request) : { accepted: false, reason: 'this agent gives no promises' }, key);
     });
   });
   return new Promise((ok, fail) => {
@@ -224,6 +231,11 @@ export class PeerWatch {
   reachable(): boolean | undefined {
     if (this.#checks === 0) return undefined;
     return this.#lastSuccess !== null && this.now() - this.#lastSuccess <= this.silenceMs;
+  }
+
+  /** The last promise request this process sent (seq 0: none yet). */
+  asked(): PromiseAsk {
+    return { instance: this.#instance, seq: this.#seq };
   }
 
   /** Asks the peer for a failsafe promise for `node` serving under `epoch`; throws when it does not answer. */

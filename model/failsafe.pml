@@ -17,7 +17,8 @@
  * Planted bugs, one at a time with -D: BUG_FORGET_PROMISE (a restarted agent does not keep out
  * of the lease for a promise window), BUG_EXTEND_PAST_PROMISE (the active counts its extension
  * from the answer's arrival, not from the request's sending), BUG_GRANT_VOUCHING (the arbiter
- * grants a node that says it vouches).
+ * grants a node that says it vouches), BUG_RELEASE_LATER_PROMISE (a release also drops a promise that a
+request sent after it extended).
  */
 
 #define WIN_MIN 2   /* the holder's window, leaseTtl(1-d) - margin on its clock: shortest real time */
@@ -52,6 +53,11 @@ bool peerUp = true;
 /* The peer channel: a request and an answer in flight; a newer one replaces an older one (lost). */
 bool reqPending;  byte reqFrom; byte reqEpoch; byte reqAge;
 bool ansPending;  byte ansTo;   byte ansEpoch; byte ansAge;   /* ansAge: since the request was sent */
+/* A release in flight: after a committed renewal the holder relies on no promise asked for
+   before it, and says so (its status names the last request it covers); the peer drops a promise
+   no later request extended. reqOld: the request in flight was sent before the latest release;
+   promFresh[i]: a request sent after the latest release extended node i's promise. */
+bool relPending;  byte relFrom;  bool reqOld;  bool promFresh[2];
 /* The arbiter's answer granting node i the lease, in flight; grantAge: since the heartbeat was sent. */
 bool grantPending[2]; byte grantEpoch[2]; byte grantAge[2];
 
@@ -97,13 +103,15 @@ proctype Node(byte i) {
        :: holder == i && epoch == nodeEpoch[i] ->
             quiet = 0;
             select(w : WIN_MIN .. WIN_MAX);
-            if :: w > deadline[i] -> deadline[i] = w :: else -> skip fi
+            if :: w > deadline[i] -> deadline[i] = w :: else -> skip fi;
+            /* (with no promise running and no request in flight, a release would change nothing) */
+            if :: promise[j] > 0 || reqPending -> relPending = true; relFrom = i; reqOld = reqPending; promFresh[j] = false :: else -> skip fi
        :: else -> role[i] = PASSIVE
        fi
      }
 
   /* The active asks its peer to vouch when its renewal gets no answer. */
-  :: atomic { serving(i) && !cpUp[i] && peerUp && !reqPending -> reqPending = true; reqFrom = i; reqEpoch = nodeEpoch[i]; reqAge = 0 }
+  :: atomic { serving(i) && !cpUp[i] && peerUp && !reqPending -> reqPending = true; reqFrom = i; reqEpoch = nodeEpoch[i]; reqAge = 0; reqOld = false }
 
   /* The answer arrives: the deadline extends from the moment the request was sent. */
   :: atomic {
@@ -131,9 +139,21 @@ proctype Node(byte i) {
        :: role[i] == PASSIVE && reqEpoch >= seen[i] ->
             select(w : PROM_MIN .. PROM_MAX);
             if :: w > promise[i] -> promise[i] = w :: else -> skip fi;
+            if :: !reqOld -> promFresh[i] = true :: else -> skip fi;
             ansPending = true; ansTo = j; ansEpoch = reqEpoch; ansAge = reqAge
        :: else -> skip
        fi
+     }
+
+  /* The release reaches the peer: it drops its promise unless a later request extended it. */
+  :: atomic {
+       alive[i] && relPending && relFrom == j && peerUp ->
+       relPending = false;
+#ifdef BUG_RELEASE_LATER_PROMISE
+       promise[i] = 0
+#else
+       if :: !promFresh[i] -> promise[i] = 0 :: else -> skip fi
+#endif
      }
 
   /* The passive's heartbeat, with the arbiter's decision. It says whether it vouches; the
@@ -170,7 +190,7 @@ proctype Env() {
   :: atomic { !faultsOver && faults < FAULTS -> faults++; cpUp[0] = !cpUp[0] }
   :: atomic { !faultsOver && faults < FAULTS -> faults++; cpUp[1] = !cpUp[1] }
   :: atomic { !faultsOver && faults < FAULTS -> faults++; peerUp = !peerUp }
-  :: atomic { !faultsOver && faults < FAULTS && (reqPending || ansPending) -> faults++; reqPending = false; ansPending = false }
+  :: atomic { !faultsOver && faults < FAULTS && (reqPending || ansPending || relPending) -> faults++; reqPending = false; ansPending = false; relPending = false }
   /* Node 0 loses power for good: what it ran, and what it promised, end with it. */
   :: atomic {
        !faultsOver && faults < FAULTS && !crashed0 ->
@@ -184,8 +204,8 @@ proctype Env() {
 #ifdef BUG_FORGET_PROMISE
        promise[1] = 0
 #else
-       select(p : PROM_MIN .. PROM_MAX);   /* keeps out for one promise window */
-       promise[1] = p
+       select(p : PROM_MIN .. PROM_MAX);   /* keeps out for one promise window (a later release may end it: a harder test than the code, which never releases it) */
+       promise[1] = p; promFresh[1] = true
 #endif
      }
   /* The world heals: both paths to the arbiter and the peer channel up, no more faults. */

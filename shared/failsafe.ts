@@ -13,12 +13,24 @@
  */
 import type { CycleSnapshot, NodeRole } from './node-role.ts';
 
+/**
+ * Which request asked for a promise: the asking agent process (a random instance id) and its
+ * request's sequence number. A holder that names one in its status as released relies on no
+ * promise asked for by that request or an earlier one of the same process (see released()).
+ */
+export interface PromiseAsk {
+  instance: string;
+  seq: number;
+}
+
 /** A promise this node gave its peer, on this node's monotonic clock. */
 export interface GivenPromise {
   to: string;
   /** The epoch the peer serves under (0: this node restarted and may have promised before). */
   epoch: number;
   until: number;
+  /** The request that last extended it (absent: the promise a restarted node assumes it gave). */
+  asked?: PromiseAsk;
 }
 
 export interface PromiseRequest {
@@ -26,6 +38,8 @@ export interface PromiseRequest {
   node: string;
   /** The epoch it serves under. */
   epoch: number;
+  /** Which request this is (absent: not known, and the promise cannot be released early). */
+  asked?: PromiseAsk;
 }
 
 export type PromiseAnswer = { accepted: true; ttlMs: number } | { accepted: false; reason: string };
@@ -64,7 +78,23 @@ export function answerPromise(v: PromiserView, req: PromiseRequest): { accept: t
     return refuse(`epoch ${req.epoch} is not current: this node knows of epoch ${Math.max(v.memory.seen, v.memory.acted)}`);
   }
   const until = Math.max(v.current?.until ?? Number.NEGATIVE_INFINITY, v.now + v.promiseMs);
-  return { accept: true, promise: { to: req.node, epoch: req.epoch, until } };
+  return { accept: true, promise: { to: req.node, epoch: req.epoch, until, ...(req.asked && { asked: req.asked }) } };
+}
+
+/**
+ * Whether the peer has released the promise `p`. A holder's renewal that the arbiter committed
+ * extends its deadline past every promise it asked for before sending it (the same window, from
+ * a later moment, on the same clock), and the arbiter's lease then covers that deadline. So the
+ * holder relies on none of those promises any more, and says so in its status: `released` names
+ * the last request it had sent. Keeping such a promise to its end would only delay a takeover
+ * (the passive neither reports the holder silent nor takes a grant while it runs) if the holder
+ * dies just after. Released only if no later request of that process extended it: the status
+ * may be older than a request that crossed it. The promise a restarted node assumes (no
+ * request known) is not released unless a request extended it since; the release then covers
+ * it too, as the holder's committed renewal covers whatever its node relied on before it.
+ */
+export function released(p: GivenPromise | null, by: PromiseAsk | undefined): boolean {
+  return p !== null && by !== undefined && p.asked !== undefined && p.asked.instance === by.instance && p.asked.seq <= by.seq;
 }
 
 /**

@@ -9,12 +9,15 @@ import type { NodeResources, Reservation } from '../../agent/resources/index.ts'
 import type { FencingState, MonitorResult, Resource, ResourceContext, ResourceName } from '../../agent/resources/resource.ts';
 import type { SelfFence } from '../../agent/self-fence.ts';
 import type { ClientTickler } from '../../agent/tickle.ts';
-import type { PromiseAnswer } from '../../shared/failsafe.ts';
+import type { PromiseAnswer, PromiseAsk } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import type { ReservationKey } from '../../shared/reservation-key.ts';
 import { ClusterSpecSchema } from '../../shared/spec.ts';
 import { silentLog, exampleSpec } from './control-plane.ts';
 import { ScriptedExecutor } from './fixtures.ts';
+
+/** The agent process id a test agent numbers its promise requests under. */
+export const TEST_INSTANCE = '0123456789abcdef';
 
 export async function resourceContext(node: 'node-a' | 'node-b' = 'node-a', fencing: FencingState = { epoch: 1, confirmedEpoch: 1 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec());
@@ -94,7 +97,7 @@ export async function testAgent(options: {
   now: () => number;
   clusterId?: string;
   peerReachable?: () => boolean | undefined;
-  peerStatus?: () => PeerView | null;
+  peerStatus?: () => (PeerView & { released?: PromiseAsk }) | null;
   /** The NFS clients the peer last served as the active (default: none). */
   peerClients?: () => string[];
   /** Reads and tickles client connections (default: none). */
@@ -118,6 +121,9 @@ export async function testAgent(options: {
   /** When the watchdog was petted, on the agent's clock. */
   const pets = { at: [] as number[] };
   const metrics = new AgentMetrics(() => agent.status());
+  /** The promise requests this agent sent, numbered as the peer channel would. */
+  let asked = 0;
+  const peerPromise = options.peerPromise ?? (async () => Promise.reject(new Error('peer unreachable')));
   const agent = new NodeAgent({
     spec,
     nodeId: options.nodeId,
@@ -132,7 +138,11 @@ export async function testAgent(options: {
           status: () => options.peerStatus?.() ?? null,
           clients: () => options.peerClients?.() ?? [],
           check: async () => {},
-          promise: options.peerPromise ?? (async () => Promise.reject(new Error('peer unreachable'))),
+          asked: () => ({ instance: TEST_INSTANCE, seq: asked }),
+          promise: (node: string, epoch: number) => {
+            asked += 1;
+            return peerPromise(node, epoch);
+          },
         }
       : null,
     now: options.now,

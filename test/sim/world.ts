@@ -14,8 +14,8 @@ import type { SelfFence } from '../../agent/self-fence.ts';
 import { createApp } from '../../control-plane/app.ts';
 import { Credentials } from '../../control-plane/auth.ts';
 import { StoreUnavailableError } from '../../control-plane/store/store.ts';
-import type { PromiseAnswer } from '../../shared/failsafe.ts';
-import type { PeerView } from '../../shared/node-role.ts';
+import type { PeerStatus } from '../../agent/peer.ts';
+import type { PromiseAnswer, PromiseAsk } from '../../shared/failsafe.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../../shared/spec.ts';
 import { maxWatchdogTimeoutMs, minSafetyMarginMs, type TimingInput } from '../../shared/timing.ts';
 import { exampleSpec, silentLog } from '../helpers/control-plane.ts';
@@ -387,9 +387,15 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
 
   class SimPeer {
     lastSuccess: number | null = null;
-    lastStatus: PeerView | null = null;
+    lastStatus: PeerStatus | null = null;
     checks = 0;
+    /** This agent process's promise requests, as the peer channel numbers them. */
+    readonly #instance = rng.int(0, 0xffffffff).toString(16).padStart(16, '0');
+    #seq = 0;
     constructor(private readonly self: SimNode) {}
+    asked(): PromiseAsk {
+      return { instance: this.#instance, seq: this.#seq };
+    }
     /** The simulator has no NFS clients' TCP connections to tickle. */
     clients() {
       return [];
@@ -413,6 +419,8 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
       if (bugs.has('never-asks')) return Promise.reject(new Error('not sent'));
       const self = this.self;
       const incarnation = self.incarnation;
+      this.#seq += 1;
+      const asked = this.asked();
       return new Promise((resolve, reject) => {
         let done = false;
         const finish = (fn: () => void) => onNode(self, () => !done && self.incarnation === incarnation && ((done = true), fn()));
@@ -427,7 +435,7 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         sched.after(delay(), () =>
           onNode(p, () => {
             if (!p.host.powered || !p.agent) return;
-            const answer = p.agent.answerPromise({ node, epoch });
+            const answer = p.agent.answerPromise({ node, epoch, asked });
             if (!up(p.id, self.id) || rng.chance(0.01)) return;
             sched.after(delay(), () =>
               finish(() => {

@@ -4,12 +4,12 @@ import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
 import { type Directive, type FencingReport, type Heartbeat, HeartbeatSchema, type PhaseReport, PhaseReportSchema, type Release } from '../../shared/lease.ts';
 import { VERSION } from '../../shared/version.ts';
-import type { PromiseAnswer } from '../../shared/failsafe.ts';
+import type { PromiseAnswer, PromiseAsk } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { activeDeadline } from '../../shared/timing.ts';
 import { type Logger, pino } from 'pino';
 import { ControlPlaneError } from '../../agent/control-plane-client.ts';
-import { testAgent } from '../helpers/agent.ts';
+import { TEST_INSTANCE, testAgent } from '../helpers/agent.ts';
 import { SafetyInDoubt } from '../../agent/resources/resource.ts';
 import { sample } from '../helpers/prometheus.ts';
 import { RememberedEpochs } from '../helpers/epochs.ts';
@@ -623,8 +623,12 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
   const timing = { leaseTtlMs: 3000, maxDriftRatio: 0.01, safetyMarginMs: 250 };
   const windowMs = timing.leaseTtlMs * (1 - timing.maxDriftRatio) - timing.safetyMarginMs;
 
+  /** What node-b's peer channel last heard from node-a. */
+  let peerView: PeerView & { released?: PromiseAsk } = { role: 'passive', leaseRemainingMs: null };
+
   /** node-b with a peer channel; `promise` answers node-b's requests to node-a. */
   async function withPeer(promise: (node: string, epoch: number) => Promise<PromiseAnswer>, log?: Logger) {
+    peerView = { role: 'passive', leaseRemainingMs: null };
     const cp = new FakeControlPlane();
     const asked: number[] = [];
     /** Timers the test fires by hand. */
@@ -639,7 +643,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
       journal,
       now: () => now,
       peerReachable: () => true,
-      peerStatus: () => ({ role: 'passive', leaseRemainingMs: null }),
+      peerStatus: () => peerView,
       peerPromise: async (node, epoch) => {
         asked.push(now);
         return promise(node, epoch);
@@ -686,6 +690,24 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     await t.step();
     assert.equal(t.cp.sent.at(-1)?.failsafe, undefined, 'failsafe over');
     assert.ok(lines.some((l) => /renewals resume under epoch 2 after/.test(l.msg)));
+  });
+
+  it('after a committed renewal its status releases the promises it asked for before it', async () => {
+    const t = await withPeer(async () => ({ accepted: true, ttlMs: 3000 }));
+    await activeUnderEpoch2(t);
+    assert.equal(t.agent.status().released, undefined, 'no promise asked for yet: nothing to release');
+    t.cp.answers = [new Error('no answer within 800 ms')];
+    now += 500;
+    await t.step();
+    now += 500;
+    await t.step();
+    assert.equal(t.asked.length, 2);
+    assert.equal(t.agent.status().released, undefined, 'serving on the promises: none released');
+    t.cp.answers = [stayActive(2)];
+    now += 500;
+    await t.step();
+    assert.deepEqual(t.agent.status().released, { instance: TEST_INSTANCE, seq: 2 }, 'renewed after sending request 2');
+    assert.equal(t.agent.deadline, now + windowMs, 'the renewal, sent after both requests, sets a deadline past theirs');
   });
 
   it('the watchdog is petted while the deadline is at least its longest timeout away — a renewal that times out starves nothing the deadline covers', async () => {
@@ -755,6 +777,33 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     assert.ok(!journal.some((j) => j.startsWith('fence')));
     now = promisedAt + 3_000;
     assert.equal((await t.step())?.action, 'fence', 'the promise has run out');
+  });
+
+  it('the passive ends its promise when the holder releases it, unless a later request extended it', async () => {
+    const { lines, log } = capturedLog();
+    const t = await withPeer(async () => ({ accepted: false, reason: 'unused' }), log);
+    now += 3_001;
+    t.cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
+    await t.step();
+    const request = (seq: number) => ({ node: 'node-a', epoch: 1, asked: { instance: 'aaaaaaaaaaaaaaaa', seq } });
+    assert.deepEqual(t.agent.answerPromise(request(1)), { accepted: true, ttlMs: 3000 });
+    assert.deepEqual(t.agent.answerPromise(request(2)), { accepted: true, ttlMs: 3000 });
+    const active = { role: 'active' as const, leaseRemainingMs: 2_700 };
+    peerView = { ...active, released: { instance: 'aaaaaaaaaaaaaaaa', seq: 1 } };
+    now += 500;
+    await t.step();
+    assert.deepEqual(t.cp.sent.at(-1)?.vouching, { for: 'node-a', epoch: 1, remainingMs: 2500 }, 'request 2 came after the release of 1');
+    peerView = { ...active, released: { instance: 'bbbbbbbbbbbbbbbb', seq: 5 } };
+    now += 500;
+    await t.step();
+    assert.ok(t.cp.sent.at(-1)?.vouching, 'another process of node-a releases nothing of this one');
+    // Released, and then the peer renews late: the passive polls at full rate again.
+    peerView = { ...active, leaseRemainingMs: 500, released: { instance: 'aaaaaaaaaaaaaaaa', seq: 2 } };
+    now += 500;
+    t.cp.answers = [granted(2)];
+    assert.equal((await t.step())?.action, 'fence', 'released: the passive reports its peer again and acts on a grant');
+    assert.equal(t.cp.sent.at(-1)?.vouching, undefined);
+    assert.ok(lines.some((l) => /node-a renewed its lease since it asked this node to vouch: the promise ends now/.test(l.msg)));
   });
 
   it('a restarted agent keeps out of the lease for one promise window, unless it found resources running', async () => {

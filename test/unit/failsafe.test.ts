@@ -1,7 +1,7 @@
 /** The failsafe's pure rules (shared/failsafe.ts): who may promise, for how long, and which answers are final. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { answerPromise, definiteAnswer, type PromiserView, restartPromise, vouching } from '../../shared/failsafe.ts';
+import { answerPromise, definiteAnswer, type PromiserView, released, restartPromise, vouching } from '../../shared/failsafe.ts';
 
 const idle: PromiserView = {
   enabled: true,
@@ -49,6 +49,26 @@ describe('failsafe: the promise', () => {
       assert.ok(!r.accept, `expected a refusal for ${JSON.stringify(view)}`);
       assert.match(r.reason, reason);
     }
+  });
+
+  it('released by the holder: only a promise no later request of the same process extended', () => {
+    const asked = (instance: string, seq: number) => ({ instance, seq });
+    const given = (seq: number) => {
+      const r = answerPromise(idle, { ...ask, asked: asked('aaaaaaaaaaaaaaaa', seq) });
+      assert.ok(r.accept);
+      return r.promise;
+    };
+    assert.deepEqual(given(4).asked, asked('aaaaaaaaaaaaaaaa', 4), 'the promise records the request that extended it');
+    assert.equal(released(given(4), asked('aaaaaaaaaaaaaaaa', 4)), true, 'the holder renewed after sending request 4');
+    assert.equal(released(given(4), asked('aaaaaaaaaaaaaaaa', 7)), true);
+    assert.equal(released(given(5), asked('aaaaaaaaaaaaaaaa', 4)), false, 'request 5 crossed the status that released 4');
+    assert.equal(released(given(4), asked('bbbbbbbbbbbbbbbb', 9)), false, 'another agent process does not release this one');
+    assert.equal(released(given(4), undefined), false, 'a status that releases nothing');
+    assert.equal(released(restartPromise('node-a', 500, 3_000), asked('aaaaaaaaaaaaaaaa', 9)), false, 'the restart window: whom it promised is not known');
+    assert.equal(released(null, asked('aaaaaaaaaaaaaaaa', 9)), false);
+    // A request extends the restart window's promise: the release covers it, with the request.
+    const after = answerPromise({ ...idle, current: restartPromise('node-a', 9_000, 3_000) }, { ...ask, asked: asked('aaaaaaaaaaaaaaaa', 2) });
+    assert.ok(after.accept && released(after.promise, asked('aaaaaaaaaaaaaaaa', 2)));
   });
 
   it('what the heartbeat reports: the promise while it runs, the restart window as epoch 0', () => {

@@ -132,7 +132,7 @@ describe('peer channel: failsafe promises', () => {
     const url = await promiser({ token: OLD }, seen);
     const req = { node: 'node-a', epoch: 7, instance: '0123456789abcdef', seq: 1 };
     assert.deepEqual(await requestPromise(url, { token: OLD }, 2000, req), { accepted: true, ttlMs: 3000 });
-    assert.deepEqual(seen, [{ node: 'node-a', epoch: 7 }]);
+    assert.deepEqual(seen, [{ node: 'node-a', epoch: 7, asked: { instance: '0123456789abcdef', seq: 1 } }], 'the promiser learns which request it answers (a release names it)');
     // The same request again (a replay by someone on the network): refused, the passive promises nothing more.
     const again = await requestPromise(url, { token: OLD }, 2000, req);
     assert.equal(again.accepted, false);
