@@ -7,12 +7,14 @@
  *   and holding the reservation, the VG owned by the peer's LVM system ID, named here after
  *   the peer's node id).
  * - stop: this node holds everything and stops it.
+ * In both, its agent has run since the node booted: what prepare() readies is in place (the NFS
+ * server's settings and drop-in), as on a node whose takeover or stop this shows.
  * This is a model for display, used by nothing else.
  */
 import { reservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
 import type { CommandResult, Responder } from './executor.ts';
-import { NFS_STATE_DIRS } from './resources/nfs-server.ts';
+import { NFS_CONF, NFS_STATE_DIRS, nfsConf, SCOPE_DROPIN, scopeDropIn } from './resources/nfs-server.ts';
 
 type Answer = Partial<Pick<CommandResult, 'exitCode' | 'stdout' | 'stderr'>>;
 
@@ -28,6 +30,10 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
   let vip = holding;
   const { volumeGroup: vg, logicalVolume: lv, filesystem } = spec.storage;
 
+  const prepared = new Map([
+    [NFS_CONF, nfsConf(spec)],
+    [SCOPE_DROPIN, scopeDropIn(spec.nfs.serverScope)],
+  ]);
   const table = () =>
     spec.nfs.exports.flatMap((e) => e.clients.map((c) => `${e.path}\n\t\t${c.host}(${[...c.options, `fsid=${e.fsid}`].join(',')})`)).join('\n');
 
@@ -99,6 +105,10 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
               ]),
             }
           : {};
+      case 'cat': {
+        const text = args.length === 1 ? prepared.get(args[0]!) : undefined;
+        return text === undefined ? { exitCode: 1, stderr: `cat: ${line}: No such file or directory\n` } : { stdout: text };
+      }
       case 'arping':
         // -0: nobody answers for the VIP; -U: nobody replies to a gratuitous ARP.
         return { exitCode: 1 };

@@ -30,7 +30,7 @@ import { NodeAgent } from './loop.ts';
 import { AgentMetrics } from './metrics.ts';
 import { outsideAllowed } from './allowed.ts';
 import { fetchPeerStatus, type PeerKeys, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
-import { nodeResources } from './resources/index.ts';
+import { nodeResources, prepareResources } from './resources/index.ts';
 import type { FencingState, MonitorResult } from './resources/resource.ts';
 import { RebootSelfFence, WatchdogSelfFence, watchdogTimeoutSeconds } from './self-fence.ts';
 
@@ -306,6 +306,8 @@ async function run(options: { config: string }) {
   log.info({ cluster: spec.id, node: node.id, peer: peer.id, specVersion }, `nfs-ha-agent running for ${node.id} of ${spec.id} (spec version ${specVersion})`);
   await agent.recover();
   agent.run();
+  // Best effort, beside the loop: a start does it again if this failed.
+  prepareResources(resources).catch((err: Error) => log.warn({ err: err.message }, `resources not prepared ahead of a takeover: ${err.message}`));
   async function shutdown(signal: string) {
     log.info({ signal }, 'stopping');
     agent.stop();

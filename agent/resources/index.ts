@@ -23,3 +23,8 @@ export function nodeResources(ctx: ResourceContext): NodeResources {
     ordered: [reservation, new VolumeGroup(ctx), new Filesystem(ctx), new NfsServer(ctx), new Exports(ctx), new FloatingIp(ctx)],
   };
 }
+
+/** Each resource's prepare(), one after another (they are few and short); the first failure throws. */
+export async function prepareResources(resources: NodeResources): Promise<void> {
+  for (const r of resources.ordered) await r.prepare?.();
+}

@@ -22,6 +22,12 @@ export interface Resource {
   stop(): Promise<void>;
   monitor(): Promise<MonitorResult>;
   /**
+   * Readies, ahead of any takeover, what its start would otherwise do on the critical path and
+   * needs no shared state (a unit's drop-in and systemd's reload of it). Starts nothing. The agent
+   * runs it once when it starts, whatever its role; start() does it again where it must.
+   */
+  prepare?(): Promise<void>;
+  /**
    * Its monitor queries the SAN (SCSI reservations, a command per path): the most costly
    * commands of a pass, for state that changes only by fencing (which the key check of every
    * pass catches) or by hand. The agent runs these monitors at their own, slower cadence.

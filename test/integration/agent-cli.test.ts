@@ -42,6 +42,7 @@ describe('nfs-ha-agent bundle', () => {
     assert.ok(at('vgchange -ay vg_nfs') < at('mount -t ext4'));
     assert.ok(at('systemctl start nfs-server') < at('exportfs -o'));
     assert.ok(at('arping -0') < at('ip addr add 10.88.0.100/24 dev eth0'), 'probes for a duplicate before adding the VIP');
+    assert.ok(at('cat /run/systemd/system/nfs-server.service.d/') > 0 && at('daemon-reload') === -1, 'the drop-in prepared at the agent\'s start: checked, no reload');
   });
 
   it('stop --dry-run: the reverse order, keeping the reservation', async () => {

@@ -249,6 +249,27 @@ describe('nfs-server resource', () => {
     assert.ok(!exec.lines().some((l) => l.startsWith('tee ') || l === 'systemctl daemon-reload'));
   });
 
+  it('prepare writes the settings and the drop-in ahead, reloading systemd, and starts or binds nothing — exact argv', async () => {
+    const { ctx, exec, spec } = await resourceContext();
+    exec.on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' });
+    await new NfsServer(ctx).prepare();
+    assert.deepEqual(exec.lines(), [
+      `cat ${NFS_CONF}`,
+      'mkdir -p /etc/nfs.conf.d',
+      `tee ${NFS_CONF}`,
+      `cat ${SCOPE_DROPIN}`,
+      'mkdir -p /run/systemd/system/nfs-server.service.d',
+      `tee ${SCOPE_DROPIN}`,
+      'systemctl daemon-reload',
+    ]);
+    const again = await resourceContext();
+    again.exec
+      .on(`cat ${NFS_CONF}`, { exitCode: 0, stdout: nfsConf(spec), stderr: '' })
+      .on(`cat ${SCOPE_DROPIN}`, { exitCode: 0, stdout: scopeDropIn(spec.nfs.serverScope), stderr: '' });
+    await new NfsServer(again.ctx).prepare();
+    assert.deepEqual(again.exec.lines(), [`cat ${NFS_CONF}`, `cat ${SCOPE_DROPIN}`], 'in place already: read, not rewritten');
+  });
+
   it('stop ends what holds the bound directories open before unbinding them — exact argv', async () => {
     const { ctx, exec } = await resourceContext();
     exec
