@@ -207,6 +207,17 @@ const NFSD_SERVING = { exitCode: 0, stdout: '8\nY\n', stderr: '' };
 const LIST_MOUNTS = 'findmnt -rn -o TARGET';
 const mountPoints = (...extra: string[]) => ({ exitCode: 0, stdout: ['/', '/run', '/var/lib/nfs/rpc_pipefs', '/srv/nfs', ...extra].join('\n') + '\n', stderr: '' });
 
+/** nfsd's settings and the scope drop-in written where absent, and systemd reloaded (start, or prepare ahead of it). */
+const CONFIGURE_NFSD = [
+  `cat ${NFS_CONF}`,
+  'mkdir -p /etc/nfs.conf.d',
+  `tee ${NFS_CONF}`,
+  `cat ${SCOPE_DROPIN}`,
+  'mkdir -p /run/systemd/system/nfs-server.service.d',
+  `tee ${SCOPE_DROPIN}`,
+  'systemctl daemon-reload',
+];
+
 describe('nfs-server resource', () => {
   it('binds the reclaim state, writes the settings and the scope drop-in, starts nfsd, notifies v3 clients — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext();
@@ -219,13 +230,7 @@ describe('nfs-server resource', () => {
       `mkdir -p ${dirs.map((d) => `${state}/${d} /var/lib/nfs/${d}`).join(' ')}`,
       LIST_MOUNTS,
       ...['nfsdcld', 'v4recovery', 'sm.bak'].map((d) => `mount --bind ${state}/${d} /var/lib/nfs/${d}`),
-      `cat ${NFS_CONF}`,
-      'mkdir -p /etc/nfs.conf.d',
-      `tee ${NFS_CONF}`,
-      `cat ${SCOPE_DROPIN}`,
-      'mkdir -p /run/systemd/system/nfs-server.service.d',
-      `tee ${SCOPE_DROPIN}`,
-      'systemctl daemon-reload',
+      ...CONFIGURE_NFSD,
       'systemctl start nfs-server',
       'systemd-run --collect --unit nfs-ha-sm-notify sm-notify -d -f -v 10.88.0.100',
     ]);
@@ -253,15 +258,7 @@ describe('nfs-server resource', () => {
     const { ctx, exec, spec } = await resourceContext();
     exec.on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' });
     await new NfsServer(ctx).prepare();
-    assert.deepEqual(exec.lines(), [
-      `cat ${NFS_CONF}`,
-      'mkdir -p /etc/nfs.conf.d',
-      `tee ${NFS_CONF}`,
-      `cat ${SCOPE_DROPIN}`,
-      'mkdir -p /run/systemd/system/nfs-server.service.d',
-      `tee ${SCOPE_DROPIN}`,
-      'systemctl daemon-reload',
-    ]);
+    assert.deepEqual(exec.lines(), CONFIGURE_NFSD);
     const again = await resourceContext();
     again.exec
       .on(`cat ${NFS_CONF}`, { exitCode: 0, stdout: nfsConf(spec), stderr: '' })
