@@ -70,8 +70,10 @@ export interface AgentDeps {
     reachable(): boolean | undefined;
     /** The peer's last status, while it answers; `released` as the peer's own status() says. */
     status(): (PeerView & { released?: PromiseAsk | undefined }) | null;
-    /** The last promise request this process sent. */
+    /** The last promise request (or release) this process sent. */
     asked(): PromiseAsk;
+    /** Tells the peer this node relies on none of the promises it asked for up to `through`; throws when it does not answer. */
+    release(node: string, through: PromiseAsk, timeoutMs: number): Promise<boolean>;
     /** The NFS clients the peer last served as the active ("address:port", checked when tickled). */
     clients(): readonly string[];
     check(): Promise<void>;
@@ -153,6 +155,8 @@ export class NodeAgent {
   #controlPlaneVersion: string | null = null;
   /** The last promise request sent before this holder's latest committed renewal: it relies on none up to it. */
   #released: PromiseAsk | null = null;
+  /** A promise was asked for since the last committed renewal: the next one tells the peer it is released. */
+  #promisesAsked = false;
   /** When the first promise since the last committed renewal was asked for. */
   #vouchedSince: number | null = null;
   #lastRefusal = '';
@@ -209,6 +213,20 @@ export class NodeAgent {
       ...(promised && { vouching: promised }),
       ...(this.#role === 'active' && this.d.clients && { clients: this.#clients }),
     };
+  }
+
+  /**
+   * The peer relies on none of the promises it asked for up to `through` (its status says so, or
+   * its release, sent when its renewal landed): a promise no later request extended ends now.
+   */
+  releasePromise(node: string, through: PromiseAsk | undefined): boolean {
+    if (node !== this.#peerId || !released(this.#promise, through)) return false;
+    this.d.log.info(
+      { peer: node, epoch: this.#promise!.epoch },
+      `${node} renewed its lease since it asked this node to vouch: the promise ends now (failsafe)`,
+    );
+    this.#promise = null;
+    return true;
   }
 
   /**
@@ -298,6 +316,12 @@ export class NodeAgent {
         this.#setDeadline(activeDeadline(sentAt, timing));
         renewed = holding;
         if (holding && asked && asked.seq > 0) this.#released = asked;
+        if (holding && asked && this.#promisesAsked) {
+          this.#promisesAsked = false;
+          // At once, so that the peer is not kept out of a takeover should this node die next;
+          // the status says the same at the peer's next check if this is lost.
+          this.d.peer?.release(this.d.nodeId, asked, this.#peerTimeoutMs()).catch(() => {});
+        }
         if (holding) await this.d.selfFence.pet();
         if (holding && this.#failsafeSince !== null) {
           const failsafeMs = Math.round(sentAt - this.#failsafeSince);
@@ -334,14 +358,19 @@ export class NodeAgent {
     return this.#failsafeOn && this.#serving();
   }
 
+  /** The peer is on the local network: a short timeout (and for a promise another try or two at once). */
+  #peerTimeoutMs(): number {
+    return Math.min(this.d.spec.timing.requestTimeoutMs, this.d.spec.timing.renewIntervalMs / 2);
+  }
+
   /**
    * The arbiter gave no answer about the lease: ask the peer to vouch. An accepted promise
    * extends the deadline from the moment the request was sent, as a committed renewal would.
    */
   async #askPromise(): Promise<void> {
     const epoch = this.d.fencing.epoch;
-    // The peer is on the local network: a short timeout, and another try or two at once.
-    const timeoutMs = Math.min(this.d.spec.timing.requestTimeoutMs, this.d.spec.timing.renewIntervalMs / 2);
+    const timeoutMs = this.#peerTimeoutMs();
+    this.#promisesAsked = true;
     let sentAt = this.d.now();
     let answer: PromiseAnswer = { accepted: false, reason: 'not asked' };
     for (let attempt = 1; attempt <= PROMISE_ATTEMPTS; attempt++) {
@@ -451,13 +480,7 @@ export class NodeAgent {
   async tick(): Promise<CycleAction | null> {
     if (this.#role === 'passive') {
       await this.d.peer?.check();
-      if (released(this.#promise, this.d.peer?.status()?.released)) {
-        this.d.log.info(
-          { peer: this.#peerId, epoch: this.#promise!.epoch },
-          `${this.#peerId} renewed its lease since it asked this node to vouch: the promise ends now (failsafe)`,
-        );
-        this.#promise = null;
-      }
+      this.releasePromise(this.#peerId, this.d.peer?.status()?.released);
       // While it vouches, the arbiter hears of it at every interval: status shows the failsafe at once.
       const interval = vouching(this.#promise, this.d.now())?.epoch
         ? this.d.spec.timing.renewIntervalMs

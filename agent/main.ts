@@ -296,6 +296,7 @@ async function run(options: { config: string }) {
     keys: () => peerKeys,
     status: () => agent.status(),
     promise: (req) => agent.answerPromise(req),
+    release: (from, through) => agent.releasePromise(from, through),
   });
   const metricsServer = config.metrics.port === 0 ? null : await metrics.listen(config.metrics.listen, config.metrics.port);
   if (metricsServer)

@@ -56,6 +56,16 @@ const Answer = z.object({ status: z.string().max(4096), mac: z.string().max(100)
 const PromiseRequestSchema = z
   .object({ node: z.string().max(100), epoch: z.number().int().nonnegative(), instance: z.string().regex(/^[0-9a-f]{16}$/), seq: z.number().int().positive() })
   .strict();
+const ReleaseSchema = z
+  .object({
+    node: z.string().max(100),
+    instance: z.string().regex(/^[0-9a-f]{16}$/),
+    seq: z.number().int().positive(),
+    /** The last promise request of this process that it no longer relies on. */
+    through: z.number().int().nonnegative(),
+  })
+  .strict();
+const ReleaseAnswerSchema = z.object({ ended: z.boolean() });
 const PromiseAnswerSchema = z.discriminatedUnion('accepted', [
   z.object({ accepted: z.literal(true), ttlMs: z.number().int().positive() }),
   z.object({ accepted: z.literal(false), reason: z.string().max(1000) }),
@@ -72,7 +82,10 @@ function same(a: string, b: string): boolean {
 }
 
 const requestMac = (key: string, nonce: string) => mac(key, 'nfs-ha peer request', nonce);
-const promiseMac = (key: string, nonce: string, body: string) => mac(key, 'nfs-ha peer promise', nonce, body);
+/** A POST's signature, over its route's label, the nonce and the body. */
+const POSTS = { '/peer/v1/promise': 'nfs-ha peer promise', '/peer/v1/release': 'nfs-ha peer release' } as const;
+type PostRoute = keyof typeof POSTS;
+const postMac = (key: string, route: PostRoute, nonce: string, body: string) => mac(key, POSTS[route], nonce, body);
 const answerMac = (key: string, nonce: string, status: string) => mac(key, 'nfs-ha peer status', nonce, status);
 
 /** The key a request was signed with, among those accepted; null when none. */
@@ -92,6 +105,8 @@ export function startPeerServer(options: {
   status: () => PeerStatus;
   /** Answers a failsafe promise request (absent: every request is refused). */
   promise?: (req: PromiseRequest) => PromiseAnswer;
+  /** The peer no longer relies on the promises it asked for up to `through`; true if one ended here. */
+  release?: (node: string, through: PromiseAsk) => boolean;
 }): Promise<Server> {
   const lastSeq = new Map<string, number>();
   const server = createServer((req, res) => {
@@ -101,8 +116,9 @@ export function startPeerServer(options: {
     };
     const url = new URL(req.url ?? '/', 'http://peer');
     const route = `${req.method} ${url.pathname}`;
-    if (route !== 'GET /peer/v1/status' && route !== 'POST /peer/v1/promise')
-      return send(404, { error: { code: 'route_not_found', message: 'only GET /peer/v1/status and POST /peer/v1/promise' } });
+    const post = req.method === 'POST' && url.pathname in POSTS ? (url.pathname as PostRoute) : null;
+    if (route !== 'GET /peer/v1/status' && !post)
+      return send(404, { error: { code: 'route_not_found', message: 'only GET /peer/v1/status, POST /peer/v1/promise and POST /peer/v1/release' } });
     const nonce = url.searchParams.get('nonce') ?? '';
     if (!NONCE.test(nonce)) return send(400, { error: { code: 'invalid_request', message: 'nonce: 32 hex digits' } });
     const signed = (answer: unknown, key: string) => {
@@ -123,18 +139,24 @@ export function startPeerServer(options: {
     });
     req.on('end', () => {
       const body = Buffer.concat(chunks).toString('utf8');
-      const key = signedWith(options.keys(), req.headers.authorization, (k) => promiseMac(k, nonce, body));
+      const key = signedWith(options.keys(), req.headers.authorization, (k) => postMac(k, post!, nonce, body));
       if (!key) return send(401, { error: { code: 'unauthorized', message: 'peer signature missing or wrong' } });
-      let parsed: z.infer<typeof PromiseRequestSchema>;
+      const schema = post === '/peer/v1/release' ? ReleaseSchema : PromiseRequestSchema;
+      let parsed: z.infer<typeof schema>;
       try {
-        parsed = PromiseRequestSchema.parse(JSON.parse(body));
+        parsed = schema.parse(JSON.parse(body));
       } catch {
-        return send(400, { error: { code: 'invalid_request', message: 'body: { node, epoch, instance, seq }' } });
+        return send(400, { error: { code: 'invalid_request', message: `body: { ${Object.keys(schema.shape).join(', ')} }` } });
       }
-      if (parsed.seq <= (lastSeq.get(parsed.instance) ?? 0)) return signed({ accepted: false, reason: 'replayed request (sequence number already seen)' }, key);
-      lastSeq.delete(parsed.instance);
-      lastSeq.set(parsed.instance, parsed.seq);
-      if (lastSeq.size > REMEMBERED_INSTANCES) lastSeq.delete(lastSeq.keys().next().value!);
+      // One sequence per agent process, promises and releases alike: a request is used once.
+      const fresh = parsed.seq > (lastSeq.get(parsed.instance) ?? 0);
+      if (fresh) {
+        lastSeq.delete(parsed.instance);
+        lastSeq.set(parsed.instance, parsed.seq);
+        if (lastSeq.size > REMEMBERED_INSTANCES) lastSeq.delete(lastSeq.keys().next().value!);
+      }
+      if ('through' in parsed) return signed({ ended: fresh && (options.release?.(parsed.node, { instance: parsed.instance, seq: parsed.through }) ?? false) }, key);
+      if (!fresh) return signed({ accepted: false, reason: 'replayed request (sequence number already seen)' }, key);
       const request = { node: parsed.node, epoch: parsed.epoch, asked: { instance: parsed.instance, seq: parsed.seq } };
       signed(options.promise ? options.promise(request) : { accepted: false, reason: 'this agent gives no promises' }, key);
     });
@@ -156,10 +178,11 @@ export class PeerAuthError extends Error {
 /** One signed request; the verified answer, or null when the peer refused this key. */
 async function ask<T>(url: string, key: string, timeoutMs: number, schema: z.ZodType<T>, body?: string): Promise<T | null> {
   const nonce = randomBytes(16).toString('hex');
+  const route = new URL(url).pathname as PostRoute;
   const res = await request(`${url}?nonce=${nonce}`, {
     ...(body === undefined
       ? { headers: { authorization: `NFSHA-HMAC ${requestMac(key, nonce)}` } }
-      : { method: 'POST', body, headers: { authorization: `NFSHA-HMAC ${promiseMac(key, nonce, body)}`, 'content-type': 'application/json' } }),
+      : { method: 'POST', body, headers: { authorization: `NFSHA-HMAC ${postMac(key, route, nonce, body)}`, 'content-type': 'application/json' } }),
     signal: AbortSignal.timeout(timeoutMs),
   });
   if (res.status === 401) return null;
@@ -192,6 +215,11 @@ export function fetchPeerStatus(url: string, keys: PeerKeys, timeoutMs: number):
 /** Asks the peer for a failsafe promise; `instance` and `seq` make each request unique (no replays). */
 export function requestPromise(url: string, keys: PeerKeys, timeoutMs: number, req: PromiseRequest & { instance: string; seq: number }): Promise<PromiseAnswer> {
   return askEither(url, keys, timeoutMs, PromiseAnswerSchema, JSON.stringify(req));
+}
+
+/** Tells the peer this process relies on none of the promises it asked for up to `through` (shared/failsafe.ts, released). */
+export async function sendRelease(url: string, keys: PeerKeys, timeoutMs: number, release: z.infer<typeof ReleaseSchema>): Promise<boolean> {
+  return (await askEither(url, keys, timeoutMs, ReleaseAnswerSchema, JSON.stringify(release))).ended;
 }
 
 /** Tracks whether the peer answered recently, and what it said. */
@@ -236,6 +264,12 @@ export class PeerWatch {
   /** The last promise request this process sent (seq 0: none yet). */
   asked(): PromiseAsk {
     return { instance: this.#instance, seq: this.#seq };
+  }
+
+  /** Tells the peer that `node` relies on none of this process's promise requests up to `through.seq`; whether one ended there. */
+  release(node: string, through: PromiseAsk, timeoutMs: number): Promise<boolean> {
+    this.#seq += 1;
+    return sendRelease(new URL('release', this.url).href, this.keys(), timeoutMs, { node, instance: this.#instance, seq: this.#seq, through: through.seq });
   }
 
   /** Asks the peer for a failsafe promise for `node` serving under `epoch`; throws when it does not answer. */

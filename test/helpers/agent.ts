@@ -102,6 +102,8 @@ export async function testAgent(options: {
   peerClients?: () => string[];
   /** Reads and tickles client connections (default: none). */
   clients?: ClientTickler;
+  /** The releases this agent sends its peer (default: lost). */
+  peerRelease?: (node: string, through: PromiseAsk) => Promise<boolean>;
   /** The peer's answer to a failsafe promise request (default: it does not answer). */
   peerPromise?: (node: string, epoch: number) => Promise<PromiseAnswer>;
   maxRestarts?: number;
@@ -139,6 +141,10 @@ export async function testAgent(options: {
           clients: () => options.peerClients?.() ?? [],
           check: async () => {},
           asked: () => ({ instance: TEST_INSTANCE, seq: asked }),
+          release: (node: string, through: PromiseAsk) => {
+            asked += 1;
+            return options.peerRelease ? options.peerRelease(node, through) : Promise.reject(new Error('peer unreachable'));
+          },
           promise: (node: string, epoch: number) => {
             asked += 1;
             return peerPromise(node, epoch);

@@ -385,12 +385,13 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         });
       });
 
+  let agentProcesses = 0;
   class SimPeer {
     lastSuccess: number | null = null;
     lastStatus: PeerStatus | null = null;
     checks = 0;
-    /** This agent process's promise requests, as the peer channel numbers them. */
-    readonly #instance = rng.int(0, 0xffffffff).toString(16).padStart(16, '0');
+    /** This agent process's promise requests, as the peer channel numbers them (a counter: the world's random stream stays as it was). */
+    readonly #instance = (++agentProcesses).toString(16).padStart(16, '0');
     #seq = 0;
     constructor(private readonly self: SimNode) {}
     asked(): PromiseAsk {
@@ -446,6 +447,14 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
           }),
         );
       });
+    }
+    /** A release over the peer channel, with the network's delays and losses; nobody waits for its answer. */
+    async release(node: string, through: PromiseAsk): Promise<boolean> {
+      this.#seq += 1;
+      const p = this.other;
+      if (!up(this.self.id, p.id) || rng.chance(0.01)) return false;
+      sched.after(delay(), () => onNode(p, () => void (p.host.powered && p.agent?.releasePromise(node, through))));
+      return true;
     }
     reachable() {
       if (this.checks === 0) return undefined;

@@ -631,6 +631,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     peerView = { role: 'passive', leaseRemainingMs: null };
     const cp = new FakeControlPlane();
     const asked: number[] = [];
+    const releases: [string, PromiseAsk][] = [];
     /** Timers the test fires by hand. */
     const timers: (() => void)[] = [];
     const t = await testAgent({
@@ -648,9 +649,13 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
         asked.push(now);
         return promise(node, epoch);
       },
+      peerRelease: async (node, through) => {
+        releases.push([node, through]);
+        return true;
+      },
       ...(log && { log }),
     });
-    return { cp, asked, timers, ...t };
+    return { cp, asked, releases, timers, ...t };
   }
 
   /** Past the restart window, granted epoch 2 and active, renewed at `now`. */
@@ -692,7 +697,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     assert.ok(lines.some((l) => /renewals resume under epoch 2 after/.test(l.msg)));
   });
 
-  it('after a committed renewal its status releases the promises it asked for before it', async () => {
+  it('after a committed renewal it releases the promises it asked for before it: at once, and in its status', async () => {
     const t = await withPeer(async () => ({ accepted: true, ttlMs: 3000 }));
     await activeUnderEpoch2(t);
     assert.equal(t.agent.status().released, undefined, 'no promise asked for yet: nothing to release');
@@ -708,6 +713,10 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     await t.step();
     assert.deepEqual(t.agent.status().released, { instance: TEST_INSTANCE, seq: 2 }, 'renewed after sending request 2');
     assert.equal(t.agent.deadline, now + windowMs, 'the renewal, sent after both requests, sets a deadline past theirs');
+    assert.deepEqual(t.releases, [['node-b', { instance: TEST_INSTANCE, seq: 2 }]], 'told to the peer at once');
+    now += 500;
+    await t.step();
+    assert.equal(t.releases.length, 1, 'once: no promise asked for since');
   });
 
   it('the watchdog is petted while the deadline is at least its longest timeout away — a renewal that times out starves nothing the deadline covers', async () => {
@@ -797,6 +806,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     now += 500;
     await t.step();
     assert.ok(t.cp.sent.at(-1)?.vouching, 'another process of node-a releases nothing of this one');
+    assert.equal(t.agent.releasePromise('node-c', { instance: 'aaaaaaaaaaaaaaaa', seq: 9 }), false, 'nor a node that is not its peer');
     // Released, and then the peer renews late: the passive polls at full rate again.
     peerView = { ...active, leaseRemainingMs: 500, released: { instance: 'aaaaaaaaaaaaaaaa', seq: 2 } };
     now += 500;

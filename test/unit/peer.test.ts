@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
-import { fetchPeerStatus, type PeerKeys, type PeerStatus, PeerWatch, requestPromise, startPeerServer } from '../../agent/peer.ts';
-import type { PromiseRequest } from '../../shared/failsafe.ts';
+import { fetchPeerStatus, type PeerKeys, type PeerStatus, PeerWatch, requestPromise, sendRelease, startPeerServer } from '../../agent/peer.ts';
+import type { PromiseAsk, PromiseRequest } from '../../shared/failsafe.ts';
 
 const OLD = 'old-secret-0123456789abcdef';
 const NEW = 'new-secret-0123456789abcdef';
@@ -112,7 +112,7 @@ describe('peer channel', () => {
 });
 
 describe('peer channel: failsafe promises', () => {
-  async function promiser(keys: PeerKeys, seen: PromiseRequest[]) {
+  async function promiser(keys: PeerKeys, seen: PromiseRequest[], releases: [string, PromiseAsk][] = []) {
     const server = await startPeerServer({
       host: '127.0.0.1',
       port: 0,
@@ -121,6 +121,10 @@ describe('peer channel: failsafe promises', () => {
       promise: (req) => {
         seen.push(req);
         return { accepted: true, ttlMs: 3000 };
+      },
+      release: (node, through) => {
+        releases.push([node, through]);
+        return true;
       },
     });
     servers.push(server);
@@ -161,5 +165,23 @@ describe('peer channel: failsafe promises', () => {
     const watch = new PeerWatch(url.replace('promise', 'status'), () => ({ token: OLD }), 2000, 1000, () => 0);
     for (let i = 0; i < 3; i++) assert.deepEqual(await watch.promise('node-a', 7, 2000), { accepted: true, ttlMs: 3000 });
     assert.equal(seen.length, 3);
+  });
+
+  it('a release is signed, used once, and numbered with the promises of the same process', async () => {
+    const seen: PromiseRequest[] = [];
+    const releases: [string, PromiseAsk][] = [];
+    const url = await promiser({ token: OLD }, seen, releases);
+    const watch = new PeerWatch(url.replace('promise', 'status'), () => ({ token: OLD }), 2000, 1000, () => 0);
+    await watch.promise('node-a', 7, 2000);
+    await watch.promise('node-a', 7, 2000);
+    const through = watch.asked();
+    assert.equal(await watch.release('node-a', through, 2000), true);
+    assert.deepEqual(releases, [['node-a', through]], 'the promiser hears which requests are released');
+    assert.equal(watch.asked().seq, through.seq + 1, 'the release took a sequence number of its own');
+    const release = { node: 'node-a', instance: through.instance, seq: through.seq + 1, through: through.seq };
+    const releaseUrl = url.replace('promise', 'release');
+    assert.equal(await sendRelease(releaseUrl, { token: OLD }, 2000, release), false, 'a replay ends nothing');
+    await assert.rejects(sendRelease(releaseUrl, { token: NEW }, 2000, { ...release, seq: 99 }), /refused our signature/);
+    assert.equal(releases.length, 1);
   });
 });
