@@ -39,6 +39,7 @@ import {
   type PromiseAsk,
   type PromiseRequest,
   released,
+  mayHavePromised,
   restartPromise,
   vouching,
 } from '../shared/failsafe.ts';
@@ -165,7 +166,7 @@ export class NodeAgent {
   constructor(private readonly d: AgentDeps) {
     this.#peerId = d.spec.nodes.find((n) => n.id !== d.nodeId)!.id;
     // This process may have been preceded by one that promised and died: keep that promise.
-    if (this.#failsafeOn) this.#promise = restartPromise(this.#peerId, d.now(), d.spec.timing.leaseTtlMs);
+    if (this.#failsafeOn && mayHavePromised(d.memory.current())) this.#promise = restartPromise(this.#peerId, d.now(), d.spec.timing.leaseTtlMs);
     d.fencing.leaseRemainingMs = () => (this.#deadline === null ? 0 : Math.max(0, this.#deadline - d.now()));
   }
 
@@ -231,31 +232,23 @@ export class NodeAgent {
 
   /**
    * The peer asks this node to vouch for it (the peer channel calls this). A promise newly given
-   * is told to the arbiter at once, and kept until it runs out on this node's clock.
+   * is told to the arbiter at once, and kept until it runs out on this node's clock. An epoch not
+   * seen before is on disk before the promise is given (a restarted node relies on it:
+   * mayHavePromised).
    */
-  answerPromise(req: PromiseRequest): PromiseAnswer {
-    const now = this.d.now();
-    const promiseMs = this.d.spec.timing.leaseTtlMs;
-    const answer = answerPromise(
-      {
-        enabled: this.#failsafeOn,
-        peer: this.#peerId,
-        role: this.#role,
-        acting: this.#action !== null,
-        leftovers: this.#leftovers,
-        heartbeat: this.#lastHeartbeat,
-        memory: this.d.memory.current(),
-        now,
-        promiseMs,
-        current: this.#promise,
-      },
-      req,
-    );
+  async answerPromise(req: PromiseRequest): Promise<PromiseAnswer> {
+    let answer = this.#promiseAnswer(req);
+    if (answer.accept && req.epoch > this.d.memory.current().seen) {
+      await this.d.memory.record({ seen: req.epoch });
+      answer = this.#promiseAnswer(req); // the node may have changed while it wrote
+    }
     if (!answer.accept) {
       if (answer.reason !== this.#lastRefusal) this.d.log.warn({ peer: req.node, epoch: req.epoch }, `not vouching for ${req.node}: ${answer.reason}`);
       this.#lastRefusal = answer.reason;
       return { accepted: false, reason: answer.reason };
     }
+    const now = this.d.now();
+    const promiseMs = this.d.spec.timing.leaseTtlMs;
     this.#lastRefusal = '';
     if (!vouching(this.#promise, now)?.epoch) {
       this.d.log.warn(
@@ -266,6 +259,24 @@ export class NodeAgent {
     }
     this.#promise = answer.promise;
     return { accepted: true, ttlMs: promiseMs };
+  }
+
+  #promiseAnswer(req: PromiseRequest): ReturnType<typeof answerPromise> {
+    return answerPromise(
+      {
+        enabled: this.#failsafeOn,
+        peer: this.#peerId,
+        role: this.#role,
+        acting: this.#action !== null,
+        leftovers: this.#leftovers,
+        heartbeat: this.#lastHeartbeat,
+        memory: this.d.memory.current(),
+        now: this.d.now(),
+        promiseMs: this.d.spec.timing.leaseTtlMs,
+        current: this.#promise,
+      },
+      req,
+    );
   }
 
   /** Resolves when the action in progress (if any) has finished. */

@@ -104,7 +104,7 @@ export function startPeerServer(options: {
   keys: () => PeerKeys;
   status: () => PeerStatus;
   /** Answers a failsafe promise request (absent: every request is refused). */
-  promise?: (req: PromiseRequest) => PromiseAnswer;
+  promise?: (req: PromiseRequest) => Promise<PromiseAnswer>;
   /** The peer no longer relies on the promises it asked for up to `through`; true if one ended here. */
   release?: (node: string, through: PromiseAsk) => boolean;
 }): Promise<Server> {
@@ -158,7 +158,11 @@ export function startPeerServer(options: {
       if ('through' in parsed) return signed({ ended: fresh && (options.release?.(parsed.node, { instance: parsed.instance, seq: parsed.through }) ?? false) }, key);
       if (!fresh) return signed({ accepted: false, reason: 'replayed request (sequence number already seen)' }, key);
       const request = { node: parsed.node, epoch: parsed.epoch, asked: { instance: parsed.instance, seq: parsed.seq } };
-      signed(options.promise ? options.promise(request) : { accepted: false, reason: 'this agent gives no promises' }, key);
+      if (!options.promise) return signed({ accepted: false, reason: 'this agent gives no promises' }, key);
+      options.promise(request).then(
+        (answer) => signed(answer, key),
+        (err: Error) => signed({ accepted: false, reason: `no promise: ${err.message}` }, key),
+      );
     });
   });
   return new Promise((ok, fail) => {

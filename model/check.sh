@@ -52,7 +52,7 @@ else
   echo "✖ liveness does not hold:"; cat "$work/liveness/pan.out"; failed=1
 fi
 
-bugs=(BUG_FORGET_PROMISE BUG_EXTEND_PAST_PROMISE BUG_GRANT_VOUCHING BUG_RELEASE_LATER_PROMISE)
+bugs=(BUG_FORGET_PROMISE BUG_EXTEND_PAST_PROMISE BUG_GRANT_VOUCHING BUG_RELEASE_LATER_PROMISE BUG_PROMISE_UNRECORDED)
 for bug in "${bugs[@]}"; do verify "$bug" "-D$bug" "-DSAFETY -DNOCLAIM" "-m400000" & done
 wait
 for bug in "${bugs[@]}"; do

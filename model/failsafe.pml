@@ -18,7 +18,8 @@
  * of the lease for a promise window), BUG_EXTEND_PAST_PROMISE (the active counts its extension
  * from the answer's arrival, not from the request's sending), BUG_GRANT_VOUCHING (the arbiter
  * grants a node that says it vouches), BUG_RELEASE_LATER_PROMISE (a release also drops a promise that a
-request sent after it extended).
+request sent after it extended), BUG_PROMISE_UNRECORDED (a promise for an epoch not seen before is
+given without recording it, so a restarted node believes it has acted under the latest epoch).
  */
 
 #define WIN_MIN 2   /* the holder's window, leaseTtl(1-d) - margin on its clock: shortest real time */
@@ -44,7 +45,8 @@ mtype role[2];
 byte nodeEpoch[2];
 byte deadline[2];          /* time left to act as holder */
 byte promise[2];           /* time left on the promise this node gave its peer */
-byte seen[2];              /* epoch memory: the highest epoch it has seen granted */
+byte seen[2];              /* epoch memory: the highest epoch it has seen granted, or promised for */
+byte acted1 = 0;           /* epoch memory: the highest epoch node 1 has acted under */
 bool alive[2];
 
 /* The network. */
@@ -137,6 +139,9 @@ proctype Node(byte i) {
        reqPending = false;
        if
        :: role[i] == PASSIVE && reqEpoch >= seen[i] ->
+#ifndef BUG_PROMISE_UNRECORDED
+            seen[i] = reqEpoch;                  /* on disk before the answer */
+#endif
             select(w : PROM_MIN .. PROM_MAX);
             if :: w > promise[i] -> promise[i] = w :: else -> skip fi;
             if :: !reqOld -> promFresh[i] = true :: else -> skip fi;
@@ -177,7 +182,8 @@ proctype Node(byte i) {
        if
        :: role[i] == PASSIVE && promise[i] == 0 && cpUp[i] && holder == i && epoch == grantEpoch[i] && w > grantAge[i] ->
             assert(!serving(j));                 /* never two nodes serving (fencing then takes the peer's key) */
-            role[i] = ACTIVE; nodeEpoch[i] = grantEpoch[i]; deadline[i] = w - grantAge[i]
+            role[i] = ACTIVE; nodeEpoch[i] = grantEpoch[i]; deadline[i] = w - grantAge[i];
+            if :: i == 1 -> acted1 = grantEpoch[i] :: else -> skip fi
        :: else -> skip
        fi
      }
@@ -197,15 +203,21 @@ proctype Env() {
        faults++; crashed0 = true; alive[0] = false; role[0] = PASSIVE; deadline[0] = 0; promise[0] = 0; grantPending[0] = false
      }
   /* Node 1's agent restarts: it forgets its promises and any answer in flight, keeps its epoch
-     memory; it runs nothing (a node that ran something gave no promise that still runs). */
+     memory; it runs nothing (a node that ran something gave no promise that still runs). It
+     keeps out for one promise window unless it acted under the highest epoch it has seen
+     (mayHavePromised). */
   :: atomic {
        !faultsOver && faults < FAULTS && role[1] == PASSIVE && alive[1] ->
        faults++; grantPending[1] = false;
 #ifdef BUG_FORGET_PROMISE
        promise[1] = 0
 #else
-       select(p : PROM_MIN .. PROM_MAX);   /* keeps out for one promise window (a later release may end it: a harder test than the code, which never releases it) */
-       promise[1] = p; promFresh[1] = true
+       if
+       :: acted1 == 0 || seen[1] > acted1 ->
+            select(p : PROM_MIN .. PROM_MAX);   /* (a later release may end it: a harder test than the code, which never releases it) */
+            promise[1] = p; promFresh[1] = true
+       :: else -> promise[1] = 0
+       fi
 #endif
      }
   /* The world heals: both paths to the arbiter and the peer channel up, no more faults. */

@@ -98,10 +98,21 @@ export function released(p: GivenPromise | null, by: PromiseAsk | undefined): bo
 }
 
 /**
- * A node that starts may have promised in a previous life (a crash, a restart of the agent) and
- * forgotten it: it behaves as if it had, for one promise window. Not when it found resources
- * running: a node that runs anything gives no promise, and one given before it started them had
- * run out, since it acts on no grant while a promise runs.
+ * Whether a node that starts may have promised in a previous life (a crash, a restart of the
+ * agent) and forgotten it. Its epoch memory answers: a promise is given only for an epoch above
+ * the one it acted under and is recorded as seen before it is answered, and the node acts on no
+ * grant while a promise runs. So if it acted under the highest epoch it has seen, every promise
+ * it gave ran out before it acted, and it gives none for that epoch or below: none is in force.
+ * A node that never acted (acted 0) cannot tell a new memory from a lost one, and assumes one.
+ */
+export function mayHavePromised(memory: { seen: number; acted: number }): boolean {
+  return memory.acted === 0 || memory.seen > memory.acted;
+}
+
+/**
+ * A node that may have promised in a previous life behaves as if it had, for one promise window.
+ * Not when it found resources running: a node that runs anything gives no promise, and one given
+ * before it started them had run out, since it acts on no grant while a promise runs.
  */
 export function restartPromise(peer: string, now: number, promiseMs: number): GivenPromise {
   return { to: peer, epoch: 0, until: now + promiseMs };

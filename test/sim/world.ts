@@ -436,14 +436,15 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         sched.after(delay(), () =>
           onNode(p, () => {
             if (!p.host.powered || !p.agent) return;
-            const answer = p.agent.answerPromise({ node, epoch, asked });
-            if (!up(p.id, self.id) || rng.chance(0.01)) return;
-            sched.after(delay(), () =>
-              finish(() => {
-                if (answer.accepted) this.lastAccepted = answer;
-                resolve(answer);
-              }),
-            );
+            void p.agent.answerPromise({ node, epoch, asked }).then((answer) => {
+              if (!up(p.id, self.id) || rng.chance(0.01)) return;
+              sched.after(delay(), () =>
+                finish(() => {
+                  if (answer.accepted) this.lastAccepted = answer;
+                  resolve(answer);
+                }),
+              );
+            });
           }),
         );
       });

@@ -13,6 +13,7 @@ import { TEST_INSTANCE, testAgent } from '../helpers/agent.ts';
 import { SafetyInDoubt } from '../../agent/resources/resource.ts';
 import { sample } from '../helpers/prometheus.ts';
 import { RememberedEpochs } from '../helpers/epochs.ts';
+import type { EpochMemory } from '../../agent/epoch-memory.ts';
 import type { ClientTickler } from '../../agent/tickle.ts';
 
 const PEER_KEY = '0x17b0d5daf00be581';
@@ -627,7 +628,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
   let peerView: PeerView & { released?: PromiseAsk } = { role: 'passive', leaseRemainingMs: null };
 
   /** node-b with a peer channel; `promise` answers node-b's requests to node-a. */
-  async function withPeer(promise: (node: string, epoch: number) => Promise<PromiseAnswer>, log?: Logger) {
+  async function withPeer(promise: (node: string, epoch: number) => Promise<PromiseAnswer>, log?: Logger, memory?: EpochMemory) {
     peerView = { role: 'passive', leaseRemainingMs: null };
     const cp = new FakeControlPlane();
     const asked: number[] = [];
@@ -654,6 +655,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
         return true;
       },
       ...(log && { log }),
+      ...(memory && { memory }),
     });
     return { cp, asked, releases, timers, ...t };
   }
@@ -776,7 +778,7 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     now += 3_001;
     t.cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
     await t.step();
-    assert.deepEqual(t.agent.answerPromise({ node: 'node-a', epoch: 1 }), { accepted: true, ttlMs: 3000 });
+    assert.deepEqual(await t.agent.answerPromise({ node: 'node-a', epoch: 1 }), { accepted: true, ttlMs: 3000 });
     const promisedAt = now;
     now += 500;
     t.cp.answers = [granted(2)];
@@ -795,8 +797,8 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     t.cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
     await t.step();
     const request = (seq: number) => ({ node: 'node-a', epoch: 1, asked: { instance: 'aaaaaaaaaaaaaaaa', seq } });
-    assert.deepEqual(t.agent.answerPromise(request(1)), { accepted: true, ttlMs: 3000 });
-    assert.deepEqual(t.agent.answerPromise(request(2)), { accepted: true, ttlMs: 3000 });
+    assert.deepEqual(await t.agent.answerPromise(request(1)), { accepted: true, ttlMs: 3000 });
+    assert.deepEqual(await t.agent.answerPromise(request(2)), { accepted: true, ttlMs: 3000 });
     const active = { role: 'active' as const, leaseRemainingMs: 2_700 };
     peerView = { ...active, released: { instance: 'aaaaaaaaaaaaaaaa', seq: 1 } };
     now += 500;
@@ -831,6 +833,40 @@ describe('agent loop: failsafe (the arbiter unreachable)', () => {
     leftover.cp.answers = [granted(2)];
     await leftover.step();
     assert.equal(leftover.cp.sent.at(-1)?.vouching, undefined, 'a node that ran resources had given no promise that still runs');
+  });
+
+  it('a restarted agent that acted under the highest epoch it has seen has no restart window; one that has seen a later epoch keeps it', async () => {
+    const acted = await withPeer(async () => ({ accepted: false, reason: 'unused' }), undefined, new RememberedEpochs({ seen: 2, acted: 2 }));
+    acted.cp.answers = [granted(3)];
+    assert.equal((await acted.step())?.action, 'fence', 'every promise it gave had run out before it acted under epoch 2');
+    assert.equal(acted.cp.sent.at(-1)?.vouching, undefined);
+
+    journal.length = 0;
+    const later = await withPeer(async () => ({ accepted: false, reason: 'unused' }), undefined, new RememberedEpochs({ seen: 3, acted: 2 }));
+    later.cp.answers = [granted(4)];
+    assert.equal((await later.step())?.action, 'none', 'it may have vouched for epoch 3');
+    assert.deepEqual(later.cp.sent.at(-1)?.vouching, { for: 'node-a', epoch: 0, remainingMs: 3000 });
+  });
+
+  it('an epoch it has not seen is on disk before it promises for it', async () => {
+    const memory = new RememberedEpochs({ seen: 1, acted: 1 });
+    let written: () => void = () => {};
+    const slowDisk: EpochMemory = {
+      current: () => memory.current(),
+      record: async (update) => {
+        await new Promise<void>((resolve) => (written = resolve));
+        await memory.record(update);
+      },
+    };
+    const t = await withPeer(async () => ({ accepted: false, reason: 'unused' }), undefined, slowDisk);
+    let answered: PromiseAnswer | null = null;
+    const answering = t.agent.answerPromise({ node: 'node-a', epoch: 3 }).then((a) => (answered = a));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(answered, null, 'no answer while epoch 3 is not on disk');
+    written();
+    await answering;
+    assert.deepEqual(answered, { accepted: true, ttlMs: 3000 });
+    assert.deepEqual(memory.current(), { seen: 3, acted: 1 });
   });
 });
 

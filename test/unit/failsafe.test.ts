@@ -1,7 +1,7 @@
 /** The failsafe's pure rules (shared/failsafe.ts): who may promise, for how long, and which answers are final. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { answerPromise, definiteAnswer, type PromiserView, released, restartPromise, vouching } from '../../shared/failsafe.ts';
+import { answerPromise, definiteAnswer, mayHavePromised, type PromiserView, released, restartPromise, vouching } from '../../shared/failsafe.ts';
 
 const idle: PromiserView = {
   enabled: true,
@@ -69,6 +69,13 @@ describe('failsafe: the promise', () => {
     // A request extends the restart window's promise: the release covers it, with the request.
     const after = answerPromise({ ...idle, current: restartPromise('node-a', 9_000, 3_000) }, { ...ask, asked: asked('aaaaaaaaaaaaaaaa', 2) });
     assert.ok(after.accept && released(after.promise, asked('aaaaaaaaaaaaaaaa', 2)));
+  });
+
+  it('a restarted node may have promised unless it acted under the highest epoch it has seen', () => {
+    assert.equal(mayHavePromised({ seen: 4, acted: 4 }), false, 'its promises ran out before it acted under 4, and it gives none for 4 or below');
+    assert.equal(mayHavePromised({ seen: 5, acted: 4 }), true, 'it may have vouched for epoch 5');
+    assert.equal(mayHavePromised({ seen: 0, acted: 0 }), true, 'a memory that never acted may be a lost one');
+    assert.equal(mayHavePromised({ seen: 3, acted: 0 }), true);
   });
 
   it('what the heartbeat reports: the promise while it runs, the restart window as epoch 0', () => {

@@ -118,7 +118,7 @@ describe('peer channel: failsafe promises', () => {
       port: 0,
       keys: () => keys,
       status: () => active,
-      promise: (req) => {
+      promise: async (req) => {
         seen.push(req);
         return { accepted: true, ttlMs: 3000 };
       },
