@@ -45,6 +45,7 @@ export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
   fuser: 'psmisc',
   systemctl: 'systemd',
   mkdir: 'coreutils',
+  getent: 'libc-bin',
   python3: 'python3',
 };
 

@@ -89,12 +89,21 @@ export class NfsServer implements Resource {
   }
 
   async validate(): Promise<string[]> {
+    const problems: string[] = [];
     const r = await this.#run(['systemctl', 'is-enabled', 'nfs-server'], TIMEOUT.query);
     const state = r.stdout.trim();
     if (r.exitCode === 0 && state === 'enabled')
-      return ['nfs-server is enabled at boot; nfs-ha starts it on the active node only: run `systemctl disable nfs-server`'];
-    if (state === '' || /not-found|No such file/i.test(r.stderr)) return ['the nfs-server unit is not installed (Debian package nfs-kernel-server)'];
-    return [];
+      problems.push('nfs-server is enabled at boot; nfs-ha starts it on the active node only: run `systemctl disable nfs-server`');
+    else if (state === '' || /not-found|No such file/i.test(r.stderr)) problems.push('the nfs-server unit is not installed (Debian package nfs-kernel-server)');
+    // sm-notify -v takes an address only if it resolves back to a name ("my_name '…' is unusable"),
+    // and otherwise notifies nobody: NFSv3 clients would never reclaim their locks after a takeover.
+    const vip = this.ctx.spec.vip.address;
+    const name = await this.#run(['getent', 'hosts', vip], TIMEOUT.query);
+    if (name.exitCode !== 0 || name.stdout.trim() === '')
+      problems.push(
+        `the VIP ${vip} has no host name here (\`getent hosts ${vip}\` finds none), and sm-notify refuses to send NFSv3 clients their lock-recovery notice from a nameless address: add "${vip} <its name>" to /etc/hosts on both nodes (or a PTR record)`,
+      );
+    return problems;
   }
 
   /** The nfs.conf fragment and the scope drop-in; systemd reloaded if the drop-in changed. */

@@ -18,7 +18,14 @@ import { CONTROL_PLANE_LIB, debFileName } from '../../infra/package.ts';
 import { VERSION } from '../../shared/version.ts';
 import { type Sample, Vm } from './vm.ts';
 
-const { values: opts } = parseArgs({ options: { image: { type: 'string' }, only: { type: 'string' } } });
+const { values: opts } = parseArgs({
+  options: {
+    image: { type: 'string' },
+    only: { type: 'string' },
+    // The client's NFS mount options, to measure another set against the README's (--mount-options).
+    'mount-options': { type: 'string', default: 'vers=4.2,hard,timeo=10,retrans=3' },
+  },
+});
 const repo = resolve(dirname(new URL(import.meta.url).pathname), '../..');
 const labDir = join(repo, '.lab');
 const runDir = join(labDir, 'run');
@@ -336,6 +343,9 @@ async function installAgent(vm: Vm, device: string): Promise<void> {
     '-c',
     `mkdir -p -m 0700 /etc/nfs-ha && umask 077 && echo '{"demoteBudgetMs": ${LAB_DEMOTE_BUDGET_MS}, "monitorIntervalMs": ${LAB_MONITOR_INTERVAL_MS}}' > /etc/nfs-ha/agent.json`,
   ]);
+  // A name for the VIP, as docs/preparing-nodes.md asks (the preflight checks it): sm-notify sends
+  // NFSv3 clients their lock-recovery notice only from an address that resolves to a name.
+  await vm.run(['bash', '-c', `grep -q '^${VIP} ' /etc/hosts || echo '${VIP} nfs-ha-vip' >> /etc/hosts`]);
   // The agent package, as the control plane serves it: the installer downloads it, checks it
   // against the operator's checksum (from the enrolment) and installs it with apt.
   const flags = `--token-file /root/nfs-ha.token --sha256 ${packageSha256} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
@@ -358,7 +368,7 @@ const WRITE_INTERVAL_MS = 100;
 
 async function startClient(): Promise<void> {
   await storage.run(['mkdir', '-p', '/mnt/nfs']);
-  await storage.run(['mount', '-t', 'nfs4', '-o', 'vers=4.2,hard,timeo=10,retrans=3', `${VIP}:/srv/nfs/export`, '/mnt/nfs'], 120_000);
+  await storage.run(['mount', '-t', 'nfs4', '-o', opts['mount-options'], `${VIP}:/srv/nfs/export`, '/mnt/nfs'], 120_000);
   await storage.run(['systemd-run', '--unit', 'lab-writer', '--collect', 'node', '/lab/writer.mjs', RECORDS, ACKS, String(WRITE_INTERVAL_MS)]);
   await storage.run(['systemd-run', '--unit', 'lab-xprt', '--collect', 'node', '/lab/xprt-watch.mjs', '/mnt/nfs', XPRT]);
 }
@@ -1233,6 +1243,12 @@ async function main(): Promise<void> {
       s.failover = await awaitFailover(epoch, faultAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
       const survivor = vmByName(s.failover.to);
+      // NFSv3 lock recovery: sm-notify, sent from the VIP's name (the preflight asks for one).
+      const smNotify = await until(`sm-notify's journal on ${s.failover.to}`, 15_000, async () => {
+        const j = await survivor.exec(['journalctl', '-b', '-u', 'nfs-ha-sm-notify', '-o', 'cat', '--no-pager']);
+        return /Deactivated|Finished|exited|unusable/.test(j.stdout) ? j.stdout.trim() : null;
+      }).catch((err: Error) => `(${err.message})`);
+      s.check(`${s.failover.to}'s sm-notify ran from the VIP's name`, !/unusable/.test(smNotify), smNotify.split('\n').slice(-4).join(' | '));
       const key = reservationKey(CLUSTER, s.failover.to);
       const registered = async () => parseKeys(await sgPersist(survivor, '--in', '--read-keys', device));
       log(`  powering ${holder} back on, its second path cut`);
@@ -1529,7 +1545,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
   const md = [
     '# nfs-ha lab report',
     '',
-    `Run ${new Date().toISOString()}; qemu TCG, 3 VMs on ${(await import('node:os')).cpus().length} host cores. Times in seconds.`,
+    `Run ${new Date().toISOString()}; qemu TCG, 3 VMs on ${(await import('node:os')).cpus().length} host cores. The client mounts with \`${opts['mount-options']}\`. Times in seconds.`,
     `Raw baseline (the agent's start sequence run directly on node-a, taking the disk and the VG over from node-b): **${fmt(baseline.totalMs)} s** — ${baseline.steps.map((x) => `${x.step.split(':')[0]} ${fmt(x.ms)}`).join(', ')}.`,
     '',
     `Agent footprint (steady state, ${FOOTPRINT_WINDOW_MS / 1000} s, the client writing; CPU as a share of one core: the agent's own, and the commands it ran):`,

@@ -219,6 +219,21 @@ const CONFIGURE_NFSD = [
 ];
 
 describe('nfs-server resource', () => {
+  it("validation: the VIP needs a name (sm-notify sends NFSv3 clients nothing from a nameless address), and nfs-server must not start at boot", async () => {
+    const disabled = { exitCode: 1, stdout: 'disabled\n', stderr: '' };
+    const named = await resourceContext();
+    named.exec.on('systemctl is-enabled nfs-server', disabled).on('getent hosts 10.88.0.100', 'getent-hosts--named');
+    assert.deepEqual(await new NfsServer(named.ctx).validate(), []);
+    assert.deepEqual(named.exec.lines(), ['systemctl is-enabled nfs-server', 'getent hosts 10.88.0.100']);
+
+    const nameless = await resourceContext();
+    nameless.exec.on('systemctl is-enabled nfs-server', { exitCode: 0, stdout: 'enabled\n', stderr: '' }).on(/^getent /, 'getent-hosts--no-name');
+    const problems = await new NfsServer(nameless.ctx).validate();
+    assert.equal(problems.length, 2);
+    assert.match(problems[0]!, /enabled at boot.*systemctl disable nfs-server/);
+    assert.match(problems[1]!, /the VIP 10\.88\.0\.100 has no host name here .*add "10\.88\.0\.100 <its name>" to \/etc\/hosts on both nodes/);
+  });
+
   it('binds the reclaim state, writes the settings and the scope drop-in, starts nfsd, notifies v3 clients — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext();
     // One bind (sm) left from before: the others are bound, that one is not bound twice.
