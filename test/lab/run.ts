@@ -343,9 +343,6 @@ async function installAgent(vm: Vm, device: string): Promise<void> {
     '-c',
     `mkdir -p -m 0700 /etc/nfs-ha && umask 077 && echo '{"demoteBudgetMs": ${LAB_DEMOTE_BUDGET_MS}, "monitorIntervalMs": ${LAB_MONITOR_INTERVAL_MS}}' > /etc/nfs-ha/agent.json`,
   ]);
-  // A name for the VIP, as docs/preparing-nodes.md asks (the preflight checks it): sm-notify sends
-  // NFSv3 clients their lock-recovery notice only from an address that resolves to a name.
-  await vm.run(['bash', '-c', `grep -q '^${VIP} ' /etc/hosts || echo '${VIP} nfs-ha-vip' >> /etc/hosts`]);
   // The agent package, as the control plane serves it: the installer downloads it, checks it
   // against the operator's checksum (from the enrolment) and installs it with apt.
   const flags = `--token-file /root/nfs-ha.token --sha256 ${packageSha256} --device ${device} --vg ${VG} --mount-prefix /srv/nfs --insecure --yes`;
@@ -866,6 +863,9 @@ async function main(): Promise<void> {
   if (ids[0]!.trim() !== ids[1]!.trim() || !ids[0]!.trim()) throw new Error(`the nodes see different LUNs: ${ids.join(' / ')}`);
   const device = `/dev/mapper/${ids[0]!.trim()}`;
   log(`both nodes see the LUN as ${device}, on two paths each`);
+  // A name for the VIP, as docs/preparing-nodes.md asks (the agent's preflight checks it): sm-notify
+  // sends NFSv3 clients their lock-recovery notice only from an address that resolves to a name.
+  await Promise.all(nodes.map((vm) => vm.run(['bash', '-c', `echo '${VIP} nfs-ha-vip' >> /etc/hosts`])));
   await captureMultipath(nodeA, device, 'two-paths', 'logged in on both portals, the map assembled, no key registered');
   await prepareSharedStorage(device);
   log('baseline: the raw start sequence, run directly on node-a');
