@@ -8,7 +8,8 @@
  *   the peer's node id).
  * - stop: this node holds everything and stops it.
  * In both, its agent has run since the node booted: what prepare() readies is in place (the NFS
- * server's settings and drop-in), as on a node whose takeover or stop this shows.
+ * server's settings and drop-in), as on a node whose takeover or stop this shows; a start's dry
+ * run lists prepare()'s own commands apart.
  * This is a model for display, used by nothing else.
  */
 import { reservationKey } from '../shared/reservation-key.ts';

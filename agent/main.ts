@@ -94,7 +94,11 @@ async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryR
     await work();
     sections.push({ step, commands: exec.commands.slice(before) });
   };
+  // What prepare() runs when the agent starts, ahead of any takeover (never on its path).
+  let prepared: RecordingExecutor['commands'] = [];
   if (direction === 'start') {
+    await prepareResources(resources);
+    prepared = exec.commands.splice(0);
     const peer = t.spec.nodes.find((n) => n.id !== t.node.id)!;
     await section(`fence: preempt ${peer.id}'s key ${reservationKey(t.spec.id, peer.id)} (as the arbiter's grant directs)`, () =>
       resources.reservation.fence([reservationKey(t.spec.id, peer.id)]),
@@ -105,11 +109,15 @@ async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryR
       await section(`stop ${r.name}${r.name === 'scsi-reservation' ? ' (kept: the next holder preempts it)' : ''}`, () => r.stop());
   }
   if (options.json) {
-    console.log(JSON.stringify({ node: t.node.id, cluster: t.spec.id, direction, steps: sections }, null, 2));
+    console.log(JSON.stringify({ node: t.node.id, cluster: t.spec.id, direction, prepared, steps: sections }, null, 2));
     return;
   }
   const situation = direction === 'start' ? `taking over from ${t.spec.nodes.find((n) => n.id !== t.node.id)!.id}` : 'stopping everything it holds';
   console.log(`# nfs-ha-agent ${direction} --dry-run: node ${t.node.id} of cluster ${t.spec.id}, ${situation}`);
+  if (prepared.length > 0) {
+    console.log(`\n# prepared when the agent starts, whatever its role (not on the takeover's path)`);
+    for (const c of prepared) console.log(formatCommand(c));
+  }
   for (const s of sections) {
     console.log(`\n# ${s.step}`);
     for (const c of s.commands) console.log(formatCommand(c));

@@ -27,7 +27,12 @@ describe('nfs-ha-agent bundle', () => {
   it('start --dry-run: fence first, then the resources in order, as commands an operator would type', async () => {
     const r = await agent('start', '--dry-run', '--json', '--spec', spec, '--node', 'node-b');
     assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { steps: { step: string; commands: { argv: string[] }[] }[] };
+    const out = JSON.parse(r.stdout) as { prepared: { argv: string[] }[]; steps: { step: string; commands: { argv: string[] }[] }[] };
+    // Ahead of any takeover, when the agent starts: what holds no state, and no nfsd thread.
+    assert.deepEqual(
+      out.prepared.map((c) => c.argv.join(' ')).filter((l) => !l.startsWith('cat ')),
+      ['systemctl start proc-fs-nfsd.mount rpc_pipefs.target', 'systemctl start rpcbind.service'],
+    );
     assert.deepEqual(
       out.steps.map((s) => s.step.split(':')[0]),
       ['fence', 'start scsi-reservation', 'start volume-group', 'start filesystem', 'start nfs-server', 'start exports', 'start floating-ip'],

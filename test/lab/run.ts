@@ -300,10 +300,10 @@ async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs:
   await sgPersist(nodeB, '--out', '--register-ignore', `--param-sark=${keyB}`, device);
   await nodeB.run(['vgchange', '--config', 'local/extra_system_ids=["node-a"]', '--systemid', 'node-b', VG]);
   const out = await nodeA.run(['node', '/lab/raw-sequence.mjs', '/lab/nfs-ha-agent.mjs', '/lab/spec.json', 'node-a'], 180_000);
-  const result = JSON.parse(out) as { start: RawStep[]; stop: RawStep[] };
+  const result = JSON.parse(out) as { prepared: string[]; start: RawStep[]; stop: RawStep[] };
   // Only probes may answer "no" (not mounted, no such file, no ARP reply); any other failure means
   // the baseline skipped work the agent does, and its figure would flatter the raw commands.
-  const skipped = result.start.flatMap((x) => x.failed).filter((c) => !/^(findmnt|cat|arping) /.test(c));
+  const skipped = [...result.prepared, ...result.start.flatMap((x) => x.failed)].filter((c) => !/^(findmnt|cat|arping) /.test(c));
   if (skipped.length > 0) throw new Error(`the raw baseline's commands failed: ${skipped.join('; ')}`);
   // Leave the disk as the agents expect it on a cold start: no registrations, the VG inactive.
   await sgPersist(nodeA, '--out', '--clear', `--param-rk=${keyA}`, device);
@@ -900,6 +900,19 @@ async function main(): Promise<void> {
       const [path, version] = exe.trim().split('\n');
       s.check(`${vm.name} runs the agent from the package`, path === '/usr/sbin/nfs-ha-agent' && version === VERSION, `${path}, nfs-ha-agent ${version}`);
     }
+    // The passive, prepared when its agent started: nfsd's module and control filesystem and
+    // rpcbind up, so that its takeover does not wait for them; no nfsd thread, nfs-server inactive.
+    const standby = vmByName(peerOf(s.failover.to));
+    const prepared = await until(`${standby.name}'s agent to prepare nfsd`, 60_000, async () => {
+      const r = await standby.exec(['bash', '-c', 'findmnt -rn -o TARGET /proc/fs/nfsd; cat /proc/fs/nfsd/threads; systemctl is-active nfs-server rpcbind']);
+      const [mount, threads, server, rpcbind] = r.stdout.trim().split('\n');
+      return mount === '/proc/fs/nfsd' && rpcbind === 'active' && { threads, server };
+    });
+    s.check(
+      `${standby.name} (passive) has nfsd's module and rpcbind loaded ahead, and serves nothing`,
+      prepared.threads === '0' && prepared.server === 'inactive',
+      `/proc/fs/nfsd mounted, rpcbind active; nfsd threads ${prepared.threads}, nfs-server ${prepared.server}`,
+    );
     await startClient();
     await waitAcksAfter(20, 120_000);
     const active = s.failover.to;

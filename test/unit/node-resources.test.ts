@@ -218,6 +218,9 @@ const CONFIGURE_NFSD = [
   'systemctl daemon-reload',
 ];
 
+/** What prepare() starts that holds no state: nfsd's module and control filesystem, rpc_pipefs, rpcbind. No nfsd thread. */
+const PREPARE_KERNEL = ['systemctl start proc-fs-nfsd.mount rpc_pipefs.target', 'systemctl start rpcbind.service'];
+
 describe('nfs-server resource', () => {
   it("validation: the VIP needs a name (sm-notify sends NFSv3 clients nothing from a nameless address), and nfs-server must not start at boot", async () => {
     const disabled = { exitCode: 1, stdout: 'disabled\n', stderr: '' };
@@ -269,17 +272,32 @@ describe('nfs-server resource', () => {
     assert.ok(!exec.lines().some((l) => l.startsWith('tee ') || l === 'systemctl daemon-reload'));
   });
 
-  it('prepare writes the settings and the drop-in ahead, reloading systemd, and starts or binds nothing — exact argv', async () => {
+  it('prepare writes the settings and the drop-in ahead, reloading systemd, and loads what holds no state; it starts no nfsd and binds nothing — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext();
     exec.on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' });
     await new NfsServer(ctx).prepare();
-    assert.deepEqual(exec.lines(), CONFIGURE_NFSD);
+    assert.deepEqual(exec.lines(), [...CONFIGURE_NFSD, ...PREPARE_KERNEL]);
     const again = await resourceContext();
     again.exec
       .on(`cat ${NFS_CONF}`, { exitCode: 0, stdout: nfsConf(spec), stderr: '' })
       .on(`cat ${SCOPE_DROPIN}`, { exitCode: 0, stdout: scopeDropIn(spec.nfs.serverScope), stderr: '' });
     await new NfsServer(again.ctx).prepare();
-    assert.deepEqual(again.exec.lines(), [`cat ${NFS_CONF}`, `cat ${SCOPE_DROPIN}`], 'in place already: read, not rewritten');
+    assert.deepEqual(again.exec.lines(), [`cat ${NFS_CONF}`, `cat ${SCOPE_DROPIN}`, ...PREPARE_KERNEL], 'in place already: read, not rewritten');
+  });
+
+  it('prepare: a masked rpcbind (an NFSv4-only node) is no failure; nfsd that cannot load is', async () => {
+    const masked = await resourceContext();
+    masked.exec.on('systemctl start rpcbind.service', { exitCode: 1, stdout: '', stderr: 'Failed to start rpcbind.service: Unit rpcbind.service is masked.' });
+    await new NfsServer(masked.ctx).prepare();
+    assert.equal(masked.exec.lines().at(-1), 'systemctl start rpcbind.service');
+    const broken = await resourceContext();
+    broken.exec.on('systemctl start proc-fs-nfsd.mount rpc_pipefs.target', {
+      exitCode: 1,
+      stdout: '',
+      stderr: 'Job for proc-fs-nfsd.mount failed. See "systemctl status proc-fs-nfsd.mount" and "journalctl -xeu proc-fs-nfsd.mount" for details.',
+    });
+    await assert.rejects(new NfsServer(broken.ctx).prepare(), /loading nfsd and its filesystems/);
+    assert.ok(!broken.exec.lines().includes('systemctl start rpcbind.service'));
   });
 
   it('stop ends what holds the bound directories open before unbinding them — exact argv', async () => {
