@@ -15,7 +15,7 @@ import { Command, Option } from 'commander';
 import { z } from 'zod';
 import { pino, type Logger } from 'pino';
 import { reservationKey } from '../shared/reservation-key.ts';
-import type { ClusterSpec, NodeSpec } from '../shared/spec.ts';
+import { type ClusterSpec, type NodeSpec, nodeDevices } from '../shared/spec.ts';
 import { EnrolmentSchema } from '../shared/api.ts';
 import { watchdogProblem } from '../shared/timing.ts';
 import { specFromText } from '../shared/spec-file.ts';
@@ -29,6 +29,7 @@ import { ProcClientTickler } from './tickle.ts';
 import { NodeAgent } from './loop.ts';
 import { AgentMetrics } from './metrics.ts';
 import { outsideAllowed } from './allowed.ts';
+import { waitForDevices } from './devices.ts';
 import { fetchPeerStatus, type PeerKeys, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
 import { nodeResources, prepareResources } from './resources/index.ts';
 import type { FencingState, MonitorResult } from './resources/resource.ts';
@@ -242,6 +243,8 @@ async function run(options: { config: string }) {
   log.info({ stateDir: config.stateDir, ...memory.current() }, 'epoch memory read');
   const refused = outsideAllowed(spec, node.id, config.allowed);
   if (refused.length > 0) return refuseSpec(config, cp, log, memory, refused, specVersion, spec.timing.passivePollMs);
+  // Only the disks this node allows are looked at; what is still missing, the preflight names.
+  await waitForDevices(nodeDevices(spec, node.id), log);
   const peer = spec.nodes.find((n) => n.id !== config.nodeId)!;
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   // Read at scrape time: the agent exists by the time the listener starts.
