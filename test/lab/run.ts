@@ -1270,6 +1270,14 @@ async function main(): Promise<void> {
         vm.start();
         await vm.waitUp(240_000);
         await passiveAgain(s, holder, faultAt);
+        // Its agent started at boot beside the SAN's logins: it waited for the disk, not exited.
+        const boot = await vm.exec(['bash', '-c', 'systemctl show -p NRestarts --value nfs-ha-agent; journalctl -b -u nfs-ha-agent -o cat --no-pager --grep "shared disk"']);
+        const [restarts, ...waited] = boot.stdout.trim().split('\n');
+        s.check(
+          `${holder}'s agent started once after the reboot (it waits for its disk instead of exiting)`,
+          restarts === '0',
+          `${restarts} restarts; ${waited.map((l) => /"msg":"([^"]*)"/.exec(l)?.[1] ?? l).join(' | ') || 'the disk was there when it started'}`,
+        );
         const paths = await until(
           `${holder}'s map with its one reachable path`,
           120_000,
