@@ -1,5 +1,5 @@
 /** Agent test helpers: resources on a scripted executor, and recording fakes of the resources. */
-import type { Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 import type { EpochMemory } from '../../agent/epoch-memory.ts';
 import { RememberedEpochs } from './epochs.ts';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
@@ -18,6 +18,12 @@ import { ScriptedExecutor } from './fixtures.ts';
 
 /** The agent process id a test agent numbers its promise requests under. */
 export const TEST_INSTANCE = '0123456789abcdef';
+
+/** A logger whose lines the test reads. */
+export function capturedLog() {
+  const lines: { level: number; msg: string }[] = [];
+  return { lines, log: pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; msg: string }) }) };
+}
 
 export async function resourceContext(node: 'node-a' | 'node-b' = 'node-a', fencing: FencingState = { epoch: 1, confirmedEpoch: 1 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec());

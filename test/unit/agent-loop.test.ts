@@ -7,9 +7,9 @@ import { VERSION } from '../../shared/version.ts';
 import type { PromiseAnswer, PromiseAsk } from '../../shared/failsafe.ts';
 import type { PeerView } from '../../shared/node-role.ts';
 import { activeDeadline } from '../../shared/timing.ts';
-import { type Logger, pino } from 'pino';
+import type { Logger } from 'pino';
 import { ControlPlaneError } from '../../agent/control-plane-client.ts';
-import { TEST_INSTANCE, testAgent } from '../helpers/agent.ts';
+import { capturedLog, TEST_INSTANCE, testAgent } from '../helpers/agent.ts';
 import { SafetyInDoubt } from '../../agent/resources/resource.ts';
 import { sample } from '../helpers/prometheus.ts';
 import { RememberedEpochs } from '../helpers/epochs.ts';
@@ -74,12 +74,6 @@ async function agentFor(
 ) {
   const cp = new FakeControlPlane();
   return { cp, ...(await testAgent({ nodeId: 'node-b', controlPlane: cp, journal, now: () => now, ...options })) };
-}
-
-/** A logger whose lines the test reads. */
-function capturedLog() {
-  const lines: { level: number; msg: string }[] = [];
-  return { lines, log: pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; msg: string }) }) };
 }
 
 beforeEach(() => {

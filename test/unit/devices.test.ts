@@ -2,20 +2,15 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { pino } from 'pino';
 import { waitForDevices } from '../../agent/devices.ts';
+import { capturedLog } from '../helpers/agent.ts';
 import { tempDir } from '../helpers/control-plane.ts';
-
-function capture() {
-  const lines: { level: number; msg: string }[] = [];
-  return { lines, log: pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; msg: string }) }) };
-}
 
 describe('the shared disks at boot', () => {
   it('present already: no wait, nothing logged', async () => {
     const dir = await tempDir('nfs-ha-devices-');
     await writeFile(join(dir, 'lun'), '');
-    const { lines, log } = capture();
+    const { lines, log } = capturedLog();
     assert.deepEqual(await waitForDevices([join(dir, 'lun')], log), []);
     assert.deepEqual(lines, []);
   });
@@ -23,7 +18,7 @@ describe('the shared disks at boot', () => {
   it('waits for a disk that appears (a multipath map assembled after the agent started), saying what it waits for', async () => {
     const dir = await tempDir('nfs-ha-devices-');
     const lun = join(dir, 'lun');
-    const { lines, log } = capture();
+    const { lines, log } = capturedLog();
     const started = performance.now();
     setTimeout(() => void writeFile(lun, ''), 600);
     assert.deepEqual(await waitForDevices([lun], log, 10_000), []);
@@ -37,7 +32,7 @@ describe('the shared disks at boot', () => {
   it('gives up after its time, naming what is still missing (the preflight then refuses to run)', async () => {
     const dir = await tempDir('nfs-ha-devices-');
     await writeFile(join(dir, 'present'), '');
-    const { lines, log } = capture();
+    const { lines, log } = capturedLog();
     const started = performance.now();
     assert.deepEqual(await waitForDevices([join(dir, 'present'), join(dir, 'absent')], log, 700), [join(dir, 'absent')]);
     assert.ok(performance.now() - started >= 700);
