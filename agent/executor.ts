@@ -3,6 +3,7 @@
  * timeout, captured output, a fixed C locale (so output parses the same everywhere), and one
  * structured log line per run with its duration.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { execFile } from 'node:child_process';
 import type { Logger } from 'pino';
 
@@ -132,6 +133,34 @@ export class HostExecutor implements Executor {
       child.stdin?.on('error', () => {});
       child.stdin?.end(command.input);
     });
+  }
+}
+
+/** A command as a phase report lists it: what ran, and for how long. */
+export interface CommandTime {
+  command: string;
+  ms: number;
+}
+
+/** How much of a command a phase report shows (the schema's limit). */
+const REPORTED_COMMAND_CHARS = 300;
+
+/**
+ * Which commands a piece of work (a takeover's phase) ran, however many other tasks run commands
+ * meanwhile: the monitors, the peer channel's tickles, prepare() still finishing beside the first
+ * takeover. Each result is booked to the work whose async context started the command.
+ */
+export class CommandLedger {
+  readonly #current = new AsyncLocalStorage<CommandTime[]>();
+
+  /** Runs `work`, listing into `into` each command it runs, in the order they end. */
+  track<T>(into: CommandTime[], work: () => Promise<T>): Promise<T> {
+    return this.#current.run(into, work);
+  }
+
+  /** Books a result (the executor's onResult) to the work running it, if any. */
+  record(result: CommandResult): void {
+    this.#current.getStore()?.push({ command: formatArgv(result.argv).slice(0, REPORTED_COMMAND_CHARS), ms: Math.round(result.durationMs) });
   }
 }
 

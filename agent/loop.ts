@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Phase, PhaseDirection } from '../shared/events.ts';
+import { MAX_PHASE_COMMANDS, type Phase, type PhaseDirection } from '../shared/events.ts';
 import type { AgentBuild, Release } from '../shared/lease.ts';
 import {
   assertTransition,
@@ -45,6 +45,7 @@ import {
 } from '../shared/failsafe.ts';
 import { type ControlPlane, ControlPlaneError } from './control-plane-client.ts';
 import type { EpochMemory } from './epoch-memory.ts';
+import type { CommandLedger, CommandTime } from './executor.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PeerStatus } from './peer.ts';
 import type { NodeResources } from './resources/index.ts';
@@ -83,8 +84,8 @@ export interface AgentDeps {
   } | null;
   /** Monotonic milliseconds. */
   now: () => number;
-  /** Milliseconds spent in commands so far, all resources together (absent: not reported per phase). */
-  commandsMs?: () => number;
+  /** Books each command to the phase that ran it (absent: phases report no commands). */
+  ledger?: CommandLedger;
   log: Logger;
   maxRestarts: number;
   monitorIntervalMs: number;
@@ -665,7 +666,7 @@ export class NodeAgent {
     phase: Phase,
     direction: PhaseDirection,
     status: 'started' | 'succeeded' | 'failed',
-    extra: { durationMs?: number; commandsMs?: number; message?: string } = {},
+    extra: { durationMs?: number; commandsMs?: number; commands?: CommandTime[]; message?: string } = {},
   ): void {
     const epoch = this.d.fencing.epoch;
     if (epoch === 0) return;
@@ -687,14 +688,16 @@ export class NodeAgent {
   async #timed<T>(phase: Phase, direction: 'start' | 'stop', work: () => Promise<T>): Promise<T> {
     if (this.#interrupt && direction === 'start') throw new Interrupted('lease deadline reached');
     const t0 = this.d.now();
-    const c0 = this.d.commandsMs?.();
-    // The time in commands tells the agent's own share of a phase (durationMs less commandsMs).
-    // Phases run one at a time and a takeover runs no monitors, so its phases count their own
-    // commands only (a local restart may also count a monitor pass still finishing).
-    const timing = () => ({ durationMs: this.d.now() - t0, ...(c0 !== undefined && { commandsMs: this.d.commandsMs!() - c0 }) });
+    // The phase's own commands, each with its time: where a slow takeover spent it, and the
+    // agent's own share of the phase (durationMs less commandsMs).
+    const commands: CommandTime[] = [];
+    const timing = () => ({
+      durationMs: this.d.now() - t0,
+      ...(this.d.ledger && { commandsMs: commands.reduce((sum, c) => sum + c.ms, 0), commands: commands.slice(0, MAX_PHASE_COMMANDS) }),
+    });
     this.#report(phase, direction, 'started');
     try {
-      const result = await work();
+      const result = await (this.d.ledger ? this.d.ledger.track(commands, work) : work());
       this.#report(phase, direction, 'succeeded', timing());
       return result;
     } catch (err) {

@@ -24,7 +24,7 @@ import { type AgentConfig, AgentConfigError, AgentConfigSchema, DEFAULT_CONFIG_P
 import { type EpochMemory, FileEpochMemory } from './epoch-memory.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
 import { dryRunNode } from './dry-run.ts';
-import { type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
+import { CommandLedger, type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
 import { ProcClientTickler } from './tickle.ts';
 import { NodeAgent } from './loop.ts';
 import { AgentMetrics } from './metrics.ts';
@@ -249,9 +249,9 @@ async function run(options: { config: string }) {
   const fencing: FencingState = { epoch: 0, confirmedEpoch: 0 };
   // Read at scrape time: the agent exists by the time the listener starts.
   const metrics = new AgentMetrics(() => agent.status());
-  let commandsMs = 0;
+  const ledger = new CommandLedger();
   const executor = new HostExecutor(log, (r) => {
-    commandsMs += r.durationMs;
+    ledger.record(r);
     metrics.command(r.argv, r.exitCode, r.durationMs / 1000);
   });
   const resources = resourcesFor({ spec, node, config }, executor, log, fencing);
@@ -289,7 +289,7 @@ async function run(options: { config: string }) {
       },
     ),
     now,
-    commandsMs: () => commandsMs,
+    ledger,
     clients: new ProcClientTickler(executor, spec.vip.address),
     log,
     maxRestarts: config.maxRestarts,

@@ -92,7 +92,7 @@ function takeover(events) {
   const fenced = events.find((e) => e.type === 'fencing.confirmed');
   if (fenced) steps.push(['fence', fenced.data.durationMs ?? null, fenced.at - grant.at]);
   for (const e of events) {
-    if (e.type === 'phase.reported' && e.data.direction === 'start' && e.data.status === 'succeeded') steps.push([e.data.phase, e.data.durationMs ?? null, e.at - grant.at]);
+    if (e.type === 'phase.reported' && e.data.direction === 'start' && e.data.status === 'succeeded') steps.push([e.data.phase, e.data.durationMs ?? null, e.at - grant.at, e.data.commands ?? []]);
   }
   return { grant, steps };
 }
@@ -139,7 +139,9 @@ function render(id) {
   const parts = [title, $('div', { class: 'muted' }, lease + (s.lease.failsafe ? '; serving on ' + s.lease.failsafe.vouchedBy + "'s promise since " + s.lease.failsafe.since : '')), table];
   if (t) {
     parts.push($('div', { class: 'muted' }, 'Epoch ' + t.grant.epoch + ': granted to ' + t.grant.node + ' (' + t.grant.data.reason + (t.grant.data.previousHolder ? ', from ' + t.grant.data.previousHolder : '') + ') at ' + new Date(t.grant.at).toISOString()));
-    parts.push($('div', { class: 'timeline', 'data-role': 'timeline' }, ...t.steps.map(([phase, ms, after]) => $('span', {}, phase + ' ' + secs(ms) + ' (+' + secs(after) + ')'))));
+    parts.push($('div', { class: 'timeline', 'data-role': 'timeline' }, ...t.steps.map(([phase, ms, after, commands = []]) =>
+      // Hovering a step shows its commands and their times: where a slow takeover went.
+      $('span', commands.length ? { title: commands.map((c) => secs(c.ms) + '  ' + c.command).join('\\n') } : {}, phase + ' ' + secs(ms) + ' (+' + secs(after) + ')'))));
   }
   parts.push($('div', { class: 'muted' }, state.streams.get(id)?.readyState === 1 ? 'live' : 'polling every second'));
   const card = $('section', { class: 'cluster', id: 'cluster-' + id }, ...parts);

@@ -38,6 +38,14 @@ const base = {
     .describe('The operator key that asked for it (maintenance, standby, switchover, a spec update through the API)'),
 };
 
+/** At most this many of a phase's commands are reported (a resource runs a handful per phase). */
+export const MAX_PHASE_COMMANDS = 32;
+/** A phase's commands in the order they ran, each with its time: where a slow takeover spent it. */
+export const PhaseCommands = z
+  .array(z.object({ command: z.string().min(1).max(300), ms: z.number().nonnegative().max(3_600_000) }).strict())
+  .max(MAX_PHASE_COMMANDS)
+  .describe(`The phase's commands in the order they ran, each with the time it took (the first ${MAX_PHASE_COMMANDS})`);
+
 export const EventSchema = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('cluster.created'), data: z.object({ nodes: z.array(NodeId) }) }),
   z.object({
@@ -121,6 +129,7 @@ export const EventSchema = z.discriminatedUnion('type', [
       status: PhaseStatus,
       durationMs: z.number().nonnegative().optional(),
       commandsMs: z.number().nonnegative().optional().describe("Of durationMs, the time the phase's commands ran; the rest is the agent's own"),
+      commands: PhaseCommands.optional(),
       message: z.string().max(2000).optional(),
     }),
   }),

@@ -29,7 +29,7 @@
  * - Nothing else changes hands: no directive other than a committed grant lets a node activate.
  */
 import { z } from 'zod';
-import { type ClusterEvent, EventSchema, GrantReason, Phase, PhaseDirection, PhaseStatus, ReleaseReason } from './events.ts';
+import { type ClusterEvent, EventSchema, GrantReason, Phase, PhaseCommands, PhaseDirection, PhaseStatus, ReleaseReason } from './events.ts';
 import { ClusterId, NodeId } from './names.ts';
 import { ReservationKey, reservationKey } from './reservation-key.ts';
 import type { ClusterSpec } from './spec.ts';
@@ -211,6 +211,7 @@ export const PhaseReportSchema = z
       .max(3_600_000)
       .optional()
       .describe("Of durationMs, the time the phase's commands ran; the rest is the agent's own"),
+    commands: PhaseCommands.optional(),
     message: z.string().max(2000).optional(),
   })
   .strict();
@@ -632,7 +633,7 @@ export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now:
       message: `${node} did not hold epoch ${report.epoch} (the lease is at epoch ${lease.epoch}${lease.holder ? `, held by ${lease.holder}` : ''}): no stop to report`,
     };
   }
-  const { reportId, epoch, phase, direction, status, durationMs, commandsMs, message } = report;
+  const { reportId, epoch, phase, direction, status, durationMs, commandsMs, commands, message } = report;
   return {
     event: {
       id: `${node}.${reportId}`,
@@ -647,6 +648,7 @@ export function phaseEvent(lease: Lease, node: string, report: PhaseReport, now:
         status,
         ...(durationMs !== undefined && { durationMs }),
         ...(commandsMs !== undefined && { commandsMs }),
+        ...(commands !== undefined && { commands }),
         ...(message !== undefined && { message }),
       },
     },

@@ -31,6 +31,7 @@ async function phases(id: string, node: string, epoch: number) {
       direction: 'start',
       status: 'succeeded',
       durationMs: 100,
+      ...(phase === 'nfs-server' && { commandsMs: 90, commands: [{ command: 'systemctl start nfs-server', ms: 90 }] }),
     });
     assert.equal(r.status, 201, JSON.stringify(r.body));
   }
@@ -73,6 +74,12 @@ describe('status page (GET /) in Chromium', () => {
     assert.equal(await page.$eval('#cluster-page-a [data-role=epoch]', (el) => el.textContent), 'epoch 1');
     const timeline = await page.$eval('#cluster-page-a [data-role=timeline]', (el) => el.textContent ?? '');
     assert.match(timeline, /fence .*scsi-reservation 0\.1 s.*floating-ip 0\.1 s/);
+    const titles = await page.$$eval('#cluster-page-a [data-role=timeline] span', (spans) => spans.map((s) => [s.textContent?.split(' ')[0], s.getAttribute('title')]));
+    assert.deepEqual(
+      titles.filter(([, title]) => title !== null),
+      [['nfs-server', '0.1 s  systemctl start nfs-server']],
+      'a step shows its commands when hovered',
+    );
     assert.match(await page.$eval('#cluster-page-a tr[data-node=node-b]', (el) => el.textContent ?? ''), /node-bpassive/);
     assert.ok(!page.url().includes(readOnly), 'the key is not in the URL');
     assert.ok(await page.evaluate(() => sessionStorage.getItem('nfs-ha.key') !== null), 'kept in the tab');

@@ -1,6 +1,7 @@
 /** Agent test helpers: resources on a scripted executor, and recording fakes of the resources. */
 import { type Logger, pino } from 'pino';
 import type { EpochMemory } from '../../agent/epoch-memory.ts';
+import type { CommandLedger } from '../../agent/executor.ts';
 import { RememberedEpochs } from './epochs.ts';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
 import { NodeAgent } from '../../agent/loop.ts';
@@ -120,8 +121,8 @@ export async function testAgent(options: {
   log?: Logger;
   /** The agent's timers (default: setTimeout). */
   timer?: (ms: number, fn: () => void) => { cancel(): void };
-  /** Milliseconds spent in commands so far (default: not reported). */
-  commandsMs?: () => number;
+  /** Books commands to the phase that ran them (default: phases report no commands). */
+  ledger?: CommandLedger;
 }) {
   const spec = ClusterSpecSchema.parse(await exampleSpec(options.clusterId));
   const fakes = fakeResources(options.journal);
@@ -167,7 +168,7 @@ export async function testAgent(options: {
     specVersion: 1,
     ...(options.onNewSpec && { onNewSpec: options.onNewSpec }),
     ...(options.timer && { timer: options.timer }),
-    ...(options.commandsMs && { commandsMs: options.commandsMs }),
+    ...(options.ledger && { ledger: options.ledger }),
     ...(options.clients && { clients: options.clients }),
   });
   const step = async () => {

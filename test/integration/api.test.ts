@@ -73,6 +73,14 @@ describe('control plane API on dynalite', () => {
     const again = await h.call('POST', '/v1/clusters/api-flow/nodes/node-a/fencing', { epoch: 1, keys: a1.body.directive.fence.keys });
     assert.equal(again.status, 200, 'confirming twice is idempotent');
 
+    // A phase done, with its commands: the timeline shows where a takeover spent its time.
+    const commands = [
+      { command: 'vgchange --config \'local/extra_system_ids=["node-b"]\' --systemid node-a vg_nfs', ms: 668 },
+      { command: 'vgchange -ay vg_nfs', ms: 4612 },
+    ];
+    const done = { reportId: 'aaaaaaaa-0002', epoch: 1, phase: 'volume-group', direction: 'start', status: 'succeeded', durationMs: 5400, commandsMs: 5280, commands };
+    assert.equal((await h.call('POST', '/v1/clusters/api-flow/nodes/node-a/phases', done)).status, 201);
+
     h.clock.advance(480);
     const a2 = await heartbeat('api-flow', 'node-a', hb('active', 1));
     assert.equal(a2.body.directive.action, 'stay-active');
@@ -84,8 +92,9 @@ describe('control plane API on dynalite', () => {
     const events = await h.call('GET', '/v1/clusters/api-flow/events');
     assert.deepEqual(
       events.body.events.map((e: { type: string }) => e.type),
-      ['cluster.created', 'lease.granted', 'fencing.decided', 'phase.reported', 'fencing.confirmed'],
+      ['cluster.created', 'lease.granted', 'fencing.decided', 'phase.reported', 'fencing.confirmed', 'phase.reported'],
     );
+    assert.deepEqual(events.body.events.at(-1).data, { phase: 'volume-group', direction: 'start', status: 'succeeded', durationMs: 5400, commandsMs: 5280, commands });
     const page1 = await h.call('GET', '/v1/clusters/api-flow/events?limit=2');
     const page2 = await h.call('GET', `/v1/clusters/api-flow/events?limit=2&cursor=${encodeURIComponent(page1.body.cursor)}`);
     assert.deepEqual(
@@ -170,6 +179,20 @@ describe('control plane API on dynalite', () => {
         'POST',
         '/v1/clusters/api-bad/nodes/node-b/phases',
         { reportId: 'x', epoch: 1, phase: 'exports', direction: 'start', status: 'started' },
+        400,
+        'invalid_request',
+      ],
+      [
+        'POST',
+        '/v1/clusters/api-bad/nodes/node-b/phases',
+        { reportId: 'bbbbbbbb-0001', epoch: 1, phase: 'exports', direction: 'start', status: 'succeeded', commands: Array.from({ length: 33 }, () => ({ command: 'exportfs -v', ms: 1 })) },
+        400,
+        'invalid_request',
+      ],
+      [
+        'POST',
+        '/v1/clusters/api-bad/nodes/node-b/phases',
+        { reportId: 'bbbbbbbb-0002', epoch: 1, phase: 'exports', direction: 'start', status: 'succeeded', commands: [{ command: 'x'.repeat(301), ms: 1 }] },
         400,
         'invalid_request',
       ],

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { beforeEach, describe, it } from 'node:test';
 import type { ControlPlane } from '../../agent/control-plane-client.ts';
+import { type CommandResult, CommandLedger } from '../../agent/executor.ts';
 import type { HeartbeatResponse } from '../../shared/api.ts';
 import { type Directive, type FencingReport, type Heartbeat, HeartbeatSchema, type PhaseReport, PhaseReportSchema, type Release } from '../../shared/lease.ts';
 import { VERSION } from '../../shared/version.ts';
@@ -66,7 +67,7 @@ async function agentFor(
     onNewSpec?: (version: number) => void;
     memory?: RememberedEpochs;
     log?: Logger;
-    commandsMs?: () => number;
+    ledger?: CommandLedger;
     peerReachable?: () => boolean | undefined;
     peerClients?: () => string[];
     clients?: ClientTickler;
@@ -141,24 +142,38 @@ describe('agent loop', () => {
     for (const p of cp.phases) assert.ok(PhaseReportSchema.safeParse(p).success, JSON.stringify(p));
   });
 
-  it("reports each phase's time and, of it, the time its commands ran: the rest is the agent's own", async () => {
-    let inCommands = 0;
-    const { cp, step, others } = await agentFor({ commandsMs: () => inCommands });
-    // The mount: 300 ms of which 240 in its commands; the others take no time.
+  it("reports each phase's time and its commands, each timed: the rest is the agent's own; commands of other tasks meanwhile are not the phase's", async () => {
+    const ledger = new CommandLedger();
+    const { cp, step, others } = await agentFor({ ledger });
+    const ran = (argv: [string, ...string[]], ms: number): CommandResult => ({ argv, exitCode: 0, signal: null, timedOut: false, stdout: '', stderr: '', durationMs: ms });
+    // A task begun before the takeover (prepare() at agent start) whose command ends during the mount.
+    let during!: () => void;
+    const outside = new Promise<void>((resolve) => (during = resolve)).then(() => ledger.record(ran(['systemctl', 'start', 'rpcbind.service'], 900)));
+    // The mount: 300 ms, of which 240 in its two commands; the other phases take no time.
     const filesystem = others.find((r) => r.name === 'filesystem')!;
     const start = filesystem.start.bind(filesystem);
     filesystem.start = async () => {
       now += 300;
-      inCommands += 240;
+      ledger.record(ran(['findmnt', '-J', '/srv/nfs'], 40));
+      during();
+      await outside;
+      ledger.record(ran(['mount', '-t', 'ext4', 'UUID=x', '/srv/nfs'], 199.6));
       await start();
     };
     await takeOver(cp, step);
     const done = cp.phases.filter((p) => p.direction === 'start' && p.status === 'succeeded');
     const mount = done.find((p) => p.phase === 'filesystem');
-    assert.deepEqual([mount?.durationMs, mount?.commandsMs], [300, 240]);
+    assert.deepEqual([mount?.durationMs, mount?.commandsMs, mount?.commands], [
+      300,
+      240,
+      [
+        { command: 'findmnt -J /srv/nfs', ms: 40 },
+        { command: 'mount -t ext4 UUID=x /srv/nfs', ms: 200 },
+      ],
+    ]);
     assert.deepEqual(
-      done.filter((p) => p.phase !== 'filesystem').map((p) => [p.phase, p.durationMs, p.commandsMs]),
-      ['fence', 'scsi-reservation', 'volume-group', 'nfs-server', 'exports', 'floating-ip'].map((p) => [p, 0, 0]),
+      done.filter((p) => p.phase !== 'filesystem').map((p) => [p.phase, p.durationMs, p.commandsMs, p.commands]),
+      ['fence', 'scsi-reservation', 'volume-group', 'nfs-server', 'exports', 'floating-ip'].map((p) => [p, 0, 0, []]),
     );
   });
 

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CommandFailed, expectExit, failureText, formatArgv, HostExecutor } from '../../agent/executor.ts';
+import { CommandFailed, CommandLedger, type CommandTime, expectExit, failureText, formatArgv, HostExecutor } from '../../agent/executor.ts';
 import { silentLog } from '../helpers/control-plane.ts';
 
 const exec = new HostExecutor(silentLog);
@@ -61,6 +61,31 @@ describe('host executor (real processes)', () => {
     const refused = await exec.run({ argv: ['install', '-m', '0644', '/dev/stdin', join(dir, 'other')], timeoutMs: 5000, input: 'x' });
     assert.notEqual(refused.exitCode, 0, 'if this ever passes, the socket-pair caveat no longer holds');
     await rm(dir, { recursive: true });
+  });
+
+  it('books each command to the work that ran it, while other work runs commands at the same time', async () => {
+    const ledger = new CommandLedger();
+    const booked = new HostExecutor(silentLog, (r) => ledger.record(r));
+    const phase: CommandTime[] = [];
+    const other: CommandTime[] = [];
+    const untracked = booked.run({ argv: ['sleep', '0.2'], timeoutMs: 5000 });
+    await Promise.all([
+      ledger.track(phase, async () => {
+        await booked.run({ argv: ['sleep', '0.1'], timeoutMs: 5000 });
+        await booked.run({ argv: ['printf', '%s', 'two words'], timeoutMs: 5000 });
+      }),
+      ledger.track(other, () => booked.run({ argv: ['sleep', '0.15'], timeoutMs: 5000 })),
+    ]);
+    await untracked;
+    assert.deepEqual(
+      phase.map((c) => c.command),
+      ['sleep 0.1', "printf %s 'two words'"],
+    );
+    assert.deepEqual(
+      other.map((c) => c.command),
+      ['sleep 0.15'],
+    );
+    assert.ok(phase[0]!.ms >= 100 && Number.isInteger(phase[0]!.ms), `${phase[0]!.ms} ms`);
   });
 
   it('formats argv for display with quotes where a shell would need them', () => {
