@@ -774,6 +774,9 @@ async function fencedWrite(s: Scenario, vm: Vm, device: string): Promise<void> {
   }
 }
 
+/** The message of one of the agent's JSON log lines (the line itself if it has none). */
+const logMessage = (line: string) => /"msg":"([^"]*)"/.exec(line)?.[1] ?? line;
+
 /**
  * The agent's warnings and errors since `since` (host clock), across the node's boots (the
  * journal is persistent); with `info`, its decisions and role changes too.
@@ -785,7 +788,7 @@ async function agentLogTail(vm: Vm, since: number, { info = false, count = 8 } =
   return (
     lines
       .slice(-count)
-      .map((l) => l.replace(/^.*"msg":"([^"]*)".*$/, '$1'))
+      .map(logMessage)
       .join(' | ') || `nothing logged (journalctl exit ${r.code})`
   );
 }
@@ -1226,7 +1229,7 @@ async function main(): Promise<void> {
         s.check(
           `path ${path} lost ${holder}'s registration`,
           left.length === 1 || repairLog !== '',
-          left.length === 1 ? `registered [${left.join(', ')}]` : `registered [${left.join(', ')}] when read back, already repaired: ${repairLog.replace(/^.*"msg":"([^"]*)".*$/, '$1')}`,
+          left.length === 1 ? `registered [${left.join(', ')}]` : `registered [${left.join(', ')}] when read back, already repaired: ${logMessage(repairLog)}`,
         );
         const repaired = await until(
           `${holder} to register ${path} again`,
@@ -1298,7 +1301,7 @@ async function main(): Promise<void> {
         s.check(
           `${holder}'s agent started once after the reboot (it waits for its disk instead of exiting)`,
           restarts === '0',
-          `${restarts} restarts; ${waited.map((l) => /"msg":"([^"]*)"/.exec(l)?.[1] ?? l).join(' | ') || 'the disk was there when it started'}`,
+          `${restarts} restarts; ${waited.map(logMessage).join(' | ') || 'the disk was there when it started'}`,
         );
         const paths = await until(
           `${holder}'s map with its one reachable path`,
