@@ -8,9 +8,10 @@
  * or partitioned may still answer until its own lease deadline, so a conflict is probed again
  * for up to one lease TTL before start fails.
  *
- * Both steps sit on the takeover's critical path, so each is one process with short waits: an
- * ARP reply on the VIP's segment takes milliseconds, so the probe waits DAD_WAIT_S for one (not
- * arping's usual second); the gratuitous ARPs go out from one arping, GARP_INTERVAL_S apart.
+ * Both steps are one process each with short waits: an ARP reply on the VIP's segment takes
+ * milliseconds, so the probe waits DAD_WAIT_S for one (not arping's usual second), and it runs
+ * beside the storage steps of a takeover (startAhead); the gratuitous ARPs go out from one arping,
+ * GARP_INTERVAL_S apart.
  * Neither is what keeps the VIP on one node: the lease is (the old holder drops the VIP before
  * its deadline, and the arbiter grants nobody else before then); the probe catches what the
  * lease cannot see, another host configured with the address.
@@ -80,9 +81,25 @@ export class FloatingIp implements Resource {
     }
   }
 
+  /** The duplicate-address probe begun with the takeover (startAhead), for start() to wait for. */
+  #probe: Promise<void> | null = null;
+
+  /**
+   * The probe waits DAD_WAIT_S for a reply that should not come: begun with the takeover, that
+   * wait passes beside the storage steps instead of after them. It is still done after the grant
+   * (the old holder has dropped the VIP by then, or is answered for until the TTL, as below), and
+   * the address is added only once it found the VIP free.
+   */
+  startAhead(): void {
+    this.#probe = this.#probeFree();
+    this.#probe.catch(() => {}); // start() reports its failure
+  }
+
   async start(): Promise<void> {
+    const probe = this.#probe;
+    this.#probe = null;
     if (!(await this.#present())) {
-      await this.#probeFree();
+      await (probe ?? this.#probeFree());
       expectExit(
         await this.ctx.exec.run({ argv: ['ip', 'addr', 'add', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change }),
         [0],
@@ -103,6 +120,7 @@ export class FloatingIp implements Resource {
   }
 
   async stop(): Promise<void> {
+    this.#probe = null;
     if (!(await this.#present())) return;
     expectExit(
       await this.ctx.exec.run({ argv: ['ip', 'addr', 'del', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change }),

@@ -28,6 +28,12 @@ export interface Resource {
    */
   prepare?(): Promise<void>;
   /**
+   * Begins, as a takeover begins, a part of its start() that touches nothing shared and waits on
+   * the network rather than on the steps before it (a probe), so that it runs beside them;
+   * start() waits for its outcome. Errors surface in start(), not here.
+   */
+  startAhead?(): void;
+  /**
    * Its monitor queries the SAN (SCSI reservations, a command per path): the most costly
    * commands of a pass, for state that changes only by fencing (which the key check of every
    * pass catches) or by hand. The agent runs these monitors at their own, slower cadence.

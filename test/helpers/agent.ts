@@ -39,6 +39,8 @@ export class FakeResource implements Resource {
   /** How many times its monitor ran. */
   monitored = 0;
   queriesStorage = false;
+  /** Absent unless a test gives it one. */
+  startAhead?: () => void;
   constructor(
     readonly name: ResourceName,
     protected readonly journal: string[],

@@ -414,6 +414,27 @@ describe('floating-ip resource', () => {
     ]);
   });
 
+  it('probes ahead, beside the steps before it (startAhead): start() waits for that probe instead of probing again', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(/^ip -j addr/, 'ip-j-addr--no-vip').on(/^arping -0/, 'arping-0--dad--no-conflict').on(/^arping -U/, 'arping-U--garp');
+    const vip = new FloatingIp(ctx);
+    vip.startAhead();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(exec.lines(), ['arping -0 -c 1 -w 0.3 -i eth0 10.88.0.100'], 'probing before its start');
+    await vip.start();
+    assert.deepEqual(exec.lines().slice(1), ['ip -j addr show dev eth0', 'ip addr add 10.88.0.100/24 dev eth0', `arping -U -i eth0 -S 10.88.0.100 -c ${GARP_COUNT} -W 0.05 -w 1 10.88.0.100`]);
+    // A probe ahead that found the VIP taken fails start(), and nothing is added.
+    const { ctx: ctx2, exec: exec2, spec } = await resourceContext();
+    spec.timing.leaseTtlMs = 0;
+    exec2.on(/^ip -j addr/, 'ip-j-addr--no-vip').on(/^arping -0/, 'arping-0--dad--conflict');
+    const taken = new FloatingIp(ctx2, async () => {});
+    taken.startAhead();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await assert.rejects(taken.start(), /10\.88\.0\.100 is still answered by 0a:3a:dc:41:44:f7/);
+    assert.equal(exec2.lines().filter((l) => l.startsWith('arping -0')).length, 1, 'probed once, ahead');
+    assert.ok(!exec2.lines().some((l) => l.startsWith('ip addr add')));
+  });
+
   it('waits while another host answers for the VIP, then proceeds once it is gone', async () => {
     const { ctx, exec } = await resourceContext();
     exec.on(/^ip -j addr/, 'ip-j-addr--no-vip').on(/^arping -0/, 'arping-0--dad--conflict', 'arping-0--dad--no-conflict');
