@@ -82,10 +82,10 @@ export class Filesystem implements Resource {
       if (!this.#ours(m)) throw new ResourceError(this.name, `${this.#fs.mountPoint} has another filesystem mounted (${m.source}${m.uuid ? `, UUID ${m.uuid}` : ''})`);
       return;
     }
-    expectExit(await this.ctx.exec.run({ argv: ['mkdir', '-p', this.#fs.mountPoint], timeoutMs: TIMEOUT.query }), [0]);
-    const options = this.#fs.options.length > 0 ? ['-o', this.#fs.options.join(',')] : [];
+    // X-mount.mkdir: mount(8) makes the mount point if it is missing (a takeover pays for every process it starts).
+    const options = ['X-mount.mkdir', ...this.#fs.options].join(',');
     expectExit(
-      await this.ctx.exec.run({ argv: ['mount', '-t', this.#fs.type, ...options, `UUID=${this.#fs.uuid}`, this.#fs.mountPoint], timeoutMs: TIMEOUT.change }),
+      await this.ctx.exec.run({ argv: ['mount', '-t', this.#fs.type, '-o', options, `UUID=${this.#fs.uuid}`, this.#fs.mountPoint], timeoutMs: TIMEOUT.change }),
       [0],
       `mounting ${this.#fs.uuid} on ${this.#fs.mountPoint}`,
     );

@@ -76,8 +76,16 @@ export class VolumeGroup implements Resource {
     this.#lv = ctx.spec.storage.logicalVolume;
   }
 
+  /** This node's system ID, as prepare() read it: a takeover does not wait for `lvm systemid`. */
+  #prepared: string | null = null;
+
   async #localSystemId(): Promise<string | null> {
     return parseSystemId(expectExit(await this.ctx.exec.run({ argv: ['lvm', 'systemid'], timeoutMs: TIMEOUT.query })).stdout);
+  }
+
+  /** Reads this node's system ID ahead (it comes from lvm.conf, which the installer sets; changing it means restarting the agent). */
+  async prepare(): Promise<void> {
+    this.#prepared = await this.#localSystemId();
   }
 
   async #owner(): Promise<string | null | undefined> {
@@ -109,7 +117,7 @@ export class VolumeGroup implements Resource {
     if (epoch === 0 || confirmedEpoch !== epoch) {
       throw new ResourceError(this.name, `refusing to activate ${this.#vg}: fencing is not confirmed for epoch ${epoch}`);
     }
-    const local = await this.#localSystemId();
+    const local = this.#prepared ?? (await this.#localSystemId());
     if (!local) throw new ResourceError(this.name, 'no LVM system ID is configured on this node');
     const owner = await this.#owner();
     if (owner === undefined) throw new ResourceError(this.name, `volume group ${this.#vg} not found`);

@@ -63,6 +63,20 @@ describe('volume-group resource', () => {
     ]);
   });
 
+  it('reads its system ID ahead (prepare), so that a takeover runs one command fewer', async () => {
+    const { ctx, exec } = await resourceContext('node-b', { epoch: 2, confirmedEpoch: 2 });
+    exec.on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' })).on(/^vgs /, renamed('vgs--json--foreign--node-b', LVM));
+    const vg = new VolumeGroup(ctx);
+    await vg.prepare();
+    assert.deepEqual(exec.lines(), ['lvm systemid']);
+    await vg.start();
+    assert.deepEqual(exec.lines().slice(1), [
+      'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs',
+      'vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs',
+      'vgchange -ay vg_nfs',
+    ]);
+  });
+
   it('refuses to activate before fencing is confirmed for the epoch', async () => {
     const { ctx, exec } = await resourceContext('node-b', { epoch: 2, confirmedEpoch: 1 });
     await assert.rejects(new VolumeGroup(ctx).start(), /fencing is not confirmed for epoch 2/);
@@ -136,8 +150,7 @@ describe('filesystem resource', () => {
     await new Filesystem(ctx).start();
     assert.deepEqual(exec.lines(), [
       'findmnt -J -o TARGET,SOURCE,FSTYPE,UUID /srv/nfs',
-      'mkdir -p /srv/nfs',
-      'mount -t ext4 -o noatime UUID=3f1c2b7e-9a4d-4e8b-b6f2-1c0d9e8a7b65 /srv/nfs',
+      'mount -t ext4 -o X-mount.mkdir,noatime UUID=3f1c2b7e-9a4d-4e8b-b6f2-1c0d9e8a7b65 /srv/nfs',
     ]);
   });
 
@@ -250,7 +263,7 @@ describe('nfs-server resource', () => {
       ...['nfsdcld', 'v4recovery', 'sm.bak'].map((d) => `mount --bind ${state}/${d} /var/lib/nfs/${d}`),
       ...CONFIGURE_NFSD,
       'systemctl start nfs-server',
-      'systemd-run --collect --unit nfs-ha-sm-notify sm-notify -d -f -v 10.88.0.100',
+      'systemd-run --no-block --collect --unit nfs-ha-sm-notify sm-notify -d -f -v 10.88.0.100',
     ]);
     assert.equal(
       nfsConf(spec),
