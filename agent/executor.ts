@@ -11,12 +11,8 @@ export interface Command {
   /** Program and arguments; every element reaches the program as one argument, unparsed. */
   argv: readonly [string, ...string[]];
   timeoutMs: number;
-  /**
-   * Written to the command's standard input (e.g. a file's content for `tee FILE`; it is a socket,
-   * so `/dev/stdin` cannot be opened). A promise is written when it resolves (rejected: the input is
-   * closed empty): the command starts at once and waits reading, a slow starter started ahead.
-   */
-  input?: string | Promise<string>;
+  /** Written to the command's standard input (e.g. a file's content for `tee FILE`; it is a socket, so `/dev/stdin` cannot be opened). */
+  input?: string;
 }
 
 export interface CommandResult {
@@ -135,10 +131,7 @@ export class HostExecutor implements Executor {
       );
       // A command may exit without reading its input; that is its business, not an error here.
       child.stdin?.on('error', () => {});
-      Promise.resolve(command.input).then(
-        (input) => child.stdin?.end(input),
-        () => child.stdin?.end(),
-      );
+      child.stdin?.end(command.input);
     });
   }
 }
@@ -184,8 +177,7 @@ export class RecordingExecutor implements Executor {
   constructor(private readonly respond: Responder) {}
 
   async run(command: Command): Promise<CommandResult> {
-    const input = await command.input;
-    this.commands.push({ argv: [...command.argv], ...(input !== undefined && { input }) });
+    this.commands.push({ argv: [...command.argv], ...(command.input !== undefined && { input: command.input }) });
     return { argv: command.argv, exitCode: 0, signal: null, timedOut: false, stdout: '', stderr: '', durationMs: 0, ...this.respond(command.argv) };
   }
 }

@@ -757,32 +757,22 @@ export class NodeAgent {
     this.d.fencing.confirmedEpoch = epoch;
     if (this.#role === 'passive') await this.d.selfFence.arm();
     this.#become('activating');
-    // The tickles' process starts beside the resources and sends once the VIP is up and announced;
-    // nothing waits for it.
-    let settle: (up: boolean) => void = () => {};
-    const vipUp = new Promise<void>((resolve, reject) => (settle = (up) => (up ? resolve() : reject(new Error('the takeover did not finish')))));
-    vipUp.catch(() => {}); // a takeover that failed sends nothing; its failure is reported as the takeover's
-    this.#tickling ??= this.#tickleClients(vipUp).finally(() => (this.#tickling = null));
     for (const r of this.d.resources.ordered) r.startAhead?.();
-    try {
-      for (const r of this.d.resources.ordered) await this.#timed(r.name, 'start', () => r.start());
-      settle(true);
-    } catch (err) {
-      settle(false);
-      throw err;
-    }
+    for (const r of this.d.resources.ordered) await this.#timed(r.name, 'start', () => r.start());
     this.#restarts.clear();
     this.#failure = null;
     this.#leftovers = false;
     this.#become('active');
+    // Not part of the action: the role is settled, and nothing waits for the clients.
+    this.#tickling ??= this.#tickleClients().finally(() => (this.#tickling = null));
   }
 
   /** After a takeover: the clients the peer served learn now that their connections are gone (tickle.ts). Best effort. */
-  async #tickleClients(vipUp: Promise<void>): Promise<void> {
+  async #tickleClients(): Promise<void> {
     const connections = this.d.peer?.clients() ?? [];
     if (!this.d.clients || connections.length === 0) return;
     try {
-      this.d.log.info({ connections: connections.length }, await this.d.clients.tickle(connections, vipUp));
+      this.d.log.info({ connections: connections.length }, await this.d.clients.tickle(connections));
     } catch (err) {
       this.d.log.warn({ err: (err as Error).message }, `${(err as Error).message}; the clients reconnect at their next retransmission`);
     }

@@ -44,8 +44,6 @@ const OK: Answer = { exitCode: 0, stdout: '', stderr: '' };
  */
 export class ScriptedExecutor implements Executor {
   readonly calls: string[][] = [];
-  /** What each call got on its standard input (awaited, as the program would wait reading it). */
-  readonly inputs: (string | undefined)[] = [];
   readonly #rules: { match: (line: string) => boolean; answers: Answer[] }[] = [];
 
   on(match: string | RegExp, ...answers: (Answer | string)[]): this {
@@ -56,7 +54,6 @@ export class ScriptedExecutor implements Executor {
 
   async run(command: Command): Promise<CommandResult> {
     this.calls.push([...command.argv]);
-    this.inputs.push(await command.input);
     const line = command.argv.join(' ');
     const rule = this.#rules.find((r) => r.match(line));
     const answer = rule ? (rule.answers.length > 1 ? rule.answers.shift()! : rule.answers[0]!) : OK;
