@@ -288,9 +288,21 @@ async function prepareSharedStorage(device: string): Promise<void> {
 interface RawStep {
   step: string;
   ms: number;
+  /** When it began and ended on the guest's monotonic clock (raw-sequence.mjs). */
+  startedAt: number;
+  endedAt: number;
   commands: { argv: string[]; ms: number }[];
   /** The commands that did not exit 0, with their status. */
   failed: string[];
+}
+
+/**
+ * Only probes may answer "no" (not mounted, no such file, no ARP reply); any other failure means
+ * the raw sequence skipped work the agent does, and its figure would flatter the raw commands.
+ */
+function rawRanAll(prepared: string[], steps: RawStep[]): void {
+  const skipped = [...prepared, ...steps.flatMap((x) => x.failed)].filter((c) => !/^(findmnt|cat|arping) /.test(c));
+  if (skipped.length > 0) throw new Error(`the raw sequence's commands failed: ${skipped.join('; ')}`);
 }
 
 async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs: number }> {
@@ -303,10 +315,7 @@ async function rawBaseline(device: string): Promise<{ steps: RawStep[]; totalMs:
   await nodeB.run(['vgchange', '--config', 'local/extra_system_ids=["node-a"]', '--systemid', 'node-b', VG]);
   const out = await nodeA.run(['node', '/lab/raw-sequence.mjs', '/lab/nfs-ha-agent.mjs', '/lab/spec.json', 'node-a'], 180_000);
   const result = JSON.parse(out) as { prepared: string[]; start: RawStep[]; stop: RawStep[] };
-  // Only probes may answer "no" (not mounted, no such file, no ARP reply); any other failure means
-  // the baseline skipped work the agent does, and its figure would flatter the raw commands.
-  const skipped = [...result.prepared, ...result.start.flatMap((x) => x.failed)].filter((c) => !/^(findmnt|cat|arping) /.test(c));
-  if (skipped.length > 0) throw new Error(`the raw baseline's commands failed: ${skipped.join('; ')}`);
+  rawRanAll(result.prepared, result.start);
   // Leave the disk as the agents expect it on a cold start: no registrations, the VG inactive.
   await sgPersist(nodeA, '--out', '--clear', `--param-rk=${keyA}`, device);
   const totalMs = result.start.reduce((s, x) => s + x.ms, 0);
@@ -484,6 +493,14 @@ class Scenario {
   }
 }
 
+/** The node that took the service over by hand in raw-after-crash, outside the control plane's knowledge. */
+let servedByHand: string | null = null;
+
+/** The node serving: the one that took over by hand, or else the control plane's active node. */
+async function servingNode(): Promise<string> {
+  return servedByHand ?? (await activeNode()).holder;
+}
+
 async function activeNode(): Promise<{ holder: string; epoch: number }> {
   return until('an active node', 120_000, async () => {
     const s = await cp.status();
@@ -613,14 +630,14 @@ async function commonChecks(s: Scenario, from: number, device: string): Promise<
     overlaps.length === 0,
     `${sampler.count(from, now)} sample rounds, ${overlaps.length} overlapping`,
   );
-  const { holder } = await activeNode();
+  const holder = await servingNode();
   const active = vmByName(holder);
   const reservation = parseReservation(await sgPersist(active, '--in', '--read-reservation', device));
   const keys = parseKeys(await sgPersist(active, '--in', '--read-keys', device));
   const expected = reservationKey(CLUSTER, holder);
   const paths = await pathsOf(active, device);
   s.check(
-    "the reservation is held by the control plane's active node, registered on each of its paths and nobody else",
+    `the reservation is held by ${servedByHand ? 'the node serving by hand' : "the control plane's active node"}, registered on each of its paths and nobody else`,
     reservation?.key === expected && keys.length === paths.length && keys.every((k) => k === expected),
     `active ${holder} (${expected}) on paths ${paths.map((p) => `${p.name} ${p.state}`).join(', ')}; reservation ${reservation?.key ?? 'none'}, registered [${keys.join(', ')}]`,
   );
@@ -1276,11 +1293,13 @@ async function main(): Promise<void> {
     async (s) => {
       const { holder, epoch } = await activeNode();
       const vm = vmByName(holder);
+      const cpuBefore = await guestCpu(vmByName(peerOf(holder)));
       const faultAt = Date.now();
       await vm.powerOff();
       s.failover = await awaitFailover(epoch, faultAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
       const survivor = vmByName(s.failover.to);
+      s.note(cpuNote(`${survivor.name}'s CPU from the fault to its takeover's end`, cpuBefore, await guestCpu(survivor)));
       // NFSv3 lock recovery: sm-notify, sent from the VIP's name (the preflight asks for one).
       const smNotify = await until(`sm-notify's journal on ${s.failover.to}`, 15_000, async () => {
         const j = await survivor.exec(['journalctl', '-b', '-u', 'nfs-ha-sm-notify', '-o', 'cat', '--no-pager']);
@@ -1443,7 +1462,6 @@ async function main(): Promise<void> {
     await passiveAgain(s, holder, faultAt);
   });
 
-  // Last: the crashed node is not brought back (no scenario follows that needs it).
   await runScenario(
     'arbiter-down-crash',
     'the control plane stopped, then the active killed: the survivor waits, and takes over once the control plane is back',
@@ -1475,6 +1493,62 @@ async function main(): Promise<void> {
     },
   );
 
+  // Last: the active is killed and not brought back, the service left outside the control plane's hands.
+  await runScenario(
+    RAW_AFTER_CRASH,
+    "the raw baseline under a crash's conditions: the agent's start sequence run by hand on the survivor as soon as the active's VM is killed, the client writing (no detection, no arbiter, no tickle); the survivor's agent stopped first",
+    device,
+    async (s) => {
+      const { holder, epoch } = await activeNode();
+      const survivor = vmByName(peerOf(holder));
+      // After arbiter-down-crash the survivor-to-be is the node that scenario killed: booted again.
+      const since = Date.now();
+      if (!survivor.running) {
+        survivor.start();
+        await survivor.waitUp(240_000);
+      }
+      await passiveAgain(s, survivor.name, since - 40_000);
+      await survivor.run(['systemctl', 'stop', 'nfs-ha-agent'], 120_000);
+      // The plan and what the agent prepares at its start, ahead of the fault, as for the agent.
+      const plan = '/run/nfs-ha-raw-start.json';
+      const prepared = JSON.parse(
+        await survivor.run(['node', '/lab/raw-sequence.mjs', '/lab/nfs-ha-agent.mjs', '/lab/spec.json', survivor.name, '--plan', plan], 180_000),
+      ) as { prepared: string[] };
+      rawRanAll(prepared.prepared, []);
+      await waitAcksAfter(5, 60_000);
+      const cpuBefore = await guestCpu(survivor);
+      const faultAt = Date.now();
+      await vmByName(holder).powerOff();
+      const { start } = JSON.parse(await survivor.run(['node', '/lab/raw-sequence.mjs', '--start', plan], 180_000)) as { start: RawStep[] };
+      s.note(cpuNote(`${survivor.name}'s CPU from the fault to its takeover's end`, cpuBefore, await guestCpu(survivor)));
+      rawRanAll([], start);
+      servedByHand = survivor.name;
+      const offset = await clockOffset(survivor);
+      const vipAt = start.at(-1)!.endedAt - offset;
+      const takeoverMs = start.reduce((sum, x) => sum + x.ms, 0);
+      s.failover = {
+        from: holder,
+        to: survivor.name,
+        epoch,
+        reason: 'by hand',
+        detectionMs: null,
+        phases: Object.fromEntries(start.map((x) => [rawPhase(x.step), x.ms])),
+        commands: Object.fromEntries(start.map((x) => [rawPhase(x.step), x.commands.map((c) => ({ command: formatArgv(c.argv), ms: c.ms }))])),
+        takeoverMs,
+        ownMs: null,
+        totalMs: vipAt - faultAt,
+        faultAt,
+        vipAt,
+      };
+      const now = await survivor.sample(VG, VIP, 30_000);
+      s.check(
+        `${survivor.name} took the service over by hand: the VG active, the VIP up`,
+        now.vgActive && now.vip,
+        `its start sequence ${fmt(takeoverMs)} s, begun ${fmt(start[0]!.startedAt - offset - faultAt)} s after the kill; the VIP up ${fmt(vipAt - faultAt)} s after it`,
+      );
+    },
+  );
+
   sampler.stop();
   await finish(baseline);
 }
@@ -1501,13 +1575,48 @@ interface Footprint {
   commandsPerMinute: Record<string, number>;
 }
 const footprints: Footprint[] = [];
-const FOOTPRINT_WINDOW_MS = 60_000;
+const FOOTPRINT_WINDOW_MS = 30_000;
 
 /**
  * The agent's steady-state footprint on `vm`, over one window: resident memory (now and its peak)
  * and CPU, split into the agent's own and that of the commands it spawned (cutime/cstime of
  * /proc/PID/stat: children it has reaped), in clock ticks of 1/100 s.
  */
+/** utime+stime and cutime+cstime (fields 14–17) of a /proc/PID/stat line: a process's own CPU and its reaped children's, in ticks of 1/100 s. */
+function procTicks(stat: string): { own: number; children: number } {
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const f = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
+  return { own: f[11]! + f[12]!, children: f[13]! + f[14]! };
+}
+
+interface GuestCpu {
+  busy: number;
+  idle: number;
+  /** The agent's ticks, if it runs. */
+  agent: { own: number; children: number } | null;
+}
+
+/** A guest's CPU ticks, busy and idle (the first line of /proc/stat), and its agent's. */
+async function guestCpu(vm: Vm): Promise<GuestCpu> {
+  const out = await vm.run(['bash', '-c', 'head -n 1 /proc/stat; p=$(systemctl show -p MainPID --value nfs-ha-agent); [ "$p" = 0 ] || cat "/proc/$p/stat"']);
+  const [cpu, stat] = out.split('\n');
+  // user nice system idle iowait irq softirq steal
+  const t = cpu!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const idle = t[3]! + t[4]!;
+  return { busy: t.reduce((a, b) => a + b, 0) - idle, idle, agent: stat ? procTicks(stat) : null };
+}
+
+/** Where a guest's CPU went between two readings: how busy it was, and how much of that was its agent and the commands it ran. */
+function cpuNote(what: string, a: GuestCpu, b: GuestCpu): string {
+  const busy = b.busy - a.busy;
+  const seconds = (busy + b.idle - a.idle) / 100;
+  const agent = a.agent && b.agent ? `; its agent ${fmt((b.agent.own - a.agent.own) * 10)} s own, ${fmt((b.agent.children - a.agent.children) * 10)} s in the commands it ran` : '';
+  return `${what}: busy ${Math.round((busy / 100 / seconds) * 100)} % of ${seconds.toFixed(1)} s (${fmt(busy * 10)} s)${agent}`;
+}
+
 async function footprint(vm: Vm, role: string): Promise<Footprint> {
   const read = async () => {
     const out = await vm.run([
@@ -1515,20 +1624,14 @@ async function footprint(vm: Vm, role: string): Promise<Footprint> {
       '-c',
       'p=$(systemctl show -p MainPID --value nfs-ha-agent); cat /proc/$p/stat; grep -E "^(VmRSS|VmHWM|RssAnon|RssFile):" /proc/$p/status',
     ]);
-    const stat = out.split('\n')[0]!;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    const f = stat
-      .slice(stat.lastIndexOf(')') + 2)
-      .split(' ')
-      .map(Number);
+    const ticks = procTicks(out.split('\n')[0]!);
     const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(out)?.[1] ?? NaN);
     // The agent's count of each program it ran (nfsha_agent_command_duration_seconds).
     const runs = new Map<string, number>();
     const metrics = await vm.run(['curl', '-fsS', 'http://127.0.0.1:9758/metrics']);
     for (const m of metrics.matchAll(/^nfsha_agent_command_duration_seconds_count\{program="([^"]+)",ok="[a-z]+"\} (\d+)$/gm))
       runs.set(m[1]!, (runs.get(m[1]!) ?? 0) + Number(m[2]));
-    // utime, stime, cutime, cstime are fields 14–17 of stat, 12–15 after the name.
-    return { own: f[11]! + f[12]!, children: f[13]! + f[14]!, rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile'), hwm: kib('VmHWM'), runs };
+    return { ...ticks, rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile'), hwm: kib('VmHWM'), runs };
   };
   const a = await read();
   const t0 = Date.now();
@@ -1560,18 +1663,31 @@ const TAKEOVER_GOAL = 1.2;
 const STALL_GOAL_SCENARIOS = ['crash', 'freeze', 'partition', 'agent-crash'];
 /**
  * The goal this lab fails on, for every failover: what the agent adds to its own commands (its
- * own time) stays within 20 % of them. It has measured 3–6 %. Takeover ÷ raw is reported, not
- * asserted: under TCG the same commands run 1.2–2 × slower during a failover (a VM rebooting,
- * the client retrying, three VMs on two cores) than in the quiet raw baseline, which says more
- * about the host than about the agent.
+ * own time) stays within 20 % of them. It has measured 3–7 %. Takeover ÷ raw is reported, not
+ * asserted: against the quiet baseline it has not been reached; against the same commands run by
+ * hand right after a power loss (raw-after-crash) two local runs gave crash 1.57 and 1.03 ×.
  */
 const ASSERTED_GOALS = ['own'];
+/** The takeover by hand after a power loss, the last scenario. */
+const RAW_AFTER_CRASH = 'raw-after-crash';
+/**
+ * The failovers that find what a crash leaves: the old active's filesystem not unmounted (its
+ * journal replayed at mount), its clients' state to reclaim. Their takeover is also set against
+ * raw-after-crash; the others' old active stopped cleanly, as in the quiet baseline.
+ */
+const CRASH_TYPE_SCENARIOS = ['crash', 'freeze', 'partition', 'agent-crash', 'arbiter-down-crash'];
 
-function goalsOf(r: ScenarioResult, rawMs: number): { goal: string; met: boolean }[] {
+/** The raw figure a failover's takeover is held to: the same commands after a crash for a crash-type failover, if measured. */
+function rawFor(r: ScenarioResult, quietMs: number): number {
+  const afterCrash = results.find((x) => x.name === RAW_AFTER_CRASH)?.failover?.takeoverMs;
+  return CRASH_TYPE_SCENARIOS.includes(r.name) && afterCrash !== undefined ? afterCrash : quietMs;
+}
+
+function goalsOf(r: ScenarioResult, quietMs: number): { goal: string; met: boolean }[] {
   const f = r.failover;
-  if (!f || f.faultAt === null) return [];
+  if (!f || f.faultAt === null || r.name === RAW_AFTER_CRASH) return [];
   const stall = r.afterVip?.gapMs ?? r.stallMs;
-  const goals = [{ goal: 'takeover', met: f.takeoverMs <= TAKEOVER_GOAL * rawMs }];
+  const goals = [{ goal: 'takeover', met: f.takeoverMs <= TAKEOVER_GOAL * rawFor(r, quietMs) }];
   if (f.ownMs !== null) goals.push({ goal: 'own', met: f.ownMs <= (TAKEOVER_GOAL - 1) * (f.takeoverMs - f.ownMs) });
   if (stall !== null && STALL_GOAL_SCENARIOS.includes(r.name) && f.totalMs !== null) goals.push({ goal: 'stall', met: stall <= f.totalMs + 1000 });
   if (stall !== null && r.name === 'switchover') goals.push({ goal: 'stall', met: stall <= f.takeoverMs + 1000 });
@@ -1624,12 +1740,13 @@ function grownRows(baseline: { steps: RawStep[]; totalMs: number }): string[] {
 async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<void> {
   const verify = await verifyRecords().catch((err: Error) => ({ ok: false, detail: err.message }));
   log(`${verify.ok ? 'ok  ' : 'FAIL'} every acknowledged record is on disk, in order — ${verify.detail}`);
+  const afterCrash = results.find((x) => x.name === RAW_AFTER_CRASH)?.failover?.takeoverMs;
   const rows = results.map((r) => {
     const f = r.failover;
     const a = r.afterVip;
     const stall = a?.gapMs ?? r.stallMs;
     const met = goalsOf(r, baseline.totalMs).map((g) => `${g.goal} ${g.met ? '✔' : '✘'}`);
-    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.phases.fence)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.reconnectMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
+    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.phases.fence)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${f && afterCrash && CRASH_TYPE_SCENARIOS.includes(r.name) ? (f.takeoverMs / afterCrash).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.reconnectMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
   });
   const md = [
     '# nfs-ha lab report',
@@ -1656,10 +1773,11 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
       "and of it the agent's own time (the takeover less the time its commands ran: what the agent adds to them); " +
       "fault → VIP up; then, from the VIP up, the tickle ACKs to the clients the old server had (tickle.ts), the client's last transport connect before its writes resumed (its mountstats' connect count), the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
       'the client stall is the gap in its acknowledgements that spans the move, and what the client adds is that stall less fault → VIP. ' +
-      `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw; the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
+      `The raw figures: the quiet baseline above, and ${RAW_AFTER_CRASH} (the last row: the same start sequence by hand on the survivor the moment the active's VM is killed, the client writing), which a crash-type failover (${CRASH_TYPE_SCENARIOS.join(', ')}) is also set against. ` +
+      `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw (after a crash, for those); the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
     '',
-    '| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent\'s own | ÷ raw | fault → VIP | tickled (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent\'s own | ÷ raw | ÷ raw after a crash | fault → VIP | tickled (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     "Where each takeover's time went beyond the raw baseline's: each command the new holder ran (its phase reports list them) against the same command in the raw baseline (same step and place, same program and first argument); what the matched commands added together, and the three that grew most.",
@@ -1697,7 +1815,7 @@ async function verifyRecords(): Promise<{ ok: boolean; detail: string }> {
   await storage.run(['systemctl', 'stop', 'lab-writer', 'lab-xprt']).catch(() => undefined);
   const list = await acks();
   const lastAcked = list.at(-1)?.n ?? 0;
-  const { holder } = await activeNode();
+  const holder = await servingNode();
   const text = await vmByName(holder).run(['cat', '/srv/nfs/export/records.log']);
   const lines = text.split('\n');
   if (lines.at(-1) === '') lines.pop();
