@@ -530,7 +530,8 @@ async function awaitFailover(afterEpoch: number, faultAt: number | null, timeout
     if (e.data.phase === 'floating-ip') vipAt = e.at;
   }
   // The fence step is a phase of its own; the arbiter's record of it stands in for a lost report.
-  if (phases.fence === undefined && confirmed?.type === 'fencing.confirmed' && confirmed.data.durationMs !== undefined) phases.fence = confirmed.data.durationMs;
+  if (phases.fence === undefined && confirmed?.type === 'fencing.confirmed' && confirmed.data.durationMs !== undefined)
+    phases.fence = confirmed.data.durationMs;
   return {
     from: granted?.type === 'lease.granted' ? granted.data.previousHolder : null,
     to: holder,
@@ -584,8 +585,7 @@ async function afterVip(f: Failover): Promise<AfterVip> {
   const faultAt = f.faultAt;
   const resumedAt = i > 0 ? list[i]! : null;
   const before = faultAt === null ? undefined : xprt.filter((x) => x.at < faultAt).at(-1);
-  const reconnectAt =
-    before && resumedAt !== null ? xprt.filter((x) => x.at >= faultAt! && x.at <= resumedAt && x.count > before.count).at(-1)?.at : undefined;
+  const reconnectAt = before && resumedAt !== null ? xprt.filter((x) => x.at >= faultAt! && x.at <= resumedAt && x.count > before.count).at(-1)?.at : undefined;
   const holder = vmByName(f.to);
   const offset = await clockOffset(holder);
   // knfsd logs "starting N-second grace period" at its start, then "all clients done reclaiming,
@@ -703,15 +703,30 @@ async function runScenario(name: string, title: string, device: string, body: (s
  */
 async function explainFailure(s: Scenario, from: number, consoleFrom: number[]): Promise<void> {
   const events = await cp.events().catch(() => []);
-  const inWindow = events.filter((e) => e.at >= from).map((e) => `${e.type}${'node' in e ? ` ${e.node}` : ''} epoch ${e.epoch}${'reason' in e.data ? ` (${String(e.data.reason)})` : ''}`);
+  const inWindow = events
+    .filter((e) => e.at >= from)
+    .map((e) => `${e.type}${'node' in e ? ` ${e.node}` : ''} epoch ${e.epoch}${'reason' in e.data ? ` (${String(e.data.reason)})` : ''}`);
   s.note(`control plane events in this scenario: ${inWindow.join('; ') || 'none'}`);
   for (const [i, vm] of [nodeA, nodeB].entries()) {
-    const text = await readFile(vm.consoleLog).then((b) => b.subarray(consoleFrom[i]).toString('utf8'), () => '');
+    const text = await readFile(vm.consoleLog).then(
+      (b) => b.subarray(consoleFrom[i]).toString('utf8'),
+      () => '',
+    );
     // The kernel's words and the self-fence's, not systemd's unit status lines (ESC[ colour codes).
     const lines = text
       .split('\n')
-      .filter((l) => !l.includes('\x1b[') && /nfs-ha-agent:|softdog|watchdog|blocked for more than|hung_task|Call Trace|sysrq|reservation conflict|Linux version/i.test(l));
-    s.note(`${vm.name}'s console: ${lines.slice(-12).map((l) => l.trim()).join(' | ') || 'nothing of note'}`);
+      .filter(
+        (l) =>
+          !l.includes('\x1b[') && /nfs-ha-agent:|softdog|watchdog|blocked for more than|hung_task|Call Trace|sysrq|reservation conflict|Linux version/i.test(l),
+      );
+    s.note(
+      `${vm.name}'s console: ${
+        lines
+          .slice(-12)
+          .map((l) => l.trim())
+          .join(' | ') || 'nothing of note'
+      }`,
+    );
     s.note(`${vm.name}'s agent: ${await agentLogTail(vm, from, { info: true, count: 25 }).catch((err: Error) => `no log (${err.message})`)}`);
   }
 }
@@ -802,12 +817,7 @@ async function agentLogTail(vm: Vm, since: number, { info = false, count = 8 } =
   const sinceArg = `@${Math.floor((since - 60_000) / 1000)}`;
   const r = await vm.exec(['journalctl', '-u', 'nfs-ha-agent', '--since', sinceArg, '-o', 'cat', '--no-pager'], 10_000);
   const lines = r.stdout.split('\n').filter((l) => (info ? /"level":(30|40|50|60)/ : /"level":(40|50|60)|demot|self-fenc|watchdog/).test(l));
-  return (
-    lines
-      .slice(-count)
-      .map(logMessage)
-      .join(' | ') || `nothing logged (journalctl exit ${r.code})`
-  );
+  return lines.slice(-count).map(logMessage).join(' | ') || `nothing logged (journalctl exit ${r.code})`;
 }
 
 async function bootCount(vm: Vm): Promise<number> {
@@ -957,8 +967,18 @@ async function main(): Promise<void> {
       2000,
     );
     s.check(`${active} knows its client's connection to the VIP (its peer tickles it after a takeover)`, true, told.join(', '));
-    await capture(vmByName(active), 'cat--proc-net-tcp--nfs-client', ['cat', '/proc/net/tcp'], `the active serving through VIP ${VIP}, the lab client (${STORAGE_IP}) mounted`);
-    await capture(vmByName(active), 'findmnt-rn--targets--serving', ['findmnt', '-rn', '-o', 'TARGET'], 'the active serving: the reclaim state bound into /var/lib/nfs');
+    await capture(
+      vmByName(active),
+      'cat--proc-net-tcp--nfs-client',
+      ['cat', '/proc/net/tcp'],
+      `the active serving through VIP ${VIP}, the lab client (${STORAGE_IP}) mounted`,
+    );
+    await capture(
+      vmByName(active),
+      'findmnt-rn--targets--serving',
+      ['findmnt', '-rn', '-o', 'TARGET'],
+      'the active serving: the reclaim state bound into /var/lib/nfs',
+    );
     // Both nodes at once, in steady state, while the client writes.
     footprints.push(...(await Promise.all(nodes.map((vm) => footprint(vm, vm.name === active ? 'active' : 'passive')))));
     for (const f of footprints)
@@ -1212,8 +1232,14 @@ async function main(): Promise<void> {
       const after = await activeNode();
       s.check('no failover', after.holder === holder && after.epoch === epoch, `${after.holder} under epoch ${after.epoch}`);
       // A monitor that waited on the cut path (an LVM command reading the PV) used to read as a failure and restart everything.
-      const stops = (await cp.events()).filter((e) => e.at >= cutAt && e.type === 'phase.reported' && e.data.direction === 'stop' && e.data.status === 'started');
-      s.check(`${holder} stopped nothing through the cut (no local restart)`, stops.length === 0, stops.map((e) => (e.type === 'phase.reported' ? e.data.phase : '')).join(', ') || 'no stop reported');
+      const stops = (await cp.events()).filter(
+        (e) => e.at >= cutAt && e.type === 'phase.reported' && e.data.direction === 'stop' && e.data.status === 'started',
+      );
+      s.check(
+        `${holder} stopped nothing through the cut (no local restart)`,
+        stops.length === 0,
+        stops.map((e) => (e.type === 'phase.reported' ? e.data.phase : '')).join(', ') || 'no stop reported',
+      );
       s.note(`${holder}'s agent through the cut: ${await agentLogTail(vm, cutAt)}`);
       const keys = parseKeys(await sgPersist(vm, '--in', '--read-keys', device));
       s.check(`${holder}'s key on both paths after the path returned`, keys.length === 2 && keys.every((k) => k === key), `registered [${keys.join(', ')}]`);
@@ -1240,9 +1266,22 @@ async function main(): Promise<void> {
         const repairLog =
           left.length === 1
             ? ''
-            : (await vm.exec(['journalctl', '-u', 'nfs-ha-agent', '--since', `@${guestSince.trim()}`, '-o', 'cat', '--no-pager', '--grep', 'registered it there again'])).stdout
+            : ((
+                await vm.exec([
+                  'journalctl',
+                  '-u',
+                  'nfs-ha-agent',
+                  '--since',
+                  `@${guestSince.trim()}`,
+                  '-o',
+                  'cat',
+                  '--no-pager',
+                  '--grep',
+                  'registered it there again',
+                ])
+              ).stdout
                 .split('\n')
-                .find((l) => l.includes(`"/dev/${path}"`)) ?? '';
+                .find((l) => l.includes(`"/dev/${path}"`)) ?? '');
         s.check(
           `path ${path} lost ${holder}'s registration`,
           left.length === 1 || repairLog !== '',
@@ -1315,7 +1354,11 @@ async function main(): Promise<void> {
         await vm.waitUp(240_000);
         await passiveAgain(s, holder, faultAt);
         // Its agent started at boot beside the SAN's logins: it waited for the disk, not exited.
-        const boot = await vm.exec(['bash', '-c', 'systemctl show -p NRestarts --value nfs-ha-agent; journalctl -b -u nfs-ha-agent -o cat --no-pager --grep "shared disk"']);
+        const boot = await vm.exec([
+          'bash',
+          '-c',
+          'systemctl show -p NRestarts --value nfs-ha-agent; journalctl -b -u nfs-ha-agent -o cat --no-pager --grep "shared disk"',
+        ]);
         const [restarts, ...waited] = boot.stdout.trim().split('\n');
         s.check(
           `${holder}'s agent started once after the reboot (it waits for its disk instead of exiting)`,
@@ -1613,7 +1656,10 @@ async function guestCpu(vm: Vm): Promise<GuestCpu> {
 function cpuNote(what: string, a: GuestCpu, b: GuestCpu): string {
   const busy = b.busy - a.busy;
   const seconds = (busy + b.idle - a.idle) / 100;
-  const agent = a.agent && b.agent ? `; its agent ${fmt((b.agent.own - a.agent.own) * 10)} s own, ${fmt((b.agent.children - a.agent.children) * 10)} s in the commands it ran` : '';
+  const agent =
+    a.agent && b.agent
+      ? `; its agent ${fmt((b.agent.own - a.agent.own) * 10)} s own, ${fmt((b.agent.children - a.agent.children) * 10)} s in the commands it ran`
+      : '';
   return `${what}: busy ${Math.round((busy / 100 / seconds) * 100)} % of ${seconds.toFixed(1)} s (${fmt(busy * 10)} s)${agent}`;
 }
 
@@ -1776,7 +1822,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
       `The raw figures: the quiet baseline above, and ${RAW_AFTER_CRASH} (the last row: the same start sequence by hand on the survivor the moment the active's VM is killed, the client writing), which a crash-type failover (${CRASH_TYPE_SCENARIOS.join(', ')}) is also set against. ` +
       `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw (after a crash, for those); the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
     '',
-    '| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent\'s own | ÷ raw | ÷ raw after a crash | fault → VIP | tickled (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |',
+    "| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent's own | ÷ raw | ÷ raw after a crash | fault → VIP | tickled (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |",
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
