@@ -1723,11 +1723,14 @@ const RAW_AFTER_CRASH = 'raw-after-crash';
  */
 const CRASH_TYPE_SCENARIOS = ['crash', 'freeze', 'partition', 'agent-crash', 'arbiter-down-crash'];
 
-/** The raw figure a failover's takeover is held to: the same commands after a crash for a crash-type failover, if measured. */
-function rawFor(r: ScenarioResult, quietMs: number): number {
-  const afterCrash = results.find((x) => x.name === RAW_AFTER_CRASH)?.failover?.takeoverMs;
-  return CRASH_TYPE_SCENARIOS.includes(r.name) && afterCrash !== undefined ? afterCrash : quietMs;
+/** The takeover by hand after a power loss, for a crash-type failover once measured; otherwise undefined. */
+function rawAfterCrashMs(r: ScenarioResult): number | undefined {
+  if (!CRASH_TYPE_SCENARIOS.includes(r.name)) return undefined;
+  return results.find((x) => x.name === RAW_AFTER_CRASH)?.failover?.takeoverMs;
 }
+
+/** The raw figure a failover's takeover is held to: the same commands after a crash for a crash-type failover, if measured. */
+const rawFor = (r: ScenarioResult, quietMs: number): number => rawAfterCrashMs(r) ?? quietMs;
 
 function goalsOf(r: ScenarioResult, quietMs: number): { goal: string; met: boolean }[] {
   const f = r.failover;
@@ -1786,13 +1789,13 @@ function grownRows(baseline: { steps: RawStep[]; totalMs: number }): string[] {
 async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<void> {
   const verify = await verifyRecords().catch((err: Error) => ({ ok: false, detail: err.message }));
   log(`${verify.ok ? 'ok  ' : 'FAIL'} every acknowledged record is on disk, in order — ${verify.detail}`);
-  const afterCrash = results.find((x) => x.name === RAW_AFTER_CRASH)?.failover?.takeoverMs;
   const rows = results.map((r) => {
     const f = r.failover;
+    const afterCrash = rawAfterCrashMs(r);
     const a = r.afterVip;
     const stall = a?.gapMs ?? r.stallMs;
     const met = goalsOf(r, baseline.totalMs).map((g) => `${g.goal} ${g.met ? '✔' : '✘'}`);
-    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.phases.fence)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${f && afterCrash && CRASH_TYPE_SCENARIOS.includes(r.name) ? (f.takeoverMs / afterCrash).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.reconnectMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
+    return `| ${r.name} | ${r.ok ? 'pass' : '**FAIL**'} | ${f ? `${f.from ?? '—'} → ${f.to}` : '—'} | ${fmt(f?.detectionMs)} | ${fmt(f?.phases.fence)} | ${fmt(f?.phases['scsi-reservation'])} | ${fmt(f?.phases['volume-group'])} | ${fmt(f?.phases.filesystem)} | ${fmt(f?.phases['nfs-server'])} | ${fmt(f?.phases.exports)} | ${fmt(f?.phases['floating-ip'])} | ${fmt(f?.takeoverMs)} | ${fmt(f?.ownMs)} | ${f ? (f.takeoverMs / baseline.totalMs).toFixed(2) : '—'} | ${f && afterCrash ? (f.takeoverMs / afterCrash).toFixed(2) : '—'} | ${fmt(f?.totalMs)} | ${fmt(a?.tickleMs)} | ${fmt(a?.reconnectMs)} | ${fmt(a?.resumeMs)} | ${a?.grace ? `${fmt(a.graceMs)} (${a.grace})` : '—'} | ${fmt(stall)} | ${f?.totalMs != null && stall !== null ? fmt(stall - f.totalMs) : '—'} | ${met.join(', ') || '—'} |`;
   });
   const md = [
     '# nfs-ha lab report',
