@@ -47,7 +47,7 @@ export const PROGRAM_PACKAGES: Readonly<Record<string, string>> = {
   systemctl: 'systemd',
   mkdir: 'coreutils',
   getent: 'libc-bin',
-  python3: 'python3',
+  perl: 'perl-base',
 };
 
 /** Exit status of a program that could not be started (not installed, not on PATH). */

@@ -15,7 +15,7 @@
  * A connection this node does have (a client already back) takes the ACK as out of window and
  * answers with a duplicate ACK, which changes nothing; a connection that no longer exists draws a
  * RST from the client, to a port with no such connection here. Node cannot send raw TCP, so a
- * constant Python script does (the addresses reach it as arguments, validated first).
+ * constant Perl script does (the addresses reach it as arguments, validated first).
  */
 import { readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
@@ -68,26 +68,25 @@ export function parseClientConnections(procNetTcp: string, vip: string, port: nu
 }
 
 /**
- * Sends each connection (argv 3…, "address:port") a TCP ACK with sequence and acknowledgement 0
- * from argv 1 (the VIP, which the raw socket binds to as its source) and port argv 2. Twice back to
- * back, in case one is lost: the client rate-limits its answers, so a second never draws another.
+ * Sends each connection (arguments 3…, "address:port") a TCP ACK with sequence and
+ * acknowledgement 0 from argument 1 (the VIP, which the raw socket binds to as its source) and
+ * port argument 2. Twice back to back, in case one is lost: the client rate-limits its answers,
+ * so a second never draws another. Perl because perl-base is Essential on Debian, and it starts in
+ * milliseconds where python3 took 1.3–2.1 s of the lab's TCG guests, with the VIP already up.
  */
-export const TICKLE_SCRIPT = `import socket, struct, sys
-def checksum(data):
-    total = sum(struct.unpack('!%dH' % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xffff) + (total >> 16)
-    return ~total & 0xffff
-vip, port = sys.argv[1], int(sys.argv[2])
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-raw.bind((vip, 0))
-for connection in sys.argv[3:]:
-    host, client_port = connection.rsplit(':', 1)
-    header = struct.pack('!HHIIBBHHH', port, int(client_port), 0, 0, 5 << 4, 0x10, 1024, 0, 0)
-    pseudo = socket.inet_aton(vip) + socket.inet_aton(host) + struct.pack('!BBH', 0, socket.IPPROTO_TCP, len(header))
-    header = header[:16] + struct.pack('!H', checksum(pseudo + header)) + header[18:]
-    for _ in range(2):
-        raw.sendto(header, (host, 0))
+export const TICKLE_SCRIPT = `use strict; use warnings; use Socket qw(:DEFAULT IPPROTO_TCP);
+my ($vip, $port, @connections) = @ARGV;
+socket(my $raw, PF_INET, SOCK_RAW, IPPROTO_TCP) or die "raw socket: $!\\n";
+bind($raw, pack_sockaddr_in(0, inet_aton($vip))) or die "bind to $vip: $!\\n";
+for my $connection (@connections) {
+  my ($host, $client_port) = $connection =~ /^(.+):(\\d+)$/ or die "not address:port: $connection\\n";
+  my $header = pack('nnNNCCnnn', $port, $client_port, 0, 0, 5 << 4, 0x10, 1024, 0, 0);
+  my $sum = 0;
+  $sum += $_ for unpack('n*', inet_aton($vip) . inet_aton($host) . pack('CCn', 0, IPPROTO_TCP, length $header) . $header);
+  $sum = ($sum & 0xffff) + ($sum >> 16) while $sum >> 16;
+  substr($header, 16, 2) = pack('n', ~$sum & 0xffff);
+  for (1 .. 2) { defined send($raw, $header, 0, pack_sockaddr_in(0, inet_aton($host))) or die "send to $host: $!\\n" }
+}
 `;
 
 export interface ClientTickler {
@@ -97,7 +96,7 @@ export interface ClientTickler {
   tickle(connections: readonly string[]): Promise<string>;
 }
 
-/** Reads connections from /proc/net/tcp and tickles them with python3, through the executor. */
+/** Reads connections from /proc/net/tcp and tickles them with perl, through the executor. */
 export class ProcClientTickler implements ClientTickler {
   constructor(
     private readonly exec: Executor,
@@ -113,10 +112,9 @@ export class ProcClientTickler implements ClientTickler {
     const valid = connections.filter((c) => ClientConnection.safeParse(c).success).slice(0, MAX_CLIENT_CONNECTIONS);
     if (valid.length === 0) return 'no client connection known: nothing to tickle';
     const started = performance.now();
-    // Python starts in tens of milliseconds on hardware, but took 1.3–2.1 s in the lab's TCG guests (a 2 s timeout killed one).
-    const r = await this.exec.run({ argv: ['python3', '-c', TICKLE_SCRIPT, this.vip, String(NFS_PORT), ...valid], timeoutMs: TICKLE_TIMEOUT_MS });
+    const r = await this.exec.run({ argv: ['perl', '-e', TICKLE_SCRIPT, this.vip, String(NFS_PORT), ...valid], timeoutMs: TICKLE_TIMEOUT_MS });
     const ms = Math.round(performance.now() - started);
-    if (r.exitCode !== 0) throw new Error(`tickle ACKs not sent: python3 ${failureText(r)}`);
+    if (r.exitCode !== 0) throw new Error(`tickle ACKs not sent: perl ${failureText(r)}`);
     return `tickle ACKs sent to ${valid.length} client connection(s) in ${ms} ms: ${valid.join(', ')}`;
   }
 }

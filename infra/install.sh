@@ -102,7 +102,7 @@ need lvm lvm2
 need exportfs nfs-kernel-server
 need ip iproute2
 need arping arping
-need python3 python3
+need perl perl-base
 need curl curl
 if [[ -n $package ]]; then
   [[ $package == *.deb && -f $package ]] || die "--package $package: give the nfs-ha-agent_<version>_amd64.deb file"

@@ -187,7 +187,7 @@ describe('agent loop', () => {
       tickle: async (list) => {
         journal.push('tickle');
         tickled.push([...list]);
-        if (fail) throw new Error('tickle ACKs not sent: python3 exited 1');
+        if (fail) throw new Error('tickle ACKs not sent: perl exited 1');
         return `tickle ACKs sent to ${list.length} client connection(s)`;
       },
     };
@@ -208,7 +208,7 @@ describe('agent loop', () => {
     now += 10_000;
     await takeOver(second.cp, second.step, 3);
     assert.equal(second.agent.role, 'active', 'serving regardless');
-    assert.ok(lines.some((l) => l.level === 40 && /python3 exited 1; the clients reconnect at their next retransmission/.test(l.msg)));
+    assert.ok(lines.some((l) => l.level === 40 && /perl exited 1; the clients reconnect at their next retransmission/.test(l.msg)));
   });
 
   it("the active reads its clients on each monitor pass and tells its peer; a passive tells none", async () => {

@@ -1,5 +1,6 @@
 /** Tickle ACKs: the active's client connections read from /proc/net/tcp, and the new active's tickles. */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { ClientConnection, MAX_CLIENT_CONNECTIONS, parseClientConnections, ProcClientTickler, TICKLE_SCRIPT } from '../../agent/tickle.ts';
 import { fixture, ScriptedExecutor } from '../helpers/fixtures.ts';
@@ -30,19 +31,34 @@ describe('tickle ACKs', () => {
       assert.ok(!ClientConnection.safeParse(bad).success, bad);
   });
 
-  it('tickles from the VIP with one python3 process, the connections as arguments; drops what is not a connection', async () => {
+  it('tickles from the VIP with one perl process, the connections as arguments; drops what is not a connection', async () => {
     const exec = new ScriptedExecutor();
     const tickler = new ProcClientTickler(exec, '10.88.0.100', async () => PROC);
     const said = await tickler.tickle(['10.88.0.21:812', '10.88.0.22:44021; reboot', '10.88.0.23:0', '10.88.0.24:900']);
-    assert.deepEqual(exec.calls, [['python3', '-c', TICKLE_SCRIPT, '10.88.0.100', '2049', '10.88.0.21:812', '10.88.0.24:900']]);
+    assert.deepEqual(exec.calls, [['perl', '-e', TICKLE_SCRIPT, '10.88.0.100', '2049', '10.88.0.21:812', '10.88.0.24:900']]);
     assert.match(said, /^tickle ACKs sent to 2 client connection\(s\) in \d+ ms: 10\.88\.0\.21:812, 10\.88\.0\.24:900$/);
     assert.equal(await tickler.tickle(['nonsense']), 'no client connection known: nothing to tickle');
     assert.equal(exec.calls.length, 1, 'nothing to send, no process');
   });
 
-  it('says why when the tickles could not go out (python3 missing)', async () => {
-    const exec = new ScriptedExecutor().on(/^python3 /, { exitCode: 127, stdout: '', stderr: 'spawn python3 ENOENT' });
-    await assert.rejects(new ProcClientTickler(exec, '10.88.0.100').tickle(['10.88.0.21:812']), /tickle ACKs not sent: python3 cannot run: python3 is not installed \(Debian package python3\)/);
+  it('says why when the tickles could not go out (perl missing)', async () => {
+    const exec = new ScriptedExecutor().on(/^perl /, { exitCode: 127, stdout: '', stderr: 'spawn perl ENOENT' });
+    await assert.rejects(new ProcClientTickler(exec, '10.88.0.100').tickle(['10.88.0.21:812']), /tickle ACKs not sent: perl cannot run: perl is not installed \(Debian package perl-base\)/);
+  });
+
+  it('the script sends well-formed ACKs: a port with no connection answers each with a RST (a network namespace of its own)', () => {
+    // The client's side of a takeover, on loopback: its kernel checks the checksum, then resets
+    // what it has no connection for — as a client's kernel resets what it does, via this node.
+    const out = execFileSync(
+      'unshare',
+      ['--user', '--map-root-user', '--net', 'sh', '-c', 'ip link set lo up && perl -e "$0" 127.0.0.1 2049 127.0.0.1:40000 127.0.0.1:812 && sleep 0.2 && cat /proc/net/snmp', TICKLE_SCRIPT],
+      { encoding: 'utf8', timeout: 10_000 },
+    );
+    const [names = '', values = ''] = out.split('\n').filter((l) => l.startsWith('Tcp:'));
+    const tcp = Object.fromEntries(names.split(/\s+/).slice(1).map((n, i) => [n, Number(values.split(/\s+/)[i + 1])]));
+    assert.equal(tcp.InCsumErrors, 0, 'every checksum right');
+    assert.equal(tcp.InSegs, 8, 'two ACKs to each connection and, on loopback, the four RSTs too');
+    assert.equal(tcp.OutRsts, 4, 'each answered with a RST');
   });
 
   it('the active reads its own clients from /proc/net/tcp', async () => {
