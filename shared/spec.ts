@@ -114,7 +114,7 @@ const NfsSchema = z
     serverScope: ServerScope,
     stateDir: AbsolutePath.describe('Directory on the shared filesystem bind-mounted onto /var/lib/nfs (client tracking for reclaim)'),
     gracePeriodS: z.number().int().min(10).max(3600).default(15).describe('nfsd grace time in seconds'),
-    leaseTimeS: z.number().int().min(10).max(3600).default(15).describe('nfsd (NFSv4) lease time in seconds'),
+    leaseTimeS: z.number().int().min(10).max(3600).default(15).describe('nfsd (NFSv4) lease time in seconds; a client gives up a connection that gets no answer after about 1.2 × this, where tickle ACKs no longer reach it: keep it above the longest failover'),
     exports: z.array(ExportSpecSchema).min(1).max(64),
   })
   .strict();
