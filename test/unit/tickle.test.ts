@@ -47,8 +47,9 @@ describe('tickle ACKs', () => {
   });
 
   it('the script sends well-formed ACKs: a port with no connection answers each with a RST (a network namespace of its own)', () => {
-    // The client's side of a takeover, on loopback: its kernel checks the checksum, then resets
-    // what it has no connection for — as a client's kernel resets what it does, via this node.
+    // On loopback the kernel that gets the ACKs checks their checksums, then resets each port it
+    // has no connection for. (A client that has the connection answers with its real sequence
+    // numbers instead, and the new active's kernel, which has none, sends that RST.)
     const out = execFileSync(
       'unshare',
       ['--user', '--map-root-user', '--net', 'sh', '-c', 'ip link set lo up && perl -e "$0" 127.0.0.1 2049 127.0.0.1:40000 127.0.0.1:812 && sleep 0.2 && cat /proc/net/snmp', TICKLE_SCRIPT],
