@@ -71,8 +71,8 @@ export function parseClientConnections(procNetTcp: string, vip: string, port: nu
  * Sends each connection (arguments 3…, "address:port") a TCP ACK with sequence and
  * acknowledgement 0 from argument 1 (the VIP, which the raw socket binds to as its source) and
  * port argument 2. Twice back to back, in case one is lost: the client rate-limits its answers,
- * so a second never draws another. Perl because perl-base is Essential on Debian, and it starts in
- * milliseconds where python3 took 1.3–2.1 s of the lab's TCG guests, with the VIP already up.
+ * so a second never draws another. Perl because perl-base is Essential on Debian: no package to
+ * add. (Not for speed: in the lab its ACKs left no sooner than Python's; the busy guest is the delay.)
  */
 export const TICKLE_SCRIPT = `use strict; use warnings; use Socket qw(:DEFAULT IPPROTO_TCP);
 my ($vip, $port, @connections) = @ARGV;
