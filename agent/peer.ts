@@ -250,9 +250,10 @@ export class PeerWatch {
       const status = await fetchPeerStatus(this.url, this.keys(), this.timeoutMs);
       this.#lastStatus = status;
       this.#lastSuccess = this.now();
-      // An active's list is kept through its silence (when a takeover needs it); a passive peer serves nobody.
+      // The list of the peer's last term as the active, kept through its silence (a crash) and
+      // its release (a switchover): the next takeover tickles it. Stale entries are harmless (a
+      // connection the new active does have ignores the tickle); its next term replaces them.
       if (status.role === 'active') this.#clients = status.clients ?? [];
-      else if (status.role === 'passive') this.#clients = [];
     } catch (err) {
       // Silence is the signal; the time of the last success says how long it has lasted.
       if (err instanceof PeerAuthError) this.onRejected(err);
@@ -282,7 +283,7 @@ export class PeerWatch {
     return requestPromise(new URL('promise', this.url).href, this.keys(), timeoutMs, { node, epoch, instance: this.#instance, seq: this.#seq });
   }
 
-  /** The NFS clients connected to the peer when it last answered as the active (or [] since it answered as passive). */
+  /** The NFS clients connected to the peer when it last answered as the active. */
   clients(): readonly string[] {
     return this.#clients;
   }

@@ -59,7 +59,7 @@ describe('peer channel', () => {
     assert.equal(rejected.length, 1, 'and it is said');
   });
 
-  it("keeps the clients its peer served as the active through the peer's silence, and forgets them once it is passive", async () => {
+  it("keeps the clients its peer served as the active through its silence and its release, until its next term as the active", async () => {
     let status: PeerStatus = { ...active, clients: ['10.88.0.21:812', '10.88.0.22:700'] };
     let keys: PeerKeys = { token: OLD };
     const server = await startPeerServer({ host: '127.0.0.1', port: 0, keys: () => keys, status: () => status });
@@ -71,7 +71,13 @@ describe('peer channel', () => {
     await watch.check();
     assert.deepEqual(watch.clients(), ['10.88.0.21:812', '10.88.0.22:700']);
     keys = { token: OLD };
-    status = { node: 'node-a', role: 'passive', epoch: 0, leaseRemainingMs: null };
+    status = { node: 'node-a', role: 'passive', epoch: 0, leaseRemainingMs: null }; // released: a switchover's new holder tickles them
+    await watch.check();
+    assert.deepEqual(watch.clients(), ['10.88.0.21:812', '10.88.0.22:700']);
+    status = { ...active, clients: ['10.88.0.23:900'] };
+    await watch.check();
+    assert.deepEqual(watch.clients(), ['10.88.0.23:900']);
+    status = { ...active }; // an active serving nobody
     await watch.check();
     assert.deepEqual(watch.clients(), []);
   });
