@@ -173,8 +173,8 @@ export class Arbiter {
   }
 
   async release(clusterId: string, node: string, release: Release): Promise<Lease> {
-    const { lease } = await this.#change(clusterId, node, (l, now) => onRelease(l, node, release, now));
-    this.log.info({ clusterId, node, epoch: release.epoch, reason: release.reason }, `${node} released epoch ${release.epoch}`);
+    const { lease, wrote } = await this.#change(clusterId, node, (l, now) => onRelease(l, node, release, now));
+    if (wrote) this.log.info({ clusterId, node, epoch: release.epoch, reason: release.reason }, `${node} released epoch ${release.epoch}`);
     return lease;
   }
 

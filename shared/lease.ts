@@ -570,7 +570,9 @@ export function onFencingConfirmed(lease: Lease, node: string, report: FencingRe
 }
 
 /** The holder gives the lease up after demoting. The peer gets the first claim on it. */
-export function onRelease(lease: Lease, node: string, release: Release, now: number): Rejection | { next: Lease } {
+export function onRelease(lease: Lease, node: string, release: Release, now: number): Rejection | { next: Lease | null } {
+  // Idempotent: a holder told to release by a renewal answered during its demotion asks again once passive.
+  if (lease.holder === null && lease.releasedBy === node && lease.epoch === release.epoch) return { next: null };
   const stale = staleEpoch(lease, node, release.epoch);
   if (stale) return stale;
   const event = epochEvent(lease.clusterId, lease.epoch, now, node, 'lease.released', { reason: release.reason });

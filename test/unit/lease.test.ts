@@ -46,6 +46,11 @@ function committed(d: Decision): Lease {
   assert.ok(d.next, `expected a write, got directive ${JSON.stringify(d.directive)}`);
   return d.next;
 }
+/** The lease a change wrote (a rejection or no write fails the test). */
+function changed(r: { code: string } | { next: Lease | null }): Lease {
+  assert.ok(!('code' in r) && r.next, `expected a write, got ${JSON.stringify(r)}`);
+  return r.next;
+}
 
 /** A holds epoch 1 with fencing confirmed, renewed at `at`. */
 function heldByA(at = T0): Lease {
@@ -189,20 +194,21 @@ describe('lease: reports', () => {
   it('release: the releasing node gives the peer the first claim for one TTL', () => {
     const l = heldByA();
     assert.equal((onRelease(l, B, { epoch: 1, reason: 'switchover' }, T0) as { code: string }).code, 'stale_epoch');
-    const r = onRelease(l, A, { epoch: 1, reason: 'resource-failure' }, T0 + 100);
-    assert.ok(!('code' in r));
-    assert.equal(r.next.holder, null);
-    assert.equal(r.next.epoch, 1, 'releasing does not change the epoch');
-    assert.equal(leaseState(r.next, T0 + 100), 'vacant');
-    const back = beat(r.next, A, passive, T0 + 100 + r.next.terms.leaseTtlMs);
+    const vacant = changed(onRelease(l, A, { epoch: 1, reason: 'resource-failure' }, T0 + 100));
+    assert.equal(vacant.holder, null);
+    assert.equal(vacant.epoch, 1, 'releasing does not change the epoch');
+    assert.equal(leaseState(vacant, T0 + 100), 'vacant');
+    assert.deepEqual(onRelease(vacant, A, { epoch: 1, reason: 'switchover' }, T0 + 150), { next: null }, 'asked again (a renewal answered during its demotion): nothing changes');
+    assert.equal((onRelease(vacant, B, { epoch: 1, reason: 'switchover' }, T0 + 150) as { code: string }).code, 'stale_epoch', 'only by the node that released it');
+    const back = beat(vacant, A, passive, T0 + 100 + vacant.terms.leaseTtlMs);
     assert.equal(back.next, null);
     assert.match(back.directive.reason, /the peer has the first claim/);
-    const peer = committed(beat(r.next, B, passive, T0 + 200));
+    const peer = committed(beat(vacant, B, passive, T0 + 200));
     assert.equal(peer.epoch, 2);
     assert.equal(peer.fencing?.reason, 'released');
     assert.equal(peer.fencing?.victim, null);
     assert.deepEqual(peer.fencing?.keys, [KEY_A]);
-    const later = committed(beat(r.next, A, passive, T0 + 101 + r.next.terms.leaseTtlMs));
+    const later = committed(beat(vacant, A, passive, T0 + 101 + vacant.terms.leaseTtlMs));
     assert.equal(later.holder, A);
     assert.equal(later.epoch, 2);
   });
@@ -219,9 +225,8 @@ describe('lease: reports', () => {
     assert.equal(renewed.directive.action, 'release');
     assert.equal(committed(renewed).expiresAt, T0 + 500 + l.terms.leaseTtlMs);
     assert.equal(beat(renewed.next!, B, passive, T0 + 600).directive.action, 'stay-passive', 'the target waits for the release');
-    const released = onRelease(renewed.next!, A, { epoch: 1, reason: 'switchover' }, T0 + 2000);
-    assert.ok(!('code' in released));
-    const taken = committed(beat(released.next, B, passive, T0 + 2100));
+    const released = changed(onRelease(renewed.next!, A, { epoch: 1, reason: 'switchover' }, T0 + 2000));
+    const taken = committed(beat(released, B, passive, T0 + 2100));
     assert.equal(taken.holder, B);
     assert.equal(taken.epoch, 2);
     assert.equal(taken.switchover, null);
@@ -259,11 +264,10 @@ describe('lease: reports', () => {
     assert.deepEqual(r.next.standby, [A]);
     assert.equal(beat(r.next, A, { role: 'active', epoch: 1 }, T0 + 100).directive.action, 'release');
     assert.equal((setStandby(r.next, B, true, T0) as { code: string }).code, 'standby_not_possible');
-    const released = onRelease(r.next, A, { epoch: 1, reason: 'switchover' }, T0 + 200);
-    assert.ok(!('code' in released));
-    assert.equal(beat(released.next, A, passive, T0 + 10 * fresh.terms.leaseTtlMs).next, null, 'A in standby does not take the vacant lease');
-    assert.equal(committed(beat(released.next, B, passive, T0 + 300)).holder, B);
-    const back = setStandby(released.next, A, false, T0 + 400);
+    const released = changed(onRelease(r.next, A, { epoch: 1, reason: 'switchover' }, T0 + 200));
+    assert.equal(beat(released, A, passive, T0 + 10 * fresh.terms.leaseTtlMs).next, null, 'A in standby does not take the vacant lease');
+    assert.equal(committed(beat(released, B, passive, T0 + 300)).holder, B);
+    const back = setStandby(released, A, false, T0 + 400);
     assert.ok(!('code' in back) && back.next);
     assert.deepEqual(back.next.standby, []);
   });
@@ -285,9 +289,8 @@ describe('lease: reports', () => {
     assert.equal(three.epoch, 3);
     assert.equal((phaseEvent(three, A, { ...base, epoch: 1, direction: 'stop' }, T0) as { code: string }).code, 'stale_epoch', 'two epochs ago');
     assert.ok('event' in phaseEvent(three, B, { ...base, epoch: 2, direction: 'stop' }, T0), 'the previous holder stops');
-    const released = onRelease(three, A, { epoch: 3, reason: 'shutdown' }, T0 + 9100);
-    assert.ok('next' in released);
-    assert.ok('event' in phaseEvent(released.next, A, { ...base, epoch: 3, direction: 'stop' }, T0), 'the node that released');
+    const released = changed(onRelease(three, A, { epoch: 3, reason: 'shutdown' }, T0 + 9100));
+    assert.ok('event' in phaseEvent(released, A, { ...base, epoch: 3, direction: 'stop' }, T0), 'the node that released');
   });
 
   it('a node that says it cannot run the spec is never granted the lease, nor renewed', () => {
