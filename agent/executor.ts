@@ -13,6 +13,12 @@ export interface Command {
   timeoutMs: number;
   /** Written to the command's standard input (e.g. a file's content for `tee FILE`; it is a socket, so `/dev/stdin` cannot be opened). */
   input?: string;
+  /**
+   * Holds the input back until this settles: the process starts now and waits on its standard
+   * input for the word to go on (the tickles, made ready as a takeover begins, sent once the VIP is
+   * up). Rejected: the input is closed unwritten. The timeout counts from the start.
+   */
+  inputWhen?: Promise<unknown>;
 }
 
 export interface CommandResult {
@@ -131,7 +137,8 @@ export class HostExecutor implements Executor {
       );
       // A command may exit without reading its input; that is its business, not an error here.
       child.stdin?.on('error', () => {});
-      child.stdin?.end(command.input);
+      if (command.inputWhen) command.inputWhen.then(() => child.stdin?.end(command.input), () => child.stdin?.end());
+      else child.stdin?.end(command.input);
     });
   }
 }

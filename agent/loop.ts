@@ -758,21 +758,31 @@ export class NodeAgent {
     if (this.#role === 'passive') await this.d.selfFence.arm();
     this.#become('activating');
     for (const r of this.d.resources.ordered) r.startAhead?.();
-    for (const r of this.d.resources.ordered) await this.#timed(r.name, 'start', () => r.start());
+    // The tickles are made ready beside the takeover and sent once the VIP is up. Nothing waits for them.
+    let vipUp!: () => void;
+    let failed!: (err: Error) => void;
+    const vip = new Promise<void>((resolve, reject) => ((vipUp = resolve), (failed = reject)));
+    vip.catch(() => {}); // a failed takeover sends nothing; #perform reports it
+    this.#tickling ??= this.#tickleClients(vip).finally(() => (this.#tickling = null));
+    try {
+      for (const r of this.d.resources.ordered) await this.#timed(r.name, 'start', () => r.start());
+    } catch (err) {
+      failed(err as Error);
+      throw err;
+    }
+    vipUp();
     this.#restarts.clear();
     this.#failure = null;
     this.#leftovers = false;
     this.#become('active');
-    // Not part of the action: the role is settled, and nothing waits for the clients.
-    this.#tickling ??= this.#tickleClients().finally(() => (this.#tickling = null));
   }
 
-  /** After a takeover: the clients the peer served learn now that their connections are gone (tickle.ts). Best effort. */
-  async #tickleClients(): Promise<void> {
+  /** After a takeover: the clients the peer served learn at once that their connections are gone (tickle.ts). Best effort. */
+  async #tickleClients(vipUp: Promise<void>): Promise<void> {
     const connections = this.d.peer?.clients() ?? [];
     if (!this.d.clients || connections.length === 0) return;
     try {
-      this.d.log.info({ connections: connections.length }, await this.d.clients.tickle(connections));
+      this.d.log.info({ connections: connections.length }, await this.d.clients.tickle(connections, vipUp));
     } catch (err) {
       this.d.log.warn({ err: (err as Error).message }, `${(err as Error).message}; the clients reconnect at their next retransmission`);
     }

@@ -184,7 +184,9 @@ describe('agent loop', () => {
     let fail = false;
     const clients: ClientTickler = {
       read: async () => [],
-      tickle: async (list) => {
+      tickle: async (list, vipUp) => {
+        journal.push('tickle ready');
+        await vipUp;
         journal.push('tickle');
         tickled.push([...list]);
         if (fail) throw new Error('tickle ACKs not sent: perl exited 1');
@@ -196,7 +198,8 @@ describe('agent loop', () => {
     now += 10_000; // past the promise a restarted agent keeps for its predecessor
     await takeOver(cp, step);
     assert.equal(agent.role, 'active');
-    assert.deepEqual(journal.slice(-2), ['start floating-ip', 'tickle'], 'after the VIP, never before');
+    assert.ok(journal.indexOf('tickle ready') < journal.indexOf('start scsi-reservation'), 'made ready as the takeover begins');
+    assert.deepEqual(journal.slice(-2), ['start floating-ip', 'tickle'], 'sent after the VIP, never before');
     assert.deepEqual(tickled, [['10.88.0.21:812']]);
     assert.ok(lines.some((l) => l.msg === 'tickle ACKs sent to 1 client connection(s)'));
     now += 500;

@@ -53,6 +53,17 @@ describe('host executor (real processes)', () => {
     assert.equal(r.stdout, 'scope=x\n');
   });
 
+  it('holds the input back until inputWhen settles (the process runs meanwhile); rejected, closes it unwritten', async () => {
+    const later = new Promise<void>((resolve) => setTimeout(resolve, 200));
+    const started = performance.now();
+    const r = await exec.run({ argv: ['cat'], timeoutMs: 5000, input: 'go\n', inputWhen: later });
+    assert.equal(r.stdout, 'go\n');
+    assert.ok(performance.now() - started >= 190, 'it waited for the word');
+    const failed = Promise.reject(new Error('takeover failed'));
+    failed.catch(() => {});
+    assert.equal((await exec.run({ argv: ['cat'], timeoutMs: 5000, input: 'go\n', inputWhen: failed })).stdout, '');
+  });
+
   it('standard input is a socket: `tee FILE` writes it, `/dev/stdin` cannot be opened (found in the lab)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'nfs-ha-exec-'));
     const file = join(dir, 'nfs-ha.conf');

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
+import type { Command, Executor } from '../../agent/executor.ts';
 import { ClientConnection, MAX_CLIENT_CONNECTIONS, parseClientConnections, ProcClientTickler, TICKLE_SCRIPT } from '../../agent/tickle.ts';
 import { fixture, ScriptedExecutor } from '../helpers/fixtures.ts';
 
@@ -31,32 +32,45 @@ describe('tickle ACKs', () => {
       assert.ok(!ClientConnection.safeParse(bad).success, bad);
   });
 
-  it('tickles from the VIP with one perl process, the connections as arguments; drops what is not a connection', async () => {
+  it('tickles from the VIP with one perl process, the connections as arguments, started ahead and told to go once the VIP is up; drops what is not a connection', async () => {
     const exec = new ScriptedExecutor();
-    const tickler = new ProcClientTickler(exec, '10.88.0.100', async () => PROC);
-    const said = await tickler.tickle(['10.88.0.21:812', '10.88.0.22:44021; reboot', '10.88.0.23:0', '10.88.0.24:900']);
+    const commands: Command[] = [];
+    const recording: Executor = { run: (c) => (commands.push(c), exec.run(c)) };
+    const tickler = new ProcClientTickler(recording, '10.88.0.100', async () => PROC);
+    const said = await tickler.tickle(['10.88.0.21:812', '10.88.0.22:44021; reboot', '10.88.0.23:0', '10.88.0.24:900'], Promise.resolve());
     assert.deepEqual(exec.calls, [['perl', '-e', TICKLE_SCRIPT, '10.88.0.100', '2049', '10.88.0.21:812', '10.88.0.24:900']]);
-    assert.match(said, /^tickle ACKs sent to 2 client connection\(s\) in \d+ ms: 10\.88\.0\.21:812, 10\.88\.0\.24:900$/);
-    assert.equal(await tickler.tickle(['nonsense']), 'no client connection known: nothing to tickle');
+    assert.equal(commands[0]?.input, 'go\n', 'the word to send, held back until the VIP is up');
+    assert.ok(commands[0]?.inputWhen);
+    assert.match(said, /^tickle ACKs sent to 2 client connection\(s\) in \d+ ms from the VIP: 10\.88\.0\.21:812, 10\.88\.0\.24:900$/);
+    assert.equal(await tickler.tickle(['nonsense'], Promise.resolve()), 'no client connection known: nothing to tickle');
     assert.equal(exec.calls.length, 1, 'nothing to send, no process');
+    const failed = Promise.reject(new Error('volume-group failed'));
+    assert.equal(await tickler.tickle(['10.88.0.21:812'], failed), 'the takeover did not complete: no tickle ACKs sent to 1 client connection(s)');
   });
 
   it('says why when the tickles could not go out (perl missing)', async () => {
     const exec = new ScriptedExecutor().on(/^perl /, { exitCode: 127, stdout: '', stderr: 'spawn perl ENOENT' });
-    await assert.rejects(new ProcClientTickler(exec, '10.88.0.100').tickle(['10.88.0.21:812']), /tickle ACKs not sent: perl cannot run: perl is not installed \(Debian package perl-base\)/);
+    await assert.rejects(
+      new ProcClientTickler(exec, '10.88.0.100').tickle(['10.88.0.21:812'], Promise.resolve()),
+      /tickle ACKs not sent: perl cannot run: perl is not installed \(Debian package perl-base\)/,
+    );
   });
 
   it('the script sends well-formed ACKs: a port with no connection answers each with a RST (a network namespace of its own)', () => {
     // On loopback the kernel that gets the ACKs checks their checksums, then resets each port it
     // has no connection for. (A client that has the connection answers with its real sequence
     // numbers instead, and the new active's kernel, which has none, sends that RST.)
-    const out = execFileSync(
-      'unshare',
-      ['--user', '--map-root-user', '--net', 'sh', '-c', 'ip link set lo up && perl -e "$0" 127.0.0.1 2049 127.0.0.1:40000 127.0.0.1:812 && sleep 0.2 && cat /proc/net/snmp', TICKLE_SCRIPT],
-      { encoding: 'utf8', timeout: 10_000 },
-    );
-    const [names = '', values = ''] = out.split('\n').filter((l) => l.startsWith('Tcp:'));
-    const tcp = Object.fromEntries(names.split(/\s+/).slice(1).map((n, i) => [n, Number(values.split(/\s+/)[i + 1])]));
+    const tcpCounters = (input: string) => {
+      const out = execFileSync(
+        'unshare',
+        ['--user', '--map-root-user', '--net', 'sh', '-c', 'ip link set lo up && perl -e "$0" 127.0.0.1 2049 127.0.0.1:40000 127.0.0.1:812 && sleep 0.2 && cat /proc/net/snmp', TICKLE_SCRIPT],
+        { encoding: 'utf8', timeout: 10_000, input },
+      );
+      const [names = '', values = ''] = out.split('\n').filter((l) => l.startsWith('Tcp:'));
+      return Object.fromEntries(names.split(/\s+/).slice(1).map((n, i) => [n, Number(values.split(/\s+/)[i + 1])]));
+    };
+    assert.equal(tcpCounters('').OutRsts, 0, 'its input closed without the word (the takeover failed): nothing sent');
+    const tcp = tcpCounters('go\n');
     assert.equal(tcp.InCsumErrors, 0, 'every checksum right');
     assert.equal(tcp.InSegs, 8, 'two ACKs to each connection and, on loopback, the four RSTs too');
     assert.equal(tcp.OutRsts, 4, 'each answered with a RST');
