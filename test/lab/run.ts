@@ -605,7 +605,8 @@ async function afterVip(f: Failover): Promise<AfterVip> {
   const ended = first?.what === 'starting' ? (lines[1]?.what === 'ending' ? lines[1] : { at: first.at + first.seconds * 1000, what: 'full' }) : first;
   const agentLog = await holder.exec(['journalctl', '-u', 'nfs-ha-agent', '-b', '-o', 'short-monotonic', '--no-pager', '--grep', 'tickle']);
   // Logged when the tickle's process has ended, which under TCG came ~1 s after its ACKs left
-  // (captured on the bridge): its start, the log's time less the "in N ms" it took, is nearer.
+  // (captured on the bridge): when it was told to send, the log's time less the "in N ms" it took
+  // from then, is nearer. (It starts as the takeover begins and waits, ready, for the VIP.)
   const tickle = [...agentLog.stdout.matchAll(/^\[\s*(\d+\.\d+)\] .*?"msg":"([^"]*)"/gm)]
     .map((m) => ({ at: Number(m[1]) * 1000 - offset - Number(/ in (\d+) ms/.exec(m[2]!)?.[1] ?? 0), msg: m[2]! }))
     .filter((l) => l.at >= vipAt - 5_000)[0];
@@ -687,7 +688,7 @@ async function runScenario(name: string, title: string, device: string, body: (s
     () => null,
   );
   const after = s.failover ? await afterVip(s.failover).catch((err: Error) => (s.note(`no timeline after the VIP: ${err.message}`), null)) : null;
-  if (after?.tickle) s.note(`${s.failover!.to}: ${after.tickle} (started ${fmt(after.tickleMs)} s after its VIP was up)`);
+  if (after?.tickle) s.note(`${s.failover!.to}: ${after.tickle} (told to send ${fmt(after.tickleMs)} s after its VIP was up)`);
   const ok = s.assertions.every((a) => a.ok);
   results.push({
     name,
@@ -1072,6 +1073,18 @@ async function main(): Promise<void> {
       byRelease,
       released ? `released epoch ${epoch} (${released.type === 'lease.released' ? released.data.reason : ''})` : 'no release recorded',
     );
+    // Where a switchover's detection goes: the holder learns of it at a renewal, stops in order (its
+    // clients wait from its first step, the VIP's removal), releases; then the peer's grant.
+    const stops = (await cp.events()).flatMap((e) =>
+      e.type === 'phase.reported' && e.epoch === epoch && e.node === holder && e.data.direction === 'stop' && e.data.status === 'succeeded' ? [e] : [],
+    );
+    if (released && s.failover.detectionMs !== null) {
+      const stopMs = stops.reduce((sum, e) => sum + (e.data.durationMs ?? 0), 0);
+      s.note(
+        `the switchover's detection (${fmt(s.failover.detectionMs)} s): asked → ${holder} released ${fmt(released.at - faultAt)} s, of which its stop ${fmt(stopMs)} s ` +
+          `(${stops.map((e) => `${e.data.phase} ${fmt(e.data.durationMs ?? 0)}`).join(', ')}); released → ${to} granted ${fmt(faultAt + s.failover.detectionMs - released.at)} s`,
+      );
+    }
     await passiveAgain(s, holder, faultAt);
     // Without a release, say why from the old holder's own log (its previous boot if it was reset).
     if (!byRelease) s.note(`${holder}'s agent, last words before the takeover: ${await agentLogTail(vmByName(holder), faultAt)}`);
@@ -1828,12 +1841,12 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
     '',
     "Each failover on the lab host's clock: detection is fault → grant; fence to VIP are the new holder's steps, their sum the takeover, " +
       "and of it the agent's own time (the takeover less the time its commands ran: what the agent adds to them); " +
-      "fault → VIP up; then, from the VIP up, the tickle ACKs to the clients the old server had (tickle.ts; when their process started, as they leave while it runs), the client's last transport connect before its writes resumed (its mountstats' connect count), the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
+      "fault → VIP up; then, from the VIP up, the tickle ACKs to the clients the old server had (tickle.ts; when their process, started ready with the takeover, was told to send them, as they leave while it runs), the client's last transport connect before its writes resumed (its mountstats' connect count), the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
       'the client stall is the gap in its acknowledgements that spans the move, and what the client adds is that stall less fault → VIP. ' +
       `The raw figures: the quiet baseline above, and ${RAW_AFTER_CRASH} (the last row: the same start sequence by hand on the survivor the moment the active's VM is killed, the client writing), which a crash-type failover (${CRASH_TYPE_SCENARIOS.join(', ')}) is also set against. ` +
       `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw (after a crash, for those); the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
     '',
-    "| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent's own | ÷ raw | ÷ raw after a crash | fault → VIP | tickles start (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |",
+    "| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent's own | ÷ raw | ÷ raw after a crash | fault → VIP | tickles sent (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |",
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
