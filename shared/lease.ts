@@ -572,7 +572,7 @@ export function onFencingConfirmed(lease: Lease, node: string, report: FencingRe
 /** The holder gives the lease up after demoting. The peer gets the first claim on it. */
 export function onRelease(lease: Lease, node: string, release: Release, now: number): Rejection | { next: Lease | null } {
   // Idempotent: a holder told to release by a renewal answered during its demotion asks again once passive.
-  if (lease.holder === null && lease.releasedBy === node && lease.epoch === release.epoch) return { next: null };
+  if (release.epoch === lease.epoch && releasedIt(lease, node)) return { next: null };
   const stale = staleEpoch(lease, node, release.epoch);
   if (stale) return stale;
   const event = epochEvent(lease.clusterId, lease.epoch, now, node, 'lease.released', { reason: release.reason });
@@ -609,12 +609,17 @@ export function requestSwitchover(lease: Lease, to: string, now: number, by?: Re
   return { next: { ...lease, version: lease.version + 1, switchover: { to, requestedAt: now }, outbox: [...lease.outbox, event] } };
 }
 
+/** Whether the lease is vacant because `node` released its current epoch. */
+function releasedIt(lease: Lease, node: string): boolean {
+  return lease.holder === null && lease.releasedBy === node;
+}
+
 /**
  * Whether `node` held `epoch`, as far as the lease remembers: the current epoch (held, or just
  * released by it) and the one before.
  */
 function heldEpoch(lease: Lease, node: string, epoch: number): boolean {
-  if (epoch === lease.epoch) return lease.holder === node || (lease.holder === null && lease.releasedBy === node);
+  if (epoch === lease.epoch) return lease.holder === node || releasedIt(lease, node);
   return epoch === lease.epoch - 1 && epoch > 0 && lease.previousHolder === node;
 }
 

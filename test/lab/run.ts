@@ -1074,7 +1074,8 @@ async function main(): Promise<void> {
     const captureNfsd = (vm: Vm, label: string, state: string) =>
       capture(vm, `cat--proc-fs-nfsd-threads-v4_end_grace--${label}`, readNfsd, state).catch((err: Error) => s.note(`no ${label} capture: ${err.message}`));
     await captureNfsd(vmByName(to), 'in-grace', 'nfs-server just started by a switchover, the client reclaiming');
-    const released = (await cp.events()).find((e) => e.type === 'lease.released' && e.epoch === epoch);
+    const events = await cp.events();
+    const released = events.find((e) => e.type === 'lease.released' && e.epoch === epoch);
     const byRelease = released?.type === 'lease.released' && released.data.reason === 'switchover';
     s.check(
       `${holder} demoted and released the lease first`,
@@ -1083,7 +1084,7 @@ async function main(): Promise<void> {
     );
     // Where a switchover's detection goes: the holder learns of it at a renewal, stops in order (its
     // clients wait from its first step, the VIP's removal), releases; then the peer's grant.
-    const stops = (await cp.events()).flatMap((e) =>
+    const stops = events.flatMap((e) =>
       e.type === 'phase.reported' && e.epoch === epoch && e.node === holder && e.data.direction === 'stop' && e.data.status === 'succeeded' ? [e] : [],
     );
     if (released && s.failover.detectionMs !== null) {
