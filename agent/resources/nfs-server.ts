@@ -157,11 +157,9 @@ export class NfsServer implements Resource {
   async stop(): Promise<void> {
     expectExit(await this.#run(['systemctl', 'stop', SM_NOTIFY_UNIT], TIMEOUT.service), [0, UNIT_NOT_LOADED], 'stopping sm-notify');
     expectExit(await this.#run(['systemctl', 'stop', 'nfs-server', 'nfsdcld', 'rpc-statd'], TIMEOUT.service), [0], 'stopping nfs-server');
-    const bound = await this.#boundTargets();
-    for (const dir of [...NFS_STATE_DIRS].reverse()) {
-      const target = `${VAR_LIB_NFS}/${dir}`;
-      if (bound.has(target)) expectExit(await this.#run(['umount', target]), [0], `unmounting ${target}`);
-    }
+    // One umount for all of them, in the reverse order of their binding.
+    const bound = [...(await this.#boundTargets())].reverse();
+    if (bound.length > 0) expectExit(await this.#run(['umount', ...bound]), [0], `unmounting ${bound.join(', ')}`);
   }
 
   async monitor(): Promise<MonitorResult> {

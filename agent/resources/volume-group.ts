@@ -132,16 +132,25 @@ export class VolumeGroup implements Resource {
     expectExit(await this.ctx.exec.run({ argv: ['vgchange', '-ay', this.#vg], timeoutMs: TIMEOUT.change }), [0], `activating VG ${this.#vg}`);
   }
 
+  /**
+   * One command when the VG is this node's own (a switchover's stop, which the clients wait
+   * for). After a takeover the VG belongs to the new active, and LVM refuses a plain
+   * `vgchange -an` of a foreign VG although its LVs may still be active here: only then is the
+   * owner read and named as an extra system ID, to deactivate them locally (ownership stays
+   * with it).
+   */
   async stop(): Promise<void> {
+    const plain = await this.ctx.exec.run({ argv: ['vgchange', '-an', this.#vg], timeoutMs: TIMEOUT.change });
+    if (plain.exitCode === 0) return;
     const owner = await this.#owner();
     if (owner === undefined) return;
-    // After a takeover the VG belongs to the new active, and LVM refuses a plain `vgchange -an`
-    // of a foreign VG although its LVs may still be active here: deactivate them locally by
-    // naming the owner as an extra system ID (ownership stays with it).
-    const local = await this.#localSystemId();
-    const argv: [string, ...string[]] =
-      owner && owner !== local ? ['vgchange', '--config', `local/extra_system_ids=["${owner}"]`, '-an', this.#vg] : ['vgchange', '-an', this.#vg];
-    expectExit(await this.ctx.exec.run({ argv, timeoutMs: TIMEOUT.change }), [0], `deactivating VG ${this.#vg}`);
+    const local = this.#prepared ?? (await this.#localSystemId());
+    if (!owner || owner === local) expectExit(plain, [0], `deactivating VG ${this.#vg}`);
+    expectExit(
+      await this.ctx.exec.run({ argv: ['vgchange', '--config', `local/extra_system_ids=["${owner}"]`, '-an', this.#vg], timeoutMs: TIMEOUT.change }),
+      [0],
+      `deactivating VG ${this.#vg} (owned by ${owner})`,
+    );
   }
 
   /** Active here means mapped by this node's kernel, whoever LVM's metadata says owns the VG. */

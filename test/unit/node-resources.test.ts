@@ -98,12 +98,31 @@ describe('volume-group resource', () => {
     assert.equal(exec.lines().length, commands, 'the monitor ran no command');
   });
 
+  it("stop deactivates its own VG with one command: a switchover's clients wait for it", async () => {
+    const { ctx, exec } = await resourceContext('node-a');
+    exec.on(/^vgchange -an /, 'vgchange-an--node-a');
+    await new VolumeGroup(ctx).stop();
+    assert.deepEqual(exec.lines(), ['vgchange -an vg_nfs']);
+  });
+
   it('stop deactivates a VG the new active already took over, naming it as an extra system ID (seen in the lab)', async () => {
     const { ctx, exec } = await resourceContext('node-a');
-    // The fixture shows a VG owned by nodea seen from nodeb; here the roles are swapped.
-    exec.on('lvm systemid', 'lvm-systemid--node-a').on(/^vgs /, renamed('vgs--json--foreign--node-b', { ...LVM, nodea: 'nodeb' }));
+    // LVM refuses a foreign VG's -an as it refuses its -ay (the fixture); here the roles are swapped.
+    const SWAPPED = { ...LVM, nodea: 'nodeb', 'local system ID nodeb': 'local system ID nodea' };
+    exec
+      .on('vgchange -an vg_nfs', renamed('vgchange-ay--foreign-refused--node-b', SWAPPED))
+      .on('lvm systemid', 'lvm-systemid--node-a')
+      .on(/^vgs /, renamed('vgs--json--foreign--node-b', { ...LVM, nodea: 'nodeb' }));
     await new VolumeGroup(ctx).stop();
     assert.deepEqual(exec.lines().at(-1), 'vgchange --config local/extra_system_ids=["nodeb"] -an vg_nfs');
+  });
+
+  it("stop reports LVM's own refusal of its own VG (an LV still open), and does not retry", async () => {
+    const { ctx, exec } = await resourceContext('node-a');
+    const busy = { exitCode: 5, stdout: '', stderr: '  Logical volume vg_nfs/lv_export in use.\n  Can\'t deactivate volume group "vg_nfs" with 1 open logical volume(s)\n' };
+    exec.on('vgchange -an vg_nfs', busy).on('lvm systemid', 'lvm-systemid--node-a').on(/^vgs /, renamed('vgs--json--owned-by-a-active', LVM));
+    await assert.rejects(new VolumeGroup(ctx).stop(), /deactivating VG vg_nfs.*open logical volume/s);
+    assert.equal(exec.lines().filter((l) => l.startsWith('vgchange')).length, 1);
   });
 
   it('validation: refuses a VG that LVM would autoactivate at boot, with the command that fixes it', async () => {
@@ -313,7 +332,7 @@ describe('nfs-server resource', () => {
     assert.ok(!broken.exec.lines().includes('systemctl start rpcbind.service'));
   });
 
-  it('stop ends what holds the bound directories open before unbinding them — exact argv', async () => {
+  it('stop ends what holds the bound directories open before unbinding them, in one umount — exact argv', async () => {
     const { ctx, exec } = await resourceContext();
     exec
       .on('systemctl stop nfs-ha-sm-notify', {
@@ -328,7 +347,7 @@ describe('nfs-server resource', () => {
       'systemctl stop nfs-ha-sm-notify',
       'systemctl stop nfs-server nfsdcld rpc-statd',
       LIST_MOUNTS,
-      ...['sm.bak', 'sm', 'nfsdcld'].map((d) => `umount /var/lib/nfs/${d}`),
+      `umount ${['sm.bak', 'sm', 'nfsdcld'].map((d) => `/var/lib/nfs/${d}`).join(' ')}`,
     ]);
   });
 
