@@ -9,13 +9,17 @@
  * - stop: this node holds everything and stops it.
  * In both, its agent has run since the node booted: what prepare() readies is in place (the NFS
  * server's settings and drop-in), as on a node whose takeover or stop this shows; a start's dry
- * run lists prepare()'s own commands apart.
+ * run lists prepare()'s own commands apart. The cluster has served before: nfsdcld's database is
+ * in WAL mode already (the first start's one `sqlite3` command is not shown).
  * This is a model for display, used by nothing else.
  */
 import { reservationKey } from '../shared/reservation-key.ts';
 import type { ClusterSpec } from '../shared/spec.ts';
 import type { CommandResult, Responder } from './executor.ts';
-import { NFS_CONF, NFS_STATE_DIRS, nfsConf, SCOPE_DROPIN, scopeDropIn } from './resources/nfs-server.ts';
+import { NFS_CONF, NFS_STATE_DIRS, nfsConf, type ReadJournalMode, SCOPE_DROPIN, scopeDropIn } from './resources/nfs-server.ts';
+
+/** nfsdcld's database as the dry run's situation has it: switched to WAL mode by an earlier start. */
+export const DRY_RUN_JOURNAL_MODE: ReadJournalMode = async () => 'wal';
 
 type Answer = Partial<Pick<CommandResult, 'exitCode' | 'stdout' | 'stderr'>>;
 

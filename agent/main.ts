@@ -23,7 +23,7 @@ import { VERSION } from '../shared/version.ts';
 import { type AgentConfig, AgentConfigError, AgentConfigSchema, DEFAULT_CONFIG_PATH, loadAgentConfig } from './config.ts';
 import { type EpochMemory, FileEpochMemory } from './epoch-memory.ts';
 import { ControlPlaneClient } from './control-plane-client.ts';
-import { dryRunNode } from './dry-run.ts';
+import { DRY_RUN_JOURNAL_MODE, dryRunNode } from './dry-run.ts';
 import { CommandLedger, type Executor, formatCommand, HostExecutor, RecordingExecutor } from './executor.ts';
 import { ProcClientTickler } from './tickle.ts';
 import { NodeAgent } from './loop.ts';
@@ -32,6 +32,7 @@ import { outsideAllowed } from './allowed.ts';
 import { waitForDevices } from './devices.ts';
 import { fetchPeerStatus, type PeerKeys, PeerWatch, type PeerStatus, startPeerServer } from './peer.ts';
 import { nodeResources, prepareResources } from './resources/index.ts';
+import type { ReadJournalMode } from './resources/nfs-server.ts';
 import type { FencingState, MonitorResult } from './resources/resource.ts';
 import { RebootSelfFence, WatchdogSelfFence, watchdogTimeoutSeconds } from './self-fence.ts';
 
@@ -77,8 +78,8 @@ function logger(level: string): Logger {
   return pino({ name: 'nfs-ha-agent', level, base: { service: 'nfs-ha-agent' }, timestamp: pino.stdTimeFunctions.isoTime });
 }
 
-function resourcesFor(t: Target, exec: Executor, log: Logger, fencing: FencingState) {
-  return nodeResources({ spec: t.spec, node: t.node, exec, log, fencing });
+function resourcesFor(t: Target, exec: Executor, log: Logger, fencing: FencingState, journalMode?: ReadJournalMode) {
+  return nodeResources({ spec: t.spec, node: t.node, exec, log, fencing }, journalMode);
 }
 
 async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryRun?: boolean; json?: boolean }) {
@@ -88,7 +89,7 @@ async function dryRun(direction: 'start' | 'stop', options: SpecOptions & { dryR
   const t = await target(options);
   const exec = new RecordingExecutor(dryRunNode(t.spec, t.node.id, direction));
   const log = logger('silent');
-  const resources = resourcesFor(t, exec, log, { epoch: 1, confirmedEpoch: 1 });
+  const resources = resourcesFor(t, exec, log, { epoch: 1, confirmedEpoch: 1 }, DRY_RUN_JOURNAL_MODE);
   const sections: { step: string; commands: RecordingExecutor['commands'] }[] = [];
   const section = async (step: string, work: () => Promise<unknown>) => {
     const before = exec.commands.length;

@@ -100,6 +100,7 @@ need() { command -v "$1" >/dev/null || missing+=("$2"); }
 need sg_persist sg3-utils
 need lvm lvm2
 need exportfs nfs-kernel-server
+need sqlite3 sqlite3
 need ip iproute2
 need arping arping
 need perl perl-base

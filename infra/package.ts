@@ -32,7 +32,7 @@ export const DEB_ARCH = 'amd64';
 /** What the pinned Node runtime links against (libc6 2.28 is Node 24's floor). */
 const RUNTIME_DEPENDS = ['libc6 (>= 2.28)', 'libstdc++6 (>= 8)', 'libgcc-s1'];
 /** `Depends:` of the agent's package: the runtime, and the tools the agent runs on a node. */
-export const AGENT_DEPENDS = [...RUNTIME_DEPENDS, 'sg3-utils', 'lvm2', 'nfs-kernel-server', 'iproute2', 'arping', 'systemd'];
+export const AGENT_DEPENDS = [...RUNTIME_DEPENDS, 'sg3-utils', 'lvm2', 'nfs-kernel-server', 'sqlite3', 'iproute2', 'arping', 'systemd'];
 
 /** The pinned runtime: the Node binary that the single executable is made of. */
 export function pinnedNode(): { path: string; version: string } {

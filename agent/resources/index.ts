@@ -2,7 +2,7 @@
 import { Exports } from './exports.ts';
 import { Filesystem } from './filesystem.ts';
 import { FloatingIp } from './floating-ip.ts';
-import { NfsServer } from './nfs-server.ts';
+import { NfsServer, type ReadJournalMode } from './nfs-server.ts';
 import type { Resource, ResourceContext } from './resource.ts';
 import { ScsiReservation } from './scsi-reservation.ts';
 import { VolumeGroup } from './volume-group.ts';
@@ -16,11 +16,12 @@ export interface NodeResources {
   ordered: Resource[];
 }
 
-export function nodeResources(ctx: ResourceContext): NodeResources {
+/** `journalMode`: how nfsdcld's database is read (the file's header; a dry run states it). */
+export function nodeResources(ctx: ResourceContext, journalMode?: ReadJournalMode): NodeResources {
   const reservation = new ScsiReservation(ctx);
   return {
     reservation,
-    ordered: [reservation, new VolumeGroup(ctx), new Filesystem(ctx), new NfsServer(ctx), new Exports(ctx), new FloatingIp(ctx)],
+    ordered: [reservation, new VolumeGroup(ctx), new Filesystem(ctx), new NfsServer(ctx, journalMode), new Exports(ctx), new FloatingIp(ctx)],
   };
 }
 

@@ -11,11 +11,14 @@
  * systemd drop-in starts rpc.nfsd in a UTS namespace named after the spec's scope. The drop-in's
  * script is a constant; the validated scope reaches it as an argument.
  *
+ * nfsdcld's database is switched to SQLite's WAL mode once (see #walJournal).
+ *
  * Grace and lease times go to /etc/nfs.conf.d. After starting, sm-notify (as a transient unit,
  * so stop can end it) tells NFSv3 clients to reclaim their locks, sent from the VIP's name.
  * Stop ends everything that keeps the bound directories open (nfsdcld, rpc.statd, sm-notify)
  * before unbinding them.
  */
+import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { expectExit } from '../executor.ts';
 import { type MonitorResult, type Resource, type ResourceContext, TIMEOUT } from './resource.ts';
@@ -29,6 +32,8 @@ const PREPARED_UNITS = ['proc-fs-nfsd.mount', 'rpc_pipefs.target'];
 const RPCBIND_UNIT = 'rpcbind.service';
 const VAR_LIB_NFS = '/var/lib/nfs';
 const RPC_NFSD = '/usr/sbin/rpc.nfsd';
+/** nfsdcld's client-tracking database (its default storagedir), in the bound state directory. */
+export const NFSDCLD_DB = `${VAR_LIB_NFS}/nfsdcld/main.sqlite`;
 const NFSD_THREADS = '/proc/fs/nfsd/threads';
 const NFSD_END_GRACE = '/proc/fs/nfsd/v4_end_grace';
 export const GRACE_DETAIL = 'in its NFSv4 grace period: clients reclaim their state; new opens and locks wait';
@@ -59,12 +64,39 @@ export function scopeDropIn(scope: string): string {
   ].join('\n');
 }
 
+/** How a SQLite database keeps its journal. */
+export type JournalMode = 'wal' | 'rollback' | 'absent';
+export type ReadJournalMode = (path: string) => Promise<JournalMode>;
+
+/**
+ * From the database file's header, no process: its bytes 18 and 19 (the file format's write and
+ * read versions) are 2 in WAL mode and 1 with a rollback journal (sqlite.org/fileformat2.html).
+ */
+export const sqliteJournalMode: ReadJournalMode = async (path) => {
+  let file;
+  try {
+    file = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw err;
+  }
+  try {
+    const { buffer, bytesRead } = await file.read(Buffer.alloc(20), 0, 20, 0);
+    return bytesRead === 20 && buffer[18] === 2 && buffer[19] === 2 ? 'wal' : 'rollback';
+  } finally {
+    await file.close();
+  }
+};
+
 export class NfsServer implements Resource {
   readonly name = 'nfs-server' as const;
   /** The files written ahead by prepare(), while it runs: start() waits for it (one writer at a time). */
   #preparing: Promise<void> | null = null;
 
-  constructor(private readonly ctx: ResourceContext) {}
+  constructor(
+    private readonly ctx: ResourceContext,
+    private readonly journalMode: ReadJournalMode = sqliteJournalMode,
+  ) {}
 
   #run(argv: [string, ...string[]], timeoutMs: number = TIMEOUT.change, input?: string) {
     return this.ctx.exec.run({ argv, timeoutMs, ...(input !== undefined && { input }) });
@@ -146,12 +178,38 @@ export class NfsServer implements Resource {
     for (const { source, target } of binds) {
       if (!bound.has(target)) expectExit(await this.#run(['mount', '--bind', source, target]), [0], `binding ${source} onto ${target}`);
     }
+    await this.#walJournal();
     // Normally in place already (prepare(), or an earlier start): a takeover rarely pays for the reload.
     await this.#configure();
     expectExit(await this.#run(['systemctl', 'start', 'nfs-server'], TIMEOUT.service), [0], 'starting nfs-server');
     // Lock recovery for NFSv3 clients; nothing to wait for, it retries on its own. --no-block: the
     // unit is queued, not waited for (0.4–1 s of a takeover in the lab).
     await this.#run(['systemd-run', '--no-block', '--collect', '--unit', SM_NOTIFY_UNIT, 'sm-notify', '-d', '-f', '-v', this.ctx.spec.vip.address], TIMEOUT.query);
+  }
+
+  /**
+   * nfsdcld keeps its client records in SQLite and leaves the database in SQLite's default
+   * rollback-journal mode, where each transaction flushes the disk about three times (journal,
+   * database, directory). A failover waits for three transactions: the grace period's start,
+   * within nfs-server's start, then, on the clients' clock, the record each reclaiming client's
+   * RECLAIM_COMPLETE writes and the grace period's end, which that answer waits for. On the lab's
+   * shared disk a transaction took 50–690 ms, against 8–32 ms in WAL mode, where a commit is one
+   * flush of the log and as durable (synchronous=FULL, the default of Debian's SQLite in WAL mode
+   * too). The mode is kept in the database file: set once, here, while no nfsdcld runs. A
+   * database not there yet is created in it (nfsdcld sets up its tables in an empty one). Without
+   * sqlite3 the start goes on, in the slower mode, and says so.
+   */
+  async #walJournal(): Promise<void> {
+    if ((await this.journalMode(NFSDCLD_DB).catch(() => 'rollback')) === 'wal') return;
+    const r = await this.#run(['sqlite3', NFSDCLD_DB, 'PRAGMA journal_mode=WAL;'], TIMEOUT.query);
+    if (r.exitCode === 0 && r.stdout.trim() === 'wal') {
+      this.ctx.log.info({ resource: this.name, database: NFSDCLD_DB }, "nfsdcld's client-tracking database switched to SQLite's WAL mode");
+      return;
+    }
+    this.ctx.log.warn(
+      { resource: this.name, database: NFSDCLD_DB, exitCode: r.exitCode, stdout: r.stdout.trim(), stderr: r.stderr.trim().slice(0, 500) },
+      "nfsdcld's client-tracking database stays in rollback-journal mode, which makes a failover's NFSv4 recovery slower: is sqlite3 installed (Debian package sqlite3)?",
+    );
   }
 
   async stop(): Promise<void> {

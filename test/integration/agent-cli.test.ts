@@ -49,6 +49,7 @@ describe('nfs-ha-agent bundle', () => {
     assert.ok(at('systemctl start nfs-server') < at('exportfs -o'));
     assert.ok(at('arping -0') < at('ip addr add 10.88.0.100/24 dev eth0'), 'probes for a duplicate before adding the VIP');
     assert.ok(at('cat /run/systemd/system/nfs-server.service.d/') > 0 && at('daemon-reload') === -1, 'the drop-in prepared at the agent\'s start: checked, no reload');
+    assert.equal(at('sqlite3 '), -1, "nfsdcld's database switched by an earlier start: not again");
   });
 
   it('stop --dry-run: the reverse order, keeping the reservation', async () => {
@@ -61,7 +62,8 @@ describe('nfs-ha-agent bundle', () => {
     assert.deepEqual(steps, ['stop floating-ip', 'stop exports', 'stop nfs-server', 'stop filesystem', 'stop volume-group', 'stop scsi-reservation']);
     assert.ok(!/sg_persist .*--out/.test(r.stdout), 'no reservation change on stop');
     assert.match(r.stdout, /^umount \/srv\/nfs$/m);
-    assert.match(r.stdout, /^umount \/var\/lib\/nfs\/sm\.bak\numount \/var\/lib\/nfs\/sm\numount \/var\/lib\/nfs\/v4recovery\numount \/var\/lib\/nfs\/nfsdcld$/m, 'the reclaim state unbound, in reverse');
+    assert.match(r.stdout, /^umount \/var\/lib\/nfs\/sm\.bak \/var\/lib\/nfs\/sm \/var\/lib\/nfs\/v4recovery \/var\/lib\/nfs\/nfsdcld$/m, 'the reclaim state unbound, in reverse');
+    assert.match(r.stdout, /# stop volume-group\nvgchange -an vg_nfs\n\n/, "its own VG: one command");
   });
 
   it('takes a YAML spec as the CLI does (the same file works for both), and says --version', async () => {

@@ -35,7 +35,7 @@ const BASIC_TOOLS = [
   'realpath',
 ];
 const ALLOWED = ['--device', '/dev/disk/by-id/wwn-0x6001405a1b2c3d4e5f60718293a4b5c6', '--vg', 'vg_nfs', '--mount-prefix', '/srv/nfs'];
-const NODE_TOOLS = ['sg_persist', 'lvm', 'exportfs', 'ip', 'arping', 'perl'];
+const NODE_TOOLS = ['sg_persist', 'lvm', 'exportfs', 'sqlite3', 'ip', 'arping', 'perl'];
 
 let h: Harness;
 let http: Awaited<ReturnType<typeof serveHarness>>;
@@ -179,7 +179,7 @@ describe('installer (GET /install.sh)', () => {
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /error: missing sg3-utils lvm2 nfs-kernel-server iproute2 arping perl-base; install them with: apt-get install sg3-utils lvm2 nfs-kernel-server iproute2 arping perl-base/,
+      /error: missing sg3-utils lvm2 nfs-kernel-server sqlite3 iproute2 arping perl-base; install them with: apt-get install sg3-utils lvm2 nfs-kernel-server sqlite3 iproute2 arping perl-base/,
     );
     await assert.rejects(stat(join(target, 'etc/nfs-ha')), 'nothing written');
   });

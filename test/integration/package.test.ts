@@ -86,7 +86,7 @@ describe('the agent package (nfs-ha-agent_<version>_amd64.deb)', () => {
     assert.equal(await field('Version'), VERSION);
     assert.equal(await field('Architecture'), 'amd64');
     const depends = (await field('Depends')).split(/,\s*/);
-    for (const tool of ['sg3-utils', 'lvm2', 'nfs-kernel-server', 'iproute2', 'arping']) assert.ok(depends.includes(tool), `Depends: ${tool}`);
+    for (const tool of ['sg3-utils', 'lvm2', 'nfs-kernel-server', 'sqlite3', 'iproute2', 'arping']) assert.ok(depends.includes(tool), `Depends: ${tool}`);
     assert.deepEqual(depends, AGENT_DEPENDS);
     // Installed-Size is in KiB and covers the runtime (over 100 MiB).
     assert.ok(Number(await field('Installed-Size')) > 100 * 1024);

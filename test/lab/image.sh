@@ -7,7 +7,7 @@
 set -euo pipefail
 out=${1:?usage: image.sh OUT_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
-packages=linux-image-amd64,systemd-sysv,udev,kmod,dbus,sg3-utils,lvm2,targetcli-fb,open-iscsi,multipath-tools,nfs-kernel-server,nfs-common,iproute2,arping,e2fsprogs,procps,util-linux,psmisc,ca-certificates,curl
+packages=linux-image-amd64,systemd-sysv,udev,kmod,dbus,sg3-utils,lvm2,targetcli-fb,open-iscsi,multipath-tools,nfs-kernel-server,nfs-common,sqlite3,iproute2,arping,e2fsprogs,procps,util-linux,psmisc,ca-certificates,curl
 
 # The cache key covers everything that goes into the image; a change rebuilds it.
 key=$( { cat "$0" "$here/guest/boot-unit.service"; echo "$packages"; node --version; } | sha256sum | cut -c1-16)

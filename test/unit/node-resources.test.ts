@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
 import { Exports, parseExportfs } from '../../agent/resources/exports.ts';
 import { Filesystem, parseFindmnt, parseFuserPids } from '../../agent/resources/filesystem.ts';
 import { FloatingIp, GARP_COUNT, parseIpv4Addresses } from '../../agent/resources/floating-ip.ts';
-import { GRACE_DETAIL, NFS_CONF, NfsServer, nfsConf, SCOPE_DROPIN, scopeDropIn } from '../../agent/resources/nfs-server.ts';
+import { GRACE_DETAIL, type JournalMode, NFS_CONF, NFSDCLD_DB, NfsServer, nfsConf, SCOPE_DROPIN, scopeDropIn, sqliteJournalMode } from '../../agent/resources/nfs-server.ts';
 import { lvDeviceName, parseAutoactivation, parseSystemId, parseVgOwner, sysfsActiveVolumes, VolumeGroup } from '../../agent/resources/volume-group.ts';
 import { resourceContext } from '../helpers/agent.ts';
+import { tempDir } from '../helpers/control-plane.ts';
 import { fixture } from '../helpers/fixtures.ts';
 import { addDeviceMapperFromByIdListing, hostFromListing } from '../helpers/sysfs.ts';
 
@@ -237,6 +241,11 @@ const NFSD_SERVING = { exitCode: 0, stdout: '8\nY\n', stderr: '' };
 
 /** Every mount point, one per line (findmnt -rn -o TARGET): the system's, and `extra`. */
 const LIST_MOUNTS = 'findmnt -rn -o TARGET';
+/** A journal-mode reader that answers `mode` and records the paths it was asked for. */
+const journal = (mode: JournalMode, asked: string[]) => async (path: string) => {
+  asked.push(path);
+  return mode;
+};
 const mountPoints = (...extra: string[]) => ({ exitCode: 0, stdout: ['/', '/run', '/var/lib/nfs/rpc_pipefs', '/srv/nfs', ...extra].join('\n') + '\n', stderr: '' });
 
 /** nfsd's settings and the scope drop-in written where absent, and systemd reloaded (start, or prepare ahead of it). */
@@ -272,18 +281,25 @@ describe('nfs-server resource', () => {
   it('binds the reclaim state, writes the settings and the scope drop-in, starts nfsd, notifies v3 clients — exact argv', async () => {
     const { ctx, exec, spec } = await resourceContext();
     // One bind (sm) left from before: the others are bound, that one is not bound twice.
-    exec.on(LIST_MOUNTS, mountPoints('/var/lib/nfs/sm')).on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' });
-    await new NfsServer(ctx).start();
+    exec
+      .on(LIST_MOUNTS, mountPoints('/var/lib/nfs/sm'))
+      .on(/^cat /, { exitCode: 1, stdout: '', stderr: 'cat: No such file or directory' })
+      .on(/^sqlite3 /, { exitCode: 0, stdout: 'wal\n', stderr: '' });
+    const asked: string[] = [];
+    await new NfsServer(ctx, journal('rollback', asked)).start();
     const state = spec.nfs.stateDir;
     const dirs = ['nfsdcld', 'v4recovery', 'sm', 'sm.bak'];
     assert.deepEqual(exec.lines(), [
       `mkdir -p ${dirs.map((d) => `${state}/${d} /var/lib/nfs/${d}`).join(' ')}`,
       LIST_MOUNTS,
       ...['nfsdcld', 'v4recovery', 'sm.bak'].map((d) => `mount --bind ${state}/${d} /var/lib/nfs/${d}`),
+      // nfsdcld's database, bound in place and still in rollback-journal mode: switched once, before nfsdcld starts.
+      `sqlite3 ${NFSDCLD_DB} PRAGMA journal_mode=WAL;`,
       ...CONFIGURE_NFSD,
       'systemctl start nfs-server',
       'systemd-run --no-block --collect --unit nfs-ha-sm-notify sm-notify -d -f -v 10.88.0.100',
     ]);
+    assert.deepEqual(asked, [NFSDCLD_DB]);
     assert.equal(
       nfsConf(spec),
       '# Written by nfs-ha; both nodes carry the same values. Do not edit: the next start rewrites it.\n[nfsd]\ngrace-time=15\nlease-time=15\n',
@@ -294,14 +310,45 @@ describe('nfs-server resource', () => {
     );
   });
 
-  it('a takeover does not reload systemd when the files are already in place', async () => {
+  it('a takeover does not reload systemd when the files are already in place, nor run sqlite3 when the database is in WAL mode', async () => {
     const { ctx, exec, spec } = await resourceContext();
     exec
       .on(LIST_MOUNTS, mountPoints())
       .on(`cat ${NFS_CONF}`, { exitCode: 0, stdout: nfsConf(spec), stderr: '' })
       .on(`cat ${SCOPE_DROPIN}`, { exitCode: 0, stdout: scopeDropIn(spec.nfs.serverScope), stderr: '' });
-    await new NfsServer(ctx).start();
-    assert.ok(!exec.lines().some((l) => l.startsWith('tee ') || l === 'systemctl daemon-reload'));
+    const asked: string[] = [];
+    await new NfsServer(ctx, journal('wal', asked)).start();
+    assert.deepEqual(asked, [NFSDCLD_DB]);
+    assert.ok(!exec.lines().some((l) => l.startsWith('tee ') || l === 'systemctl daemon-reload' || l.startsWith('sqlite3 ')));
+  });
+
+  it('without sqlite3, or when the header cannot be read, nfsd still starts (the database stays in its slower mode)', async () => {
+    const { ctx, exec } = await resourceContext();
+    exec.on(LIST_MOUNTS, mountPoints()).on(/^sqlite3 /, { exitCode: 127, stdout: '', stderr: 'spawn sqlite3 ENOENT' });
+    const unreadable = async (): Promise<JournalMode> => {
+      throw Object.assign(new Error('EACCES'), { code: 'EACCES' });
+    };
+    await new NfsServer(ctx, unreadable).start();
+    assert.ok(exec.lines().includes(`sqlite3 ${NFSDCLD_DB} PRAGMA journal_mode=WAL;`));
+    assert.ok(exec.lines().includes('systemctl start nfs-server'));
+  });
+
+  it("reads a database's journal mode from its header (databases written by Node's SQLite)", async () => {
+    const dir = await tempDir();
+    try {
+      for (const mode of ['DELETE', 'WAL'] as const) {
+        const db = new DatabaseSync(join(dir, `${mode}.sqlite`));
+        db.exec(`PRAGMA journal_mode=${mode}; CREATE TABLE t (id BLOB PRIMARY KEY); INSERT INTO t VALUES (x'01');`);
+        db.close();
+      }
+      assert.equal(await sqliteJournalMode(join(dir, 'DELETE.sqlite')), 'rollback');
+      assert.equal(await sqliteJournalMode(join(dir, 'WAL.sqlite')), 'wal');
+      assert.equal(await sqliteJournalMode(join(dir, 'absent.sqlite')), 'absent');
+      await writeFile(join(dir, 'empty.sqlite'), '');
+      assert.equal(await sqliteJournalMode(join(dir, 'empty.sqlite')), 'rollback');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('prepare writes the settings and the drop-in ahead, reloading systemd, and loads what holds no state; it starts no nfsd and binds nothing — exact argv', async () => {
