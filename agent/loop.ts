@@ -774,6 +774,10 @@ export class NodeAgent {
     this.#restarts.clear();
     this.#failure = null;
     this.#leftovers = false;
+    // The first monitor pass comes one interval after the takeover, not at the next renewal: each
+    // start has just checked its resource, and a pass's commands would take the CPU from the
+    // clients' recovery (their reclaims and nfsdcld's writes), which the next second is for.
+    this.#lastMonitorAt = this.d.now();
     this.#become('active');
   }
 

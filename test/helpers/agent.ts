@@ -116,6 +116,8 @@ export async function testAgent(options: {
   /** The peer's answer to a failsafe promise request (default: it does not answer). */
   peerPromise?: (node: string, epoch: number) => Promise<PromiseAnswer>;
   maxRestarts?: number;
+  /** How often a monitor pass runs (default 0: at every renewal). */
+  monitorIntervalMs?: number;
   /** How often the storage monitors run (default 0: every pass, as the others). */
   storageMonitorIntervalMs?: number;
   onNewSpec?: (version: number) => void;
@@ -163,7 +165,7 @@ export async function testAgent(options: {
     now: options.now,
     log: options.log ?? silentLog,
     maxRestarts: options.maxRestarts ?? 2,
-    monitorIntervalMs: 0,
+    monitorIntervalMs: options.monitorIntervalMs ?? 0,
     storageMonitorIntervalMs: options.storageMonitorIntervalMs ?? 0,
     demoteBudgetMs: 10_000,
     metrics,

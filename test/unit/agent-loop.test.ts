@@ -63,6 +63,7 @@ async function takeOver(cp: FakeControlPlane, step: () => Promise<unknown>, epoc
 async function agentFor(
   options: {
     maxRestarts?: number;
+    monitorIntervalMs?: number;
     storageMonitorIntervalMs?: number;
     onNewSpec?: (version: number) => void;
     memory?: RememberedEpochs;
@@ -441,6 +442,25 @@ describe('agent loop', () => {
     assert.equal(agent.role, 'passive', 'demoted at the deadline, the monitor pass still hanging');
     finishMonitor();
     await agent.idle();
+  });
+
+  it("the first monitor pass comes one interval after the takeover, not while the clients recover", async () => {
+    const { cp, step, others, reservation } = await agentFor({ monitorIntervalMs: 2000 });
+    const nfs = others.find((r) => r.name === 'nfs-server')!;
+    await takeOver(cp, step);
+    const before = { nfs: nfs.monitored, keys: reservation.keyChecks };
+    // Renewals 0.5, 1 and 1.9 s after the takeover.
+    for (const ms of [500, 500, 900]) {
+      now += ms;
+      cp.answers = [stayActive(2)];
+      await step();
+    }
+    assert.deepEqual({ nfs: nfs.monitored, keys: reservation.keyChecks }, before, 'no pass in the first interval');
+    now += 100;
+    cp.answers = [stayActive(2)];
+    await step();
+    assert.equal(nfs.monitored, before.nfs + 1, 'then one, two seconds after the takeover');
+    assert.equal(reservation.keyChecks, before.keys + 1);
   });
 
   it('runs the storage monitors at their own cadence, and the key check on every pass', async () => {
