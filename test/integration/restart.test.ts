@@ -108,7 +108,8 @@ describe('npm start', () => {
       assert.doesNotMatch(second.output(), /\n\s+at /, 'no stack trace');
     } finally {
       server.child.kill('SIGTERM');
-      assert.equal(await server.exited, 0, 'stops cleanly on SIGTERM');
+      // Its output in the message: exit 1 here was seen once in this suite, not since reproduced.
+      assert.equal(await server.exited, 0, `stops cleanly on SIGTERM; its output:\n${server.output().slice(-2000)}`);
     }
 
     // Every admin key lost: whoever holds the data directory makes a new one, the server stopped.
