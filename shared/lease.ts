@@ -497,7 +497,9 @@ export function onHeartbeat(lease: Lease, node: string, hb: Heartbeat, now: numb
     // whose answer was lost), and its deadline stands on the expiry it last learnt.
     const expiresAt = Math.max(lease.expiresAt, leaseExpiry(now, terms.leaseTtlMs));
     const events = failsafeRenewed(lease, hb, now);
-    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt, failsafe: null, outbox: [...lease.outbox, ...events] };
+    // The same outbox when nothing was decided: the store writes only what changed.
+    const outbox = events.length === 0 ? lease.outbox : [...lease.outbox, ...events];
+    const next: Lease = { ...lease, version: lease.version + 1, renewedAt: now, expiresAt, failsafe: null, outbox };
     return { next, directive: holderDirective(next, hb) };
   }
   // Neither a node in standby nor, in maintenance, any node other than the holder takes the lease.

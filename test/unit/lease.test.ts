@@ -99,6 +99,9 @@ describe('lease: acquisition and renewal', () => {
     assert.equal(n.expiresAt, T0 + 3500);
     assert.deepEqual(d.directive, { action: 'stay-active', epoch: 1, reason: 'renewed: holder of epoch 1' });
     assert.equal(n.outbox.length, l.outbox.length, 'a renewal records no event');
+    // The store writes the fields that are not the same object: a renewal's are three.
+    const written = (Object.keys(n) as (keyof Lease)[]).filter((k) => n[k] !== l[k]);
+    assert.deepEqual(written, ['version', 'renewedAt', 'expiresAt']);
   });
 
   it('new terms: taken once per spec version, never other nodes; a shorter TTL never moves a recorded expiry earlier', () => {
