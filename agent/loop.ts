@@ -72,10 +72,12 @@ export interface AgentDeps {
     reachable(): boolean | undefined;
     /** The peer's last status, while it answers; `released` as the peer's own status() says. */
     status(): (PeerView & { released?: PromiseAsk | undefined }) | null;
-    /** The last promise request (or release) this process sent. */
+    /** The last promise request (or release, or handover) this process sent. */
     asked(): PromiseAsk;
     /** Tells the peer this node relies on none of the promises it asked for up to `through`; throws when it does not answer. */
     release(node: string, through: PromiseAsk, timeoutMs: number): Promise<boolean>;
+    /** Tells the peer this node gave the lease of `epoch` back to the arbiter; throws when it does not answer. */
+    handover(node: string, epoch: number, timeoutMs: number): Promise<boolean>;
     /** The NFS clients the peer last served as the active ("address:port", checked when tickled). */
     clients(): readonly string[];
     check(): Promise<void>;
@@ -142,6 +144,10 @@ export class NodeAgent {
   #running = false;
   #leftovers = false;
   #lastPollAt = Number.NEGATIVE_INFINITY;
+  /** The run loop's way to tick at once, while it waits for its next tick (null otherwise). */
+  #wake: (() => void) | null = null;
+  /** Asked to tick at once while a tick ran: the next one starts without waiting. */
+  #woken = false;
   #deciding = false;
   #reports = 0;
   #latestSpec = 0;
@@ -228,6 +234,21 @@ export class NodeAgent {
       `${node} renewed its lease since it asked this node to vouch: the promise ends now (failsafe)`,
     );
     this.#promise = null;
+    return true;
+  }
+
+  /**
+   * The peer gave the lease of `epoch` back to the arbiter (a switchover, a standby, a resource
+   * past its restarts, its agent stopping) and says so over the peer channel: a passive asks the
+   * arbiter at once instead of at its next tick. The arbiter decides, as at any poll.
+   */
+  leaseHandedOver(node: string, epoch: number): boolean {
+    // Already acting (a grant this node polled for itself came first): nothing to hurry.
+    if (node !== this.#peerId || this.#role !== 'passive' || this.#action || this.#deciding) return false;
+    this.d.log.info({ peer: node, epoch }, `${node} gave the lease of epoch ${epoch} back: asking the arbiter now`);
+    this.#lastPollAt = Number.NEGATIVE_INFINITY;
+    if (this.#wake) this.#wake();
+    else this.#woken = true;
     return true;
   }
 
@@ -826,10 +847,16 @@ export class NodeAgent {
 
   async #release(epoch: number, reason: Release['reason'] = 'resource-failure'): Promise<void> {
     if (this.#role !== 'passive') await this.#demote();
-    await this.d.controlPlane.release({ epoch, reason }).catch((err: Error) => {
-      // The lease then simply runs out; the peer takes over at expiry instead.
-      this.d.log.warn({ err: err.message }, 'could not release the lease; it will expire');
-    });
+    const released = await this.d.controlPlane.release({ epoch, reason }).then(
+      () => true,
+      (err: Error) => {
+        // The lease then simply runs out; the peer takes over at expiry instead.
+        this.d.log.warn({ err: err.message }, 'could not release the lease; it will expire');
+        return false;
+      },
+    );
+    // Awaited (briefly) so that an exiting agent sends it; lost, the peer learns at its next tick.
+    if (released) await this.d.peer?.handover(this.d.nodeId, epoch, this.#peerTimeoutMs()).catch(() => false);
   }
 
   /** Orderly exit of a holder (agent stopped): demote, then hand the lease over at once. */
@@ -838,24 +865,35 @@ export class NodeAgent {
     if (this.#role !== 'passive') await this.#release(this.d.fencing.epoch, 'shutdown');
   }
 
-  /** Runs until stopped: a tick every renewIntervalMs, and at once after fencing is acknowledged. */
+  /**
+   * Runs until stopped: a tick every renewIntervalMs, at once after fencing is acknowledged, and at
+   * once when the peer hands the lease over.
+   */
   run(): void {
     this.#running = true;
     this.keepWatchdog();
     const loop = async () => {
       if (!this.#running) return;
+      this.#wake = null;
+      this.#woken = false;
       const started = this.d.now();
       // The tick's heartbeat is awaited (bounded by the request timeout); its decision only
       // starts an action, which runs on while the next ticks keep renewing.
       await this.tick().catch((err: Error) => this.d.log.error({ err: err.message }, 'tick failed'));
-      const wait = Math.max(0, this.d.spec.timing.renewIntervalMs - (this.d.now() - started));
-      this.#timers = [setTimeout(loop, wait)];
+      const wait = this.#woken ? 0 : Math.max(0, this.d.spec.timing.renewIntervalMs - (this.d.now() - started));
+      const timer = setTimeout(loop, wait);
+      this.#timers = [timer];
+      this.#wake = () => {
+        clearTimeout(timer);
+        void loop();
+      };
     };
     void loop();
   }
 
   stop(): void {
     this.#running = false;
+    this.#wake = null;
     this.#petTimer?.cancel();
     for (const t of this.#timers) clearTimeout(t);
     if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);

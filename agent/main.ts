@@ -309,6 +309,7 @@ async function run(options: { config: string }) {
     status: () => agent.status(),
     promise: (req) => agent.answerPromise(req),
     release: (from, through) => agent.releasePromise(from, through),
+    handover: (from, epoch) => agent.leaseHandedOver(from, epoch),
   });
   const metricsServer = config.metrics.port === 0 ? null : await metrics.listen(config.metrics.listen, config.metrics.port);
   if (metricsServer)

@@ -53,7 +53,8 @@ export interface PeerKeys {
 
 const NONCE = /^[0-9a-f]{32}$/;
 const Answer = z.object({ status: z.string().max(4096), mac: z.string().max(100) });
-const PromiseRequestSchema = z
+/** A promise request (vouch for `node` serving under `epoch`), or a handover (`node` gave the lease of `epoch` back). */
+const EpochRequestSchema = z
   .object({ node: z.string().max(100), epoch: z.number().int().nonnegative(), instance: z.string().regex(/^[0-9a-f]{16}$/), seq: z.number().int().positive() })
   .strict();
 const ReleaseSchema = z
@@ -66,6 +67,7 @@ const ReleaseSchema = z
   })
   .strict();
 const ReleaseAnswerSchema = z.object({ ended: z.boolean() });
+const HandoverAnswerSchema = z.object({ polling: z.boolean() });
 const PromiseAnswerSchema = z.discriminatedUnion('accepted', [
   z.object({ accepted: z.literal(true), ttlMs: z.number().int().positive() }),
   z.object({ accepted: z.literal(false), reason: z.string().max(1000) }),
@@ -83,7 +85,12 @@ function same(a: string, b: string): boolean {
 
 const requestMac = (key: string, nonce: string) => mac(key, 'nfs-ha peer request', nonce);
 /** A POST's signature, over its route's label, the nonce and the body. */
-const POSTS = { '/peer/v1/promise': 'nfs-ha peer promise', '/peer/v1/release': 'nfs-ha peer release' } as const;
+const POSTS = {
+  '/peer/v1/promise': 'nfs-ha peer promise',
+  '/peer/v1/release': 'nfs-ha peer release',
+  '/peer/v1/handover': 'nfs-ha peer handover',
+} as const;
+const BODIES = { '/peer/v1/promise': EpochRequestSchema, '/peer/v1/release': ReleaseSchema, '/peer/v1/handover': EpochRequestSchema } as const;
 type PostRoute = keyof typeof POSTS;
 const postMac = (key: string, route: PostRoute, nonce: string, body: string) => mac(key, POSTS[route], nonce, body);
 const answerMac = (key: string, nonce: string, status: string) => mac(key, 'nfs-ha peer status', nonce, status);
@@ -107,6 +114,8 @@ export function startPeerServer(options: {
   promise?: (req: PromiseRequest) => Promise<PromiseAnswer>;
   /** The peer no longer relies on the promises it asked for up to `through`; true if one ended here. */
   release?: (node: string, through: PromiseAsk) => boolean;
+  /** The peer gave the lease of `epoch` back to the arbiter; true if this node asks the arbiter for it now. */
+  handover?: (node: string, epoch: number) => boolean;
 }): Promise<Server> {
   const lastSeq = new Map<string, number>();
   const server = createServer((req, res) => {
@@ -118,7 +127,7 @@ export function startPeerServer(options: {
     const route = `${req.method} ${url.pathname}`;
     const post = req.method === 'POST' && url.pathname in POSTS ? (url.pathname as PostRoute) : null;
     if (route !== 'GET /peer/v1/status' && !post)
-      return send(404, { error: { code: 'route_not_found', message: 'only GET /peer/v1/status, POST /peer/v1/promise and POST /peer/v1/release' } });
+      return send(404, { error: { code: 'route_not_found', message: `only GET /peer/v1/status and POST ${Object.keys(POSTS).join(', ')}` } });
     const nonce = url.searchParams.get('nonce') ?? '';
     if (!NONCE.test(nonce)) return send(400, { error: { code: 'invalid_request', message: 'nonce: 32 hex digits' } });
     const signed = (answer: unknown, key: string) => {
@@ -141,14 +150,14 @@ export function startPeerServer(options: {
       const body = Buffer.concat(chunks).toString('utf8');
       const key = signedWith(options.keys(), req.headers.authorization, (k) => postMac(k, post!, nonce, body));
       if (!key) return send(401, { error: { code: 'unauthorized', message: 'peer signature missing or wrong' } });
-      const schema = post === '/peer/v1/release' ? ReleaseSchema : PromiseRequestSchema;
-      let parsed: z.infer<typeof schema>;
+      const schema = BODIES[post!];
+      let parsed: z.infer<(typeof BODIES)[PostRoute]>;
       try {
         parsed = schema.parse(JSON.parse(body));
       } catch {
         return send(400, { error: { code: 'invalid_request', message: `body: { ${Object.keys(schema.shape).join(', ')} }` } });
       }
-      // One sequence per agent process, promises and releases alike: a request is used once.
+      // One sequence per agent process, across routes: a request is used once.
       const fresh = parsed.seq > (lastSeq.get(parsed.instance) ?? 0);
       if (fresh) {
         lastSeq.delete(parsed.instance);
@@ -156,6 +165,7 @@ export function startPeerServer(options: {
         if (lastSeq.size > REMEMBERED_INSTANCES) lastSeq.delete(lastSeq.keys().next().value!);
       }
       if ('through' in parsed) return signed({ ended: fresh && (options.release?.(parsed.node, { instance: parsed.instance, seq: parsed.through }) ?? false) }, key);
+      if (post === '/peer/v1/handover') return signed({ polling: fresh && (options.handover?.(parsed.node, parsed.epoch) ?? false) }, key);
       if (!fresh) return signed({ accepted: false, reason: 'replayed request (sequence number already seen)' }, key);
       const request = { node: parsed.node, epoch: parsed.epoch, asked: { instance: parsed.instance, seq: parsed.seq } };
       if (!options.promise) return signed({ accepted: false, reason: 'this agent gives no promises' }, key);
@@ -226,6 +236,11 @@ export async function sendRelease(url: string, keys: PeerKeys, timeoutMs: number
   return (await askEither(url, keys, timeoutMs, ReleaseAnswerSchema, JSON.stringify(release))).ended;
 }
 
+/** Tells the peer that `node` gave the lease of `epoch` back to the arbiter; whether it asks for it now. */
+export async function sendHandover(url: string, keys: PeerKeys, timeoutMs: number, handover: z.infer<typeof EpochRequestSchema>): Promise<boolean> {
+  return (await askEither(url, keys, timeoutMs, HandoverAnswerSchema, JSON.stringify(handover))).polling;
+}
+
 /** Tracks whether the peer answered recently, and what it said. */
 export class PeerWatch {
   #lastSuccess: number | null = null;
@@ -275,6 +290,12 @@ export class PeerWatch {
   release(node: string, through: PromiseAsk, timeoutMs: number): Promise<boolean> {
     this.#seq += 1;
     return sendRelease(new URL('release', this.url).href, this.keys(), timeoutMs, { node, instance: this.#instance, seq: this.#seq, through: through.seq });
+  }
+
+  /** Tells the peer that `node` gave the lease of `epoch` back, so that it asks the arbiter now rather than at its next tick. */
+  handover(node: string, epoch: number, timeoutMs: number): Promise<boolean> {
+    this.#seq += 1;
+    return sendHandover(new URL('handover', this.url).href, this.keys(), timeoutMs, { node, epoch, instance: this.#instance, seq: this.#seq });
   }
 
   /** Asks the peer for a failsafe promise for `node` serving under `epoch`; throws when it does not answer. */

@@ -113,6 +113,8 @@ export async function testAgent(options: {
   clients?: ClientTickler;
   /** The releases this agent sends its peer (default: lost). */
   peerRelease?: (node: string, through: PromiseAsk) => Promise<boolean>;
+  /** The handovers this agent sends its peer (default: lost). */
+  peerHandover?: (node: string, epoch: number) => Promise<boolean>;
   /** The peer's answer to a failsafe promise request (default: it does not answer). */
   peerPromise?: (node: string, epoch: number) => Promise<PromiseAnswer>;
   maxRestarts?: number;
@@ -155,6 +157,10 @@ export async function testAgent(options: {
           release: (node: string, through: PromiseAsk) => {
             asked += 1;
             return options.peerRelease ? options.peerRelease(node, through) : Promise.reject(new Error('peer unreachable'));
+          },
+          handover: (node: string, epoch: number) => {
+            asked += 1;
+            return options.peerHandover ? options.peerHandover(node, epoch) : Promise.reject(new Error('peer unreachable'));
           },
           promise: (node: string, epoch: number) => {
             asked += 1;

@@ -449,13 +449,20 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         );
       });
     }
-    /** A release over the peer channel, with the network's delays and losses; nobody waits for its answer. */
-    async release(node: string, through: PromiseAsk): Promise<boolean> {
+    /** A one-way message over the peer channel, with the network's delays and losses; nobody waits for its answer. */
+    async #tell(deliver: (peer: NodeAgent) => void): Promise<boolean> {
       this.#seq += 1;
       const p = this.other;
       if (!up(this.self.id, p.id) || rng.chance(0.01)) return false;
-      sched.after(delay(), () => onNode(p, () => void (p.host.powered && p.agent?.releasePromise(node, through))));
+      sched.after(delay(), () => onNode(p, () => void (p.host.powered && p.agent && deliver(p.agent))));
       return true;
+    }
+    release(node: string, through: PromiseAsk): Promise<boolean> {
+      return this.#tell((peer) => peer.releasePromise(node, through));
+    }
+    /** The passive's ticks keep their schedule here: the simulator drives them, there is no run loop to wake. */
+    handover(node: string, epoch: number): Promise<boolean> {
+      return this.#tell((peer) => peer.leaseHandedOver(node, epoch));
     }
     reachable() {
       if (this.checks === 0) return undefined;

@@ -71,6 +71,7 @@ async function agentFor(
     ledger?: CommandLedger;
     peerReachable?: () => boolean | undefined;
     peerClients?: () => string[];
+    peerHandover?: (node: string, epoch: number) => Promise<boolean>;
     clients?: ClientTickler;
   } = {},
 ) {
@@ -583,6 +584,79 @@ describe('agent loop', () => {
     }
     assert.equal(cp.sent.length, 6, 'the peer went silent: a poll every tick');
     assert.deepEqual(cp.sent.at(-1), { role: 'passive', epoch: 0, peer: { reachable: false }, known: { seen: 1, acted: 0 } });
+  });
+
+  it('a releasing holder tells its peer it handed the lease over; a release that failed tells nothing', async () => {
+    const handovers: [string, number][] = [];
+    const { agent, cp, step } = await agentFor({ peerReachable: () => true, peerHandover: async (node, epoch) => (handovers.push([node, epoch]), true) });
+    // Past the promise a fresh agent keeps for the process that may have preceded it.
+    now += 3500;
+    await takeOver(cp, step);
+    assert.equal(agent.role, 'active');
+    assert.equal(agent.leaseHandedOver('node-a', 1), false, 'an active node has nothing to ask for');
+    cp.answers = [answer({ action: 'release', epoch: 2, reason: 'switchover to node-a requested' }, true)];
+    now += 500;
+    await step();
+    assert.equal(agent.role, 'passive');
+    assert.equal(journal.at(-1), 'release epoch 2 (switchover)');
+    assert.deepEqual(handovers, [['node-b', 2]], 'after the release landed');
+    const refused = await agentFor({ peerReachable: () => true, peerHandover: async (node, epoch) => (handovers.push([node, epoch]), true) });
+    refused.cp.release = async () => Promise.reject(new Error('control plane unreachable'));
+    now += 3500;
+    await takeOver(refused.cp, refused.step);
+    assert.equal(refused.agent.role, 'active');
+    refused.cp.answers = [answer({ action: 'release', epoch: 2, reason: 'switchover to node-a requested' }, true)];
+    await refused.step();
+    assert.equal(refused.agent.role, 'passive');
+    assert.equal(handovers.length, 1, 'the lease was not given back: the peer waits for its expiry');
+  });
+
+  it("a passive told of its peer's handover asks the arbiter at once: its run loop wakes (or ticks again without waiting)", async () => {
+    const cp = new FakeControlPlane();
+    const { agent, step } = await testAgent({
+      nodeId: 'node-b',
+      controlPlane: cp,
+      journal,
+      now: () => now,
+      peerReachable: () => true,
+      peerStatus: () => ({ role: 'active', leaseRemainingMs: 2600 }),
+    });
+    cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
+    await step();
+    now += 500;
+    await step();
+    assert.equal(cp.sent.length, 1, 'its peer a healthy active: no poll before 5 s');
+    assert.equal(agent.leaseHandedOver('node-c', 1), false, 'not its peer');
+    assert.equal(agent.leaseHandedOver('node-a', 1), true);
+    await step();
+    assert.equal(cp.sent.length, 2, 'polled at the next tick, not 5 s after the last');
+    // Under its run loop (a fixed clock: no poll is ever due by time; a tick every 500 ms, while
+    // these waits take about 50 ms), the handover itself starts the tick.
+    const settle = async (n: number) => {
+      for (let i = 0; i < 50 && cp.sent.length < n; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+    };
+    agent.run();
+    try {
+      await settle(3);
+      assert.equal(cp.sent.length, 2, "the run loop's first tick: no poll due");
+      agent.leaseHandedOver('node-a', 1);
+      await settle(3);
+      assert.equal(cp.sent.length, 3, 'woken while it waited: a poll at once, not after renewIntervalMs');
+      // Told while a tick's heartbeat is in flight: the next tick starts as soon as it ends.
+      let answerNow!: () => void;
+      const hold = new Promise<void>((resolve) => (answerNow = resolve));
+      const heartbeat = cp.heartbeat.bind(cp);
+      cp.heartbeat = async (body) => (await hold, heartbeat(body));
+      agent.leaseHandedOver('node-a', 1);
+      await settle(4);
+      assert.equal(cp.sent.length, 3, 'its heartbeat waits for an answer');
+      agent.leaseHandedOver('node-a', 1);
+      answerNow();
+      await settle(5);
+      assert.equal(cp.sent.length, 5, 'the tick that was under way, then one more at once');
+    } finally {
+      agent.stop();
+    }
   });
 
   it("demotes when the control plane says the lease is another node's", async () => {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
-import { fetchPeerStatus, type PeerKeys, type PeerStatus, PeerWatch, requestPromise, sendRelease, startPeerServer } from '../../agent/peer.ts';
+import { fetchPeerStatus, type PeerKeys, type PeerStatus, PeerWatch, requestPromise, sendHandover, sendRelease, startPeerServer } from '../../agent/peer.ts';
 import type { PromiseAsk, PromiseRequest } from '../../shared/failsafe.ts';
 
 const OLD = 'old-secret-0123456789abcdef';
@@ -118,7 +118,7 @@ describe('peer channel', () => {
 });
 
 describe('peer channel: failsafe promises', () => {
-  async function promiser(keys: PeerKeys, seen: PromiseRequest[], releases: [string, PromiseAsk][] = []) {
+  async function promiser(keys: PeerKeys, seen: PromiseRequest[], releases: [string, PromiseAsk][] = [], handovers: [string, number][] = []) {
     const server = await startPeerServer({
       host: '127.0.0.1',
       port: 0,
@@ -131,6 +131,10 @@ describe('peer channel: failsafe promises', () => {
       release: (node, through) => {
         releases.push([node, through]);
         return true;
+      },
+      handover: (node, epoch) => {
+        handovers.push([node, epoch]);
+        return node === 'node-a';
       },
     });
     servers.push(server);
@@ -189,5 +193,24 @@ describe('peer channel: failsafe promises', () => {
     assert.equal(await sendRelease(releaseUrl, { token: OLD }, 2000, release), false, 'a replay ends nothing');
     await assert.rejects(sendRelease(releaseUrl, { token: NEW }, 2000, { ...release, seq: 99 }), /refused our signature/);
     assert.equal(releases.length, 1);
+  });
+
+  it('a handover is signed, used once, and says whether the peer asks the arbiter now', async () => {
+    const handovers: [string, number][] = [];
+    const url = await promiser({ token: OLD }, [], [], handovers);
+    const watch = new PeerWatch(url.replace('promise', 'status'), () => ({ token: OLD }), 2000, 1000, () => 0);
+    await watch.promise('node-a', 7, 2000);
+    assert.equal(await watch.handover('node-a', 7, 2000), true);
+    assert.equal(await watch.handover('node-c', 7, 2000), false, 'the receiver decides (here: only for node-a)');
+    assert.deepEqual(handovers, [['node-a', 7], ['node-c', 7]]);
+    assert.equal(watch.asked().seq, 3, 'numbered with the promises of the same process');
+    const handoverUrl = url.replace('promise', 'handover');
+    const replay = { node: 'node-a', epoch: 7, instance: watch.asked().instance, seq: 2 };
+    assert.equal(await sendHandover(handoverUrl, { token: OLD }, 2000, replay), false, 'a replay wakes nobody');
+    await assert.rejects(sendHandover(handoverUrl, { token: NEW }, 2000, { ...replay, seq: 99 }), /refused our signature/);
+    assert.equal(handovers.length, 2);
+    const unsigned = await fetch(`${handoverUrl}?nonce=${'0'.repeat(32)}`, { method: 'POST', body: JSON.stringify({ ...replay, seq: 100 }) });
+    assert.equal(unsigned.status, 401);
+    assert.equal(handovers.length, 2);
   });
 });
