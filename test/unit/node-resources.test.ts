@@ -379,10 +379,11 @@ describe('nfs-server resource', () => {
     assert.ok(!broken.exec.lines().includes('systemctl start rpcbind.service'));
   });
 
-  it('stop ends what holds the bound directories open before unbinding them, in one umount — exact argv', async () => {
+  it('stop ends what holds the bound directories open before unbinding them, in one systemctl and one umount — exact argv', async () => {
     const { ctx, exec } = await resourceContext();
     exec
-      .on('systemctl stop nfs-ha-sm-notify', {
+      // sm-notify ran to its end and was collected: systemctl stops the others and says 5.
+      .on('systemctl stop nfs-ha-sm-notify nfs-server nfsdcld rpc-statd', {
         exitCode: 5,
         stdout: '',
         stderr: 'Failed to stop nfs-ha-sm-notify.service: Unit nfs-ha-sm-notify.service not loaded.',
@@ -391,11 +392,19 @@ describe('nfs-server resource', () => {
       .on(LIST_MOUNTS, mountPoints(...['sm.bak', 'sm', 'nfsdcld'].map((d) => `/var/lib/nfs/${d}`)));
     await new NfsServer(ctx).stop();
     assert.deepEqual(exec.lines(), [
-      'systemctl stop nfs-ha-sm-notify',
-      'systemctl stop nfs-server nfsdcld rpc-statd',
+      'systemctl stop nfs-ha-sm-notify nfs-server nfsdcld rpc-statd',
       LIST_MOUNTS,
       `umount ${['sm.bak', 'sm', 'nfsdcld'].map((d) => `/var/lib/nfs/${d}`).join(' ')}`,
     ]);
+    // A stop job that failed: systemctl exits 1, and nothing is unmounted under a running server.
+    const failed = await resourceContext();
+    failed.exec.on('systemctl stop nfs-ha-sm-notify nfs-server nfsdcld rpc-statd', {
+      exitCode: 1,
+      stdout: '',
+      stderr: 'Job for nfs-server.service failed. See "systemctl status nfs-server.service" and "journalctl -xeu nfs-server.service" for details.',
+    });
+    await assert.rejects(new NfsServer(failed.ctx).stop(), /stopping nfs-server/);
+    assert.deepEqual(failed.exec.lines(), ['systemctl stop nfs-ha-sm-notify nfs-server nfsdcld rpc-statd']);
   });
 
   it('monitor maps the nfsd thread count and, only without threads, systemctl is-active (real output)', async () => {
