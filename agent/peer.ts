@@ -84,15 +84,14 @@ function same(a: string, b: string): boolean {
 }
 
 const requestMac = (key: string, nonce: string) => mac(key, 'nfs-ha peer request', nonce);
-/** A POST's signature, over its route's label, the nonce and the body. */
+/** The POST routes: the label their signature covers (with the nonce and the body), and their body. */
 const POSTS = {
-  '/peer/v1/promise': 'nfs-ha peer promise',
-  '/peer/v1/release': 'nfs-ha peer release',
-  '/peer/v1/handover': 'nfs-ha peer handover',
+  '/peer/v1/promise': { label: 'nfs-ha peer promise', body: EpochRequestSchema },
+  '/peer/v1/release': { label: 'nfs-ha peer release', body: ReleaseSchema },
+  '/peer/v1/handover': { label: 'nfs-ha peer handover', body: EpochRequestSchema },
 } as const;
-const BODIES = { '/peer/v1/promise': EpochRequestSchema, '/peer/v1/release': ReleaseSchema, '/peer/v1/handover': EpochRequestSchema } as const;
 type PostRoute = keyof typeof POSTS;
-const postMac = (key: string, route: PostRoute, nonce: string, body: string) => mac(key, POSTS[route], nonce, body);
+const postMac = (key: string, route: PostRoute, nonce: string, body: string) => mac(key, POSTS[route].label, nonce, body);
 const answerMac = (key: string, nonce: string, status: string) => mac(key, 'nfs-ha peer status', nonce, status);
 
 /** The key a request was signed with, among those accepted; null when none. */
@@ -150,8 +149,8 @@ export function startPeerServer(options: {
       const body = Buffer.concat(chunks).toString('utf8');
       const key = signedWith(options.keys(), req.headers.authorization, (k) => postMac(k, post!, nonce, body));
       if (!key) return send(401, { error: { code: 'unauthorized', message: 'peer signature missing or wrong' } });
-      const schema = BODIES[post!];
-      let parsed: z.infer<(typeof BODIES)[PostRoute]>;
+      const schema = POSTS[post!].body;
+      let parsed: z.infer<(typeof POSTS)[PostRoute]['body']>;
       try {
         parsed = schema.parse(JSON.parse(body));
       } catch {

@@ -139,6 +139,13 @@ export async function testAgent(options: {
   /** The promise requests this agent sent, numbered as the peer channel would. */
   let asked = 0;
   const peerPromise = options.peerPromise ?? (async () => Promise.reject(new Error('peer unreachable')));
+  /** A one-way message to the peer, numbered as the peer channel would; lost when the test gives no receiver. */
+  const numbered =
+    <A extends unknown[]>(send?: (...args: A) => Promise<boolean>) =>
+    (...args: A) => {
+      asked += 1;
+      return send ? send(...args) : Promise.reject(new Error('peer unreachable'));
+    };
   const agent = new NodeAgent({
     spec,
     nodeId: options.nodeId,
@@ -154,14 +161,8 @@ export async function testAgent(options: {
           clients: () => options.peerClients?.() ?? [],
           check: async () => {},
           asked: () => ({ instance: TEST_INSTANCE, seq: asked }),
-          release: (node: string, through: PromiseAsk) => {
-            asked += 1;
-            return options.peerRelease ? options.peerRelease(node, through) : Promise.reject(new Error('peer unreachable'));
-          },
-          handover: (node: string, epoch: number) => {
-            asked += 1;
-            return options.peerHandover ? options.peerHandover(node, epoch) : Promise.reject(new Error('peer unreachable'));
-          },
+          release: numbered(options.peerRelease),
+          handover: numbered(options.peerHandover),
           promise: (node: string, epoch: number) => {
             asked += 1;
             return peerPromise(node, epoch);
