@@ -309,7 +309,6 @@ export class SimulatedStore implements Store {
     });
   }
 
-  /** For the simulator's checks: the stored events of a cluster, oldest first. */
   /** Everything stored, as a backup would hold it (the 'store-restored' fault). */
   backup(): unknown {
     return copy([this.#clusters, this.#leases, this.#events, this.#statuses, this.#secrets, this.#webhooks, this.#deliveries]);
@@ -324,6 +323,7 @@ export class SimulatedStore implements Store {
     });
   }
 
+  /** For the simulator's checks: the stored events of a cluster, oldest first. */
   eventsOf(clusterId: string): ClusterEvent[] {
     return [...(this.#events.get(clusterId) ?? new Map()).entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, e]) => copy(e));
   }
