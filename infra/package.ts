@@ -195,7 +195,7 @@ function gzip(data: Buffer): Buffer {
   return gz;
 }
 
-/** The Debian package of the agent, built with dpkg-deb (root-owned files, xz). */
+/** The Debian package of the agent, built with dpkg-deb (root-owned files, gzip). */
 export async function buildAgentDeb(outdir = 'dist', executable?: string): Promise<{ path: string; bytes: number }> {
   return buildDeb(await agentPackage(executable ?? (await buildAgentExecutable(outdir)).path), outdir);
 }
@@ -207,7 +207,7 @@ export async function buildControlPlaneDeb(outdir: string, serverDir: string, ag
 
 /**
  * One package: its files, the copyright, changelog and lintian overrides every package has, the
- * control file and the maintainer scripts; dpkg-deb makes it (root-owned files, xz).
+ * control file and the maintainer scripts; dpkg-deb makes it (root-owned files, gzip).
  */
 async function buildDeb(pkg: DebPackage, outdir: string): Promise<{ path: string; bytes: number }> {
   const own = join('infra/deb', pkg.name);
