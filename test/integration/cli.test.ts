@@ -1,9 +1,10 @@
-/** The operator CLI against a control plane serving HTTP on loopback. */
+/** The operator CLI, as the package ships it (its bundle), against a control plane serving HTTP on loopback. */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
+import { buildBundle } from '../../infra/build.ts';
 import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { exampleSpec, type Harness, hb, runCommand, serveHarness, startHarness, tempDir } from '../helpers/control-plane.ts';
 
@@ -11,11 +12,13 @@ const root = new URL('../..', import.meta.url).pathname;
 let h: Harness;
 let http: Awaited<ReturnType<typeof serveHarness>>;
 let dir: string;
+let bundle: string;
 
 before(async () => {
   h = await startHarness();
   http = await serveHarness(h);
   dir = await tempDir('nfs-ha-cli-');
+  bundle = (await buildBundle('cli', dir)).path;
 });
 after(async () => {
   await http.close();
@@ -24,7 +27,7 @@ after(async () => {
 
 function cli(args: string[], key: string | null = h.adminToken) {
   const env = { ...process.env, NFSHA_URL: http.url, NFSHA_API_KEY: key ?? '', HOME: dir };
-  return runCommand([process.execPath, '--import', 'tsx', 'control-plane/cli.ts', ...args], { cwd: root, env });
+  return runCommand([process.execPath, bundle, ...args], { cwd: root, env });
 }
 
 describe('nfs-ha CLI', () => {
