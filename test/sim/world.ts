@@ -850,8 +850,8 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
     sched.after(2_000, step);
   }
   const backups: { at: number; data: unknown }[] = [];
-  // A copy of the whole store each second was most of a seed's work: only those a restore can
-  // pick are taken, in the BACKUP_AGE_MS.max (and one tick) before it. The ticks stay in every
+  // A copy of the whole store each second was about a fifth of a seed's work: only those a
+  // restore can pick are taken, in the BACKUP_AGE_MS.max (and one tick) before it. The ticks stay in every
   // run, and with them the checks run after each event.
   const restoresAt = faults.filter((f) => f.kind === 'store-restored').map((f) => f.at);
   const takeBackup = () => {
