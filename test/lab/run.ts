@@ -1477,10 +1477,12 @@ async function main(): Promise<void> {
       await nft('add', 'chain', 'bridge', 'nfsha_lab_peer', 'forward', '{ type filter hook forward priority 0 ; }');
       await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', self, 'ip', 'daddr', peer, 'drop');
       await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', peer, 'ip', 'daddr', self, 'drop');
+      const releaseReset = vmByName(holder).holdResets();
       try {
         s.failover = await awaitFailover(epoch, faultAt);
         tookOver(s, holder, ['lease-expired', 'holder-silent']);
       } finally {
+        releaseReset();
         await nft('delete', 'table', 'inet', 'nfsha_lab');
         await nft('delete', 'table', 'bridge', 'nfsha_lab_peer');
       }
@@ -1493,20 +1495,25 @@ async function main(): Promise<void> {
     const { holder, epoch } = await activeNode();
     const vm = vmByName(holder);
     const boots = await bootCount(vm);
+    const releaseReset = vm.holdResets();
     const faultAt = Date.now();
-    await vm.run(['systemctl', 'kill', '--signal=SIGKILL', '--kill-whom=main', 'nfs-ha-agent']);
-    // Documented behaviour (README, "The node agent"): systemd restarts the agent; back before
-    // the watchdog fires, it adopts what runs under the same epoch. Otherwise the watchdog, no
-    // longer petted, resets the node before its lease can lapse, and the peer takes over.
-    await sleep(20_000);
-    const now = await activeNode();
-    if (now.epoch === epoch && now.holder === holder) {
-      s.check('the restarted agent adopted its resources under the same epoch (no failover)', true, `${holder} still active under epoch ${epoch}`);
-      s.note('outcome: adopted (agent back before its watchdog fired)');
-      return;
+    try {
+      await vm.run(['systemctl', 'kill', '--signal=SIGKILL', '--kill-whom=main', 'nfs-ha-agent']);
+      // Documented behaviour (README, "The node agent"): systemd restarts the agent; back before
+      // the watchdog fires, it adopts what runs under the same epoch. Otherwise the watchdog, no
+      // longer petted, resets the node before its lease can lapse, and the peer takes over.
+      await sleep(20_000);
+      const now = await activeNode();
+      if (now.epoch === epoch && now.holder === holder) {
+        s.check('the restarted agent adopted its resources under the same epoch (no failover)', true, `${holder} still active under epoch ${epoch}`);
+        s.note('outcome: adopted (agent back before its watchdog fired)');
+        return;
+      }
+      s.failover = await awaitFailover(epoch, faultAt);
+      tookOver(s, holder, ['lease-expired', 'holder-silent']);
+    } finally {
+      releaseReset();
     }
-    s.failover = await awaitFailover(epoch, faultAt);
-    tookOver(s, holder, ['lease-expired', 'holder-silent']);
     await passiveAgain(s, holder, faultAt);
     const reset = (await bootCount(vm)) > boots;
     s.note(reset ? 'outcome: the watchdog reset the node before the peer took over' : 'outcome: failover without a reset');
@@ -1859,6 +1866,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
       "fault → VIP up; then, from the VIP up, the tickle ACKs to the clients the old server had (tickle.ts; when their process, started ready with the takeover, was told to send them, as they leave while it runs), the client's last transport connect before its writes resumed (its mountstats' connect count), the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
       'the client stall is the gap in its acknowledgements that spans the move, and what the client adds is that stall less fault → VIP. ' +
       `The raw figures: the quiet baseline above, and ${RAW_AFTER_CRASH} (the last row: the same start sequence by hand on the survivor the moment the active's VM is killed, the client writing), which a crash-type failover (${CRASH_TYPE_SCENARIOS.join(', ')}) is also set against. ` +
+      "An old active that its watchdog resets during the takeover (partition, agent-crash) stays powered off until the takeover ends, as the killed one does in raw-after-crash: on hardware a rebooting node takes no CPU from its peer, here its boot would take one of the host's cores. " +
       `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw (after a crash, for those); the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
     '',
     "| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent's own | ÷ raw | ÷ raw after a crash | fault → VIP | tickles sent (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |",

@@ -39,6 +39,8 @@ const HELPER_PORT = 7000;
 
 export class Vm {
   #process: ChildProcess | null = null;
+  /** A guest's reset powers it on again once this settles (holdResets). */
+  #resetHold: Promise<void> = Promise.resolve();
   readonly overlay: string;
 
   constructor(readonly o: VmOptions) {
@@ -77,7 +79,9 @@ export class Vm {
     const append = ['root=/dev/vda', 'rw', 'console=ttyS0', 'net.ifnames=0', 'panic=1', 'tsc=reliable', `nfsha.role=${this.o.name}`, `nfsha.addr=${this.o.address}`, `nfsha.addr2=${this.address2}`];
     const args = [
       ...['-accel', 'tcg,tb-size=128', '-cpu', 'max', '-m', String(this.o.memoryMiB ?? 768), '-smp', '1'],
-      ...['-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none'],
+      // -no-reboot: a reset in the guest (its watchdog, a self-fence, a panic) ends qemu; the exit
+      // handler below powers it on again, at once or when holdResets says.
+      ...['-nodefaults', '-no-user-config', '-no-reboot', '-display', 'none', '-monitor', 'none'],
       ...['-chardev', `file,id=console,path=${this.consoleLog},append=on`, '-serial', 'chardev:console'],
       ...['-kernel', join(this.o.imageDir, 'vmlinuz'), '-initrd', join(this.o.imageDir, 'initrd.img'), '-append', append.join(' ')],
       ...['-drive', `file=${this.overlay},if=virtio,format=qcow2,cache=unsafe`],
@@ -86,8 +90,24 @@ export class Vm {
       ...['-netdev', `tap,id=net1,ifname=tap-${this.o.name}-1,script=no,downscript=no`, '-device', `virtio-net-pci,netdev=net1,mac=${this.o.mac.replace(/:00:([0-9a-f]{2})$/, ':01:$1')}`],
       ...['-virtfs', `local,path=${this.o.shareDir},mount_tag=lab,security_model=none,readonly=on`],
     ];
-    this.#process = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
-    this.#process.on('exit', () => (this.#process = null));
+    const p = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    this.#process = p;
+    p.on('exit', (code) => {
+      if (this.#process === p) this.#process = null;
+      // Exit 0 is the guest's reset; a power-off is a SIGKILL.
+      if (code === 0) void this.#resetHold.then(() => this.#process ?? this.start());
+    });
+  }
+
+  /**
+   * Until the returned function is called, a reset of this guest leaves it powered off. On
+   * hardware a node that its watchdog resets during its peer's takeover takes nothing from the
+   * peer; here its boot would take one of the host's two cores from the takeover being measured.
+   */
+  holdResets(): () => void {
+    let release!: () => void;
+    this.#resetHold = new Promise((ok) => (release = ok));
+    return () => release();
   }
 
   get running(): boolean {
