@@ -1757,6 +1757,14 @@ const STALL_GOAL_SCENARIOS = ['crash', 'freeze', 'partition', 'agent-crash'];
  * hand right after a power loss (raw-after-crash) two local runs gave crash 1.57 and 1.03 ×.
  */
 const ASSERTED_GOALS = ['own'];
+/**
+ * The client stall goal is asserted where it has held with seconds to spare: after a partition
+ * or an agent crash the old active served on for seconds after the fault, and the stall was
+ * 3.6–6.1 s shorter than fault → VIP in the last six runs of each. After a crash it was missed in
+ * 3 of 16 runs, and after a freeze it held by 0.26–0.37 s: reported, not asserted.
+ */
+const ASSERTED_STALL_SCENARIOS = ['partition', 'agent-crash'];
+const asserted = (scenario: string, goal: string) => ASSERTED_GOALS.includes(goal) || (goal === 'stall' && ASSERTED_STALL_SCENARIOS.includes(scenario));
 /** The takeover by hand after a power loss, the last scenario. */
 const RAW_AFTER_CRASH = 'raw-after-crash';
 /**
@@ -1867,7 +1875,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
       'the client stall is the gap in its acknowledgements that spans the move, and what the client adds is that stall less fault → VIP. ' +
       `The raw figures: the quiet baseline above, and ${RAW_AFTER_CRASH} (the last row: the same start sequence by hand on the survivor the moment the active's VM is killed, the client writing), which a crash-type failover (${CRASH_TYPE_SCENARIOS.join(', ')}) is also set against. ` +
       "An old active that its watchdog resets during the takeover (partition, agent-crash) stays powered off until the takeover ends, as the killed one does in raw-after-crash: on hardware a rebooting node takes no CPU from its peer, here its boot would take one of the host's cores. " +
-      `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw (after a crash, for those); the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
+      `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw (after a crash, for those); the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}; asserted for ${ASSERTED_STALL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
     '',
     "| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent's own | ÷ raw | ÷ raw after a crash | fault → VIP | tickles sent (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |",
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -1894,7 +1902,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
   console.log(`\n${md}\n`);
   const missed = results.flatMap((r) =>
     goalsOf(r, baseline.totalMs)
-      .filter((g) => ASSERTED_GOALS.includes(g.goal) && !g.met)
+      .filter((g) => asserted(r.name, g.goal) && !g.met)
       .map((g) => `${r.name}: ${g.goal}`),
   );
   for (const m of missed) log(`FAIL goal not reached — ${m}`);
