@@ -39,7 +39,7 @@ const HELPER_PORT = 7000;
 
 export class Vm {
   #process: ChildProcess | null = null;
-  /** A guest's reset powers it on again once this settles (holdResets). */
+  /** A guest's reset powers it on again once this settles (holdingResets). */
   #resetHold: Promise<void> = Promise.resolve();
   readonly overlay: string;
 
@@ -80,7 +80,7 @@ export class Vm {
     const args = [
       ...['-accel', 'tcg,tb-size=128', '-cpu', 'max', '-m', String(this.o.memoryMiB ?? 768), '-smp', '1'],
       // -no-reboot: a reset in the guest (its watchdog, a self-fence, a panic) ends qemu; the exit
-      // handler below powers it on again, at once or when holdResets says.
+      // handler below powers it on again, at once or once holdingResets' work ends.
       ...['-nodefaults', '-no-user-config', '-no-reboot', '-display', 'none', '-monitor', 'none'],
       ...['-chardev', `file,id=console,path=${this.consoleLog},append=on`, '-serial', 'chardev:console'],
       ...['-kernel', join(this.o.imageDir, 'vmlinuz'), '-initrd', join(this.o.imageDir, 'initrd.img'), '-append', append.join(' ')],
@@ -100,14 +100,18 @@ export class Vm {
   }
 
   /**
-   * Until the returned function is called, a reset of this guest leaves it powered off. On
-   * hardware a node that its watchdog resets during its peer's takeover takes nothing from the
+   * While `work` runs, a reset of this guest leaves it powered off; it powers on once `work` ends.
+   * On hardware a node that its watchdog resets during its peer's takeover takes nothing from the
    * peer; here its boot would take one of the host's two cores from the takeover being measured.
    */
-  holdResets(): () => void {
+  async holdingResets<T>(work: () => Promise<T>): Promise<T> {
     let release!: () => void;
     this.#resetHold = new Promise((ok) => (release = ok));
-    return () => release();
+    try {
+      return await work();
+    } finally {
+      release();
+    }
   }
 
   get running(): boolean {
