@@ -2,7 +2,6 @@
 import { z } from 'zod';
 import { type HttpAnswer, type HttpRequest, request } from './http.ts';
 import { type HeartbeatResponse, HeartbeatResponseSchema, LeaseAckSchema } from '../shared/api.ts';
-import { EventSchema } from '../shared/events.ts';
 import type { FencingReport, Heartbeat, PhaseReport, Release } from '../shared/lease.ts';
 import { type ClusterSpec, ClusterSpecSchema } from '../shared/spec.ts';
 
@@ -12,6 +11,13 @@ export interface ControlPlane {
   reportPhase(body: PhaseReport): Promise<void>;
   release(body: Release): Promise<void>;
 }
+
+/**
+ * The arbiter answers a phase report with the event it recorded. The agent uses none of it: a
+ * check of its type, not a parse of the whole event union, which cost a takeover's fourteen
+ * reports a few percent of the agent's CPU in a lab guest.
+ */
+const PhaseRecorded = z.object({ type: z.literal('phase.reported') });
 
 export class ControlPlaneError extends Error {
   constructor(
@@ -53,7 +59,7 @@ export class ControlPlaneClient implements ControlPlane {
           ...(this.#token && { authorization: `Bearer ${this.#token}` }),
         },
         ...(body !== undefined && { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.options.timeoutMs),
+        timeoutMs: this.options.timeoutMs,
       });
     } catch (err) {
       const e = err as Error;
@@ -86,7 +92,7 @@ export class ControlPlaneClient implements ControlPlane {
   }
 
   async reportPhase(body: PhaseReport): Promise<void> {
-    await this.#call('POST', this.#node('phases'), body, EventSchema);
+    await this.#call('POST', this.#node('phases'), body, PhaseRecorded);
   }
 
   async release(body: Release): Promise<void> {

@@ -196,7 +196,7 @@ async function ask<T>(url: string, key: string, timeoutMs: number, schema: z.Zod
     ...(body === undefined
       ? { headers: { authorization: `NFSHA-HMAC ${requestMac(key, nonce)}` } }
       : { method: 'POST', body, headers: { authorization: `NFSHA-HMAC ${postMac(key, route, nonce, body)}`, 'content-type': 'application/json' } }),
-    signal: AbortSignal.timeout(timeoutMs),
+    timeoutMs,
   });
   if (res.status === 401) return null;
   if (!res.ok) throw new Error(`peer answered HTTP ${res.status}`);

@@ -70,13 +70,23 @@ describe('the agent HTTP client', () => {
   it('gives up at the deadline with a TimeoutError, whether the server is silent or stalls mid-answer', async () => {
     handler = () => {}; // never answers
     const t0 = performance.now();
-    await assert.rejects(request(`${base}/silent`, { signal: AbortSignal.timeout(200) }), { name: 'TimeoutError' });
+    await assert.rejects(request(`${base}/silent`, { timeoutMs: 200 }), { name: 'TimeoutError' });
     assert.ok(performance.now() - t0 < 1000);
     handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"partial":'); // and nothing more
     };
-    await assert.rejects(request(`${base}/stall`, { signal: AbortSignal.timeout(200) }), { name: 'TimeoutError' });
+    await assert.rejects(request(`${base}/stall`, { timeoutMs: 200 }), { name: 'TimeoutError' });
+  });
+
+  it('leaves no timer behind once the answer is in, nor after a refused connection', async () => {
+    echo();
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    await request(`${base}/a`, { timeoutMs: 60_000 });
+    await assert.rejects(request('http://127.0.0.1:9/', { timeoutMs: 60_000 }), /ECONNREFUSED/);
+    // The keep-alive socket's idle timer is a socket's, not a Timeout.
+    assert.equal(timers(), before, 'a timer per request would run on for its minute after its answer');
   });
 
   it('refuses an answer larger than it would ever need rather than buffering it', async () => {
@@ -90,6 +100,6 @@ describe('the agent HTTP client', () => {
   });
 
   it('reports a refused connection as an error', async () => {
-    await assert.rejects(request('http://127.0.0.1:9/', { signal: AbortSignal.timeout(2000) }), /ECONNREFUSED/);
+    await assert.rejects(request('http://127.0.0.1:9/', { timeoutMs: 2000 }), /ECONNREFUSED/);
   });
 });

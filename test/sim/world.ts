@@ -356,12 +356,13 @@ export async function simulate(options: SimOptions): Promise<SimResult> {
         const finish = (fn: () => void) => onNode(n, () => !done && n.incarnation === incarnation && ((done = true), fn()));
         sched.after(t.requestTimeoutMs, () => finish(() => reject(Object.assign(new Error('timed out'), { name: 'TimeoutError' }))));
         if (!up(n.id, 'cp') || rng.chance(0.01)) return;
+        const { timeoutMs: _timeoutMs, ...sent } = init ?? {};
         // Now and then the network delivers a request twice; the copy's answer is lost.
-        if (rng.chance(0.01)) sched.after(delay(), () => void rng.pick(instances).request(String(input), { ...init, signal: undefined }));
+        if (rng.chance(0.01)) sched.after(delay(), () => void rng.pick(instances).request(String(input), sent));
         sched.after(delay(), () => {
           const app = rng.pick(instances);
           reachedCp.set(n.id, sched.now);
-          const { signal: _signal, ...rest } = init ?? {};
+          const rest = { ...sent };
           const heartbeat = String(input).endsWith('/heartbeat') && typeof rest.body === 'string' ? (JSON.parse(rest.body) as Record<string, unknown>) : null;
           if (heartbeat && bugs.has('unreported-epochs')) {
             // The planted bug: what the node knows of epochs never reaches the arbiter.
