@@ -626,7 +626,8 @@ async function afterVip(f: Failover): Promise<AfterVip> {
 /** sg_persist from a node, sent again after a UNIT ATTENTION (exit 6: e.g. "registrations preempted"), as the agent does. */
 async function sgPersist(vm: Vm, ...args: string[]): Promise<string> {
   for (let attempt = 0; ; attempt++) {
-    const r = await vm.exec(['sg_persist', '--no-inquiry', ...args]);
+    // Read-only for a PR IN, as the agent does: no udev "change" on the node at each of the lab's checks.
+    const r = await vm.exec(['sg_persist', '--no-inquiry', ...(args[0] === '--in' ? ['--readonly'] : []), ...args]);
     if (r.code === 0) return r.stdout;
     if (r.code !== 6 || attempt === 2) throw new Error(`${vm.name}: sg_persist ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
   }

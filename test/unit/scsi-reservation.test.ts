@@ -64,12 +64,12 @@ describe('scsi-reservation resource', () => {
     };
     const register = `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} ${DEV}`;
     exec.on(register, unitAttention, { exitCode: 0, stdout: '', stderr: '' });
-    exec.on(`sg_persist --no-inquiry --in --read-keys ${DEV}`, {
+    exec.on(`sg_persist --no-inquiry --readonly --in --read-keys ${DEV}`, {
       exitCode: 0,
       stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }),
       stderr: '',
     });
-    exec.on(`sg_persist --no-inquiry --in --read-reservation ${DEV}`, {
+    exec.on(`sg_persist --no-inquiry --readonly --in --read-reservation ${DEV}`, {
       exitCode: 0,
       stdout: keysOutput('sg_persist--read-reservation--type5-held-by-a', { '0xa1': own }),
       stderr: '',
@@ -89,7 +89,7 @@ describe('scsi-reservation resource', () => {
     const victim = reservationKey(spec.id, 'node-a');
     exec
       .on(
-        `sg_persist --no-inquiry --in --read-keys ${DEV}`,
+        `sg_persist --no-inquiry --readonly --in --read-keys ${DEV}`,
         { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--two-keys', { '0xa1': victim, '0xb1': own }), stderr: '' },
         {
           exitCode: 0,
@@ -97,7 +97,7 @@ describe('scsi-reservation resource', () => {
           stderr: '',
         },
       )
-      .on(`sg_persist --no-inquiry --in --read-reservation ${DEV}`, {
+      .on(`sg_persist --no-inquiry --readonly --in --read-reservation ${DEV}`, {
         exitCode: 0,
         stdout: keysOutput('sg_persist--read-reservation--type5-held-by-b', { '0xb1': own }),
         stderr: '',
@@ -106,10 +106,10 @@ describe('scsi-reservation resource', () => {
     assert.deepEqual(await r.fence([victim]), [victim]);
     assert.deepEqual(exec.lines(), [
       `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} ${DEV}`,
-      `sg_persist --no-inquiry --in --read-keys ${DEV}`,
+      `sg_persist --no-inquiry --readonly --in --read-keys ${DEV}`,
       `sg_persist --no-inquiry --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 ${DEV}`,
-      `sg_persist --no-inquiry --in --read-reservation ${DEV}`,
-      `sg_persist --no-inquiry --in --read-keys ${DEV}`,
+      `sg_persist --no-inquiry --readonly --in --read-reservation ${DEV}`,
+      `sg_persist --no-inquiry --readonly --in --read-keys ${DEV}`,
     ]);
   });
 
@@ -214,10 +214,10 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     assert.deepEqual(exec.lines(), [
       `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sda`,
       `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
-      `sg_persist --no-inquiry --in --read-keys /dev/sda`,
+      `sg_persist --no-inquiry --readonly --in --read-keys /dev/sda`,
       `sg_persist --no-inquiry --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 /dev/sda`,
-      `sg_persist --no-inquiry --in --read-reservation /dev/sda`,
-      `sg_persist --no-inquiry --in --read-keys /dev/sda`,
+      `sg_persist --no-inquiry --readonly --in --read-reservation /dev/sda`,
+      `sg_persist --no-inquiry --readonly --in --read-keys /dev/sda`,
     ]);
   });
 
@@ -239,7 +239,7 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
       `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
       `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
       `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
-      `sg_persist --no-inquiry --in --read-reservation /dev/sda`,
+      `sg_persist --no-inquiry --readonly --in --read-reservation /dev/sda`,
     ]);
   });
 
@@ -289,18 +289,18 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     assert.equal(await r.keyPresent(), true);
     exec.calls.length = 0;
     assert.equal(await r.keyPresent(), true, 'nothing changed: one read of the keys');
-    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda']);
+    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --readonly --in --read-keys /dev/sda']);
     writeFileSync(join(root, 'sys/block/sdb/device/state'), 'running\n');
     exec.calls.length = 0;
     assert.equal(await r.keyPresent(), true);
     assert.deepEqual(exec.lines(), [
-      'sg_persist --no-inquiry --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
       `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
       `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
     ]);
     exec.calls.length = 0;
     await r.keyPresent();
-    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda'], 'known again: not asked again');
+    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --readonly --in --read-keys /dev/sda'], 'known again: not asked again');
   });
 
   it('no running path at all: every action fails, naming each path and its state', async () => {
@@ -321,8 +321,8 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     exec.calls.length = 0;
     assert.equal(await r.keyPresent(), true, 'the key read through the other path');
     assert.deepEqual(exec.lines(), [
-      'sg_persist --no-inquiry --in --read-keys /dev/sda',
-      'sg_persist --no-inquiry --in --read-keys /dev/sdb',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sdb',
       // sda left the known set when it did not answer: it is asked again (it still reads "running").
       `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
     ]);
@@ -336,13 +336,13 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     const { r, exec, keys } = await onMultipath();
     exec.on(/--read-keys/, keys(2), 'sg_persist--read-keys--after-preempt');
     assert.equal(await r.keyPresent(), true);
-    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --in --read-keys /dev/sda']);
+    assert.deepEqual(exec.lines(), ['sg_persist --no-inquiry --readonly --in --read-keys /dev/sda']);
     exec.calls.length = 0;
     assert.equal(await r.keyPresent(), false);
     assert.deepEqual(exec.lines(), [
-      'sg_persist --no-inquiry --in --read-keys /dev/sda',
-      'sg_persist --no-inquiry --in --read-keys /dev/sda',
-      'sg_persist --no-inquiry --in --read-keys /dev/sdb',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sdb',
     ]);
   });
 
@@ -351,9 +351,9 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     exec.on(/--read-keys \/dev\/sda$/, 'sg_persist--read-keys--no-keys').on(/--read-keys \/dev\/sdb$/, keys(2));
     assert.equal(await r.keyPresent(), true);
     assert.deepEqual(exec.lines().slice(0, 3), [
-      'sg_persist --no-inquiry --in --read-keys /dev/sda',
-      'sg_persist --no-inquiry --in --read-keys /dev/sda',
-      'sg_persist --no-inquiry --in --read-keys /dev/sdb',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
+      'sg_persist --no-inquiry --readonly --in --read-keys /dev/sdb',
     ]);
     const hung = { exitCode: null as unknown as number, stdout: '', stderr: '' };
     const silent = await onMultipath();
