@@ -1678,29 +1678,66 @@ function procTicks(stat: string): { own: number; children: number } {
 interface GuestCpu {
   busy: number;
   idle: number;
-  /** The agent's ticks, if it runs. */
-  agent: { own: number; children: number } | null;
+  /** The agent's PID, if it runs. */
+  agentPid: number | null;
+  /** Each process's ticks, its own and its reaped children's, by PID, with its name. */
+  procs: Map<number, { name: string; startedAt: number; own: number; children: number }>;
 }
 
-/** A guest's CPU ticks, busy and idle (the first line of /proc/stat), and its agent's. */
+/** A guest's CPU ticks, busy and idle (the first line of /proc/stat), its agent's, and every process's. */
 async function guestCpu(vm: Vm): Promise<GuestCpu> {
-  const out = await vm.run(['bash', '-c', 'head -n 1 /proc/stat; p=$(systemctl show -p MainPID --value nfs-ha-agent); [ "$p" = 0 ] || cat "/proc/$p/stat"']);
-  const [cpu, stat] = out.split('\n');
+  const out = await vm.run([
+    'bash',
+    '-c',
+    'head -n 1 /proc/stat; p=$(systemctl show -p MainPID --value nfs-ha-agent); echo "agent $p"; cat /proc/[0-9]*/stat 2>/dev/null',
+  ]);
+  const [cpu, agentLine, ...stats] = out.trim().split('\n');
   // user nice system idle iowait irq softirq steal
   const t = cpu!.trim().split(/\s+/).slice(1, 9).map(Number);
   const idle = t[3]! + t[4]!;
-  return { busy: t.reduce((a, b) => a + b, 0) - idle, idle, agent: stat ? procTicks(stat) : null };
+  const procs: GuestCpu['procs'] = new Map();
+  for (const stat of stats) {
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    procs.set(Number.parseInt(stat, 10), { name, startedAt: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]), ...procTicks(stat) });
+  }
+  const agentPid = Number(agentLine!.split(' ')[1]) || null;
+  return { busy: t.reduce((a, b) => a + b, 0) - idle, idle, agentPid, procs };
 }
 
-/** Where a guest's CPU went between two readings: how busy it was, and how much of that was its agent and the commands it ran. */
+/**
+ * Where a guest's busy ticks went between two readings, by program: each process's own and its
+ * reaped children's (systemd's includes the units' processes it started, the agent's the commands
+ * it ran; in raw-after-crash the lab helper's, the raw sequence's), a kernel thread's under
+ * its name up to the slash (kworker/0:1 → kworker); "other" is what no process holds (interrupts,
+ * and processes that came and went unreaped).
+ */
+function cpuByProgram(a: GuestCpu, b: GuestCpu): [string, number][] {
+  const by = new Map<string, number>();
+  for (const [pid, p] of b.procs) {
+    const before = a.procs.get(pid);
+    // The same process (not a PID reused), whatever its name now (a kworker's names its work queue).
+    const was = before?.startedAt === p.startedAt ? before : { own: 0, children: 0 };
+    // Node names its main thread "MainThread": in a guest, the lab's helper (and the commands it runs).
+    const name = pid === b.agentPid ? 'agent' : pid === 1 ? 'systemd' : p.name === 'MainThread' ? 'lab helper' : p.name.replace(/\/.*$/, '');
+    by.set(name, (by.get(name) ?? 0) + p.own - was.own + p.children - was.children);
+  }
+  const held = [...by.values()].reduce((x, y) => x + y, 0);
+  by.set('other', b.busy - a.busy - held);
+  return [...by].filter(([, ticks]) => ticks > 0).sort((x, y) => y[1] - x[1]);
+}
+
+/** Where a guest's CPU went between two readings: how busy it was, how much of that was its agent and the commands it ran, and the programs that took most. */
 function cpuNote(what: string, a: GuestCpu, b: GuestCpu): string {
   const busy = b.busy - a.busy;
   const seconds = (busy + b.idle - a.idle) / 100;
+  const [was, is] = [a.procs.get(a.agentPid ?? 0), b.procs.get(b.agentPid ?? 0)];
   const agent =
-    a.agent && b.agent
-      ? `; its agent ${fmt((b.agent.own - a.agent.own) * 10)} s own, ${fmt((b.agent.children - a.agent.children) * 10)} s in the commands it ran`
-      : '';
-  return `${what}: busy ${Math.round((busy / 100 / seconds) * 100)} % of ${seconds.toFixed(1)} s (${fmt(busy * 10)} s)${agent}`;
+    was && is && a.agentPid === b.agentPid ? `; its agent ${fmt((is.own - was.own) * 10)} s own, ${fmt((is.children - was.children) * 10)} s in the commands it ran` : '';
+  const top = cpuByProgram(a, b)
+    .slice(0, 8)
+    .map(([name, ticks]) => `${name} ${fmt(ticks * 10)}`)
+    .join(', ');
+  return `${what}: busy ${Math.round((busy / 100 / seconds) * 100)} % of ${seconds.toFixed(1)} s (${fmt(busy * 10)} s)${agent}; by program (s, with reaped children): ${top}`;
 }
 
 async function footprint(vm: Vm, role: string): Promise<Footprint> {
