@@ -1684,12 +1684,12 @@ interface GuestCpu {
   procs: Map<number, { name: string; startedAt: number; own: number; children: number }>;
 }
 
-/** A guest's CPU ticks, busy and idle (the first line of /proc/stat), its agent's, and every process's. */
+/** A guest's CPU ticks, busy and idle (the first line of /proc/stat), its agent's, and every process's (one that exits between the glob and cat's read of it is left out). */
 async function guestCpu(vm: Vm): Promise<GuestCpu> {
   const out = await vm.run([
     'bash',
     '-c',
-    'head -n 1 /proc/stat; p=$(systemctl show -p MainPID --value nfs-ha-agent); echo "agent $p"; cat /proc/[0-9]*/stat 2>/dev/null',
+    'head -n 1 /proc/stat; p=$(systemctl show -p MainPID --value nfs-ha-agent); echo "agent $p"; cat /proc/[0-9]*/stat 2>/dev/null || true',
   ]);
   const [cpu, agentLine, ...stats] = out.trim().split('\n');
   // user nice system idle iowait irq softirq steal
