@@ -75,6 +75,15 @@ interface Lun {
   multipath: boolean;
 }
 
+/**
+ * An sg_persist command line. A PR IN only reads: the device opened read-only. sg_persist opens it
+ * read-write by default, and udev watches block devices: closing one opened for writing makes it
+ * process the device again ("change": blkid, multipath, LVM's pvscan), for each path at each read.
+ */
+export function sgPersistArgv(...args: string[]): [string, ...string[]] {
+  return ['sg_persist', '--no-inquiry', ...(args[0] === '--in' ? ['--readonly'] : []), ...args];
+}
+
 export class ScsiReservation implements Resource {
   readonly name = 'scsi-reservation' as const;
   readonly queriesStorage = true;
@@ -106,10 +115,7 @@ export class ScsiReservation implements Resource {
   }
 
   async #sgWithin(timeoutMs: () => number, device: string, ...args: string[]): Promise<CommandResult> {
-    // A PR IN only reads: the device opened read-only. sg_persist opens it read-write by default,
-    // and udev watches block devices: closing one opened for writing makes it process the device
-    // again ("change": blkid, multipath, LVM's pvscan), for each path at each read.
-    const argv: [string, ...string[]] = ['sg_persist', '--no-inquiry', ...(args[0] === '--in' ? ['--readonly'] : []), ...args, device];
+    const argv = sgPersistArgv(...args, device);
     let r = await this.ctx.exec.run({ argv, timeoutMs: timeoutMs() });
     for (let retry = 0; r.exitCode === SG_UNIT_ATTENTION && retry < 2; retry++) {
       r = await this.ctx.exec.run({ argv, timeoutMs: timeoutMs() });

@@ -10,7 +10,7 @@ import { copyFileSync, createWriteStream, existsSync, mkdirSync, rmSync, statSyn
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseKeys, parseReservation } from '../../agent/resources/scsi-reservation.ts';
+import { parseKeys, parseReservation, sgPersistArgv } from '../../agent/resources/scsi-reservation.ts';
 import { formatArgv } from '../../agent/executor.ts';
 import type { ClusterEvent } from '../../shared/events.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
@@ -626,8 +626,8 @@ async function afterVip(f: Failover): Promise<AfterVip> {
 /** sg_persist from a node, sent again after a UNIT ATTENTION (exit 6: e.g. "registrations preempted"), as the agent does. */
 async function sgPersist(vm: Vm, ...args: string[]): Promise<string> {
   for (let attempt = 0; ; attempt++) {
-    // Read-only for a PR IN, as the agent does: no udev "change" on the node at each of the lab's checks.
-    const r = await vm.exec(['sg_persist', '--no-inquiry', ...(args[0] === '--in' ? ['--readonly'] : []), ...args]);
+    // As the agent sends it (a PR IN read-only): no udev "change" on the node at each of the lab's checks.
+    const r = await vm.exec(sgPersistArgv(...args));
     if (r.code === 0) return r.stdout;
     if (r.code !== 6 || attempt === 2) throw new Error(`${vm.name}: sg_persist ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
   }
@@ -1665,14 +1665,18 @@ const FOOTPRINT_WINDOW_MS = 30_000;
  * and CPU, split into the agent's own and that of the commands it spawned (cutime/cstime of
  * /proc/PID/stat: children it has reaped), in clock ticks of 1/100 s.
  */
-/** utime+stime and cutime+cstime (fields 14–17) of a /proc/PID/stat line: a process's own CPU and its reaped children's, in ticks of 1/100 s. */
-function procTicks(stat: string): { own: number; children: number } {
+/**
+ * utime+stime and cutime+cstime (fields 14–17) of a /proc/PID/stat line: a process's own CPU and
+ * its reaped children's, in ticks of 1/100 s; and its start time (field 22), which tells a reused
+ * PID apart.
+ */
+function procTicks(stat: string): { own: number; children: number; startedAt: number } {
   // Fields after the command name, which is in parentheses and may hold spaces.
   const f = stat
     .slice(stat.lastIndexOf(')') + 2)
     .split(' ')
     .map(Number);
-  return { own: f[11]! + f[12]!, children: f[13]! + f[14]! };
+  return { own: f[11]! + f[12]!, children: f[13]! + f[14]!, startedAt: f[19]! };
 }
 
 interface GuestCpu {
@@ -1698,7 +1702,7 @@ async function guestCpu(vm: Vm): Promise<GuestCpu> {
   const procs: GuestCpu['procs'] = new Map();
   for (const stat of stats) {
     const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    procs.set(Number.parseInt(stat, 10), { name, startedAt: Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]), ...procTicks(stat) });
+    procs.set(Number.parseInt(stat, 10), { name, ...procTicks(stat) });
   }
   const agentPid = Number(agentLine!.split(' ')[1]) || null;
   return { busy: t.reduce((a, b) => a + b, 0) - idle, idle, agentPid, procs };
