@@ -47,6 +47,18 @@ export function pinnedNode(): { path: string; version: string } {
 }
 
 /**
+ * The agent runs V8 without its JIT compilers, on the interpreter alone. It is a small daemon that
+ * waits on its commands and the network: its JavaScript is a few milliseconds a second, where
+ * compiled code gains little, while compiling it costs CPU in bursts: when a takeover first runs
+ * its code paths, on a node that is then busiest. In a lab guest (TCG, one CPU) a takeover cost
+ * the agent 2.4 s of its own CPU against 3.4–5.7 s with the JIT, and the active's steady state
+ * 8.8 % of a CPU against 18.7 %. And without code generated at run time, the agent, which runs
+ * as root, runs with no memory both writable and executable (its unit's MemoryDenyWriteExecute).
+ * --jitless also disables WebAssembly, which the agent does not use (node:http, not fetch).
+ */
+export const AGENT_NODE_FLAGS = ['--jitless'];
+
+/**
  * The agent as one executable: a CommonJS bundle (Node 24's SEA runs CommonJS mains) with a code
  * cache, injected into a copy of the pinned node binary.
  */
@@ -70,9 +82,13 @@ export async function buildAgentExecutable(outdir = 'dist'): Promise<{ path: str
   const config = join(work, 'sea-config.json');
   // execArgvExtension none: a NODE_OPTIONS in the node's environment (meant for some other
   // program) never changes how the agent runs.
-  await writeFile(config, JSON.stringify({ main, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true, execArgvExtension: 'none' }));
-  // The blob must be made by the very binary it goes into.
-  await run(node.path, ['--experimental-sea-config', config], { timeout: 120_000 });
+  await writeFile(
+    config,
+    JSON.stringify({ main, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true, execArgvExtension: 'none', execArgv: AGENT_NODE_FLAGS }),
+  );
+  // The blob must be made by the very binary it goes into, under the flags it runs with: V8
+  // rejects a code cache made under other flags (and says so on every start).
+  await run(node.path, [...AGENT_NODE_FLAGS, '--experimental-sea-config', config], { timeout: 120_000 });
   const out = join(outdir, AGENT_EXECUTABLE);
   await rm(out, { force: true });
   await copyFile(node.path, out);
@@ -183,7 +199,7 @@ async function controlPlanePackage(serverDir: string, agentDeb: string): Promise
 /** The one agent unit, starting the packaged executable instead of a bundle run by node. */
 export async function packagedUnit(): Promise<Buffer> {
   const unit = await readFile('infra/systemd/nfs-ha-agent.service', 'utf8');
-  const packaged = unit.replace(/^ExecStart=\/usr\/bin\/node \S+nfs-ha-agent\.mjs /m, 'ExecStart=/usr/sbin/nfs-ha-agent ');
+  const packaged = unit.replace(/^ExecStart=\/usr\/bin\/node (?:--\S+ )*\S+nfs-ha-agent\.mjs /m, 'ExecStart=/usr/sbin/nfs-ha-agent ');
   if (packaged === unit) throw new Error('infra/systemd/nfs-ha-agent.service: no ExecStart running the agent bundle to replace');
   return Buffer.from(packaged);
 }

@@ -124,7 +124,11 @@ describe('the agent package (nfs-ha-agent_<version>_amd64.deb)', () => {
     // An empty environment: no PATH, so no node could be found even if the machine had one.
     const version = await run(exe, ['--version'], { env: {}, timeout: 30_000 });
     assert.equal(version.stdout.trim(), VERSION);
+    // Nothing on stderr: V8 took the code cache, made under the flags the agent runs with (it
+    // rejects one made under others, and says so at every start).
+    assert.equal(version.stderr, '');
     const probe = await run(exe, ['start', '--dry-run', '--json', '--spec', spec, '--node', 'node-a'], { env: {}, timeout: 30_000 });
+    assert.equal(probe.stderr, '');
     const steps = (JSON.parse(probe.stdout) as { steps: { step: string }[] }).steps.map((s) => s.step.split(':')[0]);
     assert.deepEqual(steps, [
       'fence',

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { AGENT_NODE_FLAGS, packagedUnit } from '../../infra/package.ts';
 
 function unit(name: string): Map<string, string[]> {
   const settings = new Map<string, string[]>();
@@ -26,5 +27,15 @@ describe('systemd units', () => {
   it('the agent reloads its credential and peer secrets without a restart (a restart of the active fails over)', () => {
     const agent = unit('nfs-ha-agent.service');
     assert.deepEqual(agent.get('ExecReload'), ['/bin/kill -HUP $MAINPID']);
+  });
+
+  it('the agent runs without a JIT, so its unit can deny memory both writable and executable', async () => {
+    const agent = unit('nfs-ha-agent.service');
+    assert.deepEqual(agent.get('MemoryDenyWriteExecute'), ['yes']);
+    // The bundle under the node's own node, with the flag on its command line…
+    assert.match(agent.get('ExecStart')![0]!, /^\/usr\/bin\/node --jitless \S+nfs-ha-agent\.mjs run /);
+    // …and the packaged executable, which has it built in, in the same unit.
+    assert.ok(AGENT_NODE_FLAGS.includes('--jitless'));
+    assert.match((await packagedUnit()).toString(), /^ExecStart=\/usr\/sbin\/nfs-ha-agent run --config \/etc\/nfs-ha\/agent\.json$/m);
   });
 });
