@@ -1369,13 +1369,13 @@ async function main(): Promise<void> {
     async (s) => {
       const { holder, epoch } = await activeNode();
       const vm = vmByName(holder);
-      const cpuBefore = await guestCpu(vmByName(peerOf(holder)));
+      const noteCpu = await survivorCpu(holder);
       const faultAt = Date.now();
       await vm.powerOff();
       s.failover = await awaitFailover(epoch, faultAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
       const survivor = vmByName(s.failover.to);
-      s.note(cpuNote(`${survivor.name}'s CPU from the fault to its takeover's end`, cpuBefore, await guestCpu(survivor)));
+      await noteCpu(s);
       // NFSv3 lock recovery: sm-notify, sent from the VIP's name (the preflight asks for one).
       const smNotify = await until(`sm-notify's journal on ${s.failover.to}`, 15_000, async () => {
         const j = await survivor.exec(['journalctl', '-b', '-u', 'nfs-ha-sm-notify', '-o', 'cat', '--no-pager']);
@@ -1448,10 +1448,12 @@ async function main(): Promise<void> {
     const boots = await bootCount(vm);
     const clocksource = (await vm.run(['cat', '/sys/devices/system/clocksource/clocksource0/current_clocksource'])).trim();
     s.check(`${holder}'s clock runs on the TSC, which counts the time it is frozen`, clocksource === 'tsc', `current clocksource ${clocksource}`);
+    const noteCpu = await survivorCpu(holder);
     const faultAt = Date.now();
     vm.freeze();
     s.failover = await awaitFailover(epoch, faultAt);
     tookOver(s, holder, ['lease-expired', 'holder-silent']);
+    await noteCpu(s);
     await sleep(1000);
     const thawAt = Date.now();
     vm.thaw();
@@ -1471,6 +1473,7 @@ async function main(): Promise<void> {
       const { holder, epoch } = await activeNode();
       const boots = await bootCount(vmByName(holder));
       const [self, peer] = [vmByName(holder).o.address, vmByName(peerOf(holder)).o.address];
+      const noteCpu = await survivorCpu(holder);
       const faultAt = Date.now();
       await nft('add', 'table', 'inet', 'nfsha_lab');
       await nft('add', 'chain', 'inet', 'nfsha_lab', 'input', '{ type filter hook input priority 0 ; }');
@@ -1483,6 +1486,7 @@ async function main(): Promise<void> {
       try {
         s.failover = await vmByName(holder).holdingResets(() => awaitFailover(epoch, faultAt));
         tookOver(s, holder, ['lease-expired', 'holder-silent']);
+        await noteCpu(s);
       } finally {
         await nft('delete', 'table', 'inet', 'nfsha_lab');
         await nft('delete', 'table', 'bridge', 'nfsha_lab_peer');
@@ -1496,6 +1500,7 @@ async function main(): Promise<void> {
     const { holder, epoch } = await activeNode();
     const vm = vmByName(holder);
     const boots = await bootCount(vm);
+    const noteCpu = await survivorCpu(holder);
     const faultAt = Date.now();
     const failover = await vm.holdingResets(async () => {
       await vm.run(['systemctl', 'kill', '--signal=SIGKILL', '--kill-whom=main', 'nfs-ha-agent']);
@@ -1513,6 +1518,7 @@ async function main(): Promise<void> {
     }
     s.failover = failover;
     tookOver(s, holder, ['lease-expired', 'holder-silent']);
+    await noteCpu(s);
     await passiveAgain(s, holder, faultAt);
     const reset = (await bootCount(vm)) > boots;
     s.note(reset ? 'outcome: the watchdog reset the node before the peer took over' : 'outcome: failover without a reset');
@@ -1566,10 +1572,12 @@ async function main(): Promise<void> {
         tookEarly.length === 0,
         `${tookEarly.length} samples with the VIP on ${survivor}`,
       );
+      const noteCpu = await survivorCpu(holder, 'the control plane back');
       await cp.start();
       const upAt = Date.now();
       s.failover = await awaitFailover(epoch, upAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
+      await noteCpu(s);
       s.note(
         `control plane stopped at 0 s, ${holder} killed at ${fmt(crashAt - downAt)} s, control plane back at ${fmt(upAt - downAt)} s; ${survivor} granted ${fmt(s.failover.detectionMs)} s and serving ${fmt(s.failover.totalMs)} s after that`,
       );
@@ -1728,6 +1736,13 @@ function cpuByProgram(a: GuestCpu, b: GuestCpu): [string, number][] {
   const held = [...by.values()].reduce((x, y) => x + y, 0);
   by.set('other', b.busy - a.busy - held);
   return [...by].filter(([, ticks]) => ticks > 0).sort((x, y) => y[1] - x[1]);
+}
+
+/** Reads the CPU of the holder's peer now; the function returned notes where it went by the end of its takeover. */
+async function survivorCpu(holder: string, from = 'the fault'): Promise<(s: Scenario) => Promise<void>> {
+  const survivor = vmByName(peerOf(holder));
+  const before = await guestCpu(survivor);
+  return async (s) => s.note(cpuNote(`${survivor.name}'s CPU from ${from} to its takeover's end`, before, await guestCpu(survivor)));
 }
 
 /** Where a guest's CPU went between two readings: how busy it was, how much of that was its agent and the commands it ran, and the programs that took most. */
