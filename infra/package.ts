@@ -51,7 +51,7 @@ export function pinnedNode(): { path: string; version: string } {
  * waits on its commands and the network: its JavaScript is a few milliseconds a second, where
  * compiled code gains little, while compiling it costs CPU in bursts: when a takeover first runs
  * its code paths, on a node that is then busiest. In a lab guest (TCG, one CPU) a takeover cost
- * the agent 2.0–2.8 s of its own CPU against 3.4–5.7 s with the JIT, and the active's steady
+ * the agent 2.0–3.0 s of its own CPU against 3.4–5.7 s with the JIT, and the active's steady
  * state 8.8–11.2 % of a CPU against 18.7 %. And without code generated at run time, the agent,
  * which runs as root, runs with no memory both writable and executable (its unit's
  * MemoryDenyWriteExecute).
