@@ -1669,11 +1669,6 @@ const footprints: Footprint[] = [];
 const FOOTPRINT_WINDOW_MS = 30_000;
 
 /**
- * The agent's steady-state footprint on `vm`, over one window: resident memory (now and its peak)
- * and CPU, split into the agent's own and that of the commands it spawned (cutime/cstime of
- * /proc/PID/stat: children it has reaped), in clock ticks of 1/100 s.
- */
-/**
  * utime+stime and cutime+cstime (fields 14–17) of a /proc/PID/stat line: a process's own CPU and
  * its reaped children's, in ticks of 1/100 s; and its start time (field 22), which tells a reused
  * PID apart.
@@ -1759,6 +1754,11 @@ function cpuNote(what: string, a: GuestCpu, b: GuestCpu): string {
   return `${what}: busy ${Math.round((busy / 100 / seconds) * 100)} % of ${seconds.toFixed(1)} s (${fmt(busy * 10)} s)${agent}; by program (s, with reaped children): ${top}`;
 }
 
+/**
+ * The agent's steady-state footprint on `vm`, over one window: resident memory (now and its peak)
+ * and CPU, split into the agent's own and that of the commands it spawned (cutime/cstime of
+ * /proc/PID/stat: children it has reaped), in clock ticks of 1/100 s.
+ */
 async function footprint(vm: Vm, role: string): Promise<Footprint> {
   const read = async () => {
     const out = await vm.run([
