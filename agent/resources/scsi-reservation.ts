@@ -76,12 +76,14 @@ interface Lun {
 }
 
 /**
- * An sg_persist command line. A PR IN only reads: the device opened read-only. sg_persist opens it
- * read-write by default, and udev watches block devices: closing one opened for writing makes it
- * process the device again ("change": blkid, multipath, LVM's pvscan), for each path at each read.
+ * An sg_persist command line, the device opened read-only. sg_persist opens it read-write by
+ * default, and udev watches block devices: closing one opened for writing makes it process the
+ * device again ("change": blkid, multipath, LVM's pvscan), and multipathd reload the map, for each
+ * path at each command. A PR OUT needs no write access to the device: the kernel lets a root
+ * process with CAP_SYS_RAWIO (the agent) send any SCSI command through a read-only descriptor.
  */
 export function sgPersistArgv(...args: string[]): [string, ...string[]] {
-  return ['sg_persist', '--no-inquiry', ...(args[0] === '--in' ? ['--readonly'] : []), ...args];
+  return ['sg_persist', '--no-inquiry', '--readonly', ...args];
 }
 
 export class ScsiReservation implements Resource {

@@ -62,7 +62,7 @@ describe('scsi-reservation resource', () => {
       stdout: '',
       stderr: 'Additional sense: Registrations preempted\nPR out (Register and ignore existing key): Unit attention\nsg_persist failed: Unit attention\n',
     };
-    const register = `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} ${DEV}`;
+    const register = `sg_persist --no-inquiry --readonly --out --register-ignore --param-sark=${own} ${DEV}`;
     exec.on(register, unitAttention, { exitCode: 0, stdout: '', stderr: '' });
     exec.on(`sg_persist --no-inquiry --readonly --in --read-keys ${DEV}`, {
       exitCode: 0,
@@ -105,9 +105,9 @@ describe('scsi-reservation resource', () => {
     const r = new ScsiReservation(ctx);
     assert.deepEqual(await r.fence([victim]), [victim]);
     assert.deepEqual(exec.lines(), [
-      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} ${DEV}`,
+      `sg_persist --no-inquiry --readonly --out --register-ignore --param-sark=${own} ${DEV}`,
       `sg_persist --no-inquiry --readonly --in --read-keys ${DEV}`,
-      `sg_persist --no-inquiry --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 ${DEV}`,
+      `sg_persist --no-inquiry --readonly --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 ${DEV}`,
       `sg_persist --no-inquiry --readonly --in --read-reservation ${DEV}`,
       `sg_persist --no-inquiry --readonly --in --read-keys ${DEV}`,
     ]);
@@ -121,7 +121,7 @@ describe('scsi-reservation resource', () => {
       .on(/--read-keys/, { exitCode: 0, stdout: keysOutput('sg_persist--read-keys--one-key', { '0xa1': own }), stderr: '' })
       .on(/--read-reservation/, 'sg_persist--read-reservation--none');
     assert.deepEqual(await new ScsiReservation(ctx).fence([reservationKey(spec.id, 'node-b')]), []);
-    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --reserve --param-rk=${own} --prout-type=5 ${DEV}`));
+    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --readonly --out --reserve --param-rk=${own} --prout-type=5 ${DEV}`));
     assert.ok(!exec.lines().some((l) => l.includes('--preempt')));
   });
 
@@ -212,10 +212,10 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
       .on(/--read-reservation/, held);
     assert.deepEqual(await r.fence([victim]), [victim]);
     assert.deepEqual(exec.lines(), [
-      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sda`,
-      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --readonly --out --register-ignore --param-sark=${own} /dev/sda`,
+      `sg_persist --no-inquiry --readonly --out --register-ignore --param-sark=${own} /dev/sdb`,
       `sg_persist --no-inquiry --readonly --in --read-keys /dev/sda`,
-      `sg_persist --no-inquiry --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 /dev/sda`,
+      `sg_persist --no-inquiry --readonly --out --preempt-abort --param-rk=${own} --param-sark=${victim} --prout-type=5 /dev/sda`,
       `sg_persist --no-inquiry --readonly --in --read-reservation /dev/sda`,
       `sg_persist --no-inquiry --readonly --in --read-keys /dev/sda`,
     ]);
@@ -226,19 +226,19 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     exec.on(/--read-keys/, keys(1)).on(/--read-reservation/, held);
     assert.deepEqual(await r.fence([]), []);
     assert.ok(exec.lines().every((l) => l.endsWith(' /dev/sda')), exec.lines().join('\n'));
-    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sda`));
+    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --readonly --out --register-ignore --param-sark=${own} /dev/sda`));
   });
 
   it('monitor asks each path for its own registration; a path without our key, beside one with it, is registered again under the lease', async () => {
     const { r, exec, own, held } = await onMultipath();
     exec
-      .on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered')
+      .on(`sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered')
       .on(/--read-reservation/, held);
     assert.deepEqual(await r.monitor(), { state: 'running' });
     assert.deepEqual(exec.lines(), [
-      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
-      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
-      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
+      `sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --readonly --out --register-ignore --param-sark=${own} /dev/sdb`,
       `sg_persist --no-inquiry --readonly --in --read-reservation /dev/sda`,
     ]);
   });
@@ -247,12 +247,12 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     const { r, exec, own } = await onMultipath();
     exec.on(/--read-reservation/, 'sg_persist--read-reservation--none');
     assert.deepEqual(await r.monitor(), { state: 'running' });
-    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --out --reserve --param-rk=${own} --prout-type=5 /dev/sda`));
+    assert.ok(exec.lines().includes(`sg_persist --no-inquiry --readonly --out --reserve --param-rk=${own} --prout-type=5 /dev/sda`));
   });
 
   it('without a lease to do it in, a path missing our key is reported, not registered', async () => {
     const { r, exec, own, held } = await onMultipath(0);
-    exec.on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered').on(/--read-reservation/, held);
+    exec.on(`sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered').on(/--read-reservation/, held);
     const m = await r.monitor();
     assert.equal(m.state, 'failed');
     assert.match((m as { reason: string }).reason, /our key is missing on \/dev\/sdb/);
@@ -269,7 +269,7 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
   it('a repair that does not answer within the lease is a safety doubt (the node resets)', async () => {
     const { r, exec, own } = await onMultipath();
     exec
-      .on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered')
+      .on(`sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered')
       .on(/--register-ignore/, { exitCode: null as unknown as number, stdout: '', stderr: '' });
     const timedOut = exec.run.bind(exec);
     exec.run = async (c) => ({ ...(await timedOut(c)), ...(c.argv.includes('--register-ignore') ? { timedOut: true } : {}) });
@@ -284,7 +284,7 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     exec
       .on(/--read-keys/, { exitCode: 0, stdout: `  PR generation=0x5, 1 registered reservation key follows:\n    ${own}\n`, stderr: '' })
       .on(/--read-reservation/, 'sg_persist--read-reservation--none')
-      .on(`sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered');
+      .on(`sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`, 'sg_persist--register-same-key--path-unregistered');
     await r.fence([]);
     assert.equal(await r.keyPresent(), true);
     exec.calls.length = 0;
@@ -295,8 +295,8 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
     assert.equal(await r.keyPresent(), true);
     assert.deepEqual(exec.lines(), [
       'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
-      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
-      `sg_persist --no-inquiry --out --register-ignore --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sdb`,
+      `sg_persist --no-inquiry --readonly --out --register-ignore --param-sark=${own} /dev/sdb`,
     ]);
     exec.calls.length = 0;
     await r.keyPresent();
@@ -324,7 +324,7 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
       'sg_persist --no-inquiry --readonly --in --read-keys /dev/sda',
       'sg_persist --no-inquiry --readonly --in --read-keys /dev/sdb',
       // sda left the known set when it did not answer: it is asked again (it still reads "running").
-      `sg_persist --no-inquiry --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
+      `sg_persist --no-inquiry --readonly --out --register --param-rk=${own} --param-sark=${own} /dev/sda`,
     ]);
     const silent = await onMultipath();
     silent.exec.on(/^sg_persist /, hung);
