@@ -1375,7 +1375,15 @@ async function main(): Promise<void> {
       s.failover = await awaitFailover(epoch, faultAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
       const survivor = vmByName(s.failover.to);
-      await noteCpu(s);
+      // Every sg_persist opens a path read-only: closing one opened for writing made udev and
+      // multipathd process the path and the map again (udev's workers took 4.7-7.1 s of the
+      // survivor's CPU in a crash-type takeover, 1.2 s since).
+      const uevents = await noteCpu(s);
+      s.check(
+        `${survivor.name}'s takeover made the kernel report no change of a SCSI path`,
+        !uevents.some((e) => /^change sd/.test(e)),
+        uevents.join(', ') || 'no block-device uevent',
+      );
       // NFSv3 lock recovery: sm-notify, sent from the VIP's name (the preflight asks for one).
       const smNotify = await until(`sm-notify's journal on ${s.failover.to}`, 15_000, async () => {
         const j = await survivor.exec(['journalctl', '-b', '-u', 'nfs-ha-sm-notify', '-o', 'cat', '--no-pager']);
@@ -1607,11 +1615,11 @@ async function main(): Promise<void> {
       ) as { prepared: string[] };
       rawRanAll(prepared.prepared, []);
       await waitAcksAfter(5, 60_000);
-      const cpuBefore = await guestCpu(survivor);
+      const noteCpu = await watchTakeover(survivor);
       const faultAt = Date.now();
       await vmByName(holder).powerOff();
       const { start } = JSON.parse(await survivor.run(['node', '/lab/raw-sequence.mjs', '--start', plan], 180_000)) as { start: RawStep[] };
-      s.note(cpuNote(`${survivor.name}'s CPU from the fault to its takeover's end`, cpuBefore, await guestCpu(survivor)));
+      await noteCpu(s);
       rawRanAll([], start);
       servedByHand = survivor.name;
       const offset = await clockOffset(survivor);
@@ -1733,12 +1741,31 @@ function cpuByProgram(a: GuestCpu, b: GuestCpu): [string, number][] {
   return [...by].filter(([, ticks]) => ticks > 0).sort((x, y) => y[1] - x[1]);
 }
 
-/** Reads the CPU of the holder's peer now; the function returned notes where it went by the end of its takeover. */
-async function survivorCpu(holder: string, from = 'the fault'): Promise<(s: Scenario) => Promise<void>> {
-  const survivor = vmByName(peerOf(holder));
-  const before = await guestCpu(survivor);
-  return async (s) => s.note(cpuNote(`${survivor.name}'s CPU from ${from} to its takeover's end`, before, await guestCpu(survivor)));
+/**
+ * Watches a node through its takeover: reads its CPU now and records its block devices' uevents
+ * (`udevadm monitor --kernel`). The function returned notes where the CPU went and which uevents
+ * came by the takeover's end, and returns those ("change dm-0"). Each uevent has udev run its rules
+ * for the device again (blkid, multipath, LVM's pvscan) and multipathd look at the map, on the one
+ * CPU the takeover needs.
+ */
+async function watchTakeover(vm: Vm, from = 'the fault'): Promise<(s: Scenario) => Promise<string[]>> {
+  const unit = `nfs-ha-lab-uevents-${Date.now()}`;
+  const file = `/run/${unit}.log`;
+  // udevadm monitor writes each event as it comes (line-buffered), to a file here.
+  await vm.run(['systemd-run', '--collect', '--unit', unit, '-p', `StandardOutput=file:${file}`, 'udevadm', 'monitor', '--kernel', '--subsystem-match=block']);
+  const before = await guestCpu(vm);
+  return async (s) => {
+    s.note(cpuNote(`${vm.name}'s CPU from ${from} to its takeover's end`, before, await guestCpu(vm)));
+    await vm.run(['systemctl', 'stop', unit]);
+    // KERNEL[390.755862] add      /devices/virtual/block/dm-1 (block)
+    const uevents = [...(await vm.run(['cat', file])).matchAll(/^KERNEL\[[\d.]+\]\s+(\w+)\s+\S*\/([^/\s]+) \(block\)$/gm)].map((m) => `${m[1]} ${m[2]}`);
+    s.note(`${vm.name}'s block-device uevents in that time: ${uevents.join(', ') || 'none'}`);
+    return uevents;
+  };
 }
+
+/** watchTakeover() on the holder's peer. */
+const survivorCpu = (holder: string, from?: string) => watchTakeover(vmByName(peerOf(holder)), from);
 
 /** Where a guest's CPU went between two readings: how busy it was, how much of that was its agent and the commands it ran, and the programs that took most. */
 function cpuNote(what: string, a: GuestCpu, b: GuestCpu): string {
