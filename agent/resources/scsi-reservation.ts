@@ -16,6 +16,7 @@
  * has it, under a valid lease: a fenced node that re-registered on its own would regain write
  * access (LAB-NOTES, "register-ignore").
  */
+import { readFile } from 'node:fs/promises';
 import { ReservationKey, reservationKey } from '../../shared/reservation-key.ts';
 import { nodeDevices } from '../../shared/spec.ts';
 import { type CommandResult, expectExit, failureText } from '../executor.ts';
@@ -86,6 +87,15 @@ export function sgPersistArgv(...args: string[]): [string, ...string[]] {
   return ['sg_persist', '--no-inquiry', '--readonly', ...args];
 }
 
+/** CAP_SYS_RAWIO's bit (linux/capability.h). */
+const CAP_SYS_RAWIO = 17n;
+
+/** Whether a process status (/proc/PID/status) lists CAP_SYS_RAWIO among its effective capabilities. */
+export function hasRawIo(status: string): boolean {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  return hex !== undefined && ((BigInt(`0x${hex}`) >> CAP_SYS_RAWIO) & 1n) === 1n;
+}
+
 export class ScsiReservation implements Resource {
   readonly name = 'scsi-reservation' as const;
   readonly queriesStorage = true;
@@ -102,6 +112,7 @@ export class ScsiReservation implements Resource {
   constructor(
     private readonly ctx: ResourceContext,
     private readonly findPaths: PathFinder = sysfsPaths(),
+    private readonly ownStatus: () => Promise<string> = () => readFile('/proc/self/status', 'utf8'),
   ) {
     this.key = reservationKey(ctx.spec.id, ctx.node.id);
     this.#luns = nodeDevices(ctx.spec, ctx.node.id).map((device) => ({ device, multipath: isMultipathName(device) }));
@@ -249,6 +260,9 @@ export class ScsiReservation implements Resource {
 
   async validate(): Promise<string[]> {
     const problems: string[] = [];
+    // Without it the kernel refuses every PR OUT sent through a read-only descriptor: no fencing.
+    if (!hasRawIo(await this.ownStatus()))
+      problems.push('the agent lacks CAP_SYS_RAWIO, without which it cannot register or preempt a key: run it as root, with the capability kept');
     for (const lun of this.#luns) {
       let paths: string[];
       try {

@@ -5,9 +5,12 @@ import { describe, it } from 'node:test';
 import { CommandFailed } from '../../agent/executor.ts';
 import { sysfsPaths } from '../../agent/resources/multipath.ts';
 import { ResourceError, SafetyInDoubt } from '../../agent/resources/resource.ts';
-import { normalizeKey, parseKeys, parseReservation, ScsiReservation, supportsType5 } from '../../agent/resources/scsi-reservation.ts';
+import { hasRawIo, normalizeKey, parseKeys, parseReservation, ScsiReservation, supportsType5 } from '../../agent/resources/scsi-reservation.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
 import { resourceContext } from '../helpers/agent.ts';
+
+/** /proc/self/status of a root process (its effective capabilities: all of them). */
+const ROOT_STATUS = 'Name:\tnode\nUmask:\t0022\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n';
 import { fixture } from '../helpers/fixtures.ts';
 import { hostFromListing } from '../helpers/sysfs.ts';
 
@@ -306,9 +309,24 @@ describe('scsi-reservation resource on a dm-multipath LUN (two paths, from the l
   it('no running path at all: every action fails, naming each path and its state', async () => {
     const { root, device } = hostFromListing('sysfs-multipath--one-path-cut', (p, v) => (p.endsWith('/device/state') ? 'transport-offline' : v));
     const { ctx, spec } = await resourceContext('node-a');
-    const r = new ScsiReservation({ ...ctx, spec: { ...spec, storage: { ...spec.storage, devices: [device] } } }, sysfsPaths(root));
+    const r = new ScsiReservation({ ...ctx, spec: { ...spec, storage: { ...spec.storage, devices: [device] } } }, sysfsPaths(root), async () => ROOT_STATUS);
     await assert.rejects(r.keyPresent(), /no running path \(sda transport-offline, sdb transport-offline\)/);
     assert.deepEqual(await r.validate(), [`scsi-reservation: ${device}: no running path (sda transport-offline, sdb transport-offline)`]);
+  });
+
+  it('its preflight requires CAP_SYS_RAWIO, which every PR OUT through a read-only descriptor needs', async () => {
+    assert.equal(hasRawIo(ROOT_STATUS), true);
+    // root under CapabilityBoundingSet=~CAP_SYS_RAWIO: every bit but 17
+    assert.equal(hasRawIo('Name:\tnode\nCapEff:\t000001fffffdffff\n'), false);
+    assert.equal(hasRawIo('Name:\tnode\nCapEff:\t0000000000000000\n'), false);
+    assert.equal(hasRawIo('Name:\tnode\n'), false);
+    const { ctx, exec } = await resourceContext('node-a');
+    exec.on(/--report-capabilities/, 'sg_persist--report-capabilities');
+    const without = new ScsiReservation(ctx, undefined, async () => 'CapEff:\t000001fffffdffff\n');
+    assert.deepEqual(await without.validate(), [
+      'the agent lacks CAP_SYS_RAWIO, without which it cannot register or preempt a key: run it as root, with the capability kept',
+    ]);
+    assert.deepEqual(await new ScsiReservation(ctx, undefined, async () => ROOT_STATUS).validate(), []);
   });
 
   it('a path being cut (still "running" in sysfs, its commands timing out) is served around; only when no path answers does a check fail', async () => {
