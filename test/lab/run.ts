@@ -1369,7 +1369,7 @@ async function main(): Promise<void> {
     async (s) => {
       const { holder, epoch } = await activeNode();
       const vm = vmByName(holder);
-      const noteCpu = await survivorCpu(holder);
+      const noteTakeover = await watchSurvivor(holder);
       const faultAt = Date.now();
       await vm.powerOff();
       s.failover = await awaitFailover(epoch, faultAt);
@@ -1377,8 +1377,8 @@ async function main(): Promise<void> {
       const survivor = vmByName(s.failover.to);
       // Every sg_persist opens a path read-only: closing one opened for writing made udev and
       // multipathd process the path and the map again (udev's workers took 4.7-7.1 s of the
-      // survivor's CPU in a crash-type takeover, 1.2 s since).
-      const uevents = await noteCpu(s);
+      // survivor's CPU in a crash-type takeover, 1.5-2.2 s since).
+      const uevents = await noteTakeover(s);
       s.check(
         `${survivor.name}'s takeover made the kernel report no change of a SCSI path`,
         !uevents.some((e) => /^change sd/.test(e)),
@@ -1456,12 +1456,12 @@ async function main(): Promise<void> {
     const boots = await bootCount(vm);
     const clocksource = (await vm.run(['cat', '/sys/devices/system/clocksource/clocksource0/current_clocksource'])).trim();
     s.check(`${holder}'s clock runs on the TSC, which counts the time it is frozen`, clocksource === 'tsc', `current clocksource ${clocksource}`);
-    const noteCpu = await survivorCpu(holder);
+    const noteTakeover = await watchSurvivor(holder);
     const faultAt = Date.now();
     vm.freeze();
     s.failover = await awaitFailover(epoch, faultAt);
     tookOver(s, holder, ['lease-expired', 'holder-silent']);
-    await noteCpu(s);
+    await noteTakeover(s);
     await sleep(1000);
     const thawAt = Date.now();
     vm.thaw();
@@ -1481,7 +1481,7 @@ async function main(): Promise<void> {
       const { holder, epoch } = await activeNode();
       const boots = await bootCount(vmByName(holder));
       const [self, peer] = [vmByName(holder).o.address, vmByName(peerOf(holder)).o.address];
-      const noteCpu = await survivorCpu(holder);
+      const noteTakeover = await watchSurvivor(holder);
       const faultAt = Date.now();
       await nft('add', 'table', 'inet', 'nfsha_lab');
       await nft('add', 'chain', 'inet', 'nfsha_lab', 'input', '{ type filter hook input priority 0 ; }');
@@ -1494,7 +1494,7 @@ async function main(): Promise<void> {
       try {
         s.failover = await vmByName(holder).holdingResets(() => awaitFailover(epoch, faultAt));
         tookOver(s, holder, ['lease-expired', 'holder-silent']);
-        await noteCpu(s);
+        await noteTakeover(s);
       } finally {
         await nft('delete', 'table', 'inet', 'nfsha_lab');
         await nft('delete', 'table', 'bridge', 'nfsha_lab_peer');
@@ -1508,7 +1508,7 @@ async function main(): Promise<void> {
     const { holder, epoch } = await activeNode();
     const vm = vmByName(holder);
     const boots = await bootCount(vm);
-    const noteCpu = await survivorCpu(holder);
+    const noteTakeover = await watchSurvivor(holder);
     const faultAt = Date.now();
     const failover = await vm.holdingResets(async () => {
       await vm.run(['systemctl', 'kill', '--signal=SIGKILL', '--kill-whom=main', 'nfs-ha-agent']);
@@ -1526,7 +1526,7 @@ async function main(): Promise<void> {
     }
     s.failover = failover;
     tookOver(s, holder, ['lease-expired', 'holder-silent']);
-    await noteCpu(s);
+    await noteTakeover(s);
     await passiveAgain(s, holder, faultAt);
     const reset = (await bootCount(vm)) > boots;
     s.note(reset ? 'outcome: the watchdog reset the node before the peer took over' : 'outcome: failover without a reset');
@@ -1580,12 +1580,12 @@ async function main(): Promise<void> {
         tookEarly.length === 0,
         `${tookEarly.length} samples with the VIP on ${survivor}`,
       );
-      const noteCpu = await survivorCpu(holder, 'the control plane back');
+      const noteTakeover = await watchSurvivor(holder, 'the control plane back');
       await cp.start();
       const upAt = Date.now();
       s.failover = await awaitFailover(epoch, upAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
-      await noteCpu(s);
+      await noteTakeover(s);
       s.note(
         `control plane stopped at 0 s, ${holder} killed at ${fmt(crashAt - downAt)} s, control plane back at ${fmt(upAt - downAt)} s; ${survivor} granted ${fmt(s.failover.detectionMs)} s and serving ${fmt(s.failover.totalMs)} s after that`,
       );
@@ -1615,11 +1615,11 @@ async function main(): Promise<void> {
       ) as { prepared: string[] };
       rawRanAll(prepared.prepared, []);
       await waitAcksAfter(5, 60_000);
-      const noteCpu = await watchTakeover(survivor);
+      const noteTakeover = await watchTakeover(survivor);
       const faultAt = Date.now();
       await vmByName(holder).powerOff();
       const { start } = JSON.parse(await survivor.run(['node', '/lab/raw-sequence.mjs', '--start', plan], 180_000)) as { start: RawStep[] };
-      await noteCpu(s);
+      await noteTakeover(s);
       rawRanAll([], start);
       servedByHand = survivor.name;
       const offset = await clockOffset(survivor);
@@ -1765,7 +1765,7 @@ async function watchTakeover(vm: Vm, from = 'the fault'): Promise<(s: Scenario) 
 }
 
 /** watchTakeover() on the holder's peer. */
-const survivorCpu = (holder: string, from?: string) => watchTakeover(vmByName(peerOf(holder)), from);
+const watchSurvivor = (holder: string, from?: string) => watchTakeover(vmByName(peerOf(holder)), from);
 
 /** Where a guest's CPU went between two readings: how busy it was, how much of that was its agent and the commands it ran, and the programs that took most. */
 function cpuNote(what: string, a: GuestCpu, b: GuestCpu): string {
