@@ -8,11 +8,11 @@ import { ResourceError, SafetyInDoubt } from '../../agent/resources/resource.ts'
 import { hasRawIo, normalizeKey, parseKeys, parseReservation, ScsiReservation, supportsType5 } from '../../agent/resources/scsi-reservation.ts';
 import { reservationKey } from '../../shared/reservation-key.ts';
 import { resourceContext } from '../helpers/agent.ts';
+import { fixture } from '../helpers/fixtures.ts';
+import { hostFromListing } from '../helpers/sysfs.ts';
 
 /** /proc/self/status of a root process (its effective capabilities: all of them). */
 const ROOT_STATUS = 'Name:\tnode\nUmask:\t0022\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n';
-import { fixture } from '../helpers/fixtures.ts';
-import { hostFromListing } from '../helpers/sysfs.ts';
 
 describe('sg_persist parsers (real output)', () => {
   it('reads registered keys, with and without the INQUIRY lines', () => {
