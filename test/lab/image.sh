@@ -49,6 +49,16 @@ grep -qP '^\tsystem_id_source = "uname"' "$r/etc/lvm/lvm.conf"
 # start) and must also come before early fencing (suspectAfterMs 8 s): 6 s.
 echo softdog > "$r/etc/modules-load.d/softdog.conf"
 echo 'options softdog soft_margin=6' > "$r/etc/modprobe.d/softdog.conf"
+# Every boot runs on one emulated CPU beside the other guests, and the lab boots a node about ten
+# times. A small initramfs: the root is ext4 on a virtio disk, and the default (MODULES=most)
+# packs 139 MB that each boot unpacks and probes (32 MB with this list). No modules for hardware
+# the lab never uses (floppy, IDE, SMBus, PS/2 mouse, PC speaker) or CPU features it does not
+# need (KVM, AES, cpufreq). One guest alone reached basic.target in 24-27 s instead of 28 s.
+sed -i 's/^MODULES=most$/MODULES=list/' "$r/etc/initramfs-tools/initramfs.conf"
+grep -q '^MODULES=list$' "$r/etc/initramfs-tools/initramfs.conf"
+printf '%s\n' virtio_pci virtio_blk ext4 >> "$r/etc/initramfs-tools/modules"
+chroot "$r" update-initramfs -u -k all
+printf 'blacklist %s\n' floppy ata_piix i2c_piix4 psmouse pcspkr kvm_amd kvm_intel kvm aesni_intel ghash_clmulni_intel powernow_k8 > "$r/etc/modprobe.d/lab-unused.conf"
 mkdir -p "$r/etc/rtslib-fb-target/pr" "$r/var/target/pr" "$r/srv/nfs" "$r/lab"
 printf '/dev/vda / ext4 rw 0 1\n' > "$r/etc/fstab"
 cp "$r"/boot/vmlinuz-* "$out/vmlinuz"
