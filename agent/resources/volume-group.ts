@@ -78,14 +78,29 @@ export class VolumeGroup implements Resource {
 
   /** This node's system ID, as prepare() read it: a takeover does not wait for `lvm systemid`. */
   #prepared: string | null = null;
+  /**
+   * The VG's owner when last read (prepare(), a takeover that had to) to be another than this
+   * node: on a passive node the active peer's system ID, the owner at each of its takeovers
+   * however often the two swap. A takeover names it without reading it again; should it be
+   * wrong, LVM refuses the change, and the owner is read.
+   */
+  #otherOwner: string | null | undefined = undefined;
 
   async #localSystemId(): Promise<string | null> {
     return parseSystemId(expectExit(await this.ctx.exec.run({ argv: ['lvm', 'systemid'], timeoutMs: TIMEOUT.query })).stdout);
   }
 
-  /** Reads this node's system ID ahead (it comes from lvm.conf, which the installer sets; changing it means restarting the agent). */
+  /**
+   * Reads this node's system ID (from lvm.conf, which the installer sets; changing it means
+   * restarting the agent) and the VG's owner ahead: each LVM command reads every PV's label.
+   */
   async prepare(): Promise<void> {
     this.#prepared = await this.#localSystemId();
+    this.#noteOwner(await this.#owner(), this.#prepared);
+  }
+
+  #noteOwner(owner: string | null | undefined, local: string | null): void {
+    if (owner !== undefined && owner !== local) this.#otherOwner = owner;
   }
 
   async #owner(): Promise<string | null | undefined> {
@@ -119,17 +134,30 @@ export class VolumeGroup implements Resource {
     }
     const local = this.#prepared ?? (await this.#localSystemId());
     if (!local) throw new ResourceError(this.name, 'no LVM system ID is configured on this node');
+    if (this.#otherOwner !== undefined && (await this.#activate(local, this.#otherOwner, false))) return;
     const owner = await this.#owner();
     if (owner === undefined) throw new ResourceError(this.name, `volume group ${this.#vg} not found`);
-    if (owner !== local) {
-      const config = `local/extra_system_ids=[${owner ? `"${owner}"` : ''}]`;
-      expectExit(
-        await this.ctx.exec.run({ argv: ['vgchange', '--config', config, '--systemid', local, this.#vg], timeoutMs: TIMEOUT.change }),
-        [0],
-        `taking over VG ${this.#vg} from ${owner ?? 'no owner'}`,
-      );
-    }
-    expectExit(await this.ctx.exec.run({ argv: ['vgchange', '-ay', this.#vg], timeoutMs: TIMEOUT.change }), [0], `activating VG ${this.#vg}`);
+    this.#noteOwner(owner, local);
+    await this.#activate(local, owner, true);
+  }
+
+  /**
+   * Takes the VG over from `owner` unless it is this node's, then activates it. Not `strict`
+   * (`owner` remembered, not read): false instead of an error when LVM refuses.
+   */
+  async #activate(local: string, owner: string | null, strict: boolean): Promise<boolean> {
+    const run = async (argv: [string, ...string[]], what: string) => {
+      const r = await this.ctx.exec.run({ argv, timeoutMs: TIMEOUT.change });
+      if (strict) expectExit(r, [0], what);
+      return r.exitCode === 0;
+    };
+    const config = `local/extra_system_ids=[${owner ? `"${owner}"` : ''}]`;
+    if (
+      owner !== local &&
+      !(await run(['vgchange', '--config', config, '--systemid', local, this.#vg], `taking over VG ${this.#vg} from ${owner ?? 'no owner'}`))
+    )
+      return false;
+    return run(['vgchange', '-ay', this.#vg], `activating VG ${this.#vg}`);
   }
 
   /**

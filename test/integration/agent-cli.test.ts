@@ -31,9 +31,9 @@ describe('nfs-ha-agent bundle', () => {
     // Ahead of any takeover, when the agent starts: what holds no state, and no nfsd thread.
     assert.deepEqual(
       out.prepared.map((c) => c.argv.join(' ')).filter((l) => !l.startsWith('cat ')),
-      ['lvm systemid', 'systemctl start proc-fs-nfsd.mount rpc_pipefs.target', 'systemctl start rpcbind.service'],
+      ['lvm systemid', 'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs', 'systemctl start proc-fs-nfsd.mount rpc_pipefs.target', 'systemctl start rpcbind.service'],
     );
-    assert.ok(!out.steps.some((s) => s.commands.some((c) => c.argv[0] === 'lvm')), 'the system ID read ahead, not in the takeover');
+    assert.ok(!out.steps.some((s) => s.commands.some((c) => ['lvm', 'vgs'].includes(c.argv[0]!))), "the system ID and the VG's owner read ahead, not in the takeover");
     assert.deepEqual(
       out.steps.map((s) => s.step.split(':')[0]),
       ['fence', 'start scsi-reservation', 'start volume-group', 'start filesystem', 'start nfs-server', 'start exports', 'start floating-ip'],

@@ -67,16 +67,49 @@ describe('volume-group resource', () => {
     ]);
   });
 
-  it('reads its system ID ahead (prepare), so that a takeover runs one command fewer', async () => {
+  it("reads its system ID and the VG's owner ahead (prepare): a takeover runs only the two vgchanges", async () => {
     const { ctx, exec } = await resourceContext('node-b', { epoch: 2, confirmedEpoch: 2 });
     exec.on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' })).on(/^vgs /, renamed('vgs--json--foreign--node-b', LVM));
+    exec.on(/--systemid/, 'vgchange-systemid--takeover-by-b').on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
     const vg = new VolumeGroup(ctx);
     await vg.prepare();
-    assert.deepEqual(exec.lines(), ['lvm systemid']);
+    assert.deepEqual(exec.lines(), ['lvm systemid', 'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs']);
     await vg.start();
-    assert.deepEqual(exec.lines().slice(1), [
-      'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs',
+    assert.deepEqual(exec.lines().slice(2), ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs']);
+  });
+
+  it('remembers an owner other than itself only: its first takeover after its own term reads the owner, and the next ones name it', async () => {
+    // Its agent started while it was the active itself; the peer has taken the VG over since.
+    const { ctx, exec } = await resourceContext('node-b', { epoch: 4, confirmedEpoch: 4 });
+    exec
+      .on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' }))
+      .on(/^vgs /, renamed('vgs--json--owned-by-b', LVM), renamed('vgs--json--foreign--node-b', LVM))
+      .on(/--systemid/, 'vgchange-systemid--takeover-by-b')
+      .on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
+    const vg = new VolumeGroup(ctx);
+    await vg.prepare();
+    await vg.start();
+    const takeover = ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs'];
+    assert.deepEqual(exec.lines().slice(2), ['vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs', ...takeover]);
+    exec.calls.length = 0;
+    await vg.start();
+    assert.deepEqual(exec.lines(), takeover);
+  });
+
+  it('reads the owner when LVM refuses the one it remembers', async () => {
+    // It read its peer as the owner; its own term since left the VG its own (no takeover by the peer).
+    const { ctx, exec } = await resourceContext('node-b', { epoch: 5, confirmedEpoch: 5 });
+    exec
+      .on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' }))
+      .on(/^vgs /, renamed('vgs--json--foreign--node-b', LVM), renamed('vgs--json--owned-by-b', LVM))
+      .on(/--systemid/, { exitCode: 5, stdout: '', stderr: '' })
+      .on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
+    const vg = new VolumeGroup(ctx);
+    await vg.prepare();
+    await vg.start();
+    assert.deepEqual(exec.lines().slice(2), [
       'vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs',
+      'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs',
       'vgchange -ay vg_nfs',
     ]);
   });
