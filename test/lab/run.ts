@@ -1751,9 +1751,9 @@ function cpuByProgram(a: GuestCpu, b: GuestCpu): [string, number][] {
 /**
  * Watches a node through its takeover: reads its CPU now and records its block devices' uevents
  * (`udevadm monitor --kernel`). The function returned notes where the CPU went and which uevents
- * came by the client's recovery after the takeover, and returns those ("change dm-0"). Each uevent has udev run its rules
- * for the device again (blkid, multipath, LVM's pvscan) and multipathd look at the map, on the one
- * CPU the takeover needs.
+ * came by the client's recovery after the takeover, and returns those ("change dm-0"). Each
+ * uevent has udev run its rules for the device again (blkid, multipath, LVM's pvscan) and
+ * multipathd look at the map, on the one CPU the takeover needs.
  */
 async function watchTakeover(vm: Vm, from = 'the fault'): Promise<(s: Scenario) => Promise<string[]>> {
   const unit = `nfs-ha-lab-uevents-${Date.now()}`;
@@ -1762,9 +1762,8 @@ async function watchTakeover(vm: Vm, from = 'the fault'): Promise<(s: Scenario) 
   await vm.run(['systemd-run', '--collect', '--unit', unit, '-p', `StandardOutput=file:${file}`, 'udevadm', 'monitor', '--kernel', '--subsystem-match=block']);
   const before = await guestCpu(vm);
   return async (s) => {
-    await clientRecovery(s.failover?.vipAt ?? Date.now());
-    const end = `${fmt(CLIENT_RECOVERY_MS)} s after its VIP was up`;
-    s.note(cpuNote(`${vm.name}'s CPU from ${from} to ${end}`, before, await guestCpu(vm)));
+    await clientRecovery(s.failover?.vipAt ?? null);
+    s.note(cpuNote(`${vm.name}'s CPU from ${from} to ${CLIENT_RECOVERY_MS / 1000} s after its VIP was up`, before, await guestCpu(vm)));
     await vm.run(['systemctl', 'stop', unit]);
     // KERNEL[390.755862] add      /devices/virtual/block/dm-1 (block)
     const uevents = [...(await vm.run(['cat', file])).matchAll(/^KERNEL\[[\d.]+\]\s+(\w+)\s+\S*\/([^/\s]+) \(block\)$/gm)].map((m) => `${m[1]} ${m[2]}`);
@@ -1974,7 +1973,7 @@ async function finish(baseline: { steps: RawStep[]; totalMs: number }): Promise<
       "fault → VIP up; then, from the VIP up, the tickle ACKs to the clients the old server had (tickle.ts; when their process, started ready with the takeover, was told to send them, as they leave while it runs), the client's last transport connect before its writes resumed (its mountstats' connect count), the client's first acknowledged record and the end of the new server's NFSv4 grace period; " +
       'the client stall is the gap in its acknowledgements that spans the move, and what the client adds is that stall less fault → VIP. ' +
       `The raw figures: the quiet baseline above, and ${RAW_AFTER_CRASH} (the last row: the same start sequence by hand on the survivor the moment the active's VM is killed, the client writing), which a crash-type failover (${CRASH_TYPE_SCENARIOS.join(', ')}) is also set against. ` +
-      "An old active that its watchdog resets during the takeover (partition, agent-crash) stays powered off until the takeover ends and its client had 2 s to recover, as the killed one does in raw-after-crash: on hardware a rebooting node takes no CPU from its peer, here its boot would take one of the host's cores. " +
+      `An old active that its watchdog resets during the takeover (partition, agent-crash) stays powered off until the takeover ends and its client had ${CLIENT_RECOVERY_MS / 1000} s to recover, as the killed one does in raw-after-crash: on hardware a rebooting node takes no CPU from its peer, here its boot would take one of the host's cores. ` +
       `Goals: takeover ≤ ${TAKEOVER_GOAL} × raw (after a crash, for those); the agent's own time ≤ ${Math.round((TAKEOVER_GOAL - 1) * 100)} % of its commands' (asserted); client stall ≤ fault → VIP + 1 s (${STALL_GOAL_SCENARIOS.join(', ')}; asserted for ${ASSERTED_STALL_SCENARIOS.join(', ')}); switchover stall ≤ takeover + 1 s.`,
     '',
     "| scenario | result | failover | detection | fence | reservation | VG | mount | NFS server | exports | VIP | takeover | agent's own | ÷ raw | ÷ raw after a crash | fault → VIP | tickles sent (from VIP) | client reconnected (from VIP) | client back (from VIP) | grace over (from VIP) | client stall | stall − (fault → VIP) | goals |",
