@@ -92,11 +92,16 @@ export class VolumeGroup implements Resource {
 
   /**
    * Reads this node's system ID (from lvm.conf, which the installer sets; changing it means
-   * restarting the agent) and the VG's owner ahead: each LVM command reads every PV's label.
+   * restarting the agent) and the VG's owner ahead: each LVM command reads every PV's label. The
+   * owner is for a later takeover, so the preparations after this one (nfs-server's, which a
+   * takeover right after the agent's start waits for) do not wait for it.
    */
   async prepare(): Promise<void> {
-    this.#prepared = await this.#localSystemId();
-    this.#noteOwner(await this.#owner(), this.#prepared);
+    const local = (this.#prepared = await this.#localSystemId());
+    this.#owner().then(
+      (owner) => this.#noteOwner(owner, local),
+      (err: Error) => this.ctx.log.debug({ resource: this.name, err: err.message }, 'VG owner not read ahead; a takeover reads it'),
+    );
   }
 
   #noteOwner(owner: string | null | undefined, local: string | null): void {

@@ -13,6 +13,9 @@ import { tempDir } from '../helpers/control-plane.ts';
 import { fixture } from '../helpers/fixtures.ts';
 import { addDeviceMapperFromByIdListing, hostFromListing } from '../helpers/sysfs.ts';
 
+/** Lets the owner read that VolumeGroup.prepare() leaves running come back. */
+const settled = () => new Promise((ok) => setImmediate(ok));
+
 /** Real output with the lab's names replaced by the example spec's. */
 function renamed(name: string, pairs: Record<string, string>) {
   const f = fixture(name);
@@ -73,9 +76,26 @@ describe('volume-group resource', () => {
     exec.on(/--systemid/, 'vgchange-systemid--takeover-by-b').on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
     const vg = new VolumeGroup(ctx);
     await vg.prepare();
+    await settled();
     assert.deepEqual(exec.lines(), ['lvm systemid', 'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs']);
     await vg.start();
     assert.deepEqual(exec.lines().slice(2), ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs']);
+  });
+
+  it("prepare does not wait for the owner: the preparations after it serve a takeover right after the agent's start", { timeout: 5000 }, async () => {
+    const { ctx, exec } = await resourceContext('node-b');
+    exec.on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' })).on(/^vgs /, renamed('vgs--json--foreign--node-b', LVM));
+    const answer = exec.run.bind(exec);
+    let unblock!: () => void;
+    const blocked = new Promise<void>((ok) => (unblock = ok));
+    exec.run = async (command) => {
+      const result = answer(command);
+      if (command.argv[0] === 'vgs') await blocked;
+      return result;
+    };
+    await new VolumeGroup(ctx).prepare();
+    assert.deepEqual(exec.lines(), ['lvm systemid', 'vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs'], 'returned with vgs still running');
+    unblock();
   });
 
   it('remembers an owner other than itself only: its first takeover after its own term reads the owner, and the next ones name it', async () => {
@@ -88,6 +108,7 @@ describe('volume-group resource', () => {
       .on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
     const vg = new VolumeGroup(ctx);
     await vg.prepare();
+    await settled();
     await vg.start();
     const takeover = ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs'];
     assert.deepEqual(exec.lines().slice(2), ['vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs', ...takeover]);
@@ -106,6 +127,7 @@ describe('volume-group resource', () => {
       .on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
     const vg = new VolumeGroup(ctx);
     await vg.prepare();
+    await settled();
     await vg.start();
     assert.deepEqual(exec.lines().slice(2), [
       'vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs',
