@@ -1492,11 +1492,7 @@ async function main(): Promise<void> {
       await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', self, 'ip', 'daddr', peer, 'drop');
       await nft('add', 'rule', 'bridge', 'nfsha_lab_peer', 'forward', 'ip', 'saddr', peer, 'ip', 'daddr', self, 'drop');
       try {
-        s.failover = await vmByName(holder).holdingResets(async () => {
-          const f = await awaitFailover(epoch, faultAt);
-          await clientRecovery(f.vipAt);
-          return f;
-        });
+        s.failover = await vmByName(holder).holdingResets(() => awaitRecoveredFailover(epoch, faultAt));
         tookOver(s, holder, ['lease-expired', 'holder-silent']);
         await noteTakeover(s);
       } finally {
@@ -1522,9 +1518,7 @@ async function main(): Promise<void> {
       await sleep(20_000);
       const now = await activeNode();
       if (now.epoch === epoch && now.holder === holder) return null;
-      const f = await awaitFailover(epoch, faultAt);
-      await clientRecovery(f.vipAt);
-      return f;
+      return awaitRecoveredFailover(epoch, faultAt);
     });
     if (!failover) {
       s.check('the restarted agent adopted its resources under the same epoch (no failover)', true, `${holder} still active under epoch ${epoch}`);
@@ -1780,6 +1774,13 @@ async function watchTakeover(vm: Vm, from = 'the fault'): Promise<(s: Scenario) 
  */
 const CLIENT_RECOVERY_MS = 2000;
 const clientRecovery = (vipAt: number | null) => sleep(Math.max(0, (vipAt ?? Date.now()) + CLIENT_RECOVERY_MS - Date.now()));
+
+/** awaitFailover(), then clientRecovery(): for a reset of the old active held off meanwhile (holdingResets). */
+async function awaitRecoveredFailover(afterEpoch: number, faultAt: number): Promise<Failover> {
+  const f = await awaitFailover(afterEpoch, faultAt);
+  await clientRecovery(f.vipAt);
+  return f;
+}
 
 /** watchTakeover() on the holder's peer. */
 const watchSurvivor = (holder: string, from?: string) => watchTakeover(vmByName(peerOf(holder)), from);
