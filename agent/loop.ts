@@ -188,16 +188,36 @@ export class NodeAgent {
    */
   async recover(): Promise<string[]> {
     const running: string[] = [];
+    let serverStopped = false;
     for (const r of this.d.resources.ordered) {
       if (r === this.d.resources.reservation) continue;
       const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
-      if (m.state !== 'stopped') running.push(r.name);
+      if (r.name === 'nfs-server') serverStopped = m.state === 'stopped';
+      if (m.state === 'stopped' || (r.name === 'exports' && serverStopped && (await this.#clearStaleExports(r)))) continue;
+      running.push(r.name);
     }
     this.#leftovers = running.length > 0;
     // A node that runs anything gives no promise, and one given before its resources started had run out.
     if (this.#leftovers) this.#promise = null;
     if (this.#leftovers) this.d.log.warn({ resources: running }, `found running without this process: ${running.join(', ')}`);
     return running;
+  }
+
+  /**
+   * The export table outlives a crash (exportfs keeps it in /var/lib/nfs/etab), yet with no NFS
+   * server running nothing is exported: what it lists is cleared here rather than taken for a
+   * running service, whose demotion would stop every unit at boot and keep the node from
+   * vouching for its peer meanwhile.
+   */
+  async #clearStaleExports(exports: Resource): Promise<boolean> {
+    try {
+      await exports.stop();
+      this.d.log.info('the export table listed exports from before this node stopped serving, and no NFS server runs: cleared');
+      return true;
+    } catch (err) {
+      this.d.log.warn({ err: (err as Error).message }, `stale exports not cleared: ${(err as Error).message}`);
+      return false;
+    }
   }
 
   get role(): NodeRole {

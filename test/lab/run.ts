@@ -1410,6 +1410,15 @@ async function main(): Promise<void> {
           restarts === '0',
           `${restarts} restarts; ${waited.map(logMessage).join(' | ') || 'the disk was there when it started'}`,
         );
+        // The crash left its exports in exportfs's table on its disk; with no NFS server running
+        // they are stale, cleared at start-up rather than demoted for.
+        const found = await vm.exec(['journalctl', '-b', '-u', 'nfs-ha-agent', '-o', 'cat', '--no-pager', '--grep', 'found running|export table']);
+        const lines = found.stdout.trim().split('\n').filter(Boolean).map(logMessage);
+        s.check(
+          `${holder}'s agent found nothing running after the reboot (no demotion)`,
+          !lines.some((l) => l.startsWith('found running')),
+          lines.join(' | ') || 'nothing found, nothing cleared',
+        );
         const paths = await until(
           `${holder}'s map with its one reachable path`,
           120_000,

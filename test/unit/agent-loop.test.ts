@@ -560,6 +560,30 @@ describe('agent loop', () => {
     assert.ok(!journal.some((l) => l.startsWith('stop') || l.startsWith('fence')), 'nothing stopped, no new fencing');
   });
 
+  it('after a crash: exports listed with no NFS server running are stale (the table outlives a reboot): cleared, not demoted for', async () => {
+    const { agent, cp, step, others } = await agentFor();
+    others.find((r) => r.name === 'exports')!.state = { state: 'running' };
+    assert.deepEqual(await agent.recover(), []);
+    assert.deepEqual(journal.filter((l) => l.startsWith('stop')), ['stop exports']);
+    cp.answers = [answer({ action: 'stay-passive', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
+    assert.equal((await step())?.action, 'none', 'nothing left to demote');
+    assert.equal(agent.role, 'passive');
+  });
+
+  it('exports found with their NFS server running, or that cannot be cleared, count as running', async () => {
+    const served = await agentFor();
+    for (const name of ['nfs-server', 'exports']) served.others.find((r) => r.name === name)!.state = { state: 'running' };
+    assert.deepEqual(await served.agent.recover(), ['nfs-server', 'exports']);
+    const stuck = await agentFor();
+    const exports = stuck.others.find((r) => r.name === 'exports')!;
+    exports.state = { state: 'running' };
+    exports.stop = async () => {
+      throw new Error('exportfs -u exited 1');
+    };
+    assert.deepEqual(await stuck.agent.recover(), ['exports']);
+    assert.ok(!journal.some((l) => l.startsWith('stop')), 'the first agent stopped nothing it found served');
+  });
+
   it('a passive node polls every 5 s while its peer is a healthy active, every tick once it is not', async () => {
     const cp = new FakeControlPlane();
     let peer: PeerView | null = { role: 'active', leaseRemainingMs: 2600 };
