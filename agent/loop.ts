@@ -188,13 +188,12 @@ export class NodeAgent {
    */
   async recover(): Promise<string[]> {
     const running: string[] = [];
-    let serverStopped = false;
+    const stopped = new Set<string>();
     for (const r of this.d.resources.ordered) {
       if (r === this.d.resources.reservation) continue;
       const m = await r.monitor().catch((err: Error) => ({ state: 'failed' as const, reason: err.message }));
-      if (r.name === 'nfs-server') serverStopped = m.state === 'stopped';
-      if (m.state === 'stopped' || (r.name === 'exports' && serverStopped && (await this.#clearStaleExports(r)))) continue;
-      running.push(r.name);
+      if (m.state === 'stopped' || (r.inEffectOnlyWith && stopped.has(r.inEffectOnlyWith) && (await this.#clearStale(r)))) stopped.add(r.name);
+      else running.push(r.name);
     }
     this.#leftovers = running.length > 0;
     // A node that runs anything gives no promise, and one given before its resources started had run out.
@@ -204,18 +203,17 @@ export class NodeAgent {
   }
 
   /**
-   * The export table outlives a crash (exportfs keeps it in /var/lib/nfs/etab), yet with no NFS
-   * server running nothing is exported: what it lists is cleared here rather than taken for a
-   * running service, whose demotion would stop every unit at boot and keep the node from
-   * vouching for its peer meanwhile.
+   * A resource found "running" while the one it takes effect through is stopped (exports with
+   * no NFS server) is a record left from before: cleared, rather than demoted for, which would
+   * stop every unit at boot and keep the node from vouching for its peer meanwhile.
    */
-  async #clearStaleExports(exports: Resource): Promise<boolean> {
+  async #clearStale(r: Resource): Promise<boolean> {
     try {
-      await exports.stop();
-      this.d.log.info('the export table listed exports from before this node stopped serving, and no NFS server runs: cleared');
+      await r.stop();
+      this.d.log.info({ resource: r.name }, `${r.name} listed from before this node stopped serving, with ${r.inEffectOnlyWith} stopped: cleared`);
       return true;
     } catch (err) {
-      this.d.log.warn({ err: (err as Error).message }, `stale exports not cleared: ${(err as Error).message}`);
+      this.d.log.warn({ resource: r.name, err: (err as Error).message }, `stale ${r.name} not cleared: ${(err as Error).message}`);
       return false;
     }
   }

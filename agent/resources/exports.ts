@@ -39,6 +39,8 @@ interface Wanted {
 
 export class Exports implements Resource {
   readonly name = 'exports' as const;
+  /** exportfs keeps its table in /var/lib/nfs/etab: after a crash it lists what no server exports. */
+  readonly inEffectOnlyWith = 'nfs-server' as const;
   readonly #wanted: Wanted[];
 
   constructor(private readonly ctx: ResourceContext) {

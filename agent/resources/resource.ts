@@ -39,6 +39,12 @@ export interface Resource {
    * pass catches) or by hand. The agent runs these monitors at their own, slower cadence.
    */
   readonly queriesStorage?: boolean;
+  /**
+   * The resource through which this one takes effect: with that one stopped, what its monitor
+   * finds is a record left from before (the export table outlives a crash on the local disk),
+   * cleared at start-up rather than taken for a running service.
+   */
+  readonly inEffectOnlyWith?: ResourceName;
 }
 
 /**

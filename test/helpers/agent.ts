@@ -39,6 +39,8 @@ export class FakeResource implements Resource {
   /** How many times its monitor ran. */
   monitored = 0;
   queriesStorage = false;
+  /** As the real resource of its name declares it (exports take effect through nfs-server). */
+  inEffectOnlyWith: ResourceName | undefined;
   /** Absent unless a test gives it one. */
   startAhead?: () => void;
   constructor(
@@ -80,7 +82,10 @@ export class FakeReservation extends FakeResource implements Reservation {
 export function fakeResources(journal: string[]) {
   const reservation = new FakeReservation('scsi-reservation', journal);
   const others = (['volume-group', 'filesystem', 'nfs-server', 'exports', 'floating-ip'] as const).map((n) =>
-    Object.assign(new FakeResource(n, journal), { queriesStorage: n === 'volume-group' }),
+    Object.assign(new FakeResource(n, journal), {
+      queriesStorage: n === 'volume-group',
+      inEffectOnlyWith: n === 'exports' ? ('nfs-server' as const) : undefined,
+    }),
   );
   const resources: NodeResources = { reservation, ordered: [reservation, ...others] };
   return { resources, reservation, others };

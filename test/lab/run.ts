@@ -1412,7 +1412,7 @@ async function main(): Promise<void> {
         );
         // The crash left its exports in exportfs's table on its disk; with no NFS server running
         // they are stale, cleared at start-up rather than demoted for.
-        const found = await vm.exec(['journalctl', '-b', '-u', 'nfs-ha-agent', '-o', 'cat', '--no-pager', '--grep', 'found running|export table']);
+        const found = await vm.exec(['journalctl', '-b', '-u', 'nfs-ha-agent', '-o', 'cat', '--no-pager', '--grep', 'found running|stopped: cleared']);
         const lines = found.stdout.trim().split('\n').filter(Boolean).map(logMessage);
         s.check(
           `${holder}'s agent found nothing running after the reboot (no demotion)`,
@@ -1526,8 +1526,7 @@ async function main(): Promise<void> {
       // longer petted, resets the node before its lease can lapse, and the peer takes over.
       await sleep(20_000);
       const now = await activeNode();
-      if (now.epoch === epoch && now.holder === holder) return null;
-      return awaitRecoveredFailover(epoch, faultAt);
+      return now.epoch === epoch && now.holder === holder ? null : awaitRecoveredFailover(epoch, faultAt);
     });
     if (!failover) {
       s.check('the restarted agent adopted its resources under the same epoch (no failover)', true, `${holder} still active under epoch ${epoch}`);
