@@ -98,11 +98,17 @@ export function dryRunNode(spec: ClusterSpec, nodeId: string, situation: 'start'
         return args[0] === 'is-active' ? { exitCode: holding ? 0 : 3, stdout: holding ? 'active\n' : 'inactive\n' } : {};
       case 'exportfs':
         if (args[0] === '-o') exported = true;
-        if (args[0] === '-u') exported = false;
+        if (args[0] === '-u') {
+          if (!exported) return { exitCode: 1, stderr: `exportfs: Could not find '${args[1]}' to unexport.\n` };
+          exported = false;
+        }
         return args[0] === '-v' ? { stdout: exported ? table() : '' } : {};
       case 'ip':
         if (args[0] === 'addr' && args[1] === 'add') vip = true;
-        if (args[0] === 'addr' && args[1] === 'del') vip = false;
+        if (args[0] === 'addr' && args[1] === 'del') {
+          if (!vip) return { exitCode: 2, stderr: 'RTNETLINK answers: Cannot assign requested address\n' };
+          vip = false;
+        }
         return args[0] === '-j'
           ? {
               stdout: JSON.stringify([

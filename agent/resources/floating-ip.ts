@@ -36,6 +36,9 @@ export const GARP_COUNT = 3;
 const GARP_INTERVAL_S = '0.05';
 const DAD_WAIT_S = '0.3';
 const PROBE_RETRY_MS = 250;
+/** `ip addr del` of an address the interface does not have: exit 2, the kernel's EADDRNOTAVAIL. */
+const IP_FAILED = 2;
+const NOT_PRESENT = /Cannot assign requested address/;
 
 export class FloatingIp implements Resource {
   readonly name = 'floating-ip' as const;
@@ -119,14 +122,15 @@ export class FloatingIp implements Resource {
     );
   }
 
+  /**
+   * One command, no read before it: a switchover's clients wait from this step on. The kernel
+   * says whether the address was there (EADDRNOTAVAIL: nothing to remove).
+   */
   async stop(): Promise<void> {
     this.#probe = null;
-    if (!(await this.#present())) return;
-    expectExit(
-      await this.ctx.exec.run({ argv: ['ip', 'addr', 'del', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change }),
-      [0],
-      `removing ${this.#cidr} from ${this.#iface}`,
-    );
+    const r = await this.ctx.exec.run({ argv: ['ip', 'addr', 'del', this.#cidr, 'dev', this.#iface], timeoutMs: TIMEOUT.change });
+    if (r.exitCode === IP_FAILED && NOT_PRESENT.test(r.stderr)) return;
+    expectExit(r, [0], `removing ${this.#cidr} from ${this.#iface}`);
   }
 
   async monitor(): Promise<MonitorResult> {

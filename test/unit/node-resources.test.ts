@@ -534,6 +534,19 @@ describe('exports resource', () => {
     await assert.rejects(new Exports(ctx).start(), /could not export 10\.88\.0\.0\/24:\/srv\/nfs\/export1.*Failed to stat/);
     assert.ok(exec.lines().includes('exportfs -u 10.88.0.0/24:/srv/nfs/export1'));
   });
+
+  it("stop unexports each entry with one command, no table read (a switchover's clients wait for it); one exportfs did not find is done", async () => {
+    const { ctx, exec } = await resourceContext();
+    // export1 is exported; export2 is not (exportfs's real answer, for this spec's entry).
+    const notFound = fixture('exportfs-u--not-exported');
+    exec.on(/^exportfs -u .*export2/, { ...notFound, stderr: notFound.stderr.replace('10.99.0.0/24:/srv/ha/export1', '10.88.0.0/24:/srv/nfs/export2') });
+    await new Exports(ctx).stop();
+    assert.deepEqual(exec.lines(), ['exportfs -u 10.88.0.0/24:/srv/nfs/export1', 'exportfs -u 10.88.0.0/24:/srv/nfs/export2']);
+    // Not finding another entry than the one it was given, or any other failure, is a failure.
+    const { ctx: ctx2, exec: exec2 } = await resourceContext();
+    exec2.on(/^exportfs -u .*export1/, notFound);
+    await assert.rejects(new Exports(ctx2).stop(), /unexporting 10\.88\.0\.0\/24:\/srv\/nfs\/export1.*Could not find '10\.99\.0\.0\/24/s);
+  });
 });
 
 describe('floating-ip resource', () => {
@@ -595,12 +608,18 @@ describe('floating-ip resource', () => {
     assert.ok(!exec.lines().some((l) => l.startsWith('ip addr add')));
   });
 
-  it('stop removes the VIP only when present; monitor follows ip addr', async () => {
+  it("stop removes the VIP with one command (a switchover's clients wait for it), done too when the VIP was not there; monitor follows ip addr", async () => {
     const { ctx, exec } = await resourceContext();
-    exec.on(/^ip -j addr/, renamed('ip-j-addr--with-vip', { '"va"': '"eth0"' }), 'ip-j-addr--no-vip');
+    exec.on(/^ip addr del/, 'ip-addr-del--vip', 'ip-addr-del--not-present-fails').on(/^ip -j addr/, 'ip-j-addr--no-vip');
     const vip = new FloatingIp(ctx);
     await vip.stop();
-    assert.deepEqual(exec.lines(), ['ip -j addr show dev eth0', 'ip addr del 10.88.0.100/24 dev eth0']);
+    assert.deepEqual(exec.lines(), ['ip addr del 10.88.0.100/24 dev eth0']);
+    await vip.stop();
+    assert.deepEqual(exec.lines(), ['ip addr del 10.88.0.100/24 dev eth0', 'ip addr del 10.88.0.100/24 dev eth0'], 'no read, nothing more');
     assert.deepEqual(await vip.monitor(), { state: 'stopped' });
+    // Any other failure is one: the interface gone, say.
+    const { ctx: ctx2, exec: exec2 } = await resourceContext();
+    exec2.on(/^ip addr del/, { exitCode: 1, stdout: '', stderr: 'Cannot find device "eth0"\n' });
+    await assert.rejects(new FloatingIp(ctx2).stop(), /removing 10\.88\.0\.100\/24 from eth0.*Cannot find device/s);
   });
 });
