@@ -48,7 +48,7 @@ import type { EpochMemory } from './epoch-memory.ts';
 import type { CommandLedger, CommandTime } from './executor.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PeerStatus } from './peer.ts';
-import type { NodeResources } from './resources/index.ts';
+import { type NodeResources, prepareResources } from './resources/index.ts';
 import { type FencingState, type Resource, SafetyInDoubt } from './resources/resource.ts';
 import type { SelfFence } from './self-fence.ts';
 import type { ClientConnection, ClientTickler } from './tickle.ts';
@@ -119,6 +119,8 @@ class Interrupted extends Error {}
 
 /** Tries per promise request: a lost packet on the peer channel must not cost the active its deadline. */
 const PROMISE_ATTEMPTS = 3;
+/** How long into the peer's term a passive readies itself again for a takeover: past its clients' recovery. */
+export const PREPARE_AFTER_PEER_MS = 5_000;
 
 export class NodeAgent {
   #role: NodeRole = 'passive';
@@ -148,6 +150,10 @@ export class NodeAgent {
   #wake: (() => void) | null = null;
   /** Asked to tick at once while a tick ran: the next one starts without waiting. */
   #woken = false;
+  /** The peer as a passive last saw it: active or not (null: not seen yet; the agent's start prepared for it). */
+  #peerActive: boolean | null = null;
+  /** When the passive readies itself again, some way into the peer's new term (null: nothing due). */
+  #prepareAt: number | null = null;
   #deciding = false;
   #reports = 0;
   #latestSpec = 0;
@@ -532,6 +538,7 @@ export class NodeAgent {
     if (this.#role === 'passive') {
       await this.d.peer?.check();
       this.releasePromise(this.#peerId, this.d.peer?.status()?.released);
+      this.#prepareAfterPeerTakeover();
       // While it vouches, the arbiter hears of it at every interval: status shows the failsafe at once.
       const interval = vouching(this.#promise, this.d.now())?.epoch
         ? this.d.spec.timing.renewIntervalMs
@@ -554,6 +561,26 @@ export class NodeAgent {
       return null;
     }
     return this.decide();
+  }
+
+  /**
+   * The preparations the agent's start made (resource.prepare) read what the peer's takeover has
+   * changed since: the VG's owner. Once the peer has served a while under its new term, the
+   * passive makes them again, so that its own next takeover does not read the owner on its way.
+   * Not at once: the peer's clients are recovering then. Best effort, beside the loop.
+   */
+  #prepareAfterPeerTakeover(): void {
+    const active = this.d.peer?.status()?.role === 'active';
+    const now = this.d.now();
+    if (!active) this.#prepareAt = null;
+    else if (this.#peerActive === false) this.#prepareAt = now + PREPARE_AFTER_PEER_MS;
+    this.#peerActive = active;
+    if (this.#prepareAt === null || now < this.#prepareAt) return;
+    this.#prepareAt = null;
+    this.d.log.info({ peer: this.#peerId }, `${this.#peerId} serves a new term: preparing again for a takeover`);
+    prepareResources(this.d.resources).catch((err: Error) =>
+      this.d.log.warn({ err: err.message }, `resources not prepared again after the peer's takeover: ${err.message}`),
+    );
   }
 
   /** Makes one decision from the current snapshot and starts it; returns it. */
@@ -663,6 +690,8 @@ export class NodeAgent {
     assertTransition(this.#role, role);
     if (role !== this.#role) this.d.log.info({ from: this.#role, to: role, epoch: this.d.fencing.epoch }, `role ${this.#role} → ${role}`);
     this.#role = role;
+    // Serving, this node holds the lease: the peer's next term, if any, is a new one.
+    if (role !== 'passive') this.#peerActive = false;
   }
 
   async #perform(decision: CycleAction): Promise<void> {

@@ -24,7 +24,9 @@ export interface Resource {
   /**
    * Readies, ahead of any takeover, what its start would otherwise do on the critical path and
    * needs no shared state (a unit's drop-in and systemd's reload of it). Starts nothing. The agent
-   * runs it once when it starts, whatever its role; start() does it again where it must.
+   * runs it when it starts, whatever its role, and on a passive node again some way into each new
+   * term of its peer (what the peer's takeover changed: the VG's owner); start() does it again
+   * where it must.
    */
   prepare?(): Promise<void>;
   /**

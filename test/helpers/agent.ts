@@ -43,6 +43,8 @@ export class FakeResource implements Resource {
   inEffectOnlyWith: ResourceName | undefined;
   /** Absent unless a test gives it one. */
   startAhead?: () => void;
+  /** Absent unless a test gives it one. */
+  prepare?: () => Promise<void>;
   constructor(
     readonly name: ResourceName,
     protected readonly journal: string[],

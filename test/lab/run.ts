@@ -1110,6 +1110,14 @@ async function main(): Promise<void> {
     await sleep(8000);
     const bootsAfter = await bootCount(vmByName(holder));
     s.check(`${holder} was not reset after its clean demotion (its watchdog disarmed)`, bootsAfter === boots, `${bootsAfter - boots} resets`);
+    // Some way into the peer's new term, the new passive readies itself again for a takeover
+    // (the VG's owner, which the peer's takeover changed, is read then, not on its next takeover's path).
+    const preparedAgain = async () => {
+      const r = await vmByName(holder).exec(['journalctl', '-u', 'nfs-ha-agent', '--since', `@${Math.floor(faultAt / 1000)}`, '-o', 'cat', '--no-pager'], 10_000);
+      return r.stdout.split('\n').map(logMessage).find((m) => m.includes('preparing again'));
+    };
+    const prepared = await until(`${holder} to prepare again`, 15_000, preparedAgain, 1000).catch((err: Error) => err.message);
+    s.check(`${holder} prepared again for a takeover, ${to} serving its new term`, /preparing again/.test(prepared), prepared);
   });
 
   await runScenario('restore', "the control plane's store restored to a backup taken before a switchover, the agents running", device, async (s) => {

@@ -16,6 +16,7 @@ import { sample } from '../helpers/prometheus.ts';
 import { RememberedEpochs } from '../helpers/epochs.ts';
 import type { EpochMemory } from '../../agent/epoch-memory.ts';
 import type { ClientTickler } from '../../agent/tickle.ts';
+import { PREPARE_AFTER_PEER_MS } from '../../agent/loop.ts';
 
 const PEER_KEY = '0x17b0d5daf00be581';
 
@@ -608,6 +609,52 @@ describe('agent loop', () => {
     }
     assert.equal(cp.sent.length, 6, 'the peer went silent: a poll every tick');
     assert.deepEqual(cp.sent.at(-1), { role: 'passive', epoch: 0, peer: { reachable: false }, known: { seen: 1, acted: 0 } });
+  });
+
+  it("a passive readies itself again some way into each new term of its peer (what the peer's takeover changed), not at the agent's start", async () => {
+    const cp = new FakeControlPlane();
+    let peer: PeerView | null = { role: 'active', leaseRemainingMs: 2600 };
+    const { step, others, agent } = await testAgent({
+      nodeId: 'node-b',
+      controlPlane: cp,
+      journal,
+      now: () => now,
+      peerReachable: () => peer !== null,
+      peerStatus: () => peer,
+    });
+    const vg = others.find((r) => r.name === 'volume-group')!;
+    vg.prepare = async () => void journal.push('prepare volume-group');
+    const prepared = () => journal.filter((l) => l === 'prepare volume-group').length;
+    const run = async (ms: number) => {
+      for (const end = now + ms; now < end; now += 500) await step();
+    };
+    cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
+    await run(10_000);
+    assert.equal(prepared(), 0, 'the peer active since the agent started: its start prepared for that');
+    // The peer stops serving, then serves again (its new term): prepared once, PREPARE_AFTER_PEER_MS in.
+    peer = { role: 'passive', leaseRemainingMs: null };
+    await run(1000);
+    peer = { role: 'activating', leaseRemainingMs: 3000 };
+    await run(2000);
+    peer = { role: 'active', leaseRemainingMs: 3000 };
+    await run(PREPARE_AFTER_PEER_MS - 500);
+    assert.equal(prepared(), 0, 'not while its clients recover');
+    await run(1000);
+    assert.equal(prepared(), 1);
+    await run(20_000);
+    assert.equal(prepared(), 1, 'once per term');
+    // Its own term in between counts as the peer not serving, though the peer's last word was
+    // "active" (it went silent, its lease running out): the peer's next term prepares again.
+    peer = { role: 'active', leaseRemainingMs: 0 };
+    await takeOver(cp, step);
+    peer = { role: 'active', leaseRemainingMs: 3000 };
+    assert.equal(agent.role, 'active');
+    cp.answers = [answer({ action: 'release', epoch: 2, reason: 'switchover to node-a requested' }, true)];
+    await step();
+    assert.equal(agent.role, 'passive');
+    cp.answers = [answer({ action: 'stay-passive', epoch: 3, holder: 'node-a', reason: 'node-a holds epoch 3' }, false, 'node-a')];
+    await run(PREPARE_AFTER_PEER_MS + 1000);
+    assert.equal(prepared(), 2);
   });
 
   it('a releasing holder tells its peer it handed the lease over; a release that failed tells nothing', async () => {

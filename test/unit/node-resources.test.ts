@@ -117,6 +117,23 @@ describe('volume-group resource', () => {
     assert.deepEqual(exec.lines(), takeover);
   });
 
+  it("prepared again after the peer's takeover (the agent loop does, some way into the peer's term): its next takeover runs only the two vgchanges", async () => {
+    const { ctx, exec } = await resourceContext('node-b', { epoch: 4, confirmedEpoch: 4 });
+    exec
+      .on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' }))
+      .on(/^vgs /, renamed('vgs--json--owned-by-b', LVM), renamed('vgs--json--foreign--node-b', LVM))
+      .on(/--systemid/, 'vgchange-systemid--takeover-by-b')
+      .on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
+    const vg = new VolumeGroup(ctx);
+    await vg.prepare(); // its agent started while it owned the VG
+    await settled();
+    await vg.prepare(); // the peer has taken the VG over since
+    await settled();
+    exec.calls.length = 0;
+    await vg.start();
+    assert.deepEqual(exec.lines(), ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs']);
+  });
+
   it('reads the owner when LVM refuses the one it remembers', async () => {
     // It read its peer as the owner; its own term since left the VG its own (no takeover by the peer).
     const { ctx, exec } = await resourceContext('node-b', { epoch: 5, confirmedEpoch: 5 });
