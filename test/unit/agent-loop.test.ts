@@ -585,24 +585,30 @@ describe('agent loop', () => {
     assert.ok(!journal.some((l) => l.startsWith('stop')), 'the first agent stopped nothing it found served');
   });
 
-  it('a passive node polls every 5 s while its peer is a healthy active, every tick once it is not', async () => {
+  /** node-b beside a peer whose view (null: unreachable) the test sets; a healthy active at first. */
+  async function besidePeer() {
     const cp = new FakeControlPlane();
-    let peer: PeerView | null = { role: 'active', leaseRemainingMs: 2600 };
-    const { step } = await testAgent({
+    const peer: { view: PeerView | null } = { view: { role: 'active', leaseRemainingMs: 2600 } };
+    const agent = await testAgent({
       nodeId: 'node-b',
       controlPlane: cp,
       journal,
       now: () => now,
-      peerReachable: () => peer !== null,
-      peerStatus: () => peer,
+      peerReachable: () => peer.view !== null,
+      peerStatus: () => peer.view,
     });
+    return { cp, peer, ...agent };
+  }
+
+  it('a passive node polls every 5 s while its peer is a healthy active, every tick once it is not', async () => {
+    const { cp, peer, step } = await besidePeer();
     cp.answers = [answer({ action: 'stay-passive', epoch: 1, holder: 'node-a', reason: 'node-a holds epoch 1' }, false, 'node-a')];
     for (let i = 0; i < 20; i++) {
       await step();
       now += 500;
     }
     assert.equal(cp.sent.length, 2, '10 s of ticks, one poll per 5 s');
-    peer = null;
+    peer.view = null;
     for (let i = 0; i < 4; i++) {
       await step();
       now += 500;
@@ -612,16 +618,7 @@ describe('agent loop', () => {
   });
 
   it("a passive readies itself again some way into each new term of its peer (what the peer's takeover changed), not at the agent's start", async () => {
-    const cp = new FakeControlPlane();
-    let peer: PeerView | null = { role: 'active', leaseRemainingMs: 2600 };
-    const { step, others, agent } = await testAgent({
-      nodeId: 'node-b',
-      controlPlane: cp,
-      journal,
-      now: () => now,
-      peerReachable: () => peer !== null,
-      peerStatus: () => peer,
-    });
+    const { cp, peer, step, others, agent } = await besidePeer();
     const vg = others.find((r) => r.name === 'volume-group')!;
     vg.prepare = async () => void journal.push('prepare volume-group');
     const prepared = () => journal.filter((l) => l === 'prepare volume-group').length;
@@ -632,11 +629,11 @@ describe('agent loop', () => {
     await run(10_000);
     assert.equal(prepared(), 0, 'the peer active since the agent started: its start prepared for that');
     // The peer stops serving, then serves again (its new term): prepared once, PREPARE_AFTER_PEER_MS in.
-    peer = { role: 'passive', leaseRemainingMs: null };
+    peer.view = { role: 'passive', leaseRemainingMs: null };
     await run(1000);
-    peer = { role: 'activating', leaseRemainingMs: 3000 };
+    peer.view = { role: 'activating', leaseRemainingMs: 3000 };
     await run(2000);
-    peer = { role: 'active', leaseRemainingMs: 3000 };
+    peer.view = { role: 'active', leaseRemainingMs: 3000 };
     await run(PREPARE_AFTER_PEER_MS - 500);
     assert.equal(prepared(), 0, 'not while its clients recover');
     await run(1000);
@@ -645,9 +642,9 @@ describe('agent loop', () => {
     assert.equal(prepared(), 1, 'once per term');
     // Its own term in between counts as the peer not serving, though the peer's last word was
     // "active" (it went silent, its lease running out): the peer's next term prepares again.
-    peer = { role: 'active', leaseRemainingMs: 0 };
+    peer.view = { role: 'active', leaseRemainingMs: 0 };
     await takeOver(cp, step);
-    peer = { role: 'active', leaseRemainingMs: 3000 };
+    peer.view = { role: 'active', leaseRemainingMs: 3000 };
     assert.equal(agent.role, 'active');
     cp.answers = [answer({ action: 'release', epoch: 2, reason: 'switchover to node-a requested' }, true)];
     await step();

@@ -98,8 +98,8 @@ describe('volume-group resource', () => {
     unblock();
   });
 
-  it('remembers an owner other than itself only: its first takeover after its own term reads the owner, and the next ones name it', async () => {
-    // Its agent started while it was the active itself; the peer has taken the VG over since.
+  /** node-b prepared while it owned the VG (its agent started then); the peer (nodea) has taken the VG over since. */
+  async function preparedAsOwnerThenTakenOver() {
     const { ctx, exec } = await resourceContext('node-b', { epoch: 4, confirmedEpoch: 4 });
     exec
       .on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' }))
@@ -109,29 +109,27 @@ describe('volume-group resource', () => {
     const vg = new VolumeGroup(ctx);
     await vg.prepare();
     await settled();
+    exec.calls.length = 0;
+    return { vg, exec };
+  }
+  const TAKEOVER = ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs'];
+
+  it('remembers an owner other than itself only: its first takeover after its own term reads the owner, and the next ones name it', async () => {
+    const { vg, exec } = await preparedAsOwnerThenTakenOver();
     await vg.start();
-    const takeover = ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs'];
-    assert.deepEqual(exec.lines().slice(2), ['vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs', ...takeover]);
+    assert.deepEqual(exec.lines(), ['vgs --foreign --reportformat json -o vg_name,vg_systemid vg_nfs', ...TAKEOVER]);
     exec.calls.length = 0;
     await vg.start();
-    assert.deepEqual(exec.lines(), takeover);
+    assert.deepEqual(exec.lines(), TAKEOVER);
   });
 
   it("prepared again after the peer's takeover (the agent loop does, some way into the peer's term): its next takeover runs only the two vgchanges", async () => {
-    const { ctx, exec } = await resourceContext('node-b', { epoch: 4, confirmedEpoch: 4 });
-    exec
-      .on('lvm systemid', renamed('lvm-systemid--node-a', { nodea: 'nodeb' }))
-      .on(/^vgs /, renamed('vgs--json--owned-by-b', LVM), renamed('vgs--json--foreign--node-b', LVM))
-      .on(/--systemid/, 'vgchange-systemid--takeover-by-b')
-      .on('vgchange -ay vg_nfs', 'vgchange-ay--node-b');
-    const vg = new VolumeGroup(ctx);
-    await vg.prepare(); // its agent started while it owned the VG
-    await settled();
-    await vg.prepare(); // the peer has taken the VG over since
+    const { vg, exec } = await preparedAsOwnerThenTakenOver();
+    await vg.prepare();
     await settled();
     exec.calls.length = 0;
     await vg.start();
-    assert.deepEqual(exec.lines(), ['vgchange --config local/extra_system_ids=["nodea"] --systemid nodeb vg_nfs', 'vgchange -ay vg_nfs']);
+    assert.deepEqual(exec.lines(), TAKEOVER);
   });
 
   it('reads the owner when LVM refuses the one it remembers', async () => {
