@@ -48,7 +48,7 @@ import type { EpochMemory } from './epoch-memory.ts';
 import type { CommandLedger, CommandTime } from './executor.ts';
 import type { AgentMetrics } from './metrics.ts';
 import type { PeerStatus } from './peer.ts';
-import { type NodeResources, prepareResources } from './resources/index.ts';
+import type { NodeResources } from './resources/index.ts';
 import { type FencingState, type Resource, SafetyInDoubt } from './resources/resource.ts';
 import type { SelfFence } from './self-fence.ts';
 import type { ClientConnection, ClientTickler } from './tickle.ts';
@@ -564,10 +564,10 @@ export class NodeAgent {
   }
 
   /**
-   * The preparations the agent's start made (resource.prepare) read what the peer's takeover has
-   * changed since: the VG's owner. Once the peer has served a while under its new term, the
-   * passive makes them again, so that its own next takeover does not read the owner on its way.
-   * Not at once: the peer's clients are recovering then. Best effort, beside the loop.
+   * What the agent's start read ahead (resource.prepare) the peer's takeover has changed since:
+   * the VG's owner. Once the peer has served a while under its new term, the passive reads it
+   * again (resource.afterPeerTakeover), so that its own next takeover does not read it on its
+   * way. Not at once: the peer's clients are recovering then. Best effort, beside the loop.
    */
   #prepareAfterPeerTakeover(): void {
     const active = this.d.peer?.status()?.role === 'active';
@@ -578,9 +578,7 @@ export class NodeAgent {
     if (this.#prepareAt === null || now < this.#prepareAt) return;
     this.#prepareAt = null;
     this.d.log.info({ peer: this.#peerId }, `${this.#peerId} serves a new term: preparing again for a takeover`);
-    prepareResources(this.d.resources).catch((err: Error) =>
-      this.d.log.warn({ err: err.message }, `resources not prepared again after the peer's takeover: ${err.message}`),
-    );
+    for (const r of this.d.resources.ordered) r.afterPeerTakeover?.();
   }
 
   /** Makes one decision from the current snapshot and starts it; returns it. */

@@ -24,11 +24,15 @@ export interface Resource {
   /**
    * Readies, ahead of any takeover, what its start would otherwise do on the critical path and
    * needs no shared state (a unit's drop-in and systemd's reload of it). Starts nothing. The agent
-   * runs it when it starts, whatever its role, and on a passive node again some way into each new
-   * term of its peer (what the peer's takeover changed: the VG's owner); start() does it again
-   * where it must.
+   * runs it once when it starts, whatever its role; start() does it again where it must.
    */
   prepare?(): Promise<void>;
+  /**
+   * Reads again, ahead of this node's next takeover, what the peer's takeover has changed that
+   * start() reads (the VG's owner). The agent calls it on a passive node some way into each new
+   * term of its peer. Best effort: start() reads what it must.
+   */
+  afterPeerTakeover?(): void;
   /**
    * Begins, as a takeover begins, a part of its start() that touches nothing shared and waits on
    * the network rather than on the steps before it (a probe), so that it runs beside them;

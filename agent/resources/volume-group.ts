@@ -97,9 +97,18 @@ export class VolumeGroup implements Resource {
    * takeover right after the agent's start waits for) do not wait for it.
    */
   async prepare(): Promise<void> {
-    const local = (this.#prepared = await this.#localSystemId());
+    this.#prepared = await this.#localSystemId();
+    this.#readOwnerAhead();
+  }
+
+  /** The peer's takeover made the VG the peer's: its owner is read again, ahead of this node's next takeover. */
+  afterPeerTakeover(): void {
+    this.#readOwnerAhead();
+  }
+
+  #readOwnerAhead(): void {
     this.#owner().then(
-      (owner) => this.#noteOwner(owner, local),
+      (owner) => this.#noteOwner(owner, this.#prepared),
       (err: Error) => this.ctx.log.debug({ resource: this.name, err: err.message }, 'VG owner not read ahead; a takeover reads it'),
     );
   }

@@ -44,7 +44,7 @@ export class FakeResource implements Resource {
   /** Absent unless a test gives it one. */
   startAhead?: () => void;
   /** Absent unless a test gives it one. */
-  prepare?: () => Promise<void>;
+  afterPeerTakeover?: () => void;
   constructor(
     readonly name: ResourceName,
     protected readonly journal: string[],

@@ -620,8 +620,8 @@ describe('agent loop', () => {
   it("a passive readies itself again some way into each new term of its peer (what the peer's takeover changed), not at the agent's start", async () => {
     const { cp, peer, step, others, agent } = await besidePeer();
     const vg = others.find((r) => r.name === 'volume-group')!;
-    vg.prepare = async () => void journal.push('prepare volume-group');
-    const prepared = () => journal.filter((l) => l === 'prepare volume-group').length;
+    vg.afterPeerTakeover = () => void journal.push('volume-group: after the peer took over');
+    const prepared = () => journal.filter((l) => l === 'volume-group: after the peer took over').length;
     const run = async (ms: number) => {
       for (const end = now + ms; now < end; now += 500) await step();
     };

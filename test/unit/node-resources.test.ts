@@ -123,9 +123,9 @@ describe('volume-group resource', () => {
     assert.deepEqual(exec.lines(), TAKEOVER);
   });
 
-  it("prepared again after the peer's takeover (the agent loop does, some way into the peer's term): its next takeover runs only the two vgchanges", async () => {
+  it("told of the peer's takeover (the agent loop does, some way into the peer's term): its next takeover runs only the two vgchanges", async () => {
     const { vg, exec } = await preparedAsOwnerThenTakenOver();
-    await vg.prepare();
+    vg.afterPeerTakeover();
     await settled();
     exec.calls.length = 0;
     await vg.start();
