@@ -834,10 +834,15 @@ const logMessage = (line: string) => /"msg":"([^"]*)"/.exec(line)?.[1] ?? line;
  * journal is persistent); with `info`, its decisions and role changes too.
  */
 async function agentLogTail(vm: Vm, since: number, { info = false, count = 8 } = {}): Promise<string> {
-  const sinceArg = `@${Math.floor((since - 60_000) / 1000)}`;
-  const r = await vm.exec(['journalctl', '-u', 'nfs-ha-agent', '--since', sinceArg, '-o', 'cat', '--no-pager'], 10_000);
-  const lines = r.stdout.split('\n').filter((l) => (info ? /"level":(30|40|50|60)/ : /"level":(40|50|60)|demot|self-fenc|watchdog/).test(l));
-  return lines.slice(-count).map(logMessage).join(' | ') || `nothing logged (journalctl exit ${r.code})`;
+  const { lines, code } = await agentJournal(vm, '--since', `@${Math.floor((since - 60_000) / 1000)}`);
+  const kept = lines.filter((l) => (info ? /"level":(30|40|50|60)/ : /"level":(40|50|60)|demot|self-fenc|watchdog/).test(l));
+  return kept.slice(-count).map(logMessage).join(' | ') || `nothing logged (journalctl exit ${code})`;
+}
+
+/** The agent's journal on `vm`, its raw lines, as journalctl's own options select them (`--since`, `-b`, `--grep`). */
+async function agentJournal(vm: Vm, ...select: string[]): Promise<{ lines: string[]; code: number }> {
+  const r = await vm.exec(['journalctl', '-u', 'nfs-ha-agent', ...select, '-o', 'cat', '--no-pager'], 10_000);
+  return { lines: r.stdout.split('\n').filter(Boolean), code: r.code };
 }
 
 async function bootCount(vm: Vm): Promise<number> {
@@ -1112,10 +1117,8 @@ async function main(): Promise<void> {
     s.check(`${holder} was not reset after its clean demotion (its watchdog disarmed)`, bootsAfter === boots, `${bootsAfter - boots} resets`);
     // Some way into the peer's new term, the new passive readies itself again for a takeover
     // (the VG's owner, which the peer's takeover changed, is read then, not on its next takeover's path).
-    const preparedAgain = async () => {
-      const r = await vmByName(holder).exec(['journalctl', '-u', 'nfs-ha-agent', '--since', `@${Math.floor(faultAt / 1000)}`, '-o', 'cat', '--no-pager'], 10_000);
-      return r.stdout.split('\n').map(logMessage).find((m) => m.includes('preparing again'));
-    };
+    const preparedAgain = async () =>
+      (await agentJournal(vmByName(holder), '--since', `@${Math.floor(faultAt / 1000)}`, '--grep', 'preparing again')).lines.map(logMessage)[0];
     const prepared = await until(`${holder} to prepare again`, 15_000, preparedAgain, 1000).catch((err: Error) => err.message);
     s.check(`${holder} prepared again for a takeover, ${to} serving its new term`, /preparing again/.test(prepared), prepared);
   });
@@ -1420,8 +1423,7 @@ async function main(): Promise<void> {
         );
         // The crash left its exports in exportfs's table on its disk; with no NFS server running
         // they are stale, cleared at start-up rather than demoted for.
-        const found = await vm.exec(['journalctl', '-b', '-u', 'nfs-ha-agent', '-o', 'cat', '--no-pager', '--grep', 'found running|stopped: cleared']);
-        const lines = found.stdout.trim().split('\n').filter(Boolean).map(logMessage);
+        const lines = (await agentJournal(vm, '-b', '--grep', 'found running|stopped: cleared')).lines.map(logMessage);
         s.check(
           `${holder}'s agent found nothing running after the reboot (no demotion)`,
           !lines.some((l) => l.startsWith('found running')),
