@@ -79,6 +79,11 @@ export const NodeStatusViewSchema = z.object({
 
 export const ClusterStatusSchema = z.object({
   clusterId: ClusterId,
+  at: z
+    .string()
+    .describe(
+      "When the control plane read this status, on its clock (ISO 8601): the ages and the time left below count from it, and its events' times are on the same clock",
+    ),
   controlPlaneVersion: z.string().describe('This control plane\'s release: agents may be older, never newer (README, "Versions and rolling upgrades")'),
   specVersion: z.number().int(),
   maintenance: z.boolean().describe('Maintenance mode: agents do not restart, release or take over'),

@@ -75,6 +75,7 @@ export function clustersRouter(deps: { store: Store; arbiter: Arbiter; clock: Cl
     const now = clock.now();
     return {
       clusterId,
+      at: iso(now),
       controlPlaneVersion: VERSION,
       specVersion: record.specVersion,
       maintenance: lease.maintenance,

@@ -89,6 +89,7 @@ describe('control plane API on dynalite', () => {
     const status = await h.call('GET', '/v1/clusters/api-flow/status');
     assert.equal(status.body.lease.state, 'held');
     assert.equal(status.body.lease.expiresInMs, 3000);
+    assert.equal(status.body.at, new Date(h.clock.now()).toISOString(), "read on the control plane's clock, as its events are");
     const events = await h.call('GET', '/v1/clusters/api-flow/events');
     assert.deepEqual(
       events.body.events.map((e: { type: string }) => e.type),

@@ -54,6 +54,13 @@ const t0 = performance.now();
 const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s`;
 const log = (msg: string) => console.log(`[lab ${elapsed()}] ${msg}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * The lab's timeline clock: wall time read once, advanced by the host's monotonic clock, as the
+ * control plane's own (control-plane/clock.ts). A step of the host's wall clock during a run (a CI
+ * machine's clock set right: 12 s once, mid-run) moves neither; every other clock, a guest's or
+ * the control plane's, is read against it (clockOffset).
+ */
+const labNow = () => performance.timeOrigin + performance.now();
 
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | null | undefined | false>, everyMs = 250): Promise<T> {
   const started = performance.now();
@@ -85,6 +92,8 @@ function packagedControlPlane(): string[] {
 
 class ControlPlane {
   #process: ChildProcess | null = null;
+  /** This process's clock less the lab's: fixed for its life, as both advance on the host's monotonic clock. */
+  #offset: number | null = null;
   adminKey = '';
 
   async start(args: string[] = []): Promise<void> {
@@ -104,6 +113,7 @@ class ControlPlane {
       return this.adminKey !== '';
     });
     await until('the control plane to listen', 30_000, async () => (await fetch(`${CP}/healthz`).catch(() => null))?.ok);
+    this.#offset = null;
   }
 
   stop(): void {
@@ -133,12 +143,16 @@ class ControlPlane {
 
   status() {
     return this.call<{
+      at: string;
       lease: { holder: string | null; epoch: number; state: string };
       nodes: { id: string; role: string | null; epoch: number | null; lastHeartbeatAgoMs: number | null }[];
     }>('GET', `/v1/clusters/${CLUSTER}/status`);
   }
 
+  /** The cluster's events, their times on the lab's clock. */
   async events(): Promise<ClusterEvent[]> {
+    this.#offset ??= await clockOffset(async () => Date.parse((await this.status()).at));
+    const offset = this.#offset;
     const all: ClusterEvent[] = [];
     let cursor: string | null = null;
     do {
@@ -146,7 +160,7 @@ class ControlPlane {
         'GET',
         `/v1/clusters/${CLUSTER}/events?limit=200${cursor ? `&cursor=${cursor}` : ''}`,
       );
-      all.push(...page.events);
+      all.push(...page.events.map((e) => ({ ...e, at: e.at - offset })));
       cursor = page.cursor;
     } while (cursor);
     return all;
@@ -172,7 +186,7 @@ class Sampler {
     this.#running = true;
     void (async () => {
       while (this.#running) {
-        const at = Date.now();
+        const at = labNow();
         const [a, b] = await Promise.all(this.nodes.map((n) => n.sample(VG, VIP, 800).catch(() => null)));
         this.rounds.push({ at, a: a ?? null, b: b ?? null });
         await sleep(200);
@@ -557,19 +571,22 @@ async function awaitFailover(afterEpoch: number, faultAt: number | null, timeout
 }
 
 /**
- * A guest's monotonic clock (the helper's, the writer's, the kernel log's) minus the lab host's
- * clock, read in the middle of a round trip: the shortest of three, as a busy guest may answer late.
+ * Another clock (`read`) minus the lab's, read in the middle of a round trip: the shortest of
+ * three, as a busy guest may answer late.
  */
-async function clockOffset(vm: Vm): Promise<number> {
+async function clockOffset(read: () => Promise<number>): Promise<number> {
   let best = { rtt: Infinity, offset: 0 };
   for (let i = 0; i < 3; i++) {
-    const before = Date.now();
-    const { t } = await vm.sample('none', 'none', 30_000);
-    const after = Date.now();
+    const before = labNow();
+    const t = await read();
+    const after = labNow();
     if (after - before < best.rtt) best = { rtt: after - before, offset: t - (before + after) / 2 };
   }
   return best.offset;
 }
+
+/** A guest's monotonic clock (the helper's, the writer's, the kernel log's) minus the lab's. */
+const guestOffset = (vm: Vm) => clockOffset(async () => (await vm.sample('none', 'none', 30_000)).t);
 
 /**
  * The failover's end on the lab host's clock: when the client was acknowledged again (the gap in
@@ -580,7 +597,7 @@ async function afterVip(f: Failover): Promise<AfterVip> {
   const none: AfterVip = { resumeMs: null, gapMs: null, graceMs: null, grace: null, tickleMs: null, tickle: null, reconnectMs: null };
   if (f.vipAt === null) return none;
   const vipAt = f.vipAt;
-  const clientOffset = await clockOffset(storage);
+  const clientOffset = await guestOffset(storage);
   const list = (await acks()).map((a) => a.t - clientOffset);
   const i = list.findIndex((t) => t >= vipAt);
   // A line per change of port or count: a new socket binds a new port before it connects (or fails to).
@@ -595,7 +612,7 @@ async function afterVip(f: Failover): Promise<AfterVip> {
   const before = faultAt === null ? undefined : xprt.filter((x) => x.at < faultAt).at(-1);
   const reconnectAt = before && resumedAt !== null ? xprt.filter((x) => x.at >= faultAt! && x.at <= resumedAt && x.count > before.count).at(-1)?.at : undefined;
   const holder = vmByName(f.to);
-  const offset = await clockOffset(holder);
+  const offset = await guestOffset(holder);
   // knfsd logs "starting N-second grace period" at its start, then "all clients done reclaiming,
   // ending NFSv4 grace period" if it ends early; with no client to wait for, "skipping NFSv4 grace period".
   const log = await holder.exec(['journalctl', '-k', '-b', '-o', 'short-monotonic', '--no-pager', '--grep', 'grace period']);
@@ -635,7 +652,7 @@ async function sgPersist(vm: Vm, ...args: string[]): Promise<string> {
 
 /** The assertions every scenario ends with. */
 async function commonChecks(s: Scenario, from: number, device: string): Promise<void> {
-  const now = Date.now();
+  const now = labNow();
   const overlaps = sampler.overlaps(from, now);
   s.check(
     'never two nodes with the VG active and the VIP up',
@@ -674,7 +691,7 @@ async function runScenario(name: string, title: string, device: string, body: (s
   if (opts.only && !opts.only.split(',').includes(name)) return;
   log(`scenario ${name}: ${title}`);
   const s = new Scenario();
-  const from = Date.now();
+  const from = labNow();
   const clientFrom = await clientNow().catch(() => 0);
   const started = performance.now();
   const consoleFrom = [nodeA, nodeB].map((vm) => (existsSync(vm.consoleLog) ? statSync(vm.consoleLog).size : 0));
@@ -709,7 +726,7 @@ async function runScenario(name: string, title: string, device: string, body: (s
     failover: s.failover,
     afterVip: after,
     stallMs,
-    samples: sampler.count(from, Date.now()),
+    samples: sampler.count(from, labNow()),
     notes: s.notes,
     durationMs: performance.now() - started,
   });
@@ -753,13 +770,13 @@ async function explainFailure(s: Scenario, from: number, consoleFrom: number[]):
 
 /** Waits for `node` to report itself passive in a heartbeat after `since` (host time). */
 async function passiveAgain(s: Scenario, node: string, since: number, timeoutMs = 240_000): Promise<void> {
-  const started = Date.now();
+  const started = labNow();
   await until(`${node} to rejoin as passive`, timeoutMs, async () => {
     const st = await cp.status();
     const n = st.nodes.find((x) => x.id === node);
-    return n?.role === 'passive' && n.lastHeartbeatAgoMs !== null && Date.now() - n.lastHeartbeatAgoMs > since;
+    return n?.role === 'passive' && n.lastHeartbeatAgoMs !== null && labNow() - n.lastHeartbeatAgoMs > since;
   }).then(
-    () => s.check(`${node} rejoined as passive`, true, `${fmt(Date.now() - started)} s later`),
+    () => s.check(`${node} rejoined as passive`, true, `${fmt(labNow() - started)} s later`),
     (err: Error) => s.check(`${node} rejoined as passive`, false, err.message),
   );
 }
@@ -1050,7 +1067,7 @@ async function main(): Promise<void> {
       await sleep(5000);
       const after = await mainPid(vm);
       s.check('the same agent process serves on (SIGHUP reloads it)', after === before, `MainPID ${before} → ${after}`);
-      await passiveAgain(s, passive.name, Date.now());
+      await passiveAgain(s, passive.name, labNow());
       const passiveAfter = await mainPid(passive);
       s.check(
         `${passive.name} (passive): the package restarted its agent`,
@@ -1073,9 +1090,9 @@ async function main(): Promise<void> {
   await runScenario('switchover', 'planned switchover through the API', device, async (s) => {
     const { holder, epoch } = await activeNode();
     const to = peerOf(holder);
-    await passiveAgain(s, to, Date.now() - 40_000);
+    await passiveAgain(s, to, labNow() - 40_000);
     const boots = await bootCount(vmByName(holder));
-    const faultAt = Date.now();
+    const faultAt = labNow();
     const accepted = await cp.call<{ from: string; to: string }>('POST', `/v1/clusters/${CLUSTER}/switchover`, { to });
     s.check('the API accepted the switchover', accepted.from === holder && accepted.to === to, `${accepted.from} → ${accepted.to}`);
     s.failover = await awaitFailover(epoch, faultAt);
@@ -1126,21 +1143,21 @@ async function main(): Promise<void> {
   await runScenario('restore', "the control plane's store restored to a backup taken before a switchover, the agents running", device, async (s) => {
     const { holder, epoch } = await activeNode();
     const to = peerOf(holder);
-    await passiveAgain(s, to, Date.now() - 40_000);
-    const backupAt = Date.now();
+    await passiveAgain(s, to, labNow() - 40_000);
+    const backupAt = labNow();
     const backup = await cp.call<{ path: string; entries: number }>('POST', '/v1/backups');
     s.check('an online backup of the store while it serves', backup.entries > 0, `${backup.entries} entries, ${holder} active under epoch ${epoch}`);
     // A failover after the backup: the planned one (it leaves nobody reset).
-    const switchAt = Date.now();
+    const switchAt = labNow();
     await cp.call('POST', `/v1/clusters/${CLUSTER}/switchover`, { to });
     const moved = await awaitFailover(epoch, switchAt);
     s.check('a failover after the backup', moved.to === to, `${holder} → ${moved.to} under epoch ${moved.epoch}`);
     await waitAcksAfter(5, 60_000);
     const clientFrom = await clientNow();
-    const downAt = Date.now();
+    const downAt = labNow();
     await cp.stopped();
     await cp.start(['--restore', backup.path]);
-    const upAt = Date.now();
+    const upAt = labNow();
     const restored = await cp.status();
     const regressed = await until('the arbiter to report the regression', 60_000, async () => (await cp.events()).find((e) => e.type === 'store.regressed'));
     // What the restored store held is what the arbiter found when the first agent reported: the
@@ -1187,14 +1204,14 @@ async function main(): Promise<void> {
   await runScenario('arbiter-down', 'the control plane stopped for 30 s (ten lease TTLs): the active serves on, vouched for by its peer (failsafe)', device, async (s) => {
     const { holder, epoch } = await activeNode();
     // A fresh heartbeat: the peer must be up and passive now (after a switchover its demotion may have reset it), or nobody can vouch.
-    await passiveAgain(s, peerOf(holder), Date.now());
+    await passiveAgain(s, peerOf(holder), labNow());
     await waitAcksAfter(5, 60_000);
     const clientFrom = await clientNow();
-    const downAt = Date.now();
+    const downAt = labNow();
     await cp.stopped();
     await sleep(ARBITER_DOWN_MS);
     // Rounds in which the holder answered the sampler (under TCG a round now and then gets no answer).
-    const servedThroughout = sampler.rounds.filter((r) => r.at > downAt + 1_000 && r.at < Date.now() && (indexOf(holder) === 0 ? r.a : r.b) !== null);
+    const servedThroughout = sampler.rounds.filter((r) => r.at > downAt + 1_000 && r.at < labNow() && (indexOf(holder) === 0 ? r.a : r.b) !== null);
     const lost = servedThroughout.filter((r) => !(indexOf(holder) === 0 ? r.a : r.b)!.vip);
     s.check(
       `${holder} kept the VIP for the whole outage (no demotion)`,
@@ -1214,7 +1231,7 @@ async function main(): Promise<void> {
       `longest wait for an acknowledgement ${fmt(stall)} s; in the 30 s before the outage ${fmt(baseline)} s`,
     );
     await cp.start();
-    const upAt = Date.now();
+    const upAt = labNow();
     const back = await activeNode();
     s.check(
       'the same holder under the same epoch afterwards (no fencing, no new grant)',
@@ -1234,7 +1251,7 @@ async function main(): Promise<void> {
         ? `${entered.node} vouched by ${entered.data.vouchedBy}, unreachable from ${entered.data.unreachableFrom.join(', ')}, ${fmt(left.data.durationMs)} s, ${left.data.outcome}`
         : 'not found',
     );
-    s.note(`control plane down ${fmt(upAt - downAt)} s; renewals resumed under epoch ${back.epoch} ${fmt(Date.now() - upAt)} s after it was up`);
+    s.note(`control plane down ${fmt(upAt - downAt)} s; renewals resumed under epoch ${back.epoch} ${fmt(labNow() - upAt)} s after it was up`);
   });
 
   await runScenario(
@@ -1253,7 +1270,7 @@ async function main(): Promise<void> {
         "the active: its LUN's multipath map and its LV, active (the volume group's monitor reads these)",
       );
       const clientFrom = await clientNow();
-      const cutAt = Date.now();
+      const cutAt = labNow();
       await cutPath(vm);
       let outAt = 0;
       let restoredAt = 0;
@@ -1262,19 +1279,19 @@ async function main(): Promise<void> {
           const p = await pathsOf(vm, device);
           return p.some((x) => x.state !== 'running') ? p : null;
         });
-        outAt = Date.now();
+        outAt = labNow();
         s.check(`the cut path left service on ${holder}`, true, down.map((p) => `${p.name} ${p.state}`).join(', '));
         await captureMultipath(vm, device, 'one-path-cut', "the active's second path cut (its iSCSI traffic to the second portal dropped)");
         await sleep(15_000);
       } finally {
         await nft('delete', 'table', 'bridge', 'nfsha_lab_path');
-        restoredAt = Date.now();
+        restoredAt = labNow();
       }
       const back = await until('both paths running again', 120_000, async () => {
         const p = await pathsOf(vm, device);
         return p.length === 2 && p.every((x) => x.state === 'running') ? p : null;
       });
-      const backAt = Date.now();
+      const backAt = labNow();
       const stall = longestStall(await acks(), clientFrom, await clientNow());
       s.check('the client wrote on through the cut (longest wait under 30 s)', stall < 30_000, `longest wait for an acknowledgement ${fmt(stall)} s`);
       const after = await activeNode();
@@ -1300,7 +1317,7 @@ async function main(): Promise<void> {
       try {
         // Unregistered and read back in one guest command: the holder's monitor may register it
         // again within seconds, and the lab must see the loss before that.
-        const lostAt = Date.now();
+        const lostAt = labNow();
         const unregistered = await vm.run([
           'bash',
           '-c',
@@ -1344,7 +1361,7 @@ async function main(): Promise<void> {
           },
           1000,
         );
-        const repairedAt = Date.now();
+        const repairedAt = labNow();
         s.check(
           `${holder} registered its key on ${path} again, and only its key`,
           repaired.every((k) => k === key),
@@ -1381,7 +1398,7 @@ async function main(): Promise<void> {
       const { holder, epoch } = await activeNode();
       const vm = vmByName(holder);
       const noteTakeover = await watchSurvivor(holder);
-      const faultAt = Date.now();
+      const faultAt = labNow();
       await vm.powerOff();
       s.failover = await awaitFailover(epoch, faultAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
@@ -1476,13 +1493,13 @@ async function main(): Promise<void> {
     const clocksource = (await vm.run(['cat', '/sys/devices/system/clocksource/clocksource0/current_clocksource'])).trim();
     s.check(`${holder}'s clock runs on the TSC, which counts the time it is frozen`, clocksource === 'tsc', `current clocksource ${clocksource}`);
     const noteTakeover = await watchSurvivor(holder);
-    const faultAt = Date.now();
+    const faultAt = labNow();
     vm.freeze();
     s.failover = await awaitFailover(epoch, faultAt);
     tookOver(s, holder, ['lease-expired', 'holder-silent']);
     await noteTakeover(s);
     await sleep(1000);
-    const thawAt = Date.now();
+    const thawAt = labNow();
     vm.thaw();
     log(`  ${holder} resumed`);
     await fencedWrite(s, vm, device);
@@ -1501,7 +1518,7 @@ async function main(): Promise<void> {
       const boots = await bootCount(vmByName(holder));
       const [self, peer] = [vmByName(holder).o.address, vmByName(peerOf(holder)).o.address];
       const noteTakeover = await watchSurvivor(holder);
-      const faultAt = Date.now();
+      const faultAt = labNow();
       await nft('add', 'table', 'inet', 'nfsha_lab');
       await nft('add', 'chain', 'inet', 'nfsha_lab', 'input', '{ type filter hook input priority 0 ; }');
       await nft('add', 'rule', 'inet', 'nfsha_lab', 'input', 'ip', 'saddr', self, 'tcp', 'dport', '8080', 'drop');
@@ -1528,7 +1545,7 @@ async function main(): Promise<void> {
     const vm = vmByName(holder);
     const boots = await bootCount(vm);
     const noteTakeover = await watchSurvivor(holder);
-    const faultAt = Date.now();
+    const faultAt = labNow();
     const failover = await vm.holdingResets(async () => {
       await vm.run(['systemctl', 'kill', '--signal=SIGKILL', '--kill-whom=main', 'nfs-ha-agent']);
       // Documented behaviour (README, "The node agent"): systemd restarts the agent; back before
@@ -1555,7 +1572,7 @@ async function main(): Promise<void> {
   await runScenario('resource-failure', 'nfsd killed on the active: local restarts, then failover past the threshold', device, async (s) => {
     const { holder, epoch } = await activeNode();
     const vm = vmByName(holder);
-    const faultAt = Date.now();
+    const faultAt = labNow();
     let kills = 0;
     for (; kills < 5; kills++) {
       if ((await cp.status()).lease.epoch !== epoch) break;
@@ -1584,12 +1601,12 @@ async function main(): Promise<void> {
     device,
     async (s) => {
       const { holder, epoch } = await activeNode();
-      await passiveAgain(s, peerOf(holder), Date.now());
+      await passiveAgain(s, peerOf(holder), labNow());
       await waitAcksAfter(5, 60_000);
-      const downAt = Date.now();
+      const downAt = labNow();
       await cp.stopped();
       await sleep(10_000);
-      const crashAt = Date.now();
+      const crashAt = labNow();
       await vmByName(holder).powerOff();
       await sleep(SURVIVOR_WAIT_MS);
       const survivor = peerOf(holder);
@@ -1601,7 +1618,7 @@ async function main(): Promise<void> {
       );
       const noteTakeover = await watchSurvivor(holder, 'the control plane back');
       await cp.start();
-      const upAt = Date.now();
+      const upAt = labNow();
       s.failover = await awaitFailover(epoch, upAt);
       tookOver(s, holder, ['lease-expired', 'holder-silent']);
       await noteTakeover(s);
@@ -1620,7 +1637,7 @@ async function main(): Promise<void> {
       const { holder, epoch } = await activeNode();
       const survivor = vmByName(peerOf(holder));
       // After arbiter-down-crash the survivor-to-be is the node that scenario killed: booted again.
-      const since = Date.now();
+      const since = labNow();
       if (!survivor.running) {
         survivor.start();
         await survivor.waitUp(240_000);
@@ -1635,13 +1652,13 @@ async function main(): Promise<void> {
       rawRanAll(prepared.prepared, []);
       await waitAcksAfter(5, 60_000);
       const noteTakeover = await watchTakeover(survivor);
-      const faultAt = Date.now();
+      const faultAt = labNow();
       await vmByName(holder).powerOff();
       const { start } = JSON.parse(await survivor.run(['node', '/lab/raw-sequence.mjs', '--start', plan], 180_000)) as { start: RawStep[] };
       await noteTakeover(s);
       rawRanAll([], start);
       servedByHand = survivor.name;
-      const offset = await clockOffset(survivor);
+      const offset = await guestOffset(survivor);
       const vipAt = start.at(-1)!.endedAt - offset;
       const takeoverMs = start.reduce((sum, x) => sum + x.ms, 0);
       s.failover = {
@@ -1768,7 +1785,7 @@ function cpuByProgram(a: GuestCpu, b: GuestCpu): [string, number][] {
  * multipathd look at the map, on the one CPU the takeover needs.
  */
 async function watchTakeover(vm: Vm, from = 'the fault'): Promise<(s: Scenario) => Promise<string[]>> {
-  const unit = `nfs-ha-lab-uevents-${Date.now()}`;
+  const unit = `nfs-ha-lab-uevents-${Math.round(labNow())}`;
   const file = `/run/${unit}.log`;
   // udevadm monitor writes each event as it comes (line-buffered), to a file here.
   await vm.run(['systemd-run', '--collect', '--unit', unit, '-p', `StandardOutput=file:${file}`, 'udevadm', 'monitor', '--kernel', '--subsystem-match=block']);
@@ -1791,7 +1808,7 @@ async function watchTakeover(vm: Vm, from = 'the fault'): Promise<(s: Scenario) 
  * client reclaims; an old active reset meanwhile stays off, as its boot would take a host core.
  */
 const CLIENT_RECOVERY_MS = 2000;
-const clientRecovery = (vipAt: number | null) => sleep(Math.max(0, (vipAt ?? Date.now()) + CLIENT_RECOVERY_MS - Date.now()));
+const clientRecovery = (vipAt: number | null) => sleep(Math.max(0, (vipAt ?? labNow()) + CLIENT_RECOVERY_MS - labNow()));
 
 /** awaitFailover(), then clientRecovery(): for a reset of the old active held off meanwhile (holdingResets). */
 async function awaitRecoveredFailover(afterEpoch: number, faultAt: number): Promise<Failover> {
@@ -1839,10 +1856,10 @@ async function footprint(vm: Vm, role: string): Promise<Footprint> {
     return { ...ticks, rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile'), hwm: kib('VmHWM'), runs };
   };
   const a = await read();
-  const t0 = Date.now();
+  const t0 = labNow();
   await sleep(FOOTPRINT_WINDOW_MS);
   const b = await read();
-  const seconds = (Date.now() - t0) / 1000;
+  const seconds = (labNow() - t0) / 1000;
   const pct = (ticks: number) => Math.round((ticks / 100 / seconds) * 1000) / 10;
   const mib = (kib: number) => Math.round(kib / 102.4) / 10;
   return {
